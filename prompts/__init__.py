@@ -1,0 +1,71 @@
+"""Prompt templates per model family: data in ``templates/*.yaml``, and this tiny loader.
+
+A template turns a problem and the reasoning steps written so far into the text a chat model continues:
+the chat template of the model's tokenizer renders the turns, then the steps are appended to the open
+assistant turn (what vLLM calls ``continue_final_message``), so a step is always generated, scored or
+judged on the same prefix and prefix caches hit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    user: str = "{problem}"
+    system: str | None = None
+    assistant_prefix: str = ""
+    step_delimiter: str = "\n\n"
+    judge_instruction: str = "Evaluate the last step. Assign a score from 0 to 9."
+    judge_prefix: str = "I think the quality score is: "
+    description: str = ""
+
+    def messages(self, problem: str) -> list[dict]:
+        out = [{"role": "system", "content": self.system}] if self.system else []
+        return out + [{"role": "user", "content": self.user.format(problem=problem)}]
+
+    def steps_text(self, steps: list[str], open_step: bool = True) -> str:
+        """The assistant text for ``steps``; with ``open_step`` a delimiter follows, ready for the next step."""
+        text = self.step_delimiter.join(steps)
+        return text + self.step_delimiter if steps and open_step else text
+
+    def prompt(self, tokenizer, problem: str, steps: list[str] = ()) -> str:
+        """Chat-rendered text after which the model writes the next step."""
+        head = tokenizer.apply_chat_template(self.messages(problem), tokenize=False, add_generation_prompt=True)
+        return head + self.assistant_prefix + self.steps_text(list(steps))
+
+    def judge_prompt(self, tokenizer, problem: str, steps: list[str], candidate: str) -> str:
+        """SpecReason's judge: the steps with the candidate last, a user turn asking for a 0-9 score, and an
+        assistant prefix after which the next token is the score digit."""
+        messages = self.messages(problem) + [
+            {"role": "assistant", "content": self.assistant_prefix + self.steps_text(list(steps) + [candidate], open_step=False)},
+            {"role": "user", "content": self.judge_instruction},
+        ]
+        head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return head + self.judge_prefix
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
+
+
+@lru_cache(maxsize=None)
+def load(name: str) -> PromptTemplate:
+    """The template called ``name`` (a file in ``prompts/templates``) or at a path to a YAML file."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = TEMPLATE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown prompt template {name!r}: use one of {available()} or a path to a YAML file")
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        return PromptTemplate(name=path.stem, **data)
+    except TypeError as e:
+        raise ValueError(f"prompt template {path}: {e}; allowed keys: {list(PromptTemplate.__dataclass_fields__)[1:]}") from None

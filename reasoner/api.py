@@ -1,0 +1,103 @@
+"""``Reasoner``: a recipe built into models, an engine, a verifier and a search; ``solve`` and ``solve_many``."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable
+
+from .backends import LM, load_lm
+from .engine import StepBudget, StepEngine, StepSampling
+from .recipe import Recipe
+from .stats import Stats
+from .types import Candidate, Node, Problem, Solution, Tree
+
+
+class Reasoner:
+    """Solve problems with a recipe.
+
+    ``Reasoner()`` uses the defaults (chain of thought with the toy target); ``Reasoner("recipes/toy-bon.yaml")``
+    loads a recipe; keyword arguments override sections, e.g. ``Reasoner(search={"method": "best_of_n", "n": 8})``.
+    """
+
+    def __init__(self, recipe: "Recipe | str | Path | dict | None" = None, overrides: list[str] | None = None, **sections):
+        # the sibling packages import reasoner's modules, so they are imported here, not at the top
+        import prompts
+        from search import BestOfN, ChainOfThought
+
+        self.recipe = Recipe.load(recipe, overrides)
+        if sections:
+            self.recipe = Recipe.load(self.recipe, sections)
+        r = self.recipe
+        self.template = prompts.load(r.prompt)
+        self.stats = Stats()  # everything this reasoner has spent, over all calls
+        self.last_run = Stats()  # what the last solve/solve_many spent
+        self.models: dict[str, LM] = {}
+        for role in ("target", "draft", "verifier"):
+            spec = getattr(r.models, role)
+            needed = role == r.search.policy or (r.verifier.type != "none" and role == r.verifier.model)
+            if spec is not None and needed:
+                self.models[role] = load_lm(
+                    spec.backend, spec.path, role, seed=r.seed, dtype=spec.dtype, device=spec.device, max_batch_size=spec.max_batch_size
+                )
+        self.engine = StepEngine(
+            self.models[r.search.policy],
+            self.template,
+            StepSampling(r.sampling.temperature, r.sampling.top_p, r.sampling.max_step_tokens),
+            StepBudget(r.budget.max_steps, r.budget.max_tokens),
+        )
+        self.verifier = None
+        if r.verifier.type == "likelihood":
+            from verifiers.likelihood import LikelihoodVerifier
+
+            self.verifier = LikelihoodVerifier(self.models[r.verifier.model], self.template, r.verifier.reduce)
+        self.search = ChainOfThought(self.engine) if r.search.method == "cot" else BestOfN(self.engine, r.search.n)
+
+    def solve(self, problem: "str | Problem") -> Solution:
+        """Solve one problem; its ``stats`` hold everything spent on it."""
+        return self.solve_many([problem])[0]
+
+    def solve_many(self, problems: Iterable["str | Problem"]) -> list[Solution]:
+        """Solve problems together: their trajectories share every batched model call. Each solution's stats
+        count the tokens spent on it; the batch's wall time and forward passes are in ``last_run`` (and, for a
+        single problem, in its solution's stats too)."""
+        problems = [p if isinstance(p, Problem) else Problem(p) for p in problems]
+        if not problems:
+            return []
+        trees = [Tree(p) for p in problems]
+        self.last_run = run = Stats()
+        for lm in self.models.values():
+            lm.stats = run
+        start = time.perf_counter()
+        leaves = self.search.run(trees)
+        solutions = [self._solution(tree, lv) for tree, lv in zip(trees, leaves)]
+        run.wall_s = time.perf_counter() - start
+        for tree in trees:
+            for name, value in tree.stats.counters.items():
+                run.count(name, value)
+        self.stats.merge(run)
+        if len(solutions) == 1:  # the batch is this problem: its shared costs are its own
+            own = solutions[0].stats
+            for name, r in run.roles.items():
+                own.role(name).calls, own.role(name).forward_passes, own.role(name).wall_s = r.calls, r.forward_passes, r.wall_s
+            own.wall_s = run.wall_s
+        return solutions
+
+    def _solution(self, tree: Tree, leaves: list[Node]) -> Solution:
+        from search import choose
+        from verifiers.base import aggregate
+        from verifiers.math import extract_answer, is_equivalent
+
+        r = self.recipe
+        scores = self.verifier.score_paths(leaves) if self.verifier else [None] * len(leaves)
+        candidates = []
+        for leaf, step_scores in zip(leaves, scores):
+            steps = [n.step for n in leaf.path()]
+            text = leaf.text(self.template.step_delimiter)
+            score = aggregate(step_scores, r.verifier.aggregate) if step_scores is not None else None
+            candidates.append(Candidate(steps, extract_answer(text), score, finished=leaf.step is not None and leaf.step.finish_reason == "eos"))
+        best = choose(candidates, r.search.vote)
+        answer = best.answer if best else None
+        problem = tree.problem
+        correct = is_equivalent(answer, problem.answer) if problem.answer is not None else None
+        return Solution(problem, answer, best.text if best else "", best.steps if best else [], candidates, tree.stats, correct)
+

@@ -1,0 +1,75 @@
+"""Step engines: the only way a search gets new reasoning steps.
+
+``StepEngine.expand(nodes, k)`` returns ``k`` children for each node, generated in one batched backend call
+for all nodes (of any problems). A step is the text up to the step delimiter; a child is terminal when the
+model ended its answer (EOS), ran out of step tokens, or the trajectory hit the budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prompts import PromptTemplate
+
+from .backends import LM, SamplingParams
+from .types import Node, Step
+
+
+@dataclass
+class StepSampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_step_tokens: int = 256
+
+
+@dataclass
+class StepBudget:
+    max_steps: int = 32  # steps per trajectory
+    max_tokens: int = 4096  # generated tokens per trajectory
+
+
+def path_tokens(node: Node) -> int:
+    return sum(len(n.step.token_ids) for n in node.path())
+
+
+class StepEngine:
+    """One model (the policy) writes every step."""
+
+    def __init__(self, lm: LM, template: PromptTemplate, sampling: StepSampling | None = None, budget: StepBudget | None = None):
+        self.lm = lm
+        self.template = template
+        self.sampling = sampling or StepSampling()
+        self.budget = budget or StepBudget()
+
+    def prompt(self, node: Node) -> str:
+        return self.template.prompt(self.lm.tokenizer, node.tree.problem.text, node.steps())
+
+    def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
+        if not nodes:
+            return []
+        for node in nodes:
+            if node.terminal:
+                raise ValueError(f"cannot expand a terminal node: {node}")
+        params = SamplingParams(
+            n=k,
+            temperature=self.sampling.temperature,
+            top_p=self.sampling.top_p,
+            stop=(self.template.step_delimiter,),
+            max_tokens=self.sampling.max_step_tokens,
+        )
+        generations = self.lm.generate([self.prompt(n) for n in nodes], params)
+        out = []
+        for node, gens in zip(nodes, generations):
+            role = node.tree.stats.role(self.lm.role)
+            role.prefill_tokens += gens[0].prompt_tokens if gens else 0
+            children = []
+            for g in gens:
+                role.generated_tokens += len(g.token_ids)
+                step = Step(g.text, g.token_ids, g.logprobs, source=self.lm.role, finish_reason=g.finish_reason)
+                children.append(node.add_child(step, self.is_terminal(node, step)))
+            out.append(children)
+        return out
+
+    def is_terminal(self, parent: Node, step: Step) -> bool:
+        if step.finish_reason != "stop":
+            return True
+        return parent.depth + 1 >= self.budget.max_steps or path_tokens(parent) + len(step.token_ids) >= self.budget.max_tokens

@@ -1,0 +1,58 @@
+"""Cost counters: every call that spends compute adds to a ``Stats``; speed claims are made from these."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class RoleStats:
+    """What one model role (target, draft, verifier) spent."""
+
+    calls: int = 0
+    prefill_tokens: int = 0  # prompt tokens run through the model
+    generated_tokens: int = 0  # tokens sampled
+    forward_passes: int = 0
+    wall_s: float = 0.0
+
+    def __iadd__(self, other: "RoleStats") -> "RoleStats":
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+
+class Stats:
+    """Per-role ``RoleStats`` plus named counters (``steps_accepted``, ...) and the wall time of a whole run."""
+
+    def __init__(self):
+        self.roles: dict[str, RoleStats] = defaultdict(RoleStats)
+        self.counters: dict[str, float] = defaultdict(float)
+        self.wall_s: float = 0.0
+
+    def role(self, name: str) -> RoleStats:
+        return self.roles[name]
+
+    def count(self, name: str, value: float = 1) -> None:
+        self.counters[name] += value
+
+    def merge(self, other: "Stats") -> "Stats":
+        for name, r in other.roles.items():
+            self.roles[name] += r
+        for name, v in other.counters.items():
+            self.counters[name] += v
+        self.wall_s += other.wall_s
+        return self
+
+    def tokens(self) -> dict[str, int]:
+        """Generated tokens per role."""
+        return {name: r.generated_tokens for name, r in sorted(self.roles.items())}
+
+    def to_dict(self) -> dict:
+        return {
+            "wall_s": round(self.wall_s, 4),
+            "roles": {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(r).items()} for name, r in sorted(self.roles.items())},
+            "counters": dict(sorted(self.counters.items())),
+        }
+
+    def __repr__(self) -> str:
+        return f"Stats({self.to_dict()})"

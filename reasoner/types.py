@@ -1,0 +1,124 @@
+"""Core data types: problems, reasoning steps, the search tree and the solution handed back to users."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .stats import Stats
+
+
+@dataclass
+class Problem:
+    text: str
+    answer: str | None = None
+    tests: str | None = None
+    id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError("empty problem: give the problem text to solve (e.g. 'Compute (17+25)*3-48.')")
+
+
+@dataclass
+class Step:
+    """One reasoning step (text without the delimiter) and who wrote it."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    source: str = "target"  # the role of the model that wrote it: "target" | "draft"
+    finish_reason: str = "stop"  # "stop" (delimiter) | "eos" | "length"
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "source": self.source, "finish_reason": self.finish_reason, "tokens": len(self.token_ids), "scores": self.scores}
+
+
+class Node:
+    """A node of a search tree: the root holds no step; every other node adds one step to its parent's path.
+    Prefixes are shared by reference, so the tree is visible to KV reuse and cost accounting."""
+
+    __slots__ = ("tree", "parent", "step", "depth", "children", "value", "visits", "terminal")
+
+    def __init__(self, tree: "Tree", parent: "Node | None" = None, step: Step | None = None, terminal: bool = False):
+        self.tree = tree
+        self.parent = parent
+        self.step = step
+        self.depth = 0 if parent is None else parent.depth + 1
+        self.children: list[Node] = []
+        self.value: float | None = None
+        self.visits = 0
+        self.terminal = terminal
+
+    def add_child(self, step: Step, terminal: bool) -> "Node":
+        child = Node(self.tree, self, step, terminal)
+        self.children.append(child)
+        return child
+
+    def path(self) -> list["Node"]:
+        """Nodes from the first step down to this one (the root excluded)."""
+        out, node = [], self
+        while node.parent is not None:
+            out.append(node)
+            node = node.parent
+        return out[::-1]
+
+    def steps(self) -> list[str]:
+        return [n.step.text for n in self.path()]
+
+    def text(self, delimiter: str = "\n\n") -> str:
+        return delimiter.join(self.steps())
+
+    def __repr__(self) -> str:
+        return f"Node(depth={self.depth}, terminal={self.terminal}, step={self.step.text if self.step else None!r})"
+
+
+class Tree:
+    """The search tree of one problem, with the stats of the compute spent on it."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        self.root = Node(self)
+        self.stats = Stats()
+
+
+@dataclass
+class Candidate:
+    """A finished trajectory with its extracted answer and aggregated verifier score."""
+
+    steps: list[Step]
+    answer: str | None
+    score: float | None = None
+    finished: bool = True
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.steps)
+
+    def to_dict(self) -> dict:
+        return {"answer": self.answer, "score": self.score, "finished": self.finished, "steps": [s.to_dict() for s in self.steps]}
+
+
+@dataclass
+class Solution:
+    problem: Problem
+    answer: str | None
+    text: str
+    steps: list[Step]
+    candidates: list[Candidate]
+    stats: Stats
+    correct: bool | None = None  # set when the problem has a reference answer
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.problem.id,
+            "problem": self.problem.text,
+            "reference": self.problem.answer,
+            "answer": self.answer,
+            "correct": self.correct,
+            "text": self.text,
+            "steps": [s.to_dict() for s in self.steps],
+            "candidates": [c.to_dict() for c in self.candidates],
+            "stats": self.stats.to_dict(),
+        }

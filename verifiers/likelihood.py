@@ -1,0 +1,53 @@
+"""A verifier from a model's own likelihood: the (usually larger) model's teacher-forced probability of each step.
+
+One prefill per trajectory scores all of its steps. A step's score is the geometric-mean probability of its
+tokens (``reduce="mean"``) or the probability of its least likely token (``reduce="min"``); the delimiter (or
+EOS) that ends the step is part of it, since ending a step there is the model's choice too.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from prompts import PromptTemplate
+from reasoner.backends import LM
+from reasoner.types import Node
+
+
+class LikelihoodVerifier:
+    def __init__(self, lm: LM, template: PromptTemplate, reduce: str = "mean"):
+        if reduce not in ("mean", "min"):
+            raise ValueError(f"unknown likelihood reduction {reduce!r}: use mean or min")
+        self.lm, self.template, self.reduce = lm, template, reduce
+        self.name = f"likelihood-{reduce}"
+        self._eos = lm.tokenizer.eos_token_id
+
+    def _step_ids(self, node: Node) -> list[int]:
+        ids = self.lm.encode(node.step.text)
+        if node.step.finish_reason == "stop":
+            return ids + self.lm.encode(self.template.step_delimiter)
+        return ids + ([self._eos] if node.step.finish_reason == "eos" and self._eos is not None else [])
+
+    def score_paths(self, nodes: Sequence[Node]) -> list[list[float]]:
+        todo = [n for n in nodes if any(self.name not in p.step.scores for p in n.path())]
+        if todo:
+            prompts, continuations, pieces = [], [], []
+            for node in todo:
+                ids = [self._step_ids(p) for p in node.path()]
+                prompts.append(self.lm.encode(self.template.prompt(self.lm.tokenizer, node.tree.problem.text)))
+                continuations.append([t for piece in ids for t in piece])
+                pieces.append([len(piece) for piece in ids])
+            logprobs = self.lm.score(prompts, continuations)
+            for node, lps, lengths, prompt, cont in zip(todo, logprobs, pieces, prompts, continuations):
+                node.tree.stats.role(self.lm.role).prefill_tokens += len(prompt) + len(cont)
+                start = 0
+                for p, k in zip(node.path(), lengths):
+                    seg = lps[start : start + k]
+                    start += k
+                    if not seg:
+                        p.step.scores[self.name] = 0.0
+                    elif self.reduce == "mean":
+                        p.step.scores[self.name] = math.exp(sum(seg) / len(seg))
+                    else:
+                        p.step.scores[self.name] = math.exp(min(seg))
+        return [[p.step.scores[self.name] for p in n.path()] for n in nodes]
