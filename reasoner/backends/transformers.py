@@ -114,17 +114,18 @@ class TransformersLM:
         for i, ids in enumerate(encoded):
             if not ids:
                 raise ValueError(f"prompt {i} is empty: give at least one token to continue")
-        results: list[list[Generation]] = [[] for _ in prompts]
-        per_chunk = max(1, self.max_batch_size // params.n)
+        n = params.n
+        results: list[list[Generation]] = [[None] * n for _ in prompts]  # type: ignore[list-item]
+        per_chunk = max(1, self.max_batch_size // n)
         with self._account() as role:
             for start in range(0, len(encoded), per_chunk):
-                chunk = list(range(start, min(start + per_chunk, len(encoded))))
-                for index, gen in self._generate_chunk([encoded[i] for i in chunk], params, role):
-                    results[chunk[index]].append(gen)
+                for slot, gen in self._generate_chunk(encoded[start : start + per_chunk], params, role):
+                    results[start + slot // n][slot % n] = gen
         return results
 
     def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams, role):
-        """Prefill each distinct prompt once, repeat its KV for the ``n`` samples, decode until every row ends."""
+        """Prefill each distinct prompt once, repeat its KV for the ``n`` samples, decode until every row ends.
+        Yields ``(slot, generation)`` as rows finish; slot ``i * n + j`` is sample ``j`` of prompt ``i``."""
         ids, mask, positions = self._left_pad(prompts)
         logits, cache = self._forward(ids, mask, positions, cache=self._new_cache())
         role.prefill_tokens += sum(len(p) for p in prompts)
@@ -134,10 +135,10 @@ class TransformersLM:
             cache.batch_repeat_interleave(n)
             logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
             positions = positions.repeat_interleave(n, 0)
-        rows = [i // n for i in range(len(prompts) * n)]  # prompt index of each live row
-        out_ids: list[list[int]] = [[] for _ in rows]
-        out_lps: list[list[float]] = [[] for _ in rows]
-        live = list(range(len(rows)))  # output slot of each live row
+        slots = len(prompts) * n
+        out_ids: list[list[int]] = [[] for _ in range(slots)]
+        out_lps: list[list[float]] = [[] for _ in range(slots)]
+        live = list(range(slots))  # output slot of each row still in the batch
         next_pos = positions[:, -1:] + 1
         while True:
             last = logits[:, -1, :]
@@ -145,13 +146,12 @@ class TransformersLM:
             lps = torch.log_softmax(last, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
             role.generated_tokens += len(live)
             keep = []
-            for r, slot in enumerate(live):
-                tok = int(tokens[r])
+            for r, (slot, tok, lp) in enumerate(zip(live, tokens.tolist(), lps.tolist())):
                 out_ids[slot].append(tok)
-                out_lps[slot].append(float(lps[r]))
+                out_lps[slot].append(lp)
                 finish = self._finished(out_ids[slot], tok, params)
                 if finish:
-                    yield rows[slot], self._result(out_ids[slot], out_lps[slot], finish, len(prompts[rows[slot]]))
+                    yield slot, self._result(out_ids[slot], out_lps[slot], finish, len(prompts[slot // n]))
                 else:
                     keep.append(r)
             if not keep:
