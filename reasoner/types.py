@@ -30,9 +30,15 @@ class Step:
     source: str = "target"  # the role of the model that wrote it: "target" | "draft"
     finish_reason: str = "stop"  # "stop" (delimiter) | "eos" | "length"
     scores: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time spent writing (and judging) it: its share of the batched calls
+    speculation: dict[str, Any] | None = None  # step speculation's record: acceptor, score, accepted, the rejected draft
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "source": self.source, "finish_reason": self.finish_reason, "tokens": len(self.token_ids), "scores": self.scores}
+        out = {"text": self.text, "source": self.source, "finish_reason": self.finish_reason, "tokens": len(self.token_ids), "scores": self.scores}
+        out["seconds"] = round(self.seconds, 5)
+        if self.speculation is not None:
+            out["speculation"] = self.speculation
+        return out
 
 
 class Node:

@@ -20,8 +20,11 @@ def test_solve_shows_steps_sources_answer_and_stats():
 
 
 def test_solve_json():
-    data = json.loads(run("solve", "Compute 12+30.", "--json").stdout)
-    assert data["answer"] == "42" and data["steps"][0]["source"] == "target"
+    data = json.loads(run("solve", "Compute 12+30.", "--json").stdout)  # default: step speculation
+    assert data["answer"] == "42"
+    for step in data["steps"]:
+        assert step["speculation"]["acceptor"] == "likelihood-min"
+        assert step["source"] == ("draft" if step["speculation"]["accepted"] else "target")
 
 
 def test_eval_writes_results_and_summary_and_resumes(tmp_path):

@@ -11,7 +11,16 @@ from typing import Sequence
 
 from prompts import PromptTemplate
 from reasoner.backends import LM
-from reasoner.types import Node
+from reasoner.types import Node, Step
+
+
+def step_token_ids(lm: LM, template: PromptTemplate, step: Step) -> list[int]:
+    """The tokens ``lm`` would write for ``step``: its text, then the delimiter that ended it (or EOS)."""
+    ids = lm.encode(step.text)
+    if step.finish_reason == "stop":
+        return ids + lm.encode(template.step_delimiter)
+    eos = lm.tokenizer.eos_token_id
+    return ids + ([eos] if step.finish_reason == "eos" and eos is not None else [])
 
 
 class LikelihoodVerifier:
@@ -20,20 +29,13 @@ class LikelihoodVerifier:
             raise ValueError(f"unknown likelihood reduction {reduce!r}: use mean or min")
         self.lm, self.template, self.reduce = lm, template, reduce
         self.name = f"likelihood-{reduce}"
-        self._eos = lm.tokenizer.eos_token_id
-
-    def _step_ids(self, node: Node) -> list[int]:
-        ids = self.lm.encode(node.step.text)
-        if node.step.finish_reason == "stop":
-            return ids + self.lm.encode(self.template.step_delimiter)
-        return ids + ([self._eos] if node.step.finish_reason == "eos" and self._eos is not None else [])
 
     def score_paths(self, nodes: Sequence[Node]) -> list[list[float]]:
         todo = [n for n in nodes if any(self.name not in p.step.scores for p in n.path())]
         if todo:
             prompts, continuations, pieces = [], [], []
             for node in todo:
-                ids = [self._step_ids(p) for p in node.path()]
+                ids = [step_token_ids(self.lm, self.template, p.step) for p in node.path()]
                 prompts.append(self.lm.encode(self.template.prompt(self.lm.tokenizer, node.tree.problem.text)))
                 continuations.append([t for piece in ids for t in piece])
                 pieces.append([len(piece) for piece in ids])

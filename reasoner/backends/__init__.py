@@ -6,7 +6,7 @@ from pathlib import Path
 from ..stats import Stats
 from .base import LM, Generation, Prompt, SamplingParams
 
-BACKENDS = ("transformers",)
+BACKENDS = ("transformers", "vllm", "openai")
 
 
 def resolve_path(path: str) -> str:
@@ -33,6 +33,14 @@ def load_lm(backend: str, path: str, role: str, stats: Stats | None = None, seed
             return TransformersLM(resolved, role=role, stats=stats, seed=seed, **options)
         except OSError as e:
             raise FileNotFoundError(f"could not load model {path!r}: {e}".splitlines()[0]) from e
+    if backend == "vllm":
+        from .vllm import VllmLM
+
+        return VllmLM(resolve_path(path), role=role, stats=stats, seed=seed, **options)
+    if backend == "openai":
+        from .openai import OpenAILM
+
+        return OpenAILM(path, role=role, stats=stats, seed=seed, **options)
     raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
 
 

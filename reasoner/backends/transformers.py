@@ -2,8 +2,8 @@
 
 Why our own loop rather than ``model.generate``: we need per-row stop strings with exact finish reasons,
 the model's raw log-probabilities of every sampled token, rows that leave the batch as soon as they finish
-(their KV rows are dropped), one prefill per distinct prompt shared by its ``n`` samples, and a place for
-token-level speculative decoding to plug in later.
+(their KV rows are dropped), one prefill per distinct prompt shared by its ``n`` samples, and token-level
+speculative decoding (``reasoner.specdec``) in the same loop's place when a recipe asks for it.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from ..specdec.verify import sampling_probs
 from ..stats import Stats
 from .base import Generation, Prompt, SamplingParams
 
@@ -31,7 +32,9 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 class TransformersLM:
     """An ``LM`` over a Hugging Face causal LM. Prompts are fully rendered texts (chat templates add their own
-    BOS) or token-id lists; ``max_batch_size`` bounds the rows decoded together."""
+    BOS) or token-id lists; ``max_batch_size`` bounds the rows decoded together. ``token_speculation`` (a recipe
+    section) makes ``generate`` verify drafted token trees instead of decoding one token per forward; ``drafter``
+    can also be set directly to any ``reasoner.specdec`` drafter (``None``: plain decoding)."""
 
     def __init__(
         self,
@@ -43,6 +46,7 @@ class TransformersLM:
         seed: int = 0,
         stats: Stats | None = None,
         add_special_tokens: bool = False,
+        token_speculation=None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -58,6 +62,11 @@ class TransformersLM:
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
         self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.drafter = None
+        if token_speculation is not None:
+            from ..specdec import build_drafter
+
+            self.drafter = build_drafter(token_speculation, self)
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -97,12 +106,7 @@ class TransformersLM:
     def _sample(self, logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
         if params.temperature == 0:
             return logits.argmax(-1)
-        probs = torch.softmax(logits / params.temperature, dim=-1)
-        if params.top_p < 1.0:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_probs.cumsum(-1) - sorted_probs > params.top_p  # keep the smallest set reaching top_p
-            sorted_probs[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+        probs = sampling_probs(logits, params.temperature, params.top_p)
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
 
     # -- LM protocol ---------------------------------------------------------------------------------------
@@ -119,9 +123,16 @@ class TransformersLM:
         per_chunk = max(1, self.max_batch_size // n)
         with self._account() as role:
             for start in range(0, len(encoded), per_chunk):
-                for slot, gen in self._generate_chunk(encoded[start : start + per_chunk], params, role):
+                for slot, gen in self._chunk(encoded[start : start + per_chunk], params, role):
                     results[start + slot // n][slot % n] = gen
         return results
+
+    def _chunk(self, prompts: list[list[int]], params: SamplingParams, role):
+        if self.drafter is None:
+            return self._generate_chunk(prompts, params, role)
+        from ..specdec.decode import speculative_chunk
+
+        return speculative_chunk(self, prompts, params, role, self.drafter)
 
     def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams, role):
         """Prefill each distinct prompt once, repeat its KV for the ``n`` samples, decode until every row ends.

@@ -7,11 +7,11 @@ from pathlib import Path
 from .problems import DEFAULT_DIFFICULTY, Difficulty, ToyProblem, evaluate_expression, generate_problem, generate_problems
 
 MODELS_DIR = Path(__file__).parent / "models"
-MODELS = ("target", "draft")
+MODELS = ("target", "draft", "code", "prm")  # code: the toy code task's model (reasoner/toy/code.py); prm: reasoner/toy/prm.py
 
 
 def model_path(name: str) -> Path:
-    """Folder of the shipped toy model ``name`` (``target`` or ``draft``), loadable with ``from_pretrained``."""
+    """Folder of the shipped toy model ``name`` (``target``, ``draft``, ``code`` or ``prm``), loadable with ``from_pretrained``."""
     if name not in MODELS:
         raise ValueError(f"unknown toy model {name!r}: use one of {', '.join('toy:' + m for m in MODELS)}")
     path = MODELS_DIR / name

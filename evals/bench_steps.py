@@ -1,0 +1,125 @@
+"""``reasoner bench steps``: step-level speculation against the target alone, side by side in one run.
+
+Every configuration solves the same toy problems (default: 200 at the default difficulty, where the draft alone is
+wrong about a third of the time) through the eval runner, one after the other in this process, after a warm-up.
+For each: accuracy, wall time, target-generated tokens, the fraction of steps accepted from the draft, the
+wall-clock speedup and the reduction of target-generated tokens against target-only chain of thought.
+Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png`` (accuracy vs speedup).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from reasoner.recipe import Recipe
+
+from .runner import evaluate
+
+# (label, recipe, overrides); thresholds: judge on the 0-9 scale, prm / likelihood on [0, 1], router P(escalate)
+CONFIGS = [
+    ("target CoT", "toy-cot", []),
+    ("draft CoT", "toy-cot-draft", []),
+    *[(f"SpecReason judge >= {t}", "toy-specreason", [f"step_speculation.threshold={t}"]) for t in (3, 5, 7)],
+    *[(f"RSD prm >= {t}", "toy-rsd", [f"step_speculation.threshold={t}"]) for t in (0.5, 0.7, 0.9)],
+    *[(f"Arbitrage router >= {t}", "toy-arbitrage", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7)],
+    *[(f"likelihood >= {t}", "toy-likelihood", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7, 0.9)],
+]
+QUICK = {"target CoT", "draft CoT", "SpecReason judge >= 7", "RSD prm >= 0.7", "Arbitrage router >= 0.5", "likelihood >= 0.5"}
+
+
+def run(out: Path, limit: int = 200, seed: int = 1234, difficulty: str = "medium", batch_size: int = 32, quick: bool = False, progress: bool = True) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    suite = [f"suite.seed={seed}", f"suite.difficulty={difficulty}", f"suite.size={max(limit, 1)}"]
+    configs = [c for c in CONFIGS if not quick or c[0] in QUICK]
+    evaluate(Recipe.load("toy-cot", suite), None, limit=min(limit, batch_size), batch_size=batch_size, progress=False)  # warm-up
+    rows = []
+    for label, recipe_name, overrides in configs:
+        recipe = Recipe.load(recipe_name, suite + overrides)
+        folder = out / "runs" / label.replace(" ", "_").replace(">=", "ge")
+        if progress:
+            print(f"== {label}", flush=True)
+        s = evaluate(recipe, folder, limit=limit, batch_size=batch_size, progress=progress)
+        counters = s["counters"]
+        spec = recipe.step_speculation
+        rows.append(
+            {
+                "method": label,
+                "recipe": recipe_name,
+                "acceptor": spec.acceptor if spec else None,
+                "threshold": (spec.threshold if spec else None),
+                "n": s["n"],
+                "accuracy": round(s["accuracy"], 4),
+                "wall_s": s["wall_s"],
+                "target_tokens": s["tokens"].get("target", 0),
+                "draft_tokens": s["tokens"].get("draft", 0),
+                "target_prefill_tokens": s["prefill_tokens"].get("target", 0),
+                "steps_accepted": int(counters.get("steps_accepted", 0)),
+                "steps_total": int(counters.get("steps_total", 0)),
+                "accepted_fraction": round(counters.get("steps_accepted", 0) / counters["steps_total"], 4) if counters.get("steps_total") else None,
+            }
+        )
+    base = rows[0]
+    for r in rows:
+        r["speedup_vs_target"] = round(base["wall_s"] / r["wall_s"], 3) if r["wall_s"] else None
+        r["target_token_reduction"] = round(base["target_tokens"] / r["target_tokens"], 2) if r["target_tokens"] else None
+        r["accuracy_delta_points"] = round(100 * (r["accuracy"] - base["accuracy"]), 1)
+    meta = {"problems": limit, "seed": seed, "difficulty": difficulty, "batch_size": batch_size}
+    (out / "bench.json").write_text(json.dumps({"setup": meta, "rows": rows}, indent=2) + "\n")
+    (out / "bench.md").write_text(table(rows, meta))
+    plot(rows, out / "bench.png")
+    return rows
+
+
+def table(rows: list[dict], meta: dict) -> str:
+    head = "| method | accuracy | Δ pts | wall s | speedup | target tokens | fewer target tokens | steps accepted |\n|---|---|---|---|---|---|---|---|\n"
+    lines = []
+    for r in rows:
+        acc = "" if r["accepted_fraction"] is None else f"{100 * r['accepted_fraction']:.0f} %"
+        fewer = "∞" if r["target_token_reduction"] is None else f"{r['target_token_reduction']:.1f}x"
+        lines.append(
+            f"| {r['method']} | {100 * r['accuracy']:.1f} % | {r['accuracy_delta_points']:+.1f} | {r['wall_s']:.1f} | "
+            f"{r['speedup_vs_target']:.2f}x | {r['target_tokens']} | {fewer} | {acc} |"
+        )
+    note = (
+        f"\n{meta['problems']} toy problems (difficulty {meta['difficulty']}, seed {meta['seed']}), batches of "
+        f"{meta['batch_size']}, greedy; speedup and token reduction against target CoT, measured in one run.\n"
+    )
+    return head + "\n".join(lines) + "\n" + note
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from .report import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    families: dict[str, list[dict]] = {}
+    for r in rows:
+        families.setdefault(r["acceptor"] or r["method"], []).append(r)
+    for name, rs in families.items():
+        rs = sorted(rs, key=lambda r: r["speedup_vs_target"])
+        ax.plot([r["speedup_vs_target"] for r in rs], [100 * r["accuracy"] for r in rs], "o-" if len(rs) > 1 else "s", label=name)
+    ax.set_xlabel("wall-clock speedup vs target CoT")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Step-level speculation on the toy world")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder for bench.json, bench.md, bench.png and the runs")
+    p.add_argument("--limit", type=int, default=200, help="problems (default 200)")
+    p.add_argument("--seed", type=int, default=1234, help="toy suite seed (default 1234)")
+    p.add_argument("--difficulty", default="medium", help="toy difficulty preset or spec (default medium)")
+    p.add_argument("--batch-size", type=int, default=32, help="problems solved together (default 32)")
+    p.add_argument("--quick", action="store_true", help="one threshold per acceptor")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def main(args) -> None:
+    rows = run(Path(args.out), args.limit, args.seed, args.difficulty, args.batch_size, args.quick, not args.no_progress)
+    print(table(rows, {"problems": args.limit, "seed": args.seed, "difficulty": args.difficulty, "batch_size": args.batch_size}))
+    print(f"wrote {args.out}/bench.json, bench.md, bench.png")

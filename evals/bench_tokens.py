@@ -1,0 +1,235 @@
+"""``reasoner bench tokens``: token-level speculative decoding against plain decoding, side by side in one run.
+
+Batch 1, greedy and temperature 0.7, whole toy solutions: our plain loop; what a transformers user would pick
+instead (``generate`` plain, with ``assistant_model=`` the draft, with ``prompt_lookup_num_tokens=``); each of our
+drafters. Then best-of-N (N = 8 rows decoded together, T = 0.7) with no speculation, an n-gram pool per
+trajectory, and one pool shared by the trajectories. Stateful drafters (pools, tables, suffix caches) start
+fresh and are warmed up on other problems before each timed pass, so no pass sees its own problems twice.
+Each configuration is timed ``--rounds`` times, interleaved, and its fastest pass is kept (the machine is shared).
+Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+OURS = [
+    ("prompt_lookup", {"method": "prompt_lookup", "num_tokens": 8}),
+    ("suffix", {"method": "suffix"}),
+    ("recycling", {"method": "recycling"}),
+    ("goose", {"method": "goose"}),
+    ("ngram_pool", {"method": "ngram_pool"}),
+    ("draft_model chain k=4", {"method": "draft_model", "draft": "toy:draft", "num_tokens": 4}),
+    ("draft_model chain k=8", {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8}),
+    ("draft_model tree 16", {"method": "draft_model", "draft": "toy:draft", "tree": "dynamic", "num_tokens": 8, "nodes": 16}),
+    ("goose, adaptive", {"method": "goose", "adaptive": True}),
+]
+HF = ["hf generate", "hf assisted (toy:draft)", "hf prompt lookup"]
+
+
+def _prompts(lm, n: int, seed: int, difficulty: str) -> list[list[int]]:
+    import prompts as templates
+    from reasoner.toy import Difficulty, generate_problems
+
+    template = templates.load("toy")
+    return [lm.encode(template.prompt(lm.tokenizer, p.question)) for p in generate_problems(n, seed=seed, difficulty=Difficulty.parse(difficulty))]
+
+
+class ForwardCounter:
+    """Counts a model's forward calls (for transformers' own generate, which has no Stats)."""
+
+    def __init__(self, model):
+        self.calls = 0
+        model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_):
+        self.calls += 1
+
+
+def _ours(lm, prompts, temperature, max_tokens, seed):
+    from reasoner.backends import SamplingParams
+    from reasoner.stats import Stats
+
+    lm.stats = Stats()
+    start = time.perf_counter()
+    outs = [lm.generate([p], SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + i))[0][0].token_ids for i, p in enumerate(prompts)]
+    wall = time.perf_counter() - start
+    c, role = lm.stats.counters, lm.stats.roles["target"]
+    forwards = c.get("token_spec.verify_forwards") or role.forward_passes
+    drafter = lm.stats.roles["drafter"].forward_passes if "drafter" in lm.stats.roles else 0
+    return outs, wall, role.generated_tokens / max(forwards, 1), drafter
+
+
+def _hf(lm, draft, counter, prompts, kind, temperature, max_tokens, seed):
+    extra = {"assistant_model": draft} if kind == "hf assisted (toy:draft)" else {"prompt_lookup_num_tokens": 10} if kind == "hf prompt lookup" else {}
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {"do_sample": False}
+    counter.calls = 0
+    outs, start = [], time.perf_counter()
+    for i, p in enumerate(prompts):
+        torch.manual_seed(seed + i)
+        ids = torch.tensor([p], device=lm.device)
+        out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, eos_token_id=sorted(lm.eos_ids),
+                                pad_token_id=lm.pad_id, **sampling, **extra)
+        outs.append(out[0, len(p):].tolist())
+    wall = time.perf_counter() - start
+    tokens = sum(len(o) for o in outs)
+    return outs, wall, tokens / max(counter.calls - len(prompts), 1), 0  # one prefill per prompt
+
+
+def run(out: Path, problems: int = 12, warmup: int = 5, max_tokens: int = 200, rounds: int = 2, best_of: int = 8, best_of_problems: int = 8,
+        seed: int = 1234, difficulty: str = "medium", temperatures=(0.0, 0.7), progress: bool = True) -> list[dict]:
+    from transformers import AutoModelForCausalLM
+
+    from reasoner.backends import load_lm, resolve_path
+    from reasoner.specdec import build_drafter
+
+    torch.set_num_threads(1)  # two threads on a shared 2-core machine are many times slower
+    out.mkdir(parents=True, exist_ok=True)
+    lm = load_lm("transformers", "toy:target", "target", seed=seed)
+    draft = AutoModelForCausalLM.from_pretrained(resolve_path("toy:draft")).eval()
+    counter = ForwardCounter(lm.model)
+    test = _prompts(lm, problems, seed, difficulty)
+    warm = _prompts(lm, warmup, seed + 1, difficulty)
+
+    def ours(config, temperature):
+        lm.drafter = build_drafter(config, lm) if config else None
+        if config:
+            _ours(lm, warm, temperature, max_tokens, seed + 10_000)  # warm up the drafter's state on other problems
+        return _ours(lm, test, temperature, max_tokens, seed)
+
+    _ours(lm, warm[:2], 0.0, max_tokens, seed)  # warm up torch
+    rows = []
+    for temperature in temperatures:
+        configs = [("plain", None)] + OURS
+        best: dict[str, tuple] = {}
+        for r in range(rounds):
+            for name, config in configs:
+                result = ours(config, temperature)
+                if name not in best or result[1] < best[name][1]:
+                    best[name] = result
+                if progress:
+                    print(f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} tokens/s", flush=True)
+            lm.drafter = None
+            for name in HF:
+                result = _hf(lm, draft, counter, test, name, temperature, max_tokens, seed)
+                if name not in best or result[1] < best[name][1]:
+                    best[name] = result
+                if progress:
+                    print(f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} tokens/s", flush=True)
+        plain_tps = sum(map(len, best["plain"][0])) / best["plain"][1]
+        hf_best = max(sum(map(len, best[n][0])) / best[n][1] for n in HF)
+        for name, _ in configs + [(n, None) for n in HF]:
+            outs, wall, mean_accepted, drafter_forwards = best[name]
+            tps = sum(map(len, outs)) / wall
+            rows.append({
+                "section": "batch 1", "method": name, "temperature": temperature, "problems": len(test),
+                "tokens": sum(map(len, outs)), "wall_s": round(wall, 3), "tokens_per_s": round(tps, 1),
+                "mean_accepted": round(mean_accepted, 2), "drafter_forwards": drafter_forwards,
+                "speedup_vs_plain": round(tps / plain_tps, 2), "speedup_vs_best_hf": round(tps / hf_best, 2),
+                "identical_to_plain": (outs == best["plain"][0]) if temperature == 0 else None,
+            })
+    rows += best_of_n(lm, _prompts(lm, best_of_problems, seed + 2, difficulty), warm, best_of, max_tokens, rounds, seed, progress)
+    lm.drafter = None
+    (out / "bench.json").write_text(json.dumps(rows, indent=1))
+    (out / "bench.md").write_text(table(rows, {"problems": problems, "best_of": best_of, "max_tokens": max_tokens, "rounds": rounds}))
+    plot(rows, out / "bench.png")
+    return rows
+
+
+def best_of_n(lm, prompts, warm, n, max_tokens, rounds, seed, progress) -> list[dict]:
+    """N trajectories per problem decoded together at T = 0.7: no speculation, a pool per trajectory, one shared pool."""
+    from reasoner.backends import SamplingParams
+    from reasoner.specdec import build_drafter
+    from reasoner.stats import Stats
+
+    configs = [("best-of-8: none", None), ("best-of-8: ngram_pool per trajectory", {"method": "ngram_pool", "shared": False}),
+               ("best-of-8: ngram_pool shared", {"method": "ngram_pool", "shared": True}),
+               ("best-of-8: ngram_pool shared, adaptive", {"method": "ngram_pool", "shared": True, "adaptive": True})]
+    params = lambda i: SamplingParams(n=n, temperature=0.7, max_tokens=max_tokens, seed=seed + i)  # noqa: E731
+    best = {}
+    for r in range(rounds):
+        for name, config in configs:
+            lm.drafter = build_drafter(config, lm) if config else None
+            if config:
+                for i, p in enumerate(warm[:4]):
+                    lm.generate([p], params(10_000 + i))
+            lm.stats = Stats()
+            start = time.perf_counter()
+            tokens = sum(len(g.token_ids) for i, p in enumerate(prompts) for g in lm.generate([p], params(i))[0])
+            wall = time.perf_counter() - start
+            forwards = lm.stats.counters.get("token_spec.verify_forwards") or lm.stats.roles["target"].forward_passes
+            steps = lm.stats.roles["target"].forward_passes  # every forward advances all live rows
+            result = (tokens, wall, tokens / max(forwards, 1) / n, steps)
+            if name not in best or wall < best[name][1]:
+                best[name] = result
+            if progress:
+                print(f"best-of-{n} round {r + 1}: {name:<40} {tokens / wall:7.1f} tokens/s", flush=True)
+    base = best[configs[0][0]][0] / best[configs[0][0]][1]
+    rows = []
+    for name, _ in configs:
+        tokens, wall, per_row, steps = best[name]
+        rows.append({
+            "section": f"best-of-{n}", "method": name, "temperature": 0.7, "problems": len(prompts), "tokens": tokens,
+            "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 1), "mean_accepted": round(per_row, 2),
+            "target_forwards": steps, "speedup_vs_plain": round(tokens / wall / base, 2), "identical_to_plain": None,
+        })
+    return rows
+
+
+def table(rows: list[dict], setup: dict) -> str:
+    lines = [
+        "# Token-level speculative decoding on the toy models",
+        "",
+        "Setup: " + ", ".join(f"{k} {v}" for k, v in setup.items()) + "; toy:target verifies, toy:draft drafts where a draft model is used; "
+        "1 torch thread; fastest of the rounds. mean accepted = tokens per target forward (1.00 for plain decoding; best-of-N: per row).",
+        "",
+        "| section | method | T | tokens/s | mean accepted | speedup vs plain | vs best HF | identical to plain |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        same = "" if r["identical_to_plain"] is None else ("yes" if r["identical_to_plain"] else "NO")
+        lines.append(f"| {r['section']} | {r['method']} | {r['temperature']} | {r['tokens_per_s']} | {r['mean_accepted']:.2f} | "
+                     f"{r['speedup_vs_plain']:.2f}x | {r.get('speedup_vs_best_hf', '') and str(r['speedup_vs_best_hf']) + 'x'} | {same} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from .report import pyplot
+
+    plt = pyplot()
+    groups = [("batch 1, greedy", [r for r in rows if r["section"] == "batch 1" and r["temperature"] == 0]),
+              ("batch 1, T = 0.7", [r for r in rows if r["section"] == "batch 1" and r["temperature"] > 0]),
+              ("best-of-8, T = 0.7", [r for r in rows if r["section"] != "batch 1"])]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [4, 4, 1.6]})
+    for ax, (title, rs) in zip(axes, groups):
+        colors = ["tab:gray" if r["method"] == "plain" or r["method"].endswith("none") else "tab:orange" if r["method"].startswith("hf") else "tab:blue" for r in rs]
+        ax.barh([r["method"].replace("best-of-8: ", "") for r in rs], [r["speedup_vs_plain"] for r in rs], color=colors)
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("speedup vs plain decoding (tokens/s)")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder for bench.json, bench.md and bench.png")
+    p.add_argument("--problems", type=int, default=12, help="toy problems timed at batch 1 (default 12)")
+    p.add_argument("--best-of-problems", type=int, default=8, help="problems for the best-of-8 comparison (default 8)")
+    p.add_argument("--rounds", type=int, default=2, help="timed passes per configuration; the fastest is kept (default 2)")
+    p.add_argument("--max-tokens", type=int, default=200, help="tokens per solution at most (default 200)")
+    p.add_argument("--seed", type=int, default=1234, help="toy suite seed (default 1234)")
+    p.add_argument("--difficulty", default="medium", help="toy difficulty preset or spec (default medium)")
+    p.add_argument("--no-progress", action="store_true", help="no per-configuration lines")
+
+
+def main(args) -> None:
+    rows = run(Path(args.out), args.problems, max_tokens=args.max_tokens, rounds=args.rounds, best_of_problems=args.best_of_problems,
+               seed=args.seed, difficulty=args.difficulty, progress=not args.no_progress)
+    print(table(rows, {"problems": args.problems, "rounds": args.rounds}))
+    print(f"wrote {args.out}/bench.json, bench.md, bench.png")

@@ -1,0 +1,170 @@
+"""The OpenAI-compatible backend: ``vllm serve`` (or another server speaking vLLM's completions API) over HTTP,
+one server or a fleet of them (``reasoner.backends.fleet``).
+
+Prompts are rendered here by the model's own chat template (the tokenizer is loaded from ``path``) and sent as
+token ids to ``/v1/completions``: the open assistant turn is continued exactly (what chat completions'
+``continue_final_message`` would do), both backends see the same ids, and a step's prompt extends the previous
+one token for token, so the server's prefix cache hits. Beyond the OpenAI API it uses vLLM's extensions:
+``return_token_ids`` (steps carry token ids), ``prompt_logprobs`` (``score``) and ``logprob_token_ids``
+(``next_token_logprobs``); a server without them gets a clear error naming what is missing.
+
+Costs: prompt and generated tokens come from the server's ``usage`` (prefix-cache hits from
+``prompt_tokens_details`` when the server reports them, e.g. ``vllm serve --enable-prompt-tokens-details``);
+forward passes happen on the server and are not reported, so they stay 0 here.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Sequence
+
+from ..stats import Stats
+from .base import Generation, Prompt, SamplingParams
+from .fleet import fleet
+from .requests import RequestSeeds, finish_of, make_generation, score_pairs, single_token_ids
+
+
+class OpenAILM:
+    """An ``LM`` over OpenAI-compatible servers at ``base_url`` (one URL or several). ``max_batch_size`` bounds the
+    requests in flight from this client; the server batches them. ``path`` is the model as the servers name it
+    (``vllm serve``'s default: the path or hub id it was started with; ``toy:*`` resolved), and the tokenizer's."""
+
+    def __init__(
+        self,
+        path: str,
+        role: str = "target",
+        dtype: str = "auto",
+        device: str = "auto",
+        max_batch_size: int = 64,
+        seed: int = 0,
+        stats: Stats | None = None,
+        add_special_tokens: bool = False,
+        base_url: "str | Sequence[str]" = (),
+    ):
+        from transformers import AutoTokenizer
+
+        from . import resolve_path
+
+        if dtype != "auto" or device != "auto":
+            raise ValueError("dtype and device are the server's with backend openai: set them where the server starts (vllm serve --dtype ...) and leave them auto here")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("backend openai needs base_url: the server's URL, e.g. http://127.0.0.1:8000/v1 (or a list of them)")
+        local = resolve_path(path)
+        self.role, self.max_batch_size, self.add_special_tokens = role, max_batch_size, add_special_tokens
+        self.stats = stats if stats is not None else Stats()
+        self.tokenizer = AutoTokenizer.from_pretrained(local)
+        self.fleet = fleet(urls, api_key=os.environ.get("OPENAI_API_KEY"))
+        served = [m["id"] for m in self.fleet.get("/models").get("data", [])]
+        if path not in served and local not in served:
+            raise ValueError(f"the servers at {', '.join(urls)} serve {served}, not {path!r}: point the model's path at the model they serve")
+        self.name = path if path in served else local
+        self.seeds = RequestSeeds(seed)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=self.add_special_tokens)["input_ids"]
+        return list(prompt)
+
+    @contextmanager
+    def _account(self):
+        role = self.stats.role(self.role)
+        start = time.perf_counter()
+        try:
+            yield role
+        finally:
+            role.calls += 1
+            role.wall_s += time.perf_counter() - start
+
+    def _complete(self, bodies: list[dict], role) -> list[dict]:
+        """Send one completion request per body, concurrently, over the fleet; counts their tokens. Each reply
+        names the server that gave it (``reply["server"]``)."""
+        if not bodies:
+            return []
+        with ThreadPoolExecutor(min(len(bodies), self.max_batch_size)) as pool:
+            answered = list(pool.map(lambda b: self.fleet.post("/completions", {"model": self.name, **b}, b["prompt"]), bodies))
+        replies = [reply | {"server": url} for reply, url in answered]
+        for reply in replies:
+            usage = reply.get("usage") or {}
+            cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
+            role.prefill_tokens += usage.get("prompt_tokens", 0) - cached
+            if cached:
+                self.stats.count("prefix_cached_tokens", cached)
+        return replies
+
+    def _missing(self, what: str, needed_by: str) -> ValueError:
+        return ValueError(f"the server at {self.fleet.urls[0]} returned no {what}, which {needed_by} needs: use a vLLM server (vllm serve) or the vllm / transformers backend")
+
+    # -- LM protocol ---------------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        encoded = [self.encode(p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise ValueError(f"prompt {i} is empty: give at least one token to continue")
+        greedy = params.temperature == 0  # servers refuse n > 1 when greedy: the samples are one sample, copied
+        bodies = [
+            {
+                "prompt": ids,
+                "n": 1 if greedy else params.n,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "max_tokens": params.max_tokens,
+                "stop": list(params.stop) or None,
+                "seed": seed,
+                "ignore_eos": params.ignore_eos,
+                "logprobs": 0,
+                "return_token_ids": True,
+                "skip_special_tokens": False,
+            }
+            for ids, seed in zip(encoded, self.seeds.draw(params, len(encoded)))
+        ]
+        with self._account() as role:
+            replies = self._complete(bodies, role)
+            results = []
+            for ids, reply in zip(encoded, replies):
+                gens = []
+                for c in sorted(reply["choices"], key=lambda c: c["index"]):
+                    if c.get("token_ids") is None:
+                        raise self._missing("token ids (vLLM's return_token_ids)", "a step")
+                    lps = (c.get("logprobs") or {}).get("token_logprobs") or []
+                    role.generated_tokens += len(c["token_ids"])
+                    gen = make_generation(self.tokenizer, c["token_ids"], lps, finish_of(c.get("finish_reason"), c.get("stop_reason")), len(ids))
+                    gen.extra["server"] = reply["server"]
+                    gens.append(gen)
+                if greedy and params.n > 1:
+                    gens = [copy.deepcopy(gens[0]) for _ in range(params.n)]
+                results.append(gens)
+        return results
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[list[float]]:
+        pairs, todo = score_pairs(self, prompts, continuations)
+        out: list[list[float]] = [[] for _ in pairs]
+        bodies = [{"prompt": pairs[i][0] + pairs[i][1], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0} for i in todo]
+        with self._account() as role:
+            for i, body, reply in zip(todo, bodies, self._complete(bodies, role)):
+                rows = reply["choices"][0].get("prompt_logprobs")
+                if not rows:
+                    raise self._missing("prompt log-probabilities (vLLM's prompt_logprobs)", "score")
+                ids, start = body["prompt"], len(pairs[i][0])
+                out[i] = [rows[t][str(ids[t])]["logprob"] for t in range(start, len(ids))]
+        return out
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
+        cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
+        bodies = [
+            {"prompt": self.encode(p), "max_tokens": 1, "temperature": 0.0, "logprobs": 0, "logprob_token_ids": list(cand_ids.values()), "return_tokens_as_token_ids": True}
+            for p in prompts
+        ]
+        out = []
+        with self._account() as role:
+            for reply in self._complete(bodies, role):
+                top = (((reply["choices"][0].get("logprobs") or {}).get("top_logprobs")) or [{}])[0] or {}
+                try:
+                    out.append({c: top[f"token_id:{t}"] for c, t in cand_ids.items()})
+                except KeyError:
+                    raise self._missing("log-probabilities of the candidate tokens (vLLM's logprob_token_ids)", "next_token_logprobs") from None
+        return out

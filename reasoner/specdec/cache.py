@@ -1,0 +1,92 @@
+"""A KV cache for rows that hold different numbers of tokens, with speculative columns that can be kept or dropped.
+
+Stock ``DynamicCache`` rows all have the same length. Token trees make rows diverge: each row keeps only its
+accepted path. ``RaggedCache`` keeps one ``DynamicCache`` plus, per row, which columns are real (``valid``) and
+how many tokens the row holds (``lengths``, the position of its next token). A forward appends speculative
+columns; ``commit`` keeps, per row, the chosen ones and drops the rest by gathering the cached keys and values
+(no recomputation). Attention does not care about the order of key columns (positions are already rotated into
+the keys), so kept columns are packed to the left and shorter rows are padded with invalid columns.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class RaggedCache:
+    def __init__(self, model, batch_size: int, device):
+        from transformers import DynamicCache
+
+        self.model = model
+        self.cache = DynamicCache(config=model.config)
+        self.device = device
+        self.valid = torch.zeros((batch_size, 0), dtype=torch.bool, device=device)  # committed columns each row sees
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # tokens per row
+        self.spec = torch.zeros((batch_size, 0, 0), dtype=torch.bool, device=device)  # speculative columns: who sees whom
+
+    @classmethod
+    def from_prefill(cls, model, cache, mask: torch.Tensor) -> "RaggedCache":
+        """Wrap a cache filled by an ordinary left-padded prefill with attention ``mask`` [batch, width]."""
+        self = cls(model, mask.shape[0], mask.device)
+        self.cache, self.valid, self.lengths = cache, mask.bool(), mask.sum(-1)
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        return self.valid.shape[0]
+
+    def forward(self, ids: torch.Tensor, depth: torch.Tensor, sees: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
+        """Run ``ids`` [B, Q] at positions ``lengths + depth``; query i sees the committed columns and the speculative
+        columns (earlier ones, then these Q) marked in ``sees`` [B, Q, S + Q]. Returns float logits [B, Q, V]."""
+        B, Q = ids.shape
+        spec = self.spec.shape[-1]
+        visible = torch.cat([self.valid[:, None, :].expand(B, Q, -1), sees], dim=-1)[:, None]
+        if self.model.config._attn_implementation != "sdpa":  # eager wants an additive float mask
+            visible = torch.zeros(visible.shape, dtype=self.model.dtype, device=self.device).masked_fill_(~visible, torch.finfo(self.model.dtype).min)
+        out = self.model(
+            input_ids=ids, attention_mask=visible, position_ids=self.lengths[:, None] + depth, past_key_values=self.cache, use_cache=True,
+            logits_to_keep=logits_to_keep,
+        )
+        grown = torch.zeros((B, spec + Q, spec + Q), dtype=torch.bool, device=self.device)
+        grown[:, :spec, :spec] = self.spec
+        grown[:, spec:, :] = sees
+        self.spec = grown
+        return out.logits.float()
+
+    def commit(self, keep: list[list[int]]) -> None:
+        """Make, per row, the speculative columns ``keep[b]`` (indices in order of appending, a root-to-node path in
+        sequence order) part of the row's tokens, and drop every other speculative column."""
+        B, spec = self.batch_size, self.spec.shape[-1]
+        committed = self.valid.shape[1]
+        counts = [len(k) for k in keep]
+        new_valid = torch.cat([self.valid, torch.zeros((B, spec), dtype=torch.bool, device=self.device)], dim=1)
+        for b, k in enumerate(keep):
+            if k:
+                new_valid[b, committed + torch.tensor(k, device=self.device)] = True
+        self.lengths = self.lengths + torch.tensor(counts, device=self.device)
+        self.spec = torch.zeros((B, 0, 0), dtype=torch.bool, device=self.device)
+        width = int(new_valid.sum(-1).max())
+        if all(k == list(range(len(k))) for k in keep) and counts == [counts[0]] * B:  # one shared prefix: crop
+            self._set(lambda t: t[:, :, : committed + counts[0]])
+            self.valid = new_valid[:, : committed + counts[0]]
+            return
+        # pack every row's valid columns to the left (stable order), pad with invalid columns
+        order = torch.sort((~new_valid).to(torch.int8), dim=1, stable=True).indices[:, :width]
+        self.valid = new_valid.gather(1, order)
+        index = order[:, None, :, None]
+        self._set(lambda t: t.gather(2, index.expand(t.shape[0], t.shape[1], width, t.shape[3])))
+
+    def select_rows(self, rows: list[int]) -> None:
+        """Keep only these rows (finished rows leave the batch); a row may be repeated."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        self.cache.batch_select_indices(index)
+        self.valid, self.lengths, self.spec = self.valid[index], self.lengths[index], self.spec[index]
+
+    def repeat_rows(self, n: int) -> None:
+        self.cache.batch_repeat_interleave(n)
+        self.valid, self.lengths = self.valid.repeat_interleave(n, 0), self.lengths.repeat_interleave(n, 0)
+        self.spec = self.spec.repeat_interleave(n, 0)
+
+    def _set(self, fn) -> None:
+        for layer in self.cache.layers:
+            if layer.is_initialized and layer.keys.numel():
+                layer.keys, layer.values = fn(layer.keys), fn(layer.values)

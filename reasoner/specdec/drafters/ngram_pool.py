@@ -1,0 +1,122 @@
+"""STAND's logit-based n-gram pool (Song et al. 2025, "Accelerated Test-Time Scaling with Model-Free Speculative
+Sampling"): for every n-gram context the target has decoded, the top-k next tokens *with the target's
+probabilities*, merged over observations by a running average. One pool is shared by every row and every call
+(all trajectories of a best-of-N or a search tree draft from each other's text); ``shared=False`` keeps one pool
+per row instead (the per-trajectory baseline).
+
+Drafting looks up the longest stored context (``ngram`` tokens down to 1) at each node and grows a tree best-first
+by cumulative pool probability under the node budget; children are drawn without replacement with Gumbel-top-k
+when sampling (most likely first when greedy), and each tree carries the pool distributions it drew from, so
+verification uses multi-step speculative sampling. Deviation: STAND's tree shape is tuned offline on data; here it
+is grown at run time from the pool's probabilities (as the draft-model tree is), with the same children rule.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import random
+
+import torch
+
+from ..tree import DraftTree
+from ..verify import sampling_probs
+from .base import Drafter
+
+
+class NgramPool(Drafter):
+    name = "ngram_pool"
+
+    def __init__(self, num_tokens: int = 6, nodes: int = 24, top_k: int = 4, ngram: int = 3, shared: bool = True, seed: int = 0,
+                 keep: int = 8, cover: float = 0.8, max_contexts: int = 200_000):
+        self.num_tokens, self.nodes, self.top_k, self.ngram, self.shared = num_tokens, nodes, top_k, ngram, shared
+        self.keep, self.cover, self.max_contexts = keep, cover, max_contexts
+        self.random = random.Random(seed)
+        self.pool: dict[tuple, list] = {}  # context -> [observations, {token: probability}]
+        self.pools: list[dict] = []
+
+    def begin(self, seqs, temperature, top_p):
+        self.temperature, self.top_p = temperature, top_p
+        self.pools = [self.pool] * len(seqs) if self.shared else [{} for _ in seqs]
+
+    # -- the pool ------------------------------------------------------------------------------------------
+
+    def observe(self, pool: dict, context: list[int], tokens: list[int], probs: list[float]) -> None:
+        """Merge one observation of the target's next-token distribution after ``context`` into every n-gram key."""
+        for n in range(1, min(self.ngram, len(context)) + 1):
+            key = tuple(context[-n:])
+            entry = pool.get(key)
+            if entry is None:
+                if len(pool) >= self.max_contexts:
+                    del pool[next(iter(pool))]  # oldest context first
+                pool[key] = [1, dict(zip(tokens, probs))]
+                continue
+            seen, dist = entry
+            old, new = seen / (seen + 1), 1 / (seen + 1)
+            merged = {t: p * old for t, p in dist.items()}
+            for t, p in zip(tokens, probs):
+                merged[t] = merged.get(t, 0.0) + p * new
+            if len(merged) > self.keep:
+                merged = dict(sorted(merged.items(), key=lambda tp: -tp[1])[: self.keep])
+            entry[0], entry[1] = seen + 1, merged
+
+    def lookup(self, pool: dict, context) -> dict | None:
+        for n in range(min(self.ngram, len(context)), 0, -1):
+            entry = pool.get(tuple(context[-n:]))
+            if entry is not None:
+                return entry[1]
+        return None
+
+    # -- drafting ------------------------------------------------------------------------------------------
+
+    def draft(self, seqs):
+        return [self._grow(self.pools[r], seq) for r, seq in enumerate(seqs)]
+
+    def _grow(self, pool: dict, seq: list[int]) -> DraftTree:
+        tree = DraftTree(dists={})
+        if not pool:
+            return tree
+        tail = seq[-self.ngram :]
+        heap = [(-1.0, -1, 0)]  # (-cumulative probability, node, depth)
+        while heap and len(tree) < self.nodes:
+            neg, node, depth = heapq.heappop(heap)
+            if depth >= self.num_tokens:
+                continue
+            dist = self.lookup(pool, tail + tree.path(node) if node >= 0 else tail)
+            if not dist:
+                continue
+            total = sum(dist.values())
+            q = {t: p / total for t, p in dist.items()}
+            kids = self._children(q, self.nodes - len(tree))
+            for token in kids:
+                heapq.heappush(heap, (neg * q[token], tree.add(token, node), depth + 1))
+            tree.dists[node] = q
+        return tree
+
+    def _children(self, q: dict[int, float], budget: int) -> list[int]:
+        """How many children is decided from q alone (enough to cover ``cover`` of it), then they are drawn:
+        the most likely when greedy, Gumbel-top-k (a sample without replacement) when sampling."""
+        ranked = sorted(q.items(), key=lambda tp: -tp[1])[: self.top_k]
+        w, mass = 0, 0.0
+        while w < len(ranked) and (w == 0 or mass < self.cover):
+            mass += ranked[w][1]
+            w += 1
+        w = min(w, budget)
+        if self.temperature == 0:
+            return [t for t, _ in ranked[:w]]
+        keys = {t: math.log(p) - math.log(-math.log(self.random.random() or 1e-300)) for t, p in q.items() if p > 0}
+        return sorted(keys, key=keys.get, reverse=True)[:w]
+
+    # -- learning from the target --------------------------------------------------------------------------
+
+    def update(self, seqs, verdicts):
+        for r, (seq, v) in enumerate(zip(seqs, verdicts)):
+            rows = [0] + [i + 1 for i in v.path]
+            logits = v.logits[rows].cpu()
+            p = torch.softmax(logits, -1) if self.temperature == 0 else sampling_probs(logits, self.temperature, self.top_p)
+            top = p.topk(min(self.keep, p.shape[-1]))
+            start = len(seq) - len(v.tokens)  # seq[:start] ends with the root
+            for j, (tokens, probs) in enumerate(zip(top.indices.tolist(), top.values.tolist())):
+                self.observe(self.pools[r], seq[max(0, start + j - self.ngram) : start + j], tokens, probs)
+
+    def select_rows(self, keep, finished):
+        self.pools = [self.pools[r] for r in keep]

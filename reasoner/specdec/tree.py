@@ -1,0 +1,56 @@
+"""A draft token tree: what every drafter returns and what verification checks in one forward."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class DraftTree:
+    """Nodes in topological order (a parent before its children); ``parents[i] == -1`` hangs node ``i`` under the
+    root, the last token of the sequence. Siblings are tried in the order they were added.
+
+    ``dists`` is set by drafters that sample: for a parent (``-1`` for the root) the draft distribution its
+    children were drawn from, without replacement and in order (a vocabulary-sized tensor, or a sparse
+    ``{token: probability}`` dict); verification then uses multi-step speculative sampling. Without it the drafts
+    are deterministic (point masses)."""
+
+    tokens: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    dists: dict[int, torch.Tensor | dict[int, float]] | None = None
+
+    def add(self, token: int, parent: int = -1) -> int:
+        self.tokens.append(int(token))
+        self.parents.append(parent)
+        return len(self.tokens) - 1
+
+    def add_chain(self, tokens, parent: int = -1) -> int:
+        for t in tokens:
+            parent = self.add(t, parent)
+        return parent
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def children(self) -> list[list[int]]:
+        """``children()[i + 1]`` lists node ``i``'s children; ``children()[0]`` the root's."""
+        kids: list[list[int]] = [[] for _ in range(len(self.tokens) + 1)]
+        for i, p in enumerate(self.parents):
+            kids[p + 1].append(i)
+        return kids
+
+    def depths(self) -> list[int]:
+        """Depth of each node; the root's children are at depth 1."""
+        d: list[int] = []
+        for p in self.parents:
+            d.append(1 if p < 0 else d[p] + 1)
+        return d
+
+    def path(self, node: int) -> list[int]:
+        """Tokens from the root's child down to ``node``."""
+        out = []
+        while node >= 0:
+            out.append(self.tokens[node])
+            node = self.parents[node]
+        return out[::-1]

@@ -1,0 +1,160 @@
+"""Verification: every row's draft tree in one target forward, then the lossless acceptance walk.
+
+The forward (gpt-fast style, through a stock transformers model): the input is the row's last token (the root,
+not yet in the cache) followed by its tree nodes; a 4-D mask lets each node see the cached prefix, its ancestors
+and itself; position ids are prefix length + depth. Afterwards the KV of the root and the accepted path is kept,
+everything else dropped (``RaggedCache.commit``), so nothing is recomputed.
+
+The walk starts at the root and moves to an accepted child until none is accepted; the target then supplies one
+more token itself (the bonus). Rules:
+- greedy: the child equal to the target's argmax (SpecInfer VerifyGreedy);
+- deterministic drafts, sampling: try distinct children in order, accept x with probability p(x), else set
+  p(x) = 0 and renormalise; if none is accepted, sample from what is left (EAGLE-2; MSS with point-mass drafts);
+- drafts with probabilities, sampling: multi-step speculative sampling (SpecInfer MSS): accept x with probability
+  min(1, p(x)/q(x)), else p <- norm(max(0, p - q)); siblings were drawn without replacement, so q also drops x
+  and is renormalised (Sequoia / RSD recursive rejection sampling). If none is accepted, sample from p.
+Each rule leaves the distribution of emitted tokens equal to the target's (``tests/test_specdec_sampling.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .cache import RaggedCache
+from .tree import DraftTree
+
+
+def sampling_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """The distribution plain decoding samples from: softmax at ``temperature``, then the top-p nucleus."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
+        sorted_probs[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+@dataclass
+class Verdict:
+    """One row's outcome: accepted tree nodes (a root-to-node path), the emitted tokens (their tokens plus the
+    bonus), the target's raw log-probability of each emitted token, and the tree and logits (drafters learn from them)."""
+
+    path: list[int]
+    tokens: list[int]
+    logprobs: list[float]
+    tree: DraftTree
+    logits: torch.Tensor  # [1 + len(tree), V]: row 0 is the root's next-token logits, row i + 1 node i's
+
+
+def tree_inputs(roots: list[int], trees: list[DraftTree], device, pad_id: int = 0):
+    """Batched forward inputs: ids [B, Q], depth [B, Q], and who sees whom among the Q new tokens [B, Q, Q].
+    Padding nodes see only themselves (no fully masked row) and are never kept."""
+    B, Q = len(trees), 1 + max(len(t) for t in trees)
+    ids = np.full((B, Q), pad_id, dtype=np.int64)
+    depth = np.zeros((B, Q), dtype=np.int64)
+    sees = np.repeat(np.eye(Q, dtype=bool)[None], B, axis=0)
+    for b, (root, tree) in enumerate(zip(roots, trees)):
+        ids[b, 0] = root
+        n = len(tree)
+        if n:
+            ids[b, 1 : n + 1] = tree.tokens
+            depth[b, 1 : n + 1] = tree.depths()
+            row = sees[b]
+            for i, p in enumerate(tree.parents):  # node i sees what its parent sees, and itself
+                row[i + 1] |= row[p + 1]
+    return torch.from_numpy(ids).to(device), torch.from_numpy(depth).to(device), torch.from_numpy(sees).to(device)
+
+
+def verify(cache: RaggedCache, roots: list[int], trees: list[DraftTree], temperature: float, top_p: float, generator, pad_id: int = 0) -> list[Verdict]:
+    """One target forward over every row's root and tree; commit the accepted paths to ``cache``."""
+    ids, depth, sees = tree_inputs(roots, trees, cache.device, pad_id)
+    logits = cache.forward(ids, depth, sees)
+    verdicts = []
+    if temperature == 0:
+        best = logits.argmax(-1).tolist()
+    else:
+        probs = sampling_probs(logits, temperature, top_p)
+    walks = [walk_greedy(tree, best[b]) if temperature == 0 else walk_sampling(tree, probs[b], generator) for b, tree in enumerate(trees)]
+    # the raw log-probability of every emitted token, gathered at once: (row, position of its parent, token)
+    keep = [[0] + [i + 1 for i in path] for path, _ in walks]
+    tokens = [[tree.tokens[i] for i in path] + [bonus] for tree, (path, bonus) in zip(trees, walks)]
+    flat = torch.tensor([(b, c, t) for b, (cols, toks) in enumerate(zip(keep, tokens)) for c, t in zip(cols, toks)], device=logits.device)
+    lps = (logits[flat[:, 0], flat[:, 1], flat[:, 2]] - logits[flat[:, 0], flat[:, 1]].logsumexp(-1)).tolist()
+    start = 0
+    for b, (tree, (path, _)) in enumerate(zip(trees, walks)):
+        n = len(tokens[b])
+        verdicts.append(Verdict(path, tokens[b], lps[start : start + n], tree, logits[b, : len(tree) + 1]))
+        start += n
+    cache.commit(keep)
+    return verdicts
+
+
+def walk_greedy(tree: DraftTree, argmax: list[int]) -> tuple[list[int], int]:
+    kids, path, node = tree.children(), [], -1
+    while True:
+        target = argmax[node + 1]
+        node = next((c for c in kids[node + 1] if tree.tokens[c] == target), None)
+        if node is None:
+            return path, target
+        path.append(node)
+
+
+def walk_sampling(tree: DraftTree, probs: torch.Tensor, generator) -> tuple[list[int], int]:
+    kids, path, node = tree.children(), [], -1
+    while True:
+        children = [(c, tree.tokens[c]) for c in kids[node + 1]]
+        if tree.dists is not None and children:
+            q = tree.dists[node]
+            if isinstance(q, dict):  # sparse draft distribution
+                q = torch.zeros_like(probs[0]).index_put_((torch.tensor(list(q)),), torch.tensor(list(q.values()), dtype=probs.dtype))
+            token, child = multi_step_rule(probs[node + 1], q, children, generator)
+        else:
+            token, child = point_mass_rule(probs[node + 1], children, generator)
+        if child is None:
+            return path, token
+        path.append(child)
+        node = child
+
+
+def _uniform(generator) -> float:
+    return float(torch.rand((), generator=generator, device=generator.device))
+
+
+def _sample(p: torch.Tensor, generator) -> int:
+    return int(torch.multinomial(p, 1, generator=generator))
+
+
+def point_mass_rule(p: torch.Tensor, children, generator) -> tuple[int, int | None]:
+    """Deterministic drafts: accept child token x with probability p(x), else remove x from p."""
+    p = p.clone()
+    for child, x in children:
+        px = float(p[x])
+        if _uniform(generator) < px:
+            return x, child
+        p[x] = 0.0
+        p /= 1.0 - px if px < 1.0 else 1.0
+    return _sample(p, generator), None
+
+
+def multi_step_rule(p: torch.Tensor, q: torch.Tensor, children, generator) -> tuple[int, int | None]:
+    """Drafts sampled from q without replacement: accept x with probability min(1, p(x)/q(x)), else move p to the
+    residual norm(max(0, p - q)) and q to q without x."""
+    p, q = p.clone(), q.clone()
+    for child, x in children:
+        px, qx = float(p[x]), float(q[x])
+        if _uniform(generator) * qx < px:
+            return x, child
+        residual = (p - q).clamp_(min=0)
+        total = float(residual.sum())
+        if total > 0:
+            p = residual / total
+        q[x] = 0.0
+        rest = float(q.sum())
+        if rest <= 0:
+            break
+        q /= rest
+    return _sample(p, generator), None

@@ -1,0 +1,72 @@
+"""A* over partial solutions: best-first, always expanding the open node with the lowest ``f = g + h``.
+
+``g`` is the cost already paid on the path, as the policy sees it: ``beta`` times the mean negative
+log-likelihood of the path's tokens (A*-Thought's ``g`` is the same quantity, -beta * mean log p); ``h``
+estimates the cost still to come from the verifier: ``-log v`` for the path's aggregated score ``v`` (the
+surprise of this path turning out right). A mean rather than a sum keeps ``g`` from growing with depth, which
+would turn the search into breadth-first enumeration. Each round pops the best open node of every problem;
+a popped finished trajectory is a candidate; the search stops at ``n`` candidates (or ``max_expansions``;
+then, if nothing finished, the best open node is rolled out to the end so there is an answer).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+
+from reasoner.types import Node, Tree
+
+from .common import path_scores
+from .kv import KVMeter
+
+
+class AStar:
+    name = "astar"
+
+    def __init__(self, engine, verifier, n: int = 1, width: int = 4, aggregate: str = "min", beta: float = 0.1, max_expansions: int = 64):
+        if n < 1 or width < 1 or max_expansions < 1:
+            raise ValueError(f"astar needs search.n, search.width and search.max_expansions >= 1, got {n}, {width}, {max_expansions}")
+        self.engine, self.verifier = engine, verifier
+        self.n, self.width, self.aggregate, self.beta, self.max_expansions = n, width, aggregate, beta, max_expansions
+
+    def cost(self, node: Node, score: float) -> float:
+        lps = [lp for p in node.path() for lp in p.step.logprobs]
+        g = -self.beta * sum(lps) / max(1, len(lps))
+        return g - math.log(max(score, 1e-9))
+
+    def run(self, trees: list[Tree]) -> list[list[Node]]:
+        meter = KVMeter()
+        tie = itertools.count()
+        open_: dict[Tree, list] = {t: [] for t in trees}
+        found: dict[Tree, list[Node]] = {t: [] for t in trees}
+        expansions = {t: 0 for t in trees}
+        to_expand = [t.root for t in trees]
+        while to_expand:
+            children = [c for kids in self.engine.expand(to_expand, self.width) for c in kids]
+            for c, v in zip(children, path_scores(self.verifier, children, self.aggregate)):
+                # ties go to the deeper node, then to the older one
+                heapq.heappush(open_[c.tree], (self.cost(c, v), -c.depth, next(tie), c))
+            for node in to_expand:
+                expansions[node.tree] += 1
+            to_expand = []
+            for t in trees:
+                while open_[t] and len(found[t]) < self.n:
+                    node = heapq.heappop(open_[t])[-1]
+                    if not node.terminal:
+                        if expansions[t] < self.max_expansions:
+                            to_expand.append(node)
+                        break
+                    found[t].append(node)
+                meter.observe(t, [entry[-1] for entry in open_[t]] + [n for n in to_expand if n.tree is t])
+        meter.book()
+        return [found[t] or self._finish(open_[t]) for t in trees]
+
+    def _finish(self, heap: list) -> list[Node]:
+        """Out of expansions before any trajectory finished: roll the best open node out to the end (one
+        sampled step at a time), since a partial solution has no answer."""
+        if not heap:
+            return []
+        node = min(heap)[-1]
+        while not node.terminal:
+            node = self.engine.expand([node], 1)[0][0]
+        return [node]

@@ -1,0 +1,99 @@
+"""Step-level speculation: the draft writes, the target judges and rewrites the rejected steps."""
+import json
+
+import pytest
+
+from reasoner import Problem, Reasoner
+from reasoner.cli import main
+from reasoner.recipe import Recipe, RecipeError
+from reasoner.toy import generate_problems
+
+ALWAYS_ACCEPT = {"likelihood": 0.0, "judge": 0.0}
+NEVER_ACCEPT = {"likelihood": 1.01, "judge": 9.01}
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return [Problem(p.question, answer=str(p.answer), id=str(i)) for i, p in enumerate(generate_problems(12, seed=7))]
+
+
+@pytest.fixture(scope="module")
+def plain(problems):
+    """Chain of thought by each model alone (with the speculative recipes' repetition guard)."""
+    return {
+        role: Reasoner("toy-cot", [f"search.policy={role}", "models.draft.path=toy:draft", "budget.stop_on_repeat=true"]).solve_many(problems)
+        for role in ("draft", "target")
+    }
+
+
+@pytest.mark.parametrize("acceptor", ["likelihood", "judge"])
+@pytest.mark.parametrize("writer", ["draft", "target"])
+def test_threshold_extremes_give_exactly_the_drafts_or_the_targets_output(acceptor, writer, problems, plain):
+    threshold = {"draft": ALWAYS_ACCEPT, "target": NEVER_ACCEPT}[writer][acceptor]
+    recipe = "toy-likelihood" if acceptor == "likelihood" else "toy-specreason"
+    solutions = Reasoner(recipe, [f"step_speculation.threshold={threshold}"]).solve_many(problems)
+    assert [s.text for s in solutions] == [s.text for s in plain[writer]]
+    verdict = "steps_accepted" if writer == "draft" else "steps_rejected"
+    for s in solutions:
+        assert all(st.source == writer and st.speculation["accepted"] == (writer == "draft") for st in s.steps)
+        assert s.stats.counters[verdict] == s.stats.counters["steps_total"] == len(s.steps)
+        assert s.stats.role("target").prefill_tokens > 0 and s.stats.role("draft").generated_tokens >= len(s.steps)
+        assert s.stats.role("target").generated_tokens == (0 if writer == "draft" else sum(len(st.token_ids) for st in s.steps))
+
+
+def test_likelihood_acceptance_keeps_the_targets_accuracy_with_fewer_target_tokens(problems, plain):
+    solutions = Reasoner("toy-likelihood").solve_many(problems)
+    target_correct = sum(s.correct for s in plain["target"])
+    assert sum(s.correct for s in solutions) >= target_correct - 1
+    spent = sum(s.stats.role("target").generated_tokens for s in solutions)
+    alone = sum(s.stats.role("target").generated_tokens for s in plain["target"])
+    assert spent < alone / 2
+    for s in solutions:
+        for st in s.steps:
+            spec = st.speculation
+            assert (st.source == "draft") == spec["accepted"] == (spec["score"] >= 0.5)
+            assert ("draft" in spec) == (not spec["accepted"])
+
+
+def test_first_steps_can_be_written_by_the_target(problems):
+    solutions = Reasoner("toy-likelihood", ["step_speculation.first_n_target_steps=2"]).solve_many(problems[:4])
+    for s in solutions:
+        assert [st.source for st in s.steps[:2]] == ["target", "target"]
+        assert all(st.speculation is None for st in s.steps[:2])
+        assert s.stats.counters["steps_total"] == len(s.steps)
+
+
+def test_best_of_n_speculates_every_trajectory(problems):
+    reasoner = Reasoner("toy-bon", ["search.n=4", "step_speculation.acceptor=likelihood", "step_speculation.threshold=0.9"])
+    solutions = reasoner.solve_many(problems[:3])
+    for s in solutions:
+        assert len(s.candidates) == 4
+        steps = [st for c in s.candidates for st in c.steps]
+        assert {st.source for st in steps} <= {"draft", "target"}
+        assert all(st.speculation["accepted"] == (st.source == "draft") for st in steps)
+        assert s.stats.counters["steps_total"] == len(steps)
+
+
+def test_speculation_recipes_name_their_missing_pieces():
+    with pytest.raises(RecipeError, match="needs models.draft"):
+        Recipe.load(None, {"step_speculation": {"acceptor": "judge"}})
+    with pytest.raises(RecipeError, match="search.policy=draft"):
+        Recipe.load("toy-specreason", ["search.policy=target"])
+    with pytest.raises(RecipeError, match="set verifier.type"):
+        Recipe.load("toy-specreason", ["step_speculation.acceptor=prm"])
+    with pytest.raises(RecipeError, match="needs step_speculation.router"):
+        Recipe.load("toy-specreason", ["step_speculation.acceptor=router"])
+
+
+def test_bench_steps_writes_its_table_json_and_plot(tmp_path):
+    assert main(["bench", "steps", "--out", str(tmp_path), "--limit", "4", "--quick", "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [r["method"] for r in rows][:2] == ["target CoT", "draft CoT"]
+    assert {r["acceptor"] for r in rows} == {None, "judge", "prm", "router", "likelihood"}
+    assert rows[0]["speedup_vs_target"] == 1.0 and all(r["n"] == 4 for r in rows)
+    for r in rows[2:]:
+        assert r["steps_total"] > 0 and 0 <= r["accepted_fraction"] <= 1
+        assert r["target_tokens"] + r["draft_tokens"] > 0
+    table = [line for line in (tmp_path / "bench.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(table) == len(rows) + 1  # the header and a row per configuration
+    assert (tmp_path / "bench.png").stat().st_size > 0

@@ -1,0 +1,247 @@
+"""Process reward models (PRMs): one score per step, read from a model trained to grade reasoning steps.
+
+Each family has its own input format and its own place to read the score; getting them exactly right is the
+whole job, so each is one small class (formats as search-and-learn and the model cards implement them):
+
+- ``qwen`` (Qwen2.5-Math-PRM): chat template with the Qwen math system prompt, steps joined and ended by
+  ``<extra_0>``; two-label logits at every ``<extra_0>``, score = softmax(...)[1].
+- ``skywork`` (Skywork-o1-Open-PRM): ``bos + problem + "\\n"``, then each step's tokens followed by the step
+  token (``"\\n"``); a scalar value head, score = sigmoid(value) at each step token. The toy PRM uses this
+  format with the toy world's step token ``"\\n\\n"``.
+- ``math-shepherd``: ``question + " " + steps`` with ``" ки"`` after every step; causal-LM logits of ``+`` and
+  ``-`` at each tag, score = softmax over the two [+].
+- ``rlhflow`` (RLHFlow Llama3.1-8B-PRM): a multi-turn chat, each step a user turn answered ``+`` by the
+  assistant; score = softmax over {+, -} of the logits that predict each assistant ``+``.
+
+A step's score depends only on its path up to it (all four read causal positions), so it is cached in
+``step.scores[name]`` and a step shared by many trajectories is scored once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from reasoner.stats import Stats
+from reasoner.types import Node
+
+log = logging.getLogger(__name__)
+
+QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class PRMFormat:
+    """How a family renders (problem, steps) into token ids, and where its step scores are read."""
+
+    family = ""
+    head = "token"  # "token": a token-classification / value head; "lm": next-token logits of a causal LM
+
+    def __init__(self, tokenizer, step_token: str | None = None):
+        self.tokenizer = tokenizer
+        if step_token is not None:
+            self.step_token = step_token
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def single_token(self, text: str) -> int:
+        ids = self.encode(text)
+        if len(ids) != 1:
+            raise ValueError(f"{self.family} PRM: {text!r} must be one token of this tokenizer, got {len(ids)}: is this a {self.family} model?")
+        return ids[0]
+
+    def build(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Input ids and, for each step, the position whose output holds its score."""
+        raise NotImplementedError
+
+    def read(self, output: torch.Tensor) -> torch.Tensor:
+        """Scores in [0, 1] from the model's output rows at the score positions (``[k, labels]``)."""
+        raise NotImplementedError
+
+
+class QwenPRM(PRMFormat):
+    family = "qwen"
+    step_token = "<extra_0>"
+
+    def build(self, problem, steps):
+        messages = [
+            {"role": "system", "content": QWEN_SYSTEM},
+            {"role": "user", "content": problem},
+            {"role": "assistant", "content": self.step_token.join(steps) + self.step_token},
+        ]
+        ids = self.encode(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False))
+        sep = self.single_token(self.step_token)
+        return ids, [i for i, t in enumerate(ids) if t == sep]
+
+    def read(self, output):
+        return torch.softmax(output[:, :2].float(), dim=-1)[:, 1]
+
+
+class SkyworkPRM(PRMFormat):
+    family = "skywork"
+    step_token = "\n"
+
+    def build(self, problem, steps):
+        bos = self.tokenizer.bos_token or ""
+        ids = self.encode(bos + problem + "\n")
+        sep = self.encode(self.step_token)[-1]
+        positions = []
+        for step in steps:
+            ids += self.encode(step) + [sep]
+            positions.append(len(ids) - 1)
+        return ids, positions
+
+    def read(self, output):
+        return torch.sigmoid(output[:, 0].float())
+
+
+class MathShepherdPRM(PRMFormat):
+    family = "math-shepherd"
+    head = "lm"
+    step_token = " ки"
+
+    def __init__(self, tokenizer, step_token=None):
+        super().__init__(tokenizer, step_token)
+        # the tag and the +/- labels as the model card tokenizes them (Mistral: "ки" is one token after a space)
+        self.tag = self.encode(self.step_token)[-1]
+        self.labels = [self.encode("+")[-1], self.encode("-")[-1]]
+
+    def build(self, problem, steps):
+        ids = self.encode(problem + " " + "\n\n".join(s + self.step_token for s in steps))
+        return ids, [i for i, t in enumerate(ids) if t == self.tag]
+
+    def read(self, output):
+        return torch.softmax(output[:, self.labels].float(), dim=-1)[:, 0]
+
+
+class RLHFlowPRM(PRMFormat):
+    family = "rlhflow"
+    head = "lm"
+
+    def __init__(self, tokenizer, step_token=None):
+        super().__init__(tokenizer, step_token)
+        self.labels = [self.encode("+")[-1], self.encode("-")[-1]]
+
+    def _chat(self, messages, add_generation_prompt):
+        return self.encode(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
+
+    def build(self, problem, steps):
+        messages: list[dict] = []
+        positions = []
+        for k, step in enumerate(steps):
+            messages.append({"role": "user", "content": f"{problem} {step}" if k == 0 else step})
+            positions.append(len(self._chat(messages, True)) - 1)  # this position predicts the assistant's "+"
+            messages.append({"role": "assistant", "content": "+"})
+        ids = self._chat(messages, False)
+        for p in positions:
+            if ids[p + 1] != self.labels[0]:
+                raise ValueError("rlhflow PRM: the chat template does not put the assistant's '+' right after the generation prompt")
+        return ids, positions
+
+    def read(self, output):
+        return torch.softmax(output[:, self.labels].float(), dim=-1)[:, 0]
+
+
+FAMILIES = {f.family: f for f in (QwenPRM, SkyworkPRM, MathShepherdPRM, RLHFlowPRM)}
+
+
+def detect_family(path: str, config) -> str:
+    """The family from the model's name or architecture; ``family:`` in the recipe overrides it."""
+    name = path.lower()
+    if path.startswith("toy:") or "skywork" in name:
+        return "skywork"
+    if "shepherd" in name:
+        return "math-shepherd"
+    if "rlhflow" in name:
+        return "rlhflow"
+    archs = " ".join(getattr(config, "architectures", None) or []).lower()
+    if "processrewardmodel" in archs or "qwen2.5-math-prm" in name:
+        return "qwen"
+    raise ValueError(f"cannot tell which PRM family {path!r} is: set verifier.family to one of {', '.join(FAMILIES)}")
+
+
+def load_prm_model(path: str, head: str, dtype: torch.dtype, device: str):
+    """A causal LM for ``lm`` heads; for ``token`` heads a token-classification model (the toy PRM, a test
+    model) or, for a remote-code PRM such as Qwen2.5-Math-PRM, ``AutoModel`` with ``trust_remote_code``."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+    archs = getattr(config, "architectures", None) or []
+    if head == "lm":
+        cls = AutoModelForCausalLM
+    elif any(a.endswith("ForTokenClassification") for a in archs):
+        cls = AutoModelForTokenClassification
+    else:
+        cls = AutoModel
+    return cls.from_pretrained(path, dtype=dtype, trust_remote_code=True).to(device).eval()
+
+
+class PRMVerifier:
+    """Scores steps with a PRM of any supported family; batched, one forward pass per batch of paths."""
+
+    def __init__(self, path: str, family: str = "auto", step_token: str | None = None, role: str = "verifier", dtype: str = "auto", device: str = "auto", max_batch_size: int = 64):
+        from transformers import AutoConfig, AutoTokenizer
+
+        from reasoner.backends import resolve_path
+        from reasoner.backends.transformers import resolve_dtype
+
+        resolved = resolve_path(path)
+        if family == "auto":
+            family = detect_family(path, AutoConfig.from_pretrained(resolved, trust_remote_code=True))
+        if family not in FAMILIES:
+            raise ValueError(f"unknown PRM family {family!r}: use one of {', '.join(FAMILIES)} (or auto)")
+        if step_token is None and path.startswith("toy:"):
+            step_token = "\n\n"  # the toy world's step delimiter
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved)
+        self.format = FAMILIES[family](self.tokenizer, step_token)
+        self.model = load_prm_model(resolved, self.format.head, resolve_dtype(dtype, self.device), self.device)
+        self.role, self.max_batch_size = role, max_batch_size
+        self.name = f"prm:{Path(path).name}"
+        self.stats = Stats()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def score_steps(self, problems: Sequence[str], paths: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The score of every step of each (problem, steps) pair: one forward pass per batch."""
+        return self._run([self.format.build(p, s) for p, s in zip(problems, paths)], [len(s) for s in paths])
+
+    def _run(self, built: list[tuple[list[int], list[int]]], n_steps: list[int]) -> list[list[float]]:
+        out: list[list[float]] = [[] for _ in built]
+        order = sorted(range(len(built)), key=lambda i: len(built[i][0]))
+        role = self.stats.role(self.role)
+        start_time = time.perf_counter()
+        with torch.inference_mode():
+            for start in range(0, len(order), self.max_batch_size):
+                chunk = order[start : start + self.max_batch_size]
+                width = max(len(built[i][0]) for i in chunk)
+                ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for r, i in enumerate(chunk):  # right padding: positions stay those of the unpadded input
+                    ids[r, : len(built[i][0])] = torch.tensor(built[i][0])
+                    mask[r, : len(built[i][0])] = 1
+                output = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+                logits = output.logits if hasattr(output, "logits") else output[0]
+                for r, i in enumerate(chunk):
+                    positions = built[i][1]
+                    if len(positions) != n_steps[i]:
+                        raise ValueError(f"{self.format.family} PRM: found {len(positions)} score positions for {n_steps[i]} steps (does a step contain the step token?)")
+                    out[i] = self.format.read(logits[r, positions]).tolist() if positions else []
+                role.prefill_tokens += int(mask.sum())
+                role.forward_passes += 1
+        role.calls += 1
+        role.wall_s += time.perf_counter() - start_time
+        return out
+
+    def score_paths(self, nodes: Sequence[Node]) -> list[list[float]]:
+        todo = [n for n in nodes if any(self.name not in p.step.scores for p in n.path())]
+        if todo:
+            built = [self.format.build(n.tree.problem.text, n.steps()) for n in todo]
+            scores = self._run(built, [n.depth for n in todo])
+            for node, step_scores, (ids, _) in zip(todo, scores, built):
+                node.tree.stats.role(self.role).prefill_tokens += len(ids)
+                for p, s in zip(node.path(), step_scores):
+                    p.step.scores.setdefault(self.name, s)
+        return [[p.step.scores[self.name] for p in n.path()] for n in nodes]
