@@ -20,10 +20,10 @@ DIGITS = tuple(str(d) for d in range(10))
 def digit_distribution(lm, template: PromptTemplate, nodes: Sequence[Node]) -> list[list[float]]:
     """For each node, the judge's probabilities of the digits 0-9 (renormalised over the digits) for its
     last step, in one batched call; the judge prompts' tokens are booked on each node's tree."""
-    prompts = [template.judge_prompt(lm.tokenizer, n.tree.problem.text, n.steps()[:-1], n.step.text) for n in nodes]
+    prompts = [lm.encode(template.judge_prompt(lm.tokenizer, n.tree.problem.text, n.steps()[:-1], n.step.text)) for n in nodes]
     out = []
     for node, prompt, lps in zip(nodes, prompts, lm.next_token_logprobs(prompts, DIGITS) if prompts else []):
-        node.tree.stats.role(lm.role).prefill_tokens += len(lm.encode(prompt))
+        node.tree.stats.role(lm.role).prefill_tokens += len(prompt)
         top = max(lps.values())
         p = [math.exp(lps[d] - top) for d in DIGITS]
         out.append([x / sum(p) for x in p])

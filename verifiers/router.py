@@ -47,12 +47,12 @@ FEATURES = (
 
 def features(children: Sequence[Node], target, template) -> list[list[float]]:
     """The router's features of each child's (draft) step; one batched target prefill scores all of them."""
-    prompts = [template.prompt(target.tokenizer, c.tree.problem.text, c.parent.steps()) for c in children]
+    prompts = [target.encode(template.prompt(target.tokenizer, c.tree.problem.text, c.parent.steps())) for c in children]
     continuations = [step_token_ids(target, template, c.step) for c in children]
     scored = target.score(prompts, continuations)
     rows = []
     for child, prompt, cont, tlp in zip(children, prompts, continuations, scored):
-        child.tree.stats.role(target.role).prefill_tokens += len(target.encode(prompt)) + len(cont)
+        child.tree.stats.role(target.role).prefill_tokens += len(prompt) + len(cont)
         dlp = child.step.logprobs or [0.0]
         tlp = tlp or [0.0]
         rows.append(
