@@ -236,12 +236,13 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
 
     n = len(rows)
     correct = sum(bool(r["correct"]) for r in rows)
-    tokens, prefill, forwards = defaultdict(int), defaultdict(int), defaultdict(float)
+    tokens, prefill, forwards, cached = defaultdict(int), defaultdict(int), defaultdict(float), defaultdict(int)
     wall = 0.0
     for r in rows:
         for role, s in r["stats"]["roles"].items():
             tokens[role] += s["generated_tokens"]
             prefill[role] += s["prefill_tokens"]
+            cached[role] += s.get("prefix_cached_tokens", 0)  # served by a prefix KV cache, not in prefill_tokens
         wall += r["batch"]["wall_s"] / r["batch"]["size"]
         for role, f in r["batch"]["forward_passes"].items():
             forwards[role] += f / r["batch"]["size"]
@@ -261,6 +262,7 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
         "s_per_problem": round(wall / n, 4) if n else 0.0,
         "tokens": dict(sorted(tokens.items())),
         "prefill_tokens": dict(sorted(prefill.items())),
+        **({"prefix_cached_tokens": dict(sorted(cached.items()))} if any(cached.values()) else {}),
         "forward_passes": {k: round(v) for k, v in sorted(forwards.items())},
         "per_problem": {"tokens": per(tokens), "prefill_tokens": per(prefill), "forward_passes": per(forwards)},
         "counters": {k: round(v, 6) for k, v in sorted(counters.items())},
@@ -275,7 +277,8 @@ def _kv_summary(rows: list[dict]) -> dict:
     kv = [r["stats"]["counters"] for r in rows if "kv_tokens_peak" in r["stats"].get("counters", {})]
     if not kv:
         return {}
-    return {k: round(sum(c[k] for c in kv) / len(kv), 2) for k in ("kv_tokens_peak", "kv_tokens_mean")}
+    keys = ("kv_tokens_peak", "kv_tokens_mean") + tuple(k for k in ("kv_bytes_peak", "kv_bytes_mean") if all(k in c for c in kv))
+    return {k: round(sum(c[k] for c in kv) / len(kv), 2) for k in keys}
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -64,6 +64,8 @@ class Reasoner:
         """Solve problems together: their trajectories share every batched model call. Each solution's stats
         count the tokens spent on it; the batch's wall time and forward passes are in ``last_run`` (and, for a
         single problem, in its solution's stats too)."""
+        from search.kv import book_bytes
+
         problems = [p if isinstance(p, Problem) else Problem(p) for p in problems]
         if not problems:
             return []
@@ -71,10 +73,14 @@ class Reasoner:
         self.last_run = run = Stats()
         for lm in self.models.values():
             lm.stats = run
+            if getattr(lm, "prefix_cache", None) is not None:  # a problem's costs must not depend on what ran before it
+                lm.prefix_cache.clear()
         for part in self._costed_verifiers:  # PRMs keep their own stats
             part.stats = run
         start = time.perf_counter()
         leaves = self.search.run(trees)
+        for tree in trees:  # the KV a tree search retains, in bytes of the policy model's KV
+            book_bytes(tree.stats, getattr(self.models[self.recipe.search.policy], "kv_bytes_per_token", None))
         solutions = [self._solution(tree, lv) for tree, lv in zip(trees, leaves)]
         run.wall_s = time.perf_counter() - start
         for tree in trees:

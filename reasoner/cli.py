@@ -21,7 +21,8 @@ def cmd_solve(args) -> int:
     from .api import Reasoner
     from .types import Problem
 
-    problem = Problem(args.problem)
+    tests = _read_tests(args.tests) if args.tests else None
+    problem = Problem(args.problem, tests=tests, meta={"public_tests": tests} if tests else {})
     recipe = Recipe.load(args.recipe or SOLVE_RECIPE, args.overrides)
     solution = Reasoner(recipe).solve(problem)
     exact = _toy_exact(args.problem) if recipe.prompt == "toy" else None
@@ -29,10 +30,19 @@ def cmd_solve(args) -> int:
         from verifiers.math import is_equivalent
 
         solution.correct = is_equivalent(solution.answer, str(exact))
+    program, verdict = _code_check(recipe, solution.text, tests)
+    if verdict is not None:
+        solution.correct = verdict.passed
     if args.json:
-        print(json.dumps(solution.to_dict(), indent=2))
+        out = solution.to_dict()
+        if program is not None or tests is not None:
+            out["program"] = program
+        if verdict is not None:
+            out["tests"] = {"file": args.tests, "passed": verdict.passed, "reason": verdict.reason}
+        print(json.dumps(out, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(highlight=False)
@@ -44,8 +54,16 @@ def cmd_solve(args) -> int:
         if spec is not None:
             verdict = "accepted" if spec["accepted"] else f"rejected the draft's [red]{spec['draft']}[/]"
             console.print(f"     [dim]{spec['acceptor']} {spec['score']:.3f}: {verdict}[/]")
-    verdict = "" if solution.correct is None else ("  [green]correct[/]" if solution.correct else f"  [red]wrong (exact: {exact})[/]")
-    console.print(f"answer: [bold]{solution.answer}[/]{verdict}")
+    if program is not None or tests is not None:
+        console.print("program:" if program is not None else "program: [red]none (no code in the answer)[/]")
+        if program is not None:
+            console.print(program.rstrip("\n"), markup=False, soft_wrap=True)
+        if verdict is not None:
+            shown = "[green]passed[/]" if verdict.passed else f"[red]failed[/]: {escape(verdict.reason)}"
+            console.print(f"tests ({escape(args.tests)}): {shown}", soft_wrap=True)
+    else:
+        verdict = "" if solution.correct is None else ("  [green]correct[/]" if solution.correct else f"  [red]wrong (exact: {exact})[/]")
+        console.print(f"answer: [bold]{solution.answer}[/]{verdict}")
     if len(solution.candidates) > 1:
         answers = [c.answer for c in solution.candidates]
         console.print(f"[dim]{len(answers)} candidates: {', '.join(str(a) for a in answers)}[/]")
@@ -60,6 +78,43 @@ def cmd_solve(args) -> int:
         console.print(f"[dim]steps accepted {counters.get('steps_accepted', 0):.0f} of {counters['steps_total']:.0f} drafted or written[/]")
     console.print(f"[dim]wall time {solution.stats.wall_s:.2f}s[/]")
     return 0
+
+
+CODE_SUITES = ("toy-code", "humaneval", "mbpp")
+
+
+def _read_tests(path: str) -> str:
+    """The tests file of ``reasoner solve --tests``: Python statements (asserts), parsed here but never run here."""
+    import ast
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read tests file {path} ({e.__class__.__name__}: {getattr(e, 'strerror', None) or e}): give --tests a readable Python file of assert statements") from None
+    if not text.strip():
+        raise ValueError(f"tests file {path} is empty: write assert statements in it, e.g. assert f(1) == 8")
+    try:
+        ast.parse(text)
+    except SyntaxError as e:
+        raise ValueError(f"tests file {path} line {e.lineno}: not valid Python ({e.msg}): write assert statements, e.g. assert f(1) == 8") from None
+    return text
+
+
+def _code_check(recipe, text: str, tests: str | None):
+    """For a code problem (a code suite, a fenced program in the answer, or ``--tests``): the program extracted
+    from the answer and, with tests, its sandboxed verdict."""
+    if tests is None and recipe.suite.name not in CODE_SUITES and "```" not in text:
+        return None, None
+    from verifiers.code import check, extract_code
+
+    program = extract_code(text)
+    if tests is None:
+        return program, None
+    from verifiers.code import CheckResult
+
+    return program, check(program, tests, 10.0) if program is not None else CheckResult(False, "no code in the answer")
 
 
 def _toy_exact(text: str) -> int | None:
@@ -108,6 +163,34 @@ def cmd_eval(args) -> int:
         print("speedup vs " + str(sp["baseline_dir"]) + ": " + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items() if isinstance(v, float)))
     if args.out:
         print(f"wrote {args.out}/results.jsonl and {args.out}/summary.json")
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from pathlib import Path
+
+    import prompts
+    from search.compress import CompressConfig, compress_file, from_recipe, read_traces
+
+    config = CompressConfig(
+        alpha=args.alpha, beta=args.beta, expand_size=args.expand_size, min_search_steps=args.min_search_steps,
+        max_search_steps=args.max_search_steps, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+    )
+    recipe = Recipe.load(args.recipe, args.overrides)
+    read_traces(args.input, prompts.load(args.prompt or recipe.prompt).step_delimiter, args.limit)  # bad input fails before models load
+    compressor = from_recipe(recipe, config, validator=args.validator, scorer=args.scorer, prompt=args.prompt)
+    out = args.out or str(Path(args.input).with_suffix("")) + ".compressed.jsonl"
+    summary = compress_file(args.input, out, compressor, limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    s = summary
+    print(f"{s['n']} traces ({s['skipped']} skipped: no final answer); {s['compressed']} shortened")
+    print(f"tokens per trace {s['tokens_before']} -> {s['tokens_after']} (ratio {s['ratio']:.3f}); thought {s['thought_tokens_before']} -> {s['thought_tokens_after']} (ratio {s['thought_ratio']:.3f})")
+    print(f"answers that still hold (validator from the compressed thought): {s['answer_holds']:.3f}")
+    if s["gold_correct_after"] is not None:
+        print(f"correct against the gold answer: {s['gold_correct_before']:.3f} before, {s['gold_correct_after']:.3f} after")
+    print(f"wrote {s['out']} and {s['summary_path']}")
     return 0
 
 
@@ -183,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("problem", nargs="?", default=EXAMPLE, help=f"the problem text (default: {EXAMPLE!r})")
     _recipe_args(p, f"{SOLVE_RECIPE}: toy:draft writes each step, toy:target rewrites the ones it finds unlikely")
     p.add_argument("--json", action="store_true", help="print the whole solution as JSON")
+    p.add_argument(
+        "--tests", metavar="FILE",
+        help="a Python file of asserts: run them on the answer's program in the sandbox and print passed / failed (a recipe that "
+        "searches on public tests, e.g. toy-code-rethink, also searches with them)",
+    )
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("eval", help="evaluate a recipe on a suite: progress bar, summary table, results.jsonl + summary.json")
@@ -217,6 +305,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_router_train)
 
+    p = sub.add_parser("compress", help="A*-Thought: compress finished traces (reasoner eval results) to the steps a validator still needs")
+    p.add_argument("input", help="results.jsonl of `reasoner eval --out DIR`, or a JSONL of {problem, steps|text, answer?, reference?}")
+    _recipe_args(p, "toy-cot's: toy:target validates and scores, toy prompt")
+    p.add_argument("--out", help="JSONL to write (default: INPUT with .compressed.jsonl); the summary goes next to it (.summary.json)")
+    p.add_argument("--validator", help="validator model path (transformers; default: the recipe's policy model)")
+    p.add_argument("--scorer", help="importance scorer, a transformers causal LM (default: the validator's weights)")
+    p.add_argument("--prompt", help="prompt template (default: the recipe's)")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the solution direction in the importance score (default 0.5)")
+    p.add_argument("--beta", type=float, default=0.1, help="weight of g, the thought's likelihood, in f = g + h (default 0.1)")
+    p.add_argument("--expand-size", type=int, default=2, help="children per expansion (default 2)")
+    p.add_argument("--min-search-steps", type=int, default=5, help="pops before a node may be accepted (default 5)")
+    p.add_argument("--max-search-steps", type=int, default=20, help="pops before giving up and keeping the full trace (default 20)")
+    p.add_argument("--max-tokens", type=int, default=1024, help="validator generation budget (default 1024)")
+    p.add_argument("--temperature", type=float, default=0.0, help="validator temperature (default 0: greedy; the paper: 0.6)")
+    p.add_argument("--top-p", type=float, default=1.0, help="validator top-p (default 1; the paper: 0.95)")
+    p.add_argument("--limit", type=int, help="only the first N traces")
+    p.add_argument("--batch-size", type=int, default=16, help="traces searched together (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_compress)
+
     p = sub.add_parser("report", help="compare finished runs: a markdown table and PNG plots (accuracy vs compute, speedup)")
     p.add_argument("runs", nargs="+", metavar="DIR", help="--out folders of `reasoner eval` runs")
     p.add_argument("--baseline", help="the run the speedups are measured against (default: the first DIR)")
@@ -240,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--difficulty", default="hard", help="toy difficulty (default hard)")
     p.add_argument("--budgets", default="4,8,16", help="comma-separated budgets (default 4,8,16)")
     p.add_argument("--methods", help="comma-separated subset of cot,best_of_n,beam,dvts,mcts,astar,rebase,ets,fetch (default all)")
-    p.add_argument("--speculation", choices=["off", "on", "both"], default="off", help="step speculation (toy:target judges draft steps): off, on, or both")
+    p.add_argument("--speculation", choices=["off", "on", "both"], default="off", help="step speculation (toy:target judges draft steps by its likelihood): off, on, or both")
+    p.add_argument("--verifier", choices=["prm", "likelihood"], default="prm", help="what ranks the steps: the toy PRM (default) or toy:target's likelihood")
     p.add_argument("--seed", type=int, default=1234, help="suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench_search)

@@ -70,7 +70,8 @@ class StepEngine:
         out = []
         for node, gens in zip(nodes, generations):
             role = node.tree.stats.role(self.lm.role)
-            role.prefill_tokens += gens[0].prompt_tokens if gens else 0
+            role.prefill_tokens += gens[0].prompt_tokens - gens[0].cached_tokens if gens else 0
+            role.prefix_cached_tokens += gens[0].cached_tokens if gens else 0
             role.generated_tokens += sum(len(g.token_ids) for g in gens)
             out.append([Step(g.text, g.token_ids, g.logprobs, source=self.lm.role, finish_reason=g.finish_reason, seconds=seconds) for g in gens])
         return out

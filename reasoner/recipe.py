@@ -35,6 +35,10 @@ class ModelConfig(Section):
         default_factory=dict, description="vllm: keyword arguments for vllm.LLM (gpu_memory_utilization, tensor_parallel_size, speculative_config, ...)"
     )
     base_url: list[str] = Field(default_factory=list, description="openai: server URLs (http://host:8000/v1); with several, requests spread over them")
+    prefix_cache_tokens: int = Field(
+        32768, ge=0, description="transformers: capacity in tokens of the prefix KV cache shared by calls (0: off); holds "
+        "kv_bytes_per_token (2 x layers x kv heads x head dim x dtype bytes) per token",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -53,7 +57,10 @@ class ModelConfig(Section):
 
     def backend_options(self) -> dict:
         """The keyword arguments ``load_lm`` passes on to this backend only."""
-        return {"vllm": {"engine_args": self.engine_args}, "openai": {"base_url": self.base_url}}.get(self.backend, {})
+        return {
+            "vllm": {"engine_args": self.engine_args}, "openai": {"base_url": self.base_url},
+            "transformers": {"prefix_cache_tokens": self.prefix_cache_tokens},
+        }.get(self.backend, {})
 
 
 class Models(Section):
@@ -69,7 +76,7 @@ class Sampling(Section):
 
 
 class SearchConfig(Section):
-    method: Literal["cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch"] = "cot"
+    method: Literal["cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch", "rethink_mcts"] = "cot"
     n: int = Field(1, ge=1, description="trajectories per problem (mcts: iterations; astar: finished candidates; rebase/ets: width)")
     vote: Literal["majority", "weighted", "best"] = "majority"
     policy: Literal["target", "draft"] = Field("target", description="the model role that writes the steps")
@@ -79,8 +86,8 @@ class SearchConfig(Section):
     lookahead: int = Field(0, ge=0, description="beam/fetch: rank each candidate by the score of a rollout this many steps further")
     rollout: Literal["sample", "greedy"] = Field("sample", description="mcts: one sampled step at a time, or follow the best-scored of width children")
     select: Literal["vote", "value", "visits"] = Field("vote", description="mcts: vote over all finished trajectories, or follow max mean value / max visits")
-    puct_base: float = Field(19652.0, gt=0, description="mcts: PUCT c_base (OpenR)")
-    puct_init: float = Field(1.25, ge=0, description="mcts: PUCT c_init (OpenR)")
+    puct_base: float = Field(19652.0, gt=0, description="mcts: PUCT c_base (OpenR); rethink_mcts: var_p_uct's ucb_base (RethinkMCTS: 10)")
+    puct_init: float = Field(1.25, ge=0, description="mcts: PUCT c_init (OpenR); rethink_mcts: var_p_uct's ucb_constant (RethinkMCTS: 4)")
     root_noise: bool = Field(False, description="mcts: Dirichlet noise (alpha 0.3, weight 0.25) on the root's priors")
     beta: float = Field(0.1, ge=0, description="astar: weight of the path's mean negative log-likelihood in g")
     max_expansions: int = Field(64, ge=1, description="astar: node expansions per problem at most")
@@ -90,10 +97,14 @@ class SearchConfig(Section):
     cluster_distance: float = Field(0.05, ge=0, description="ets: cosine distance that cuts the step clusters")
     merge: bool = Field(False, description="beam/mcts: merge equivalent sibling states (FETCH); fetch always merges")
     merge_distance: float = Field(0.15, ge=0, description="fetch / merge: cosine distance under which sibling steps merge")
+    max_think_times: int = Field(2, ge=0, description="rethink_mcts: rethinks (regenerate a thought, roll out again) after a rollout fails the public tests")
+    rethink_pick: Literal["least_likely", "deepest"] = Field("least_likely", description="rethink_mcts: the thought to regenerate: the one with the least likely token, or the deepest")
+    rethink_prompt: Optional[str] = Field(None, description="rethink_mcts: for models that read feedback, the problem text while a thought is regenerated, with {problem} and {feedback}")
+    stop_on_pass: bool = Field(True, description="rethink_mcts: stop a problem's search once a program passes every public test")
 
 
 class VerifierConfig(Section):
-    type: Literal["none", "likelihood", "prm", "judge", "ensemble"] = "none"
+    type: Literal["none", "likelihood", "prm", "judge", "ensemble", "tests"] = Field("none", description="tests: the public-test pass rate of a finished program (verifiers/execution.py)")
     model: Literal["target", "draft", "verifier"] = Field("target", description="the model role that scores")
     reduce: Literal["mean", "min"] = "mean"
     aggregate: Literal["last", "min", "prod", "mean"] = "min"
@@ -101,6 +112,20 @@ class VerifierConfig(Section):
     step_token: Optional[str] = Field(None, description="prm: the step separator (default: the family's; toy:prm uses the toy delimiter)")
     judge_score: Literal["expected", "greedy"] = Field("expected", description="judge: the expected digit or the most likely one, over 9")
     members: list["VerifierConfig"] = Field(default_factory=list, description="ensemble: the verifiers whose step scores are averaged")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tests_score_last(cls, data):
+        """``tests`` scores only the finished program (thoughts 0): it aggregates with ``last`` unless told otherwise."""
+        if isinstance(data, dict) and data.get("type") == "tests" and "aggregate" not in data:
+            data = {**data, "aggregate": "last"}
+        return data
+
+    @model_validator(mode="after")
+    def _tests_aggregate(self):
+        if self.type == "tests" and self.aggregate != "last":
+            raise ValueError(f"verifier.type=tests scores only the finished program (thoughts score 0): use verifier.aggregate=last, not {self.aggregate}")
+        return self
 
 
 class StepSpeculation(Section):
@@ -131,8 +156,10 @@ class TokenSpeculation(Section):
     nodes: int = Field(24, ge=1, le=256, description="tree size budget in draft tokens per row and forward")
     top_k: int = Field(4, ge=1, le=32, description="most children per node (and successors kept per token)")
     ngram: int = Field(3, ge=1, le=8, description="longest n-gram context matched (prompt_lookup, ngram_pool, goose)")
-    min_score: float = Field(0.0, ge=0.0, le=1.0, description="draft_model, suffix: stop growing a branch below this cumulative draft probability")
-    shared: bool = Field(True, description="ngram_pool, suffix, recycling: one store for all rows and calls (false: ngram_pool per row)")
+    min_score: Optional[float] = Field(
+        None, ge=0.0, le=1.0, description="draft_model, suffix: stop growing a branch below this cumulative draft probability (default: draft_model 0, suffix 0.1)"
+    )
+    shared: bool = Field(True, description="ngram_pool: one pool for all rows and calls (false: one per row); suffix and recycling always share theirs")
     cache_size: int = Field(1000, ge=0, description="suffix: earlier outputs kept in the global suffix tree")
     adaptive: bool = Field(False, description="size trees per step by measured goodput (SmartSpec), down to no speculation when it does not pay")
     seed: int = 0
@@ -201,10 +228,12 @@ class Recipe(Section):
         if self.token_speculation is not None and self.token_speculation.method == "draft_model" and not (self.token_speculation.draft or self.models.draft):
             raise ValueError("token_speculation.method=draft_model needs a draft model: set models.draft or token_speculation.draft")
         for v in [self.verifier, *self.verifier.members]:
-            if v.type not in ("none", "ensemble") and getattr(self.models, v.model) is None:
+            if v.type not in ("none", "ensemble", "tests") and getattr(self.models, v.model) is None:
                 raise ValueError(f"verifier.model={v.model} but models.{v.model} is not set")
         if (self.verifier.type == "ensemble") != bool(self.verifier.members):
             raise ValueError("verifier.members is for verifier.type=ensemble (give it two or more verifiers)")
+        if self.search.method == "rethink_mcts" and self.verifier.type != "tests":
+            raise ValueError("search.method=rethink_mcts rethinks programs that fail their public tests: set verifier.type=tests")
         if self.search.method not in ("cot", "best_of_n") and self.verifier.type == "none":
             raise ValueError(f"search.method={self.search.method} ranks steps with a verifier: set verifier.type (prm, judge, likelihood or ensemble)")
         if self.search.vote in ("weighted", "best") and self.verifier.type == "none":

@@ -11,6 +11,7 @@ class RoleStats:
 
     calls: int = 0
     prefill_tokens: int = 0  # prompt tokens run through the model
+    prefix_cached_tokens: int = 0  # prompt tokens served from a prefix KV cache instead (not in prefill_tokens)
     generated_tokens: int = 0  # tokens sampled
     forward_passes: int = 0
     wall_s: float = 0.0

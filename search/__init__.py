@@ -7,7 +7,7 @@ and any verifier work under every search.
 from .best_of_n import BestOfN, ChainOfThought
 from .vote import VOTES, choose, group_answers
 
-SEARCHES = ("cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch")
+SEARCHES = ("cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch", "rethink_mcts")
 
 
 def build(recipe, engine, verifier):
@@ -41,6 +41,12 @@ def build(recipe, engine, verifier):
         from .mcts import MCTS
 
         return MCTS(engine, verifier, s.n, s.width, how, s.rollout, s.select, s.puct_base, s.puct_init, s.root_noise, recipe.seed, merger)
+    if s.method == "rethink_mcts":
+        from .rethink import RethinkMCTS
+
+        return RethinkMCTS(
+            engine, verifier, s.n, s.width, s.max_think_times, s.rethink_pick, s.stop_on_pass, s.puct_base, s.puct_init, s.rethink_prompt, recipe.seed
+        )
     if s.method == "astar":
         from .astar import AStar
 

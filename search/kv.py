@@ -3,13 +3,16 @@
 The KV retained at a moment is that of every node on the paths of the nodes the search keeps alive; a node
 costs its step's tokens and a prefix shared by several paths is held once. The prompt, shared by every
 path of a problem, is left out: it is the same for every search. ``KVMeter`` samples the retained KV after
-every selection and books the peak and mean per problem as ``kv_tokens_peak`` / ``kv_tokens_mean``.
+every selection and books the peak and mean per problem as ``kv_tokens_peak`` / ``kv_tokens_mean``; where the
+policy backend knows its KV size per token (``TransformersLM.kv_bytes_per_token``), ``book_bytes`` adds them
+in bytes (``kv_bytes_peak`` / ``kv_bytes_mean``).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Iterable
 
+from reasoner.stats import Stats
 from reasoner.types import Node, Tree
 
 
@@ -39,3 +42,13 @@ class KVMeter:
             if samples:
                 tree.stats.counters["kv_tokens_peak"] = max(samples)
                 tree.stats.counters["kv_tokens_mean"] = sum(samples) / len(samples)
+
+
+def book_bytes(stats: Stats, bytes_per_token: int | None) -> None:
+    """``kv_bytes_peak`` / ``kv_bytes_mean`` next to the token counts a search booked, at ``bytes_per_token``
+    (the policy model's; ``None``: its backend does not say, nothing is booked)."""
+    if not bytes_per_token:
+        return
+    for unit in ("peak", "mean"):
+        if f"kv_tokens_{unit}" in stats.counters:
+            stats.counters[f"kv_bytes_{unit}"] = stats.counters[f"kv_tokens_{unit}"] * bytes_per_token

@@ -128,16 +128,21 @@ class MCTS:
                 frontier = [i for i in frontier if not ends[i].terminal]
             # 4. back up the finished trajectories' scores
             for end, v in zip(ends, path_scores(self.verifier, ends, self.aggregate)):
-                self.reward[end] = v
-                node = end
-                while node is not None:
-                    node.visits += 1
-                    node.value = v if node.visits == 1 else node.value + (v - node.value) / node.visits
-                    node = node.parent
+                self._back_up(end, v)
             for t in trees:  # MCTS keeps its whole tree: any node may be selected again
                 meter.observe(t, leaves(t.root))
         meter.book()
         return [self._answer(t) for t in trees]
+
+    def _back_up(self, end: Node, v: float) -> None:
+        """A finished trajectory's score ``v``: one more visit for every node on its path, whose value is the
+        mean of what came back."""
+        self.reward[end] = v
+        node = end
+        while node is not None:
+            node.visits += 1
+            node.value = v if node.visits == 1 else node.value + (v - node.value) / node.visits
+            node = node.parent
 
     def _answer(self, tree: Tree) -> list[Node]:
         finished = [leaf for leaf in leaves(tree.root) if leaf.terminal and leaf.visits > 0]

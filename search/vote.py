@@ -1,7 +1,9 @@
 """Choosing the final answer among candidates: majority vote, verifier-weighted vote, or the best-scored one.
 
 Answers are grouped by mathematical equivalence (``verifiers.math.is_equivalent``), not by string, so
-``1/2`` and ``\\frac{1}{2}`` vote together. Ties go to the group seen first.
+``1/2`` and ``\\frac{1}{2}`` vote together. Code answers have no math answer: when no candidate has one, they
+group by the program they contain (the same code, whitespace aside, is the same answer), so majority and
+verifier votes rank programs too. Ties go to the group seen first.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ VOTES = ("majority", "weighted", "best")
 
 
 def group_answers(candidates: list[Candidate]) -> list[list[Candidate]]:
+    if all(c.answer is None for c in candidates):
+        return group_programs(candidates)
     groups: list[list[Candidate]] = []
     for c in candidates:
         if c.answer is None:
@@ -23,6 +27,18 @@ def group_answers(candidates: list[Candidate]) -> list[list[Candidate]]:
         else:
             groups.append([c])
     return groups
+
+
+def group_programs(candidates: list[Candidate]) -> list[list[Candidate]]:
+    """Candidates grouped by their extracted program, lines stripped of trailing spaces; those without one are left out."""
+    from verifiers.code import extract_code
+
+    groups: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        program = extract_code(c.text)
+        if program and program.strip():
+            groups.setdefault("\n".join(line.rstrip() for line in program.strip().splitlines()), []).append(c)
+    return list(groups.values())
 
 
 def choose(candidates: list[Candidate], vote: str) -> Candidate | None:

@@ -199,3 +199,45 @@ def test_draft_model_with_another_tokenizer_is_refused(target, tmp_path):
     path = random_llama(tmp_path / "other", other, 0)
     with pytest.raises(ValueError, match="different tokenizer"):
         build_drafter({"method": "draft_model", "draft": path}, target)
+
+
+def test_draft_model_with_a_padded_embedding_table_samples_and_stays_exact(target, prompts50, plain50, tmp_path):
+    """Same tokenizer, more embedding rows (as Qwen2.5 1.5B vs 7B): the draft's distribution is cut to the target's
+    vocabulary, so sampling runs and greedy output is still plain decoding's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reasoner.toy import model_path
+
+    model = AutoModelForCausalLM.from_pretrained(model_path("draft"))
+    model.resize_token_embeddings(model.config.vocab_size + 64)
+    model.save_pretrained(tmp_path / "padded")
+    AutoTokenizer.from_pretrained(model_path("draft")).save_pretrained(tmp_path / "padded")
+    lm = speculating(target, {"method": "draft_model", "draft": str(tmp_path / "padded"), "tree": "dynamic", "nodes": 12})
+    try:
+        greedy = lm.generate(prompts50[:8], SamplingParams(max_tokens=32))
+        assert [g[0].token_ids for g in greedy] == [g[0].token_ids for g in plain50[:8]]
+        sampled = lm.generate(prompts50[:8], SamplingParams(max_tokens=32, temperature=0.8, seed=3))
+        assert all(len(g[0].token_ids) > 0 and max(g[0].token_ids) < target.model.config.vocab_size for g in sampled)
+    finally:
+        speculating(target, None)
+
+
+def test_drafters_learn_from_the_tokens_each_row_kept(target, prompts50, monkeypatch):
+    """A row that stops mid-verdict keeps only part of the verdict's tokens; drafters must see exactly those at the
+    end of the row's sequence, or their n-gram contexts shift (acceptance drops, silently)."""
+    from reasoner.specdec.drafters.ngram_pool import NgramPool
+
+    seen = []
+    update = NgramPool.update
+
+    def checked(self, seqs, verdicts):
+        seen.extend(list(seq[len(seq) - len(v.tokens) :]) == list(v.tokens) for seq, v in zip(seqs, verdicts))
+        return update(self, seqs, verdicts)
+
+    monkeypatch.setattr(NgramPool, "update", checked)
+    lm = speculating(target, {"method": "ngram_pool", "nodes": 12})
+    try:
+        lm.generate(prompts50[:16], SamplingParams(max_tokens=48, stop=("\n\n",)))
+    finally:
+        speculating(target, None)
+    assert seen and all(seen)

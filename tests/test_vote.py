@@ -27,3 +27,18 @@ def test_representative_is_the_best_scored_member_and_no_answers_fall_back():
     assert choose([], "majority") is None
     with pytest.raises(ValueError, match="vote"):
         choose(cs, "plurality")
+
+
+def program(body, score):
+    from reasoner.types import Step
+
+    text = f"x+3\n\n```python\ndef f(x):\n    return {body}\n```"
+    return Candidate(steps=[Step(text, [], [], source="target")], answer=None, score=score)
+
+
+def test_code_candidates_vote_by_their_program():
+    cs = [program("x+3", 0.1), program("x+3  ", 0.2), program("x*3", 0.9), program("x-3", 0.3)]
+    assert [len(g) for g in group_answers(cs)] == [2, 1, 1]  # trailing spaces do not make another program
+    assert "x+3" in choose(cs, "majority").text
+    assert "x*3" in choose(cs, "best").text
+    assert "x*3" in choose(cs, "weighted").text

@@ -29,6 +29,10 @@ def build(config, models: dict, template, model_specs):
 
         spec = getattr(model_specs, config.model)
         return PRMVerifier(spec.path, config.family, config.step_token, role=config.model, dtype=spec.dtype, device=spec.device, max_batch_size=spec.max_batch_size)
+    if config.type == "tests":
+        from .execution import ExecutionVerifier
+
+        return ExecutionVerifier()
     if config.type == "ensemble":
         from .ensemble import EnsembleVerifier
 

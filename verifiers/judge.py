@@ -14,6 +14,8 @@ from typing import Sequence
 from prompts import PromptTemplate
 from reasoner.types import Node
 
+from .base import book_prefill
+
 DIGITS = tuple(str(d) for d in range(10))
 
 
@@ -22,8 +24,8 @@ def digit_distribution(lm, template: PromptTemplate, nodes: Sequence[Node]) -> l
     last step, in one batched call; the judge prompts' tokens are booked on each node's tree."""
     prompts = [lm.encode(template.judge_prompt(lm.tokenizer, n.tree.problem.text, n.steps()[:-1], n.step.text)) for n in nodes]
     out = []
-    for node, prompt, lps in zip(nodes, prompts, lm.next_token_logprobs(prompts, DIGITS) if prompts else []):
-        node.tree.stats.role(lm.role).prefill_tokens += len(prompt)
+    for i, (node, prompt, lps) in enumerate(zip(nodes, prompts, lm.next_token_logprobs(prompts, DIGITS) if prompts else [])):
+        book_prefill(lm, node, i, len(prompt))
         top = max(lps.values())
         p = [math.exp(lps[d] - top) for d in DIGITS]
         out.append([x / sum(p) for x in p])

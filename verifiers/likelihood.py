@@ -13,6 +13,8 @@ from prompts import PromptTemplate
 from reasoner.backends import LM
 from reasoner.types import Node, Step
 
+from .base import book_prefill
+
 
 def step_token_ids(lm: LM, template: PromptTemplate, step: Step) -> list[int]:
     """The tokens ``lm`` would write for ``step``: its text, then the delimiter that ended it (or EOS)."""
@@ -40,8 +42,8 @@ class LikelihoodVerifier:
                 continuations.append([t for piece in ids for t in piece])
                 pieces.append([len(piece) for piece in ids])
             logprobs = self.lm.score(prompts, continuations)
-            for node, lps, lengths, prompt, cont in zip(todo, logprobs, pieces, prompts, continuations):
-                node.tree.stats.role(self.lm.role).prefill_tokens += len(prompt) + len(cont)
+            for i, (node, lps, lengths, prompt, cont) in enumerate(zip(todo, logprobs, pieces, prompts, continuations)):
+                book_prefill(self.lm, node, i, len(prompt) + len(cont))
                 start = 0
                 for p, k in zip(node.path(), lengths):
                     seg = lps[start : start + k]

@@ -28,6 +28,7 @@ from typing import Sequence
 from reasoner.toy import MODELS_DIR
 from reasoner.types import Node
 
+from .base import book_prefill
 from .likelihood import step_token_ids
 
 TOY_ROUTER = MODELS_DIR / "router.json"
@@ -51,8 +52,8 @@ def features(children: Sequence[Node], target, template) -> list[list[float]]:
     continuations = [step_token_ids(target, template, c.step) for c in children]
     scored = target.score(prompts, continuations)
     rows = []
-    for child, prompt, cont, tlp in zip(children, prompts, continuations, scored):
-        child.tree.stats.role(target.role).prefill_tokens += len(prompt) + len(cont)
+    for i, (child, prompt, cont, tlp) in enumerate(zip(children, prompts, continuations, scored)):
+        book_prefill(target, child, i, len(prompt) + len(cont))
         dlp = child.step.logprobs or [0.0]
         tlp = tlp or [0.0]
         rows.append(
@@ -160,7 +161,9 @@ def _models_only(recipe):
         from reasoner.backends import load_lm
 
         spec = recipe.models.target
-        reasoner.models["target"] = load_lm(spec.backend, spec.path, "target", seed=recipe.seed, dtype=spec.dtype, device=spec.device, max_batch_size=spec.max_batch_size)
+        reasoner.models["target"] = load_lm(
+            spec.backend, spec.path, "target", seed=recipe.seed, dtype=spec.dtype, device=spec.device, max_batch_size=spec.max_batch_size, **spec.backend_options()
+        )
     return reasoner
 
 

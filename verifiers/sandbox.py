@@ -9,8 +9,10 @@
   outside that tmpfs that the uid could not write anyway, cannot signal or read other processes, and its
   process limit counts only its own processes;
 - as another user: tries the same in a user namespace (no uid switch: it already is unprivileged);
-  where the kernel refuses, it runs the program in its own session with the limits only (documented best
-  effort: a process that calls ``setsid`` could then survive);
+- where the kernel refuses namespaces (root without ``CAP_SYS_ADMIN``, user namespaces off), it runs the
+  program with the limits only, in a process group of its own that the launcher kills when the run ends (as
+  root also every process of the sandbox uid), and removes its working directory from ``/tmp`` (documented
+  best effort for another user: a process that calls ``setsid`` could then survive);
 - forks an *init* (PID 1 of the new PID namespace) that forks the program with ``setrlimit`` limits (CPU
   time, address space, processes, file size, open files, no core files) and a clean environment. When the
   program exits, is killed on the wall-clock deadline, or the launcher dies, init exits and the kernel kills
@@ -67,7 +69,8 @@ class RunResult:
 
 def run_python(source: str, timeout_s: float = 10.0, limits: Limits = Limits(), stdin: str = "") -> RunResult:
     """Run ``source`` with ``python -I`` in the sandbox; ``stdin`` is fed to it. Never raises for what the
-    program does; raises ``ValueError`` for a bad timeout."""
+    program does; raises ``ValueError`` for a bad timeout and ``RuntimeError`` when the sandbox itself could not
+    start the program (a broken setup would otherwise read as every program failing)."""
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     status_r, status_w = os.pipe()
@@ -89,6 +92,8 @@ def run_python(source: str, timeout_s: float = 10.0, limits: Limits = Limits(), 
         status = {"timed_out": True, "isolation": []}
         for line in f.read().splitlines():
             status.update(json.loads(line))
+    if "setup_error" in status:  # not the program's doing: every run would fail the same way
+        raise RuntimeError(f"the sandbox could not start the program: {status['setup_error']}" + (f"\n{err.decode('utf-8', 'replace')[-2000:]}" if err.strip() else ""))
     if "status" in status:  # the program ended by itself
         code = os.waitstatus_to_exitcode(status["status"])
         exit_code, sig = (code, None) if code >= 0 else (None, -code)
@@ -142,8 +147,9 @@ def _communicate(proc: subprocess.Popen, data: bytes, cap: int, deadline: float)
                 sel.unregister(f)
                 continue
             buf = bufs[f]
-            buf += chunk[: max(0, cap - len(buf))]
-            if len(chunk) and len(buf) >= cap and not stopping:
+            room = max(0, cap - len(buf))
+            buf += chunk[:room]
+            if len(chunk) > room and not stopping:  # more than ``cap`` bytes (exactly ``cap`` is allowed)
                 exceeded = stopping = True
                 proc.send_signal(signal.SIGTERM)  # the launcher kills the whole namespace
     for f in bufs:
@@ -234,7 +240,9 @@ def _set_limits(limits: dict, timeout_s: float, count_processes: bool) -> None:
 
 def _init(libc, job: dict, isolation: list[str], lifeline: int, uid: int | None) -> None:
     """PID 1 of the sandbox: set up the file system, start the program, reap until it ends, then exit
-    (which makes the kernel kill whatever is left in the namespace)."""
+    (which makes the kernel kill whatever is left in the namespace). Without a PID namespace it leads a process
+    group of its own instead, which the launcher kills when the run ends. A failure before the program runs is
+    reported as ``setup_error`` (not as the program's exit), so ``run_python`` can raise it."""
     try:
         _call(libc.prctl, PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         import select
@@ -242,34 +250,51 @@ def _init(libc, job: dict, isolation: list[str], lifeline: int, uid: int | None)
         if select.select([lifeline], [], [], 0)[0]:  # EOF: the launcher died before PDEATHSIG was set
             os._exit(70)
         os.close(lifeline)
+        if "pid" not in isolation:
+            os.setsid()  # init, the program and its children: one group the launcher can kill at once
         if "mount" in isolation:
             _mount_private(libc, job["limits"], "pid" in isolation)
             if uid is not None:
                 _expose_python(libc, job["prefix"])
-        import tempfile
+        workdir = job.get("workdir")  # made by the launcher when /tmp is the real one
+        if workdir is None:
+            import tempfile
 
-        workdir = tempfile.mkdtemp(prefix="sandbox-")
-        if uid is not None:
-            os.chown(workdir, uid, uid)
+            workdir = tempfile.mkdtemp(prefix="sandbox-")
+            if uid is not None:
+                os.chown(workdir, uid, uid)
         r, w = os.pipe()
+        failed_r, failed_w = os.pipe()  # close-on-exec: EOF once the program runs, else why it could not
         program = os.fork()
         if program == 0:
-            os.dup2(r, 0)
-            for fd in (r, w, job["status_fd"]):
-                os.close(fd)
-            if "pid" not in isolation:
-                os.setsid()
-            _set_limits(job["limits"], job["timeout_s"], count_processes=uid is not None)
-            if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-            os.chdir(workdir)
-            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-            with open(os.path.join(workdir, "main.py"), "w") as f:
-                f.write(job["source"])
-            os.execve(job["python"], [job["python"], "-I", "main.py"], env)
+            try:
+                os.dup2(r, 0)
+                for fd in (r, w, failed_r, job["status_fd"]):
+                    os.close(fd)
+                _set_limits(job["limits"], job["timeout_s"], count_processes=uid is not None)
+                if uid is not None:
+                    os.setgroups([])
+                    os.setgid(uid)
+                    os.setuid(uid)
+                os.chdir(workdir)
+                env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+                with open(os.path.join(workdir, "main.py"), "w") as f:
+                    f.write(job["source"])
+                os.execve(job["python"], [job["python"], "-I", "main.py"], env)
+            except BaseException as e:  # noqa: BLE001 - the program never ran: say why, for run_python to raise
+                os.write(failed_w, f"{e!r} (python {job['python']})".encode()[:2000])
+            finally:
+                os._exit(71)
         os.close(r)
+        os.close(failed_w)
+        failure = b""
+        while chunk := os.read(failed_r, 4096):
+            failure += chunk
+        os.close(failed_r)
+        if failure:
+            os.waitpid(program, 0)
+            os.write(job["status_fd"], (json.dumps({"setup_error": failure.decode(errors="replace")}) + "\n").encode())
+            os._exit(0)
         try:
             if job["stdin"]:
                 os.write(w, job["stdin"].encode())
@@ -280,27 +305,27 @@ def _init(libc, job: dict, isolation: list[str], lifeline: int, uid: int | None)
             pid, status = os.wait()
             if pid == program:
                 break
-        if "pid" not in isolation:
-            _kill_leftovers(program, uid)
         os.write(job["status_fd"], (json.dumps({"status": status}) + "\n").encode())
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - report and die, never return into the launcher's code
-        os.write(2, f"sandbox init failed: {e!r}\n".encode())
-        os._exit(71)
+        try:
+            os.write(job["status_fd"], (json.dumps({"setup_error": f"sandbox init failed: {e!r}"}) + "\n").encode())
+        finally:
+            os._exit(71)
 
 
-def _kill_leftovers(program: int, uid: int | None) -> None:
-    """Without a PID namespace: kill the program's session, and as root every process of the sandbox uid (a
-    process running as that uid calling kill(-1) reaches all of them, setsid or not)."""
+def _kill_leftovers(group: int, uid: int | None) -> None:
+    """Without a PID namespace: kill the run's process group (init's), and as root every process of the sandbox
+    uid (a process running as that uid calling kill(-1) reaches all of them, setsid or not)."""
     try:
-        os.killpg(program, signal.SIGKILL)
+        os.killpg(group, signal.SIGKILL)
     except OSError:
         pass
     if uid is not None:
         killer = os.fork()
         if killer == 0:
-            os.setgid(uid), os.setuid(uid)
             try:
+                os.setgid(uid), os.setuid(uid)
                 os.kill(-1, signal.SIGKILL)
             finally:
                 os._exit(0)
@@ -313,6 +338,12 @@ def _launch() -> None:
     root = os.geteuid() == 0
     uid = UID_BASE + os.getpid() if root else None
     isolation = _isolate(libc, root)
+    if "mount" not in isolation:  # no private /tmp: the program's folder is made here, and removed after the run
+        import tempfile
+
+        job["workdir"] = tempfile.mkdtemp(prefix="sandbox-")
+        if uid is not None:
+            os.chown(job["workdir"], uid, uid)
     lifeline, alive = os.pipe()  # init sees EOF on it once the launcher is gone
     init = os.fork()
     if init == 0:
@@ -328,12 +359,23 @@ def _launch() -> None:
             os.kill(init, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        if "pid" not in isolation:  # killing init does not kill the program: kill init's group
+            try:
+                os.killpg(init, signal.SIGKILL)
+            except OSError:
+                pass
 
     signal.signal(signal.SIGALRM, stop)
     signal.signal(signal.SIGTERM, stop)
     signal.setitimer(signal.ITIMER_REAL, job["timeout_s"])
     os.waitpid(init, 0)  # returns once init and, with a PID namespace, all its processes are gone
     signal.setitimer(signal.ITIMER_REAL, 0)
+    if "pid" not in isolation:
+        _kill_leftovers(init, uid)
+    if "workdir" in job:
+        import shutil
+
+        shutil.rmtree(job["workdir"], ignore_errors=True)
     os.write(job["status_fd"], (json.dumps({"timed_out": timed_out, "isolation": isolation}) + "\n").encode())
 
 

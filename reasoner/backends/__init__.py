@@ -25,6 +25,13 @@ def resolve_path(path: str) -> str:
 
 def load_lm(backend: str, path: str, role: str, stats: Stats | None = None, seed: int = 0, **options) -> LM:
     """Build the backend ``backend`` for the model at ``path``, recording its costs under ``role``."""
+    if backend in ("vllm", "openai") and options.pop("token_speculation", None) is not None:
+        # our drafters need the model's logits and KV cache in this process; an engine speculates on its own
+        raise ValueError(
+            f"token_speculation runs in the transformers backend; for vLLM put speculative_config in models.{role}.engine_args"
+            + (" (backend: openai: start the server with vllm serve --speculative-config)" if backend == "openai" else "")
+            + f", or set models.{role}.backend: transformers"
+        )
     if backend == "transformers":
         from .transformers import TransformersLM
 

@@ -45,6 +45,7 @@ class Generation:
     stop_reason: str | None = None
     prompt_tokens: int = 0
     extra: dict = field(default_factory=dict)
+    cached_tokens: int = 0  # of the prompt tokens, those served from a prefix cache (not prefilled)
 
 
 @runtime_checkable

@@ -125,6 +125,8 @@ class Fleet:
             try:
                 out = self._send(e.url + path, body)
             except Rejected:
+                with self._lock:  # the server is fine (it answered): it no longer carries this request
+                    e.in_flight -= 1
                 raise
             except Exception as err:  # noqa: BLE001 - connection-level failures of any kind mean: another server
                 with self._lock:

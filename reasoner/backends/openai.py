@@ -95,6 +95,18 @@ class OpenAILM:
                 self.stats.count("prefix_cached_tokens", cached)
         return replies
 
+    def _finish(self, choice: dict, params: SamplingParams) -> tuple[str, str | None]:
+        """The choice's finish reason as ours. vLLM names the stop string that ended it (``stop_reason``), SGLang
+        too (``matched_stop``); a server naming none only says "stop": which stop string, if any, is then read
+        from the tokens (they end with the one that completed it), rather than taking it for EOS (which would
+        cut a real token and leave the stop string in the text)."""
+        reason = choice.get("finish_reason")
+        stop = choice.get("stop_reason", choice.get("matched_stop"))
+        if reason == "stop" and "stop_reason" not in choice and "matched_stop" not in choice and params.stop:
+            text = self.tokenizer.decode(choice["token_ids"], skip_special_tokens=False)
+            stop = min((s for s in params.stop if s in text), key=text.find, default=None)
+        return finish_of(reason, stop)
+
     def _missing(self, what: str, needed_by: str) -> ValueError:
         return ValueError(f"the server at {self.fleet.urls[0]} returned no {what}, which {needed_by} needs: use a vLLM server (vllm serve) or the vllm / transformers backend")
 
@@ -131,8 +143,10 @@ class OpenAILM:
                     if c.get("token_ids") is None:
                         raise self._missing("token ids (vLLM's return_token_ids)", "a step")
                     lps = (c.get("logprobs") or {}).get("token_logprobs") or []
+                    if len(lps) != len(c["token_ids"]) or None in lps:  # steps, likelihood verifiers and ETS read them
+                        raise self._missing("log-probabilities of the generated tokens (logprobs)", "a step")
                     role.generated_tokens += len(c["token_ids"])
-                    gen = make_generation(self.tokenizer, c["token_ids"], lps, finish_of(c.get("finish_reason"), c.get("stop_reason")), len(ids))
+                    gen = make_generation(self.tokenizer, c["token_ids"], lps, self._finish(c, params), len(ids))
                     gen.extra["server"] = reply["server"]
                     gens.append(gen)
                 if greedy and params.n > 1:

@@ -4,6 +4,13 @@ Why our own loop rather than ``model.generate``: we need per-row stop strings wi
 the model's raw log-probabilities of every sampled token, rows that leave the batch as soon as they finish
 (their KV rows are dropped), one prefill per distinct prompt shared by its ``n`` samples, and token-level
 speculative decoding (``reasoner.specdec``) in the same loop's place when a recipe asks for it.
+
+With ``prefix_cache_tokens > 0`` every call looks up the KV of the longest prefix of each prompt it has already
+computed (``prefix_cache.PrefixCache``) and prefills only the rest: the batch cache holds each row's cached prefix
+left-padded to the longest one (masked), then the uncached suffixes left-padded after it, with explicit positions
+(cached length + offset), so mask holes are harmless. Each row keeps at least its last prompt token uncached, so
+there are logits to sample from. What a call computed is stored back: a finished row's prompt + generated tokens
+(children of a node reuse their parent's step), a scored prompt + continuation with its log-probabilities.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import torch
 from ..specdec.verify import sampling_probs
 from ..stats import Stats
 from .base import Generation, Prompt, SamplingParams
+from .prefix_cache import Entry, PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +38,20 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16") from None
 
 
+class _Batch:
+    """A prefill's batch: suffix ids/positions, the attention ``mask`` over [cached columns | suffix columns], the
+    tokens each row took from the cache and the entries they came from."""
+
+    def __init__(self, ids, mask, positions, cached: list[int], entries: list[Entry | None]):
+        self.ids, self.mask, self.positions, self.cached, self.entries = ids, mask, positions, cached, entries
+
+
 class TransformersLM:
     """An ``LM`` over a Hugging Face causal LM. Prompts are fully rendered texts (chat templates add their own
     BOS) or token-id lists; ``max_batch_size`` bounds the rows decoded together. ``token_speculation`` (a recipe
     section) makes ``generate`` verify drafted token trees instead of decoding one token per forward; ``drafter``
-    can also be set directly to any ``reasoner.specdec`` drafter (``None``: plain decoding)."""
+    can also be set directly to any ``reasoner.specdec`` drafter (``None``: plain decoding). ``prefix_cache_tokens``
+    (0: off) is the capacity in tokens of the prefix KV cache; it holds ``kv_bytes_per_token`` bytes per token."""
 
     def __init__(
         self,
@@ -47,6 +64,7 @@ class TransformersLM:
         stats: Stats | None = None,
         add_special_tokens: bool = False,
         token_speculation=None,
+        prefix_cache_tokens: int = 0,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -62,6 +80,8 @@ class TransformersLM:
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
         self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 and self._plain_kv() else None
+        self.last_cached_tokens: list[int] = []  # per prompt of the last score / next_token_logprobs: tokens the cache served
         self.drafter = None
         if token_speculation is not None:
             from ..specdec import build_drafter
@@ -69,6 +89,23 @@ class TransformersLM:
             self.drafter = build_drafter(token_speculation, self)
 
     # -- helpers -------------------------------------------------------------------------------------------
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of KV one token holds: 2 (keys, values) x layers x kv heads x head dim x dtype bytes."""
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return 2 * cfg.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
+
+    def _plain_kv(self) -> bool:
+        """The prefix cache copies whole per-token KV columns: only for caches of plain full-attention layers."""
+        kinds = {type(layer).__name__ for layer in self._new_cache().layers}
+        if kinds - {"DynamicLayer"}:
+            log.warning("prefix cache disabled for %s: its cache has %s layers (only full-attention DynamicLayer is supported)", self.name, sorted(kinds))
+            return False
+        return True
 
     def encode(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -96,6 +133,70 @@ class TransformersLM:
                 mask[i, width - len(s) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _match(self, seq: list[int]) -> tuple[Entry | None, int]:
+        """The cached entry sharing the longest prefix with ``seq`` and that prefix's length (``(None, 0)``: none)."""
+        return self.prefix_cache.lookup(seq) if self.prefix_cache is not None else (None, 0)
+
+    def _batch(self, seqs: list[list[int]], cached: list[int], entries: list[Entry | None]) -> _Batch:
+        """Left-padded suffixes ``seq[cached:]`` after the left-padded cached columns; positions continue each row's
+        cached prefix. With nothing cached this is exactly ``_left_pad``."""
+        B, C = len(seqs), max(cached, default=0)
+        suffixes = [s[c:] for s, c in zip(seqs, cached)]
+        W = max((len(x) for x in suffixes), default=0)
+        ids = torch.full((B, W), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, C + W), dtype=torch.long)
+        positions = torch.zeros((B, W), dtype=torch.long)
+        for i, (suf, c) in enumerate(zip(suffixes, cached)):
+            mask[i, C - c : C] = 1
+            if suf:
+                ids[i, W - len(suf) :] = torch.tensor(suf)
+                mask[i, C + W - len(suf) :] = 1
+                positions[i, W - len(suf) :] = torch.arange(c, c + len(suf))
+        if self.prefix_cache is not None:
+            for c in cached:
+                self.prefix_cache.record_hit(c)
+        return _Batch(ids.to(self.device), mask.to(self.device), positions.to(self.device), list(cached), list(entries))
+
+    def _cache_for(self, batch: _Batch):
+        """A ``DynamicCache`` holding each row's cached prefix KV, left-padded to the longest (empty if none)."""
+        cache = self._new_cache()
+        C = max(batch.cached, default=0)
+        if C == 0:
+            return cache
+        B = len(batch.cached)
+        rows = [(i, e, c) for i, (e, c) in enumerate(zip(batch.entries, batch.cached)) if c]
+        for layer, (k0, v0) in enumerate(rows[0][1].kv):
+            keys = k0.new_zeros((B, k0.shape[0], C, k0.shape[2]))
+            values = v0.new_zeros((B, v0.shape[0], C, v0.shape[2]))
+            for i, e, c in rows:
+                keys[i, :, C - c :] = e.kv[layer][0][:, :c]
+                values[i, :, C - c :] = e.kv[layer][1][:, :c]
+            cache.update(keys, values, layer)
+        return cache
+
+    def _book_prefill(self, role, total: int, batch: _Batch) -> None:
+        cached = sum(batch.cached)
+        role.prefill_tokens += total - cached
+        role.prefix_cached_tokens += cached
+
+    @staticmethod
+    def _inherited(entry: Entry | None, cached: int, length: int) -> list[float | None]:
+        """Per-token log-probabilities of a new entry of ``length`` tokens: those its cached prefix already knew."""
+        lps: list[float | None] = [None] * length
+        if entry is not None and cached:
+            lps[:cached] = entry.logprobs[:cached]
+        return lps
+
+    def _store(self, cache, mask: torch.Tensor, row: int, tokens: list[int], logprobs: list[float | None]) -> None:
+        """Copy row ``row``'s KV (its columns where ``mask`` is 1, in order) into the prefix cache under ``tokens``."""
+        if self.prefix_cache is None or not tokens or self.prefix_cache.covers(tokens):
+            return
+        cols = mask[row].nonzero().squeeze(-1)
+        if len(cols) != len(tokens):
+            raise RuntimeError(f"prefix cache: row {row} holds {len(cols)} KV columns for {len(tokens)} tokens")
+        kv = [(layer.keys[row][:, cols], layer.values[row][:, cols]) for layer in cache.layers]
+        self.prefix_cache.insert(tokens, kv, logprobs)
 
     def _forward(self, ids, mask, positions, cache=None, keep: int = 1):
         out = self.model(
@@ -137,9 +238,11 @@ class TransformersLM:
     def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams, role):
         """Prefill each distinct prompt once, repeat its KV for the ``n`` samples, decode until every row ends.
         Yields ``(slot, generation)`` as rows finish; slot ``i * n + j`` is sample ``j`` of prompt ``i``."""
-        ids, mask, positions = self._left_pad(prompts)
-        logits, cache = self._forward(ids, mask, positions, cache=self._new_cache())
-        role.prefill_tokens += sum(len(p) for p in prompts)
+        matches = [self._match(p) for p in prompts]
+        batch = self._batch(prompts, [min(m, len(p) - 1) for p, (_, m) in zip(prompts, matches)], [e for e, _ in matches])
+        ids, mask, positions = batch.ids, batch.mask, batch.positions
+        logits, cache = self._forward(ids, mask, positions, cache=self._cache_for(batch))
+        self._book_prefill(role, sum(len(p) for p in prompts), batch)
         role.forward_passes += 1
         n = params.n
         if n > 1:
@@ -162,7 +265,11 @@ class TransformersLM:
                 out_lps[slot].append(lp)
                 finish = self._finished(out_ids[slot], tok, params)
                 if finish:
-                    yield slot, self._result(out_ids[slot], out_lps[slot], finish, len(prompts[slot // n]))
+                    i = slot // n
+                    if self.prefix_cache is not None:  # prompt + generated tokens but the last (not run yet)
+                        lps = self._inherited(batch.entries[i], batch.cached[i], len(prompts[i])) + out_lps[slot][:-1]
+                        self._store(cache, mask, r, prompts[i] + out_ids[slot][:-1], lps)
+                    yield slot, self._result(out_ids[slot], out_lps[slot], finish, len(prompts[i]), batch.cached[i])
                 else:
                     keep.append(r)
             if not keep:
@@ -186,7 +293,7 @@ class TransformersLM:
         if tok in self.eos_ids and not params.ignore_eos:
             return "eos", None
         if params.stop:
-            tail = self.tokenizer.decode(ids[-8:])
+            tail = self.tokenizer.decode(ids[-(8 + max(len(x) for x in params.stop)) :])  # a stop of L characters spans <= L tokens
             for s in params.stop:
                 if s in tail:
                     return "stop", s
@@ -194,19 +301,20 @@ class TransformersLM:
             return "length", None
         return None
 
-    def _result(self, ids: list[int], lps: list[float], finish: tuple[str, str | None], prompt_tokens: int) -> Generation:
+    def _result(self, ids: list[int], lps: list[float], finish: tuple[str, str | None], prompt_tokens: int, cached_tokens: int = 0) -> Generation:
         reason, stop = finish
         body = ids[:-1] if reason == "eos" else ids
         text = self.tokenizer.decode(body, skip_special_tokens=False)
-        if stop is not None:
+        if stop is not None and stop in text:
             text = text[: text.find(stop)]
-        return Generation(text, ids, lps, reason, stop, prompt_tokens)
+        return Generation(text, ids, lps, reason, stop, prompt_tokens, cached_tokens=cached_tokens)
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[list[float]]:
         if len(prompts) != len(continuations):
             raise ValueError(f"score needs one continuation per prompt, got {len(prompts)} prompts and {len(continuations)} continuations")
         pairs = [(self.encode(p), self.encode(c)) for p, c in zip(prompts, continuations)]
         out: list[list[float]] = [[] for _ in pairs]
+        self.last_cached_tokens = [0] * len(pairs)
         with self._account() as role:
             order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
             for start in range(0, len(order), self.max_batch_size):
@@ -215,18 +323,41 @@ class TransformersLM:
                     continue
                 if any(not pairs[i][0] for i in chunk):
                     raise ValueError("score needs a non-empty prompt before every continuation")
-                ids, mask, positions = self._left_pad([pairs[i][0] + pairs[i][1] for i in chunk])
-                keep = max(len(pairs[i][1]) for i in chunk) + 1
-                logits, _ = self._forward(ids, mask, positions, keep=keep)
+                seqs = [pairs[i][0] + pairs[i][1] for i in chunk]
+                plans = [self._score_plan(len(pairs[i][0]), seq) for i, seq in zip(chunk, seqs)]
+                batch = self._batch(seqs, [c for _, c, _ in plans], [e for e, _, _ in plans])
+                ids, mask, positions = batch.ids, batch.mask, batch.positions
+                fresh = [len(pairs[i][1]) - len(known) for i, (_, _, known) in zip(chunk, plans)]  # scored by this forward
+                keep = max(fresh) + 1
+                cache = self._cache_for(batch) if self.prefix_cache is not None else None
+                logits, cache = self._forward(ids, mask, positions, cache=cache, keep=keep)
                 logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
-                targets = ids[:, -keep + 1 :]
+                targets = ids[:, ids.shape[1] - keep + 1 :]
                 token_lps = logprobs.gather(-1, targets[..., None]).squeeze(-1)
-                for r, i in enumerate(chunk):
-                    k = len(pairs[i][1])
-                    out[i] = token_lps[r, token_lps.shape[1] - k :].tolist()
-                role.prefill_tokens += int(mask.sum())
+                for r, (i, seq, (entry, c, known), k) in enumerate(zip(chunk, seqs, plans, fresh)):
+                    out[i] = known + token_lps[r, token_lps.shape[1] - k :].tolist()
+                    self.last_cached_tokens[i] = c
+                    if self.prefix_cache is not None:
+                        lps = self._inherited(entry, c, len(seq))
+                        lps[len(pairs[i][0]) :] = out[i]
+                        self._store(cache, mask, r, seq, lps)
+                self._book_prefill(role, sum(len(s) for s in seqs), batch)
                 role.forward_passes += 1
         return out
+
+    def _score_plan(self, prompt_len: int, seq: list[int]) -> tuple[Entry | None, int, list[float]]:
+        """``(entry, cached, known)`` for scoring ``seq[prompt_len:]``: the tokens to take from the cache and the
+        continuation log-probabilities it already holds. Without known log-probabilities the cache may serve the
+        prompt but its last token (whose logits score the first continuation token); with them it may reach into
+        the continuation, up to the last token it knows, leaving at least one token to run."""
+        entry, m = self._match(seq)
+        j = prompt_len
+        if entry is not None:
+            while j <= min(m - 1, len(seq) - 1) and entry.logprobs[j] is not None:
+                j += 1
+        if j > prompt_len:
+            return entry, j - 1, [float(x) for x in entry.logprobs[prompt_len:j]]  # type: ignore[arg-type]
+        return entry, max(0, min(m, prompt_len - 1)), []
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
         cand_ids = {}
@@ -237,13 +368,22 @@ class TransformersLM:
             cand_ids[c] = ids[0]
         encoded = [self.encode(p) for p in prompts]
         out: list[dict[str, float]] = []
+        self.last_cached_tokens = []
         with self._account() as role:
             for start in range(0, len(encoded), self.max_batch_size):
                 chunk = encoded[start : start + self.max_batch_size]
-                ids, mask, positions = self._left_pad(chunk)
-                logits, _ = self._forward(ids, mask, positions)
+                if any(not p for p in chunk):
+                    raise ValueError("next_token_logprobs needs a non-empty prompt: give at least one token to continue")
+                matches = [self._match(p) for p in chunk]
+                batch = self._batch(chunk, [min(m, len(p) - 1) for p, (_, m) in zip(chunk, matches)], [e for e, _ in matches])
+                cache = self._cache_for(batch) if self.prefix_cache is not None else None
+                logits, cache = self._forward(batch.ids, batch.mask, batch.positions, cache=cache)
                 lps = torch.log_softmax(logits[:, -1], dim=-1)
                 out += [{c: float(lps[r, t]) for c, t in cand_ids.items()} for r in range(len(chunk))]
-                role.prefill_tokens += sum(len(p) for p in chunk)
+                self.last_cached_tokens += batch.cached
+                if self.prefix_cache is not None:
+                    for r, (p, (entry, _)) in enumerate(zip(chunk, matches)):
+                        self._store(cache, batch.mask, r, p, self._inherited(entry, batch.cached[r], len(p)))
+                self._book_prefill(role, sum(len(p) for p in chunk), batch)
                 role.forward_passes += 1
         return out

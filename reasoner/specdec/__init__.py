@@ -24,10 +24,11 @@ def build_drafter(config, lm=None):
 def token_speculation_options(recipe, role: str) -> dict:
     """Backend options that make the model of ``role`` speculate as ``recipe.token_speculation`` asks, if it
     generates (the search policy; the target when step speculation regenerates with it). A draft model is never
-    its own drafter. Only the transformers backend runs our drafters."""
+    its own drafter. Only the transformers backend runs our drafters: other backends get the option too, so that
+    ``load_lm`` refuses it with the fix rather than ignoring it."""
     spec = recipe.token_speculation
     generates = role == recipe.search.policy or (getattr(recipe, "step_speculation", None) is not None and role == "target")
-    if spec is None or not generates or getattr(recipe.models, role).backend != "transformers":
+    if spec is None or not generates:
         return {}
     if spec.method == "draft_model":
         draft = spec.draft or recipe.models.draft.path

@@ -6,11 +6,14 @@ end are discarded), the target's raw log-probability of every token, rows leavin
 The difference: each target forward verifies every row's draft tree and emits 1 + (accepted drafts) tokens.
 
 The prefill covers the prompt minus its last token, which becomes the first root: the first generated token
-already comes out of a verified tree.
+already comes out of a verified tree. With the backend's prefix cache on, the prefill takes each head's cached
+prefix and runs only the rest (a head cached whole runs nothing), and stores the heads' KV; the KV of accepted
+tokens is not stored back (it lives in a ragged cache with holes), so only prompts are shared between calls.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from .adaptive import prefix
 from .cache import RaggedCache
@@ -23,14 +26,19 @@ def speculative_chunk(lm, prompts: list[list[int]], params, role, drafter: Draft
     """Yield ``(slot, Generation)`` as rows finish; slot ``i * n + j`` is sample ``j`` of prompt ``i``."""
     n, stats = params.n, lm.stats
     heads = [p[:-1] for p in prompts]
-    if any(heads):
-        ids, mask, positions = lm._left_pad(heads)
-        _, kv = lm._forward(ids, mask, positions, cache=lm._new_cache())
-        cache = RaggedCache.from_prefill(lm.model, kv, mask)
-        role.forward_passes += 1
+    matches = [lm._match(h) for h in heads]  # prefix cache (off: nothing cached); a row may be served whole
+    batch = lm._batch(heads, [min(m, len(h)) for h, (_, m) in zip(heads, matches)], [e for e, _ in matches])
+    if batch.mask.shape[1]:
+        kv = lm._cache_for(batch)
+        if batch.ids.shape[1]:
+            _, kv = lm._forward(batch.ids, batch.mask, batch.positions, cache=kv)
+            role.forward_passes += 1
+            for r, (h, (entry, _)) in enumerate(zip(heads, matches)):
+                lm._store(kv, batch.mask, r, h, lm._inherited(entry, batch.cached[r], len(h)))
+        cache = RaggedCache.from_prefill(lm.model, kv, batch.mask)
     else:
         cache = RaggedCache(lm.model, len(prompts), lm.device)
-    role.prefill_tokens += sum(len(p) for p in prompts)
+    lm._book_prefill(role, sum(len(p) for p in prompts), batch)
     if n > 1:
         cache.repeat_rows(n)
     live = list(range(len(prompts) * n))  # output slot of each row still in the batch
@@ -50,6 +58,7 @@ def speculative_chunk(lm, prompts: list[list[int]], params, role, drafter: Draft
         stats.count("token_spec.verify_forwards")
         stats.count("token_spec.drafted_tokens", sum(len(t) for t in trees))
         keep, finished = [], []
+        used = []  # what each row took of its verdict: a row that finishes mid-verdict drops the rest
         for r, (slot, v) in enumerate(zip(live, verdicts)):
             finish, emitted = None, 0
             for tok, lp in zip(v.tokens, v.logprobs):
@@ -61,16 +70,17 @@ def speculative_chunk(lm, prompts: list[list[int]], params, role, drafter: Draft
                 if finish:
                     break
             role.generated_tokens += emitted
+            used.append(v if emitted == len(v.tokens) else replace(v, path=v.path[:emitted], tokens=v.tokens[:emitted], logprobs=v.logprobs[:emitted]))
             stats.count("token_spec.emitted_tokens", emitted)
             stats.count("token_spec.accepted_tokens", min(len(v.path), emitted))
             if finish:
                 finished.append(out_ids[slot])
-                yield slot, lm._result(out_ids[slot], out_lps[slot], finish, len(prompts[slot // n]))
+                yield slot, lm._result(out_ids[slot], out_lps[slot], finish, len(prompts[slot // n]), batch.cached[slot // n])
             else:
                 keep.append(r)
-        drafter.update(seqs, verdicts)
+        drafter.update(seqs, used)  # drafters learn from the tokens that stayed, aligned with seqs
         if goodput:
-            goodput.record(level, len(live), sum(len(v.tokens) for v in verdicts), time.perf_counter() - start)
+            goodput.record(level, len(live), sum(len(v.tokens) for v in used), time.perf_counter() - start)
         if len(keep) < len(live):
             drafter.select_rows(keep, finished)
             if not keep:

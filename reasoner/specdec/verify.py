@@ -110,7 +110,8 @@ def walk_sampling(tree: DraftTree, probs: torch.Tensor, generator) -> tuple[list
         if tree.dists is not None and children:
             q = tree.dists[node]
             if isinstance(q, dict):  # sparse draft distribution
-                q = torch.zeros_like(probs[0]).index_put_((torch.tensor(list(q)),), torch.tensor(list(q.values()), dtype=probs.dtype))
+                index = torch.tensor(list(q), device=probs.device)
+                q = torch.zeros_like(probs[0]).index_put_((index,), torch.tensor(list(q.values()), dtype=probs.dtype, device=probs.device))
             token, child = multi_step_rule(probs[node + 1], q, children, generator)
         else:
             token, child = point_mass_rule(probs[node + 1], children, generator)

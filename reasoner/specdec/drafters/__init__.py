@@ -29,7 +29,7 @@ def _build(config, lm=None) -> Drafter:
     if c.method == "ngram_pool":
         return NgramPool(num_tokens=c.num_tokens, nodes=c.nodes, top_k=c.top_k, ngram=c.ngram, shared=c.shared, seed=c.seed)
     if c.method == "suffix":
-        return Suffix(num_tokens=c.num_tokens, nodes=c.nodes, min_prob=c.min_score or 0.1, cache_size=c.cache_size)
+        return Suffix(num_tokens=c.num_tokens, nodes=c.nodes, min_prob=0.1 if c.min_score is None else c.min_score, cache_size=c.cache_size)
     if c.method == "recycling":
         return Recycling(nodes=c.nodes, top_k=c.top_k, depth=c.num_tokens)
     if c.method == "goose":
@@ -39,7 +39,8 @@ def _build(config, lm=None) -> Drafter:
             raise ValueError("token_speculation.method=draft_model needs token_speculation.draft (or models.draft in a recipe)")
         model = load_draft_model(c.draft, lm)
         stats = (lambda: lm.stats) if lm is not None else None
-        return DraftModel(model, tree=c.tree, num_tokens=c.num_tokens, nodes=c.nodes, top_k=c.top_k, min_score=c.min_score, seed=c.seed, stats=stats)
+        vocab = lm.model.get_output_embeddings().out_features if lm is not None else None
+        return DraftModel(model, tree=c.tree, num_tokens=c.num_tokens, nodes=c.nodes, top_k=c.top_k, min_score=c.min_score or 0.0, seed=c.seed, stats=stats, vocab_size=vocab)
     raise ValueError(f"unknown token_speculation.method {c.method!r}: use one of {', '.join(METHODS)}")
 
 

@@ -28,8 +28,9 @@ class DraftModel(Drafter):
     name = "draft_model"
 
     def __init__(self, model, tree: str = "chain", num_tokens: int = 6, nodes: int = 24, top_k: int = 4, cover: float = 0.8,
-                 min_score: float = 0.0, seed: int = 0, stats=None):
+                 min_score: float = 0.0, seed: int = 0, stats=None, vocab_size: int | None = None):
         self.model = model
+        self.vocab_size = vocab_size  # the target's logits width: q must be over the same tokens as p
         self.device = next(model.parameters()).device
         self.tree, self.num_tokens, self.nodes, self.top_k, self.cover, self.min_score = tree, num_tokens, nodes, top_k, cover, min_score
         self.generator = torch.Generator(self.device).manual_seed(seed)
@@ -61,6 +62,15 @@ class DraftModel(Drafter):
             self.stats().role("drafter").forward_passes += forwards
 
     def _dist(self, logits: torch.Tensor) -> torch.Tensor:
+        """The draft distribution over the target's vocabulary. Embedding tables are often padded past the
+        tokenizer (Qwen2.5 1.5B: 151936 rows, 7B: 152064), so the draft's logits are cut or padded (never drawn)
+        to the target's width."""
+        v = self.vocab_size
+        if v is not None and logits.shape[-1] != v:
+            if logits.shape[-1] > v:
+                logits = logits[..., :v]
+            else:
+                logits = torch.cat([logits, logits.new_full((*logits.shape[:-1], v - logits.shape[-1]), float("-inf"))], dim=-1)
         if self.temperature == 0:
             return torch.softmax(logits, dim=-1)
         return sampling_probs(logits, self.temperature, self.top_p)
