@@ -97,35 +97,46 @@ class MCTS:
         for c, v in zip(node.children, p):
             self.prior[c] = float(v)
 
-    def run(self, trees: list[Tree]) -> list[list[Node]]:
+    def _begin(self) -> None:
+        """Fresh search state: priors, verifier rewards and the expanded nodes."""
         self.prior: dict[Node, float] = {}
         self.reward: dict[Node, float] = {}
         self.expanded: set[Node] = set()
+
+    def _select(self, tree: Tree) -> Node:
+        """From the root, the best child by ``_puct`` while the node has been expanded."""
+        node = tree.root
+        while node in self.expanded and not node.terminal and node.children:
+            node = self._best_child(node)
+        return node
+
+    def _roll_out(self, starts: list[Node]) -> list[Node]:
+        """Every unfinished start rolled out to a finished trajectory (its rollout nodes stay in the tree)."""
+        ends = list(starts)
+        frontier = [i for i, node in enumerate(ends) if not node.terminal]
+        while frontier:
+            if self.rollout == "sample":
+                for i, kids in zip(frontier, self.engine.expand([ends[i] for i in frontier], 1)):
+                    ends[i] = kids[0]
+            else:
+                self._expand([(ends[i], self.width) for i in frontier])
+                for i in frontier:
+                    ends[i] = max(ends[i].children, key=lambda c: self.reward[c])
+            frontier = [i for i in frontier if not ends[i].terminal]
+        return ends
+
+    def run(self, trees: list[Tree]) -> list[list[Node]]:
+        self._begin()
         meter = KVMeter()
         for _ in range(self.n):
             # 1. select
-            picked = []
-            for t in trees:
-                node = t.root
-                while node in self.expanded and not node.terminal and node.children:
-                    node = self._best_child(node)
-                picked.append(node)
+            picked = [self._select(t) for t in trees]
             # 2. expand the unexpanded (a rollout child already there counts towards width)
             todo = [(node, max(1, self.width - len(node.children))) for node in picked if not node.terminal]
             self._expand(todo)
             starts = [node if node.terminal else self._best_child(node) for node in picked]
             # 3. roll out every unfinished start to a finished trajectory
-            ends = list(starts)
-            frontier = [i for i, node in enumerate(ends) if not node.terminal]
-            while frontier:
-                if self.rollout == "sample":
-                    for i, kids in zip(frontier, self.engine.expand([ends[i] for i in frontier], 1)):
-                        ends[i] = kids[0]
-                else:
-                    self._expand([(ends[i], self.width) for i in frontier])
-                    for i in frontier:
-                        ends[i] = max(ends[i].children, key=lambda c: self.reward[c])
-                frontier = [i for i in frontier if not ends[i].terminal]
+            ends = self._roll_out(starts)
             # 4. back up the finished trajectories' scores
             for end, v in zip(ends, path_scores(self.verifier, ends, self.aggregate)):
                 self._back_up(end, v)

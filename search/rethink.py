@@ -92,13 +92,12 @@ class RethinkMCTS(MCTS):
     # -- one rollout: from a start node down to a finished program, remembering the nodes it wrote
 
     def _rollout(self, starts: list[Node], fresh: set[Node]) -> list[Node]:
-        ends = list(starts)
-        frontier = [i for i, node in enumerate(ends) if not node.terminal]
-        while frontier:
-            for i, kids in zip(frontier, self.engine.expand([ends[i] for i in frontier], 1)):
-                ends[i] = kids[0]
-                fresh.add(kids[0])
-            frontier = [i for i in frontier if not ends[i].terminal]
+        """MCTS's sampled rollout; the nodes it wrote (each end's path below its start) join ``fresh``."""
+        ends = self._roll_out(starts)
+        for start, node in zip(starts, ends):
+            while node is not start:
+                fresh.add(node)
+                node = node.parent
         return ends
 
     def _evaluate(self, ends: list[Node]) -> list[float]:
@@ -137,9 +136,7 @@ class RethinkMCTS(MCTS):
                 t.problem = p
 
     def run(self, trees: list[Tree]) -> list[list[Node]]:
-        self.prior: dict[Node, float] = {}
-        self.reward: dict[Node, float] = {}
-        self.expanded: set[Node] = set()
+        self._begin()
         self.rethought: list[tuple[Node, Node]] = []  # (the thought rethought, its regenerated sibling), for inspection
         meter = KVMeter()
         active = list(trees)
@@ -148,12 +145,7 @@ class RethinkMCTS(MCTS):
                 break
             fresh: set[Node] = set()
             # 1. select, 2. expand and roll out
-            picked = []
-            for t in active:
-                node = t.root
-                while node in self.expanded and not node.terminal and node.children:
-                    node = self._best_child(node)
-                picked.append(node)
+            picked = [self._select(t) for t in active]
             groups = self._expand([(node, max(1, self.width - len(node.children))) for node in picked if not node.terminal])
             fresh.update(c for g in groups for c in g)
             starts = [node if node.terminal else self._best_child(node) for node in picked]

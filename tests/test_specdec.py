@@ -141,7 +141,8 @@ def test_cache_after_acceptance_equals_plain_cache(target, prompts50, plain50):
     rows = [target.encode(p) for p in prompts50[:2]]
     answers = [g[0].token_ids for g in plain50[:2]]
     heads = [r[:-1] for r in rows]
-    ids, mask, pos = target._left_pad(heads)
+    batch = target._batch(heads, [0] * len(heads), [None] * len(heads))  # nothing cached: plain left padding
+    ids, mask, pos = batch.ids, batch.mask, batch.positions
     with torch.inference_mode():
         _, kv = target._forward(ids, mask, pos, cache=target._new_cache())
         cache = RaggedCache.from_prefill(target.model, kv, mask)

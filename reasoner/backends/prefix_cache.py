@@ -56,7 +56,6 @@ class PrefixCache:
         self.entries: OrderedDict[int, Entry] = OrderedDict()  # least recently used first
         self.size_tokens = 0
         self.hits = 0
-        self.lookups = 0
         self.tokens_reused = 0
         self.evictions = 0
         self._ids = itertools.count()
@@ -67,7 +66,6 @@ class PrefixCache:
     def lookup(self, tokens: Sequence[int]) -> tuple[Entry | None, int]:
         """The entry sharing the longest prefix with ``tokens`` and that prefix's length (``(None, 0)`` if none).
         The entry becomes the most recently used."""
-        self.lookups += 1
         node, depth = self.root, 0
         for t in tokens:
             child = node.children.get(t)

@@ -123,24 +123,13 @@ class TransformersLM:
             role.calls += 1
             role.wall_s += time.perf_counter() - start
 
-    def _left_pad(self, seqs: list[list[int]]):
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            if s:
-                ids[i, width - len(s) :] = torch.tensor(s)
-                mask[i, width - len(s) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(self.device), mask.to(self.device), positions.to(self.device)
-
     def _match(self, seq: list[int]) -> tuple[Entry | None, int]:
         """The cached entry sharing the longest prefix with ``seq`` and that prefix's length (``(None, 0)``: none)."""
         return self.prefix_cache.lookup(seq) if self.prefix_cache is not None else (None, 0)
 
     def _batch(self, seqs: list[list[int]], cached: list[int], entries: list[Entry | None]) -> _Batch:
         """Left-padded suffixes ``seq[cached:]`` after the left-padded cached columns; positions continue each row's
-        cached prefix. With nothing cached this is exactly ``_left_pad``."""
+        cached prefix. With nothing cached these are plain left-padded rows."""
         B, C = len(seqs), max(cached, default=0)
         suffixes = [s[c:] for s, c in zip(seqs, cached)]
         W = max((len(x) for x in suffixes), default=0)
