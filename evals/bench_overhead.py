@@ -10,6 +10,7 @@ re-rendered and re-sent), then votes. The runs alternate, after a warm-up; we re
 per generated token (sampled solutions differ a little in length) and the costs from ``Stats``: engine steps,
 prompt tokens computed and served from vLLM's prefix cache. Writes ``bench.json`` and ``bench.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ def raw_generate(lm, prompts: list[str], n: int, temperature: float, max_tokens:
 
     requests = [TokensPrompt(prompt_token_ids=lm.encode(p)) for p in prompts]
     before, start = lm._counters(), time.perf_counter()
-    outputs = lm.llm.generate(requests, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed), use_tqdm=False)
+    outputs = lm.llm.generate(
+        requests, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed), use_tqdm=False
+    )
     wall = time.perf_counter() - start
     return {
         "wall_s": wall,
@@ -35,7 +38,8 @@ def raw_generate(lm, prompts: list[str], n: int, temperature: float, max_tokens:
         "generated_tokens": sum(len(o.token_ids) for out in outputs for o in out.outputs),
         "engine_steps": int(lm._counters()["steps"] - before["steps"]),
         "calls": 1,
-        "prefill_tokens": sum(len(r["prompt_token_ids"]) for r in requests) - sum(out.num_cached_tokens or 0 for out in outputs),
+        "prefill_tokens": sum(len(r["prompt_token_ids"]) for r in requests)
+        - sum(out.num_cached_tokens or 0 for out in outputs),
         "prefix_cached_tokens": sum(out.num_cached_tokens or 0 for out in outputs),
     }
 
@@ -56,12 +60,25 @@ def through_reasoner(reasoner, problems: list[str]) -> dict:
     }
 
 
-def run(out: Path, problems: int = 32, n: int = 16, repeats: int = 3, temperature: float = 0.8, recipe: str = "toy-cot-vllm",
-        overrides: list[str] | None = None, seed: int = 0) -> dict:
+def run(
+    out: Path,
+    problems: int = 32,
+    n: int = 16,
+    repeats: int = 3,
+    temperature: float = 0.8,
+    recipe: str = "toy-cot-vllm",
+    overrides: list[str] | None = None,
+    seed: int = 0,
+) -> dict:
     from reasoner import Reasoner
     from reasoner.toy import generate_problems
 
-    reasoner = Reasoner(recipe, overrides, search={"method": "best_of_n", "n": n, "vote": "majority"}, sampling={"temperature": temperature})
+    reasoner = Reasoner(
+        recipe,
+        overrides,
+        search={"method": "best_of_n", "n": n, "vote": "majority"},
+        sampling={"temperature": temperature},
+    )
     lm = reasoner.models["target"]
     texts = [p.question for p in generate_problems(problems, seed=1234)]
     prompts = [reasoner.template.prompt(lm.tokenizer, t) for t in texts]
@@ -72,7 +89,10 @@ def run(out: Path, problems: int = 32, n: int = 16, repeats: int = 3, temperatur
     for r in range(repeats):
         runs["raw"].append(raw_generate(lm, prompts, n, temperature, max_tokens, seed + r))
         runs["reasoner"].append(through_reasoner(reasoner, texts))
-        print(f"repeat {r + 1}/{repeats}: raw {runs['raw'][-1]['wall_s']:.2f}s, reasoner {runs['reasoner'][-1]['wall_s']:.2f}s", flush=True)
+        print(
+            f"repeat {r + 1}/{repeats}: raw {runs['raw'][-1]['wall_s']:.2f}s, reasoner {runs['reasoner'][-1]['wall_s']:.2f}s",
+            flush=True,
+        )
     median = {side: {k: statistics.median(x[k] for x in rows) for k in rows[0]} for side, rows in runs.items()}
     raw, ours = median["raw"], median["reasoner"]
     per_token = (ours["wall_s"] / ours["generated_tokens"]) / (raw["wall_s"] / raw["generated_tokens"])
@@ -102,26 +122,46 @@ def table(s: dict) -> str:
         "|---|---|---|",
     ]
     raw, ours = s["median"]["raw"], s["median"]["reasoner"]
-    for key, label in [("wall_s", "wall time (s, median)"), ("backend_s", "of which in the backend (s)"), ("generated_tokens", "tokens generated"), ("engine_steps", "engine steps"),
-                       ("calls", "engine calls"), ("prefill_tokens", "prompt tokens computed"), ("prefix_cached_tokens", "prompt tokens from prefix cache")]:
+    for key, label in [
+        ("wall_s", "wall time (s, median)"),
+        ("backend_s", "of which in the backend (s)"),
+        ("generated_tokens", "tokens generated"),
+        ("engine_steps", "engine steps"),
+        ("calls", "engine calls"),
+        ("prefill_tokens", "prompt tokens computed"),
+        ("prefix_cached_tokens", "prompt tokens from prefix cache"),
+    ]:
         fmt = "{:.2f}" if key.endswith("_s") else "{:.0f}"
         rows.append(f"| {label} | {fmt.format(raw[key])} | {fmt.format(ours[key])} |")
-    rows.append(f"| tokens/s | {raw['generated_tokens'] / raw['wall_s']:.0f} | {ours['generated_tokens'] / ours['wall_s']:.0f} |")
+    rows.append(
+        f"| tokens/s | {raw['generated_tokens'] / raw['wall_s']:.0f} | {ours['generated_tokens'] / ours['wall_s']:.0f} |"
+    )
     return (
         f"{s['problems']} problems x N={s['n']} (T={s['temperature']}), {s['recipe']} {' '.join(s['overrides'])}, "
-        f"{s['repeats']} alternating repeats\n\n" + "\n".join(rows) + f"\n\noverhead: wall {100 * (s['wall_ratio'] - 1):+.1f} %, "
+        f"{s['repeats']} alternating repeats\n\n"
+        + "\n".join(rows)
+        + f"\n\noverhead: wall {100 * (s['wall_ratio'] - 1):+.1f} %, "
         f"per generated token {100 * s['overhead_per_token']:+.1f} %\n"
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--problems", type=int, default=32, help="toy problems solved together (default 32)")
     parser.add_argument("--n", type=int, default=16, help="samples per problem (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each side (default 3)")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--recipe", default="toy-cot-vllm", help="a recipe whose target runs on the vllm backend")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="recipe override, e.g. models.target.engine_args.block_size=32")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override, e.g. models.target.engine_args.block_size=32",
+    )
     parser.add_argument("--out", default="runs/bench-overhead", help="folder for bench.json and bench.md")
     a = parser.parse_args(argv)
     run(Path(a.out), a.problems, a.n, a.repeats, a.temperature, a.recipe, a.overrides)

@@ -11,6 +11,7 @@ rejects. (SpecReason's 0-9 judge is not used here: the toy target is a poor judg
 Writes ``DIR/<method>-<budget>[-spec]/`` (the eval runs), ``DIR/bench_search.json``, ``DIR/bench_search.md``
 and ``DIR/bench_search.png`` (accuracy against generated tokens per problem).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,27 @@ log = logging.getLogger(__name__)
 
 METHODS = ("cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch")
 BASE_RECIPE = "toy-beam"
-SPECULATION = ["models.target.path=toy:target", "step_speculation.acceptor=likelihood", "step_speculation.threshold=0.5"]
+SPECULATION = [
+    "models.target.path=toy:target",
+    "step_speculation.acceptor=likelihood",
+    "step_speculation.threshold=0.5",
+]
 # the step scorers the searches rank by: the toy PRM (the issue's), or toy:target's own likelihood of each step
 # (its least likely token; a path scores its worst step), a verifier that separates right from wrong steps far
 # better on the toy world, so the searches can be told apart from the verifier's quality
 VERIFIERS = {
     "prm": ([], "toy:prm", "verifier"),
-    "likelihood": (["models.target.path=toy:target", "verifier.type=likelihood", "verifier.model=target", "verifier.reduce=min", "verifier.aggregate=min"], "toy:target's likelihood", "target"),
+    "likelihood": (
+        [
+            "models.target.path=toy:target",
+            "verifier.type=likelihood",
+            "verifier.model=target",
+            "verifier.reduce=min",
+            "verifier.aggregate=min",
+        ],
+        "toy:target's likelihood",
+        "target",
+    ),
 }
 
 
@@ -48,7 +63,17 @@ def overrides(method: str, budget: int) -> list[str]:
     raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
 
 
-def run(out: "str | Path", problems: int = 16, difficulty: str = "hard", budgets=(4, 8, 16), methods=METHODS, speculation: str = "off", seed: int = 1234, progress: bool = True, verifier: str = "prm") -> list[dict]:
+def run(
+    out: str | Path,
+    problems: int = 16,
+    difficulty: str = "hard",
+    budgets=(4, 8, 16),
+    methods=METHODS,
+    speculation: str = "off",
+    seed: int = 1234,
+    progress: bool = True,
+    verifier: str = "prm",
+) -> list[dict]:
     """Run the grid (skipping runs already finished in ``out``); returns one row per run."""
     import torch
 
@@ -65,7 +90,11 @@ def run(out: "str | Path", problems: int = 16, difficulty: str = "hard", budgets
 
     for method, budget, spec in tqdm(grid, desc="bench search", unit="run", disable=not progress):
         label = f"{method}" + (f"-{budget}" if budget else "") + ("-spec" if spec else "")
-        sets = overrides(method, budget or 1) + VERIFIERS[verifier][0] + [f"name={label}", f"suite.difficulty={difficulty}", f"suite.seed={seed}"]
+        sets = (
+            overrides(method, budget or 1)
+            + VERIFIERS[verifier][0]
+            + [f"name={label}", f"suite.difficulty={difficulty}", f"suite.seed={seed}"]
+        )
         if spec:
             sets += SPECULATION
         recipe = Recipe.load(BASE_RECIPE, sets)
@@ -100,7 +129,12 @@ def table(rows: list[dict], difficulty: str) -> str:
     n = rows[0]["n"] if rows else 0
     head = "| run | accuracy ± s.e. | tokens / problem | target tokens / problem | verifier prefill / problem | s / problem | KV peak | KV mean |"
     verifier = rows[0].get("verifier", "toy:prm") if rows else "toy:prm"
-    lines = [f"Toy suite, difficulty {difficulty}, {n} problems; policy toy:draft, verifier {verifier}.", "", head, "|---" * 8 + "|"]
+    lines = [
+        f"Toy suite, difficulty {difficulty}, {n} problems; policy toy:draft, verifier {verifier}.",
+        "",
+        head,
+        "|---" * 8 + "|",
+    ]
     for r in rows:
         kv = [f"{r[k]:.0f}" if r[k] is not None else "-" for k in ("kv_tokens_peak", "kv_tokens_mean")]
         lines.append(
@@ -121,7 +155,10 @@ def goals(rows: list[dict]) -> list[str]:
     FETCH writes >= 2x fewer tokens than beam at equal accuracy, every search beats CoT at each budget."""
     at = {(r["method"], r["budget"], r["speculation"]): r for r in rows}
     out = ["Goals (computed from the rows above; 'equal accuracy' = within one standard error):", ""]
-    for (a, b, what, key, need) in (("ets", "rebase", "less retained KV (peak) than REBASE", "kv_tokens_peak", 1.8), ("fetch", "beam", "fewer generated tokens than beam", "tokens_per_problem", 2.0)):
+    for a, b, what, key, need in (
+        ("ets", "rebase", "less retained KV (peak) than REBASE", "kv_tokens_peak", 1.8),
+        ("fetch", "beam", "fewer generated tokens than beam", "tokens_per_problem", 2.0),
+    ):
         for (m, budget, spec), r in sorted(at.items(), key=lambda kv: (kv[0][2], kv[0][1] or 0)):
             other = at.get((b, budget, spec))
             if m != a or other is None or not r.get(key) or not other.get(key):
@@ -129,14 +166,19 @@ def goals(rows: list[dict]) -> list[str]:
             ratio = other[key] / r[key]
             equal = abs(r["accuracy"] - other["accuracy"]) <= max(stderr(r), stderr(other))
             ok = ratio >= need and (equal or r["accuracy"] > other["accuracy"])
-            out.append(f"- {r['run']}: {ratio:.2f}x {what} (goal {need}x), accuracy {r['accuracy']:.3f} vs {other['accuracy']:.3f}: {'met' if ok else 'not met'}")
+            out.append(
+                f"- {r['run']}: {ratio:.2f}x {what} (goal {need}x), accuracy {r['accuracy']:.3f} vs {other['accuracy']:.3f}: {'met' if ok else 'not met'}"
+            )
     for spec in (False, True):
         cot = at.get(("cot", None, spec))
         if cot is None:
             continue
         runs = [r for (m, _, s), r in at.items() if s == spec and m != "cot"]
         beaten = [r["run"] for r in runs if r["accuracy"] > cot["accuracy"]]
-        out.append(f"- {len(beaten)} of {len(runs)} search runs{' with speculation' if spec else ''} beat {cot['run']} ({cot['accuracy']:.3f}): " + (", ".join(beaten) or "none"))
+        out.append(
+            f"- {len(beaten)} of {len(runs)} search runs{' with speculation' if spec else ''} beat {cot['run']} ({cot['accuracy']:.3f}): "
+            + (", ".join(beaten) or "none")
+        )
     return out
 
 
@@ -145,14 +187,28 @@ def plot(rows: list[dict], path: Path) -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(METHODS)}  # one colour per method, dashed with speculation
+    colors = {
+        m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(METHODS)
+    }  # one colour per method, dashed with speculation
     for spec in (False, True):
         for method in METHODS:
-            pts = sorted((r["tokens_per_problem"], r["accuracy"]) for r in rows if r["method"] == method and r["speculation"] == spec)
+            pts = sorted(
+                (r["tokens_per_problem"], r["accuracy"])
+                for r in rows
+                if r["method"] == method and r["speculation"] == spec
+            )
             if not pts:
                 continue
             style = "--" if spec else "-"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o" if method != "cot" else "*", markersize=10 if method == "cot" else 5, label=method + (" +spec" if spec else ""), color=colors[method])
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                style,
+                marker="o" if method != "cot" else "*",
+                markersize=10 if method == "cot" else 5,
+                label=method + (" +spec" if spec else ""),
+                color=colors[method],
+            )
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per problem (all roles)")
     ax.set_ylabel("accuracy")
@@ -170,7 +226,17 @@ def main(args) -> list[dict]:
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r} in --methods: use {', '.join(METHODS)}")
-    rows = run(args.out, args.problems, args.difficulty, budgets, methods, args.speculation, args.seed, progress=not args.no_progress, verifier=args.verifier)
+    rows = run(
+        args.out,
+        args.problems,
+        args.difficulty,
+        budgets,
+        methods,
+        args.speculation,
+        args.seed,
+        progress=not args.no_progress,
+        verifier=args.verifier,
+    )
     print(table(rows, args.difficulty))
     print(f"wrote {args.out}/bench_search.md, bench_search.json and bench_search.png")
     return rows

@@ -6,6 +6,7 @@ For each: accuracy, wall time, target-generated tokens, the fraction of steps ac
 wall-clock speedup and the reduction of target-generated tokens against target-only chain of thought.
 Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png`` (accuracy vs speedup).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,14 +26,31 @@ CONFIGS = [
     *[(f"Arbitrage router >= {t}", "toy-arbitrage", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7)],
     *[(f"likelihood >= {t}", "toy-likelihood", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7, 0.9)],
 ]
-QUICK = {"target CoT", "draft CoT", "SpecReason judge >= 7", "RSD prm >= 0.7", "Arbitrage router >= 0.5", "likelihood >= 0.5"}
+QUICK = {
+    "target CoT",
+    "draft CoT",
+    "SpecReason judge >= 7",
+    "RSD prm >= 0.7",
+    "Arbitrage router >= 0.5",
+    "likelihood >= 0.5",
+}
 
 
-def run(out: Path, limit: int = 200, seed: int = 1234, difficulty: str = "medium", batch_size: int = 32, quick: bool = False, progress: bool = True) -> list[dict]:
+def run(
+    out: Path,
+    limit: int = 200,
+    seed: int = 1234,
+    difficulty: str = "medium",
+    batch_size: int = 32,
+    quick: bool = False,
+    progress: bool = True,
+) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     suite = [f"suite.seed={seed}", f"suite.difficulty={difficulty}", f"suite.size={max(limit, 1)}"]
     configs = [c for c in CONFIGS if not quick or c[0] in QUICK]
-    evaluate(Recipe.load("toy-cot", suite), None, limit=min(limit, batch_size), batch_size=batch_size, progress=False)  # warm-up
+    evaluate(
+        Recipe.load("toy-cot", suite), None, limit=min(limit, batch_size), batch_size=batch_size, progress=False
+    )  # warm-up
     rows = []
     for label, recipe_name, overrides in configs:
         recipe = Recipe.load(recipe_name, suite + overrides)
@@ -56,13 +74,17 @@ def run(out: Path, limit: int = 200, seed: int = 1234, difficulty: str = "medium
                 "target_prefill_tokens": s["prefill_tokens"].get("target", 0),
                 "steps_accepted": int(counters.get("steps_accepted", 0)),
                 "steps_total": int(counters.get("steps_total", 0)),
-                "accepted_fraction": round(counters.get("steps_accepted", 0) / counters["steps_total"], 4) if counters.get("steps_total") else None,
+                "accepted_fraction": round(counters.get("steps_accepted", 0) / counters["steps_total"], 4)
+                if counters.get("steps_total")
+                else None,
             }
         )
     base = rows[0]
     for r in rows:
         r["speedup_vs_target"] = round(base["wall_s"] / r["wall_s"], 3) if r["wall_s"] else None
-        r["target_token_reduction"] = round(base["target_tokens"] / r["target_tokens"], 2) if r["target_tokens"] else None
+        r["target_token_reduction"] = (
+            round(base["target_tokens"] / r["target_tokens"], 2) if r["target_tokens"] else None
+        )
         r["accuracy_delta_points"] = round(100 * (r["accuracy"] - base["accuracy"]), 1)
     meta = {"problems": limit, "seed": seed, "difficulty": difficulty, "batch_size": batch_size}
     (out / "bench.json").write_text(json.dumps({"setup": meta, "rows": rows}, indent=2) + "\n")
@@ -98,7 +120,12 @@ def plot(rows: list[dict], path: Path) -> None:
         families.setdefault(r["acceptor"] or r["method"], []).append(r)
     for name, rs in families.items():
         rs = sorted(rs, key=lambda r: r["speedup_vs_target"])
-        ax.plot([r["speedup_vs_target"] for r in rs], [100 * r["accuracy"] for r in rs], "o-" if len(rs) > 1 else "s", label=name)
+        ax.plot(
+            [r["speedup_vs_target"] for r in rs],
+            [100 * r["accuracy"] for r in rs],
+            "o-" if len(rs) > 1 else "s",
+            label=name,
+        )
     ax.set_xlabel("wall-clock speedup vs target CoT")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Step-level speculation on the toy world")
@@ -120,6 +147,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> None:
-    rows = run(Path(args.out), args.limit, args.seed, args.difficulty, args.batch_size, args.quick, not args.no_progress)
-    print(table(rows, {"problems": args.limit, "seed": args.seed, "difficulty": args.difficulty, "batch_size": args.batch_size}))
+    rows = run(
+        Path(args.out), args.limit, args.seed, args.difficulty, args.batch_size, args.quick, not args.no_progress
+    )
+    print(
+        table(
+            rows,
+            {"problems": args.limit, "seed": args.seed, "difficulty": args.difficulty, "batch_size": args.batch_size},
+        )
+    )
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

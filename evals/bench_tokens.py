@@ -8,6 +8,7 @@ fresh and are warmed up on other problems before each timed pass, so no pass see
 Each configuration is timed ``--rounds`` times, interleaved, and its fastest pass is kept (the machine is shared).
 Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,10 @@ OURS = [
     ("ngram_pool", {"method": "ngram_pool"}),
     ("draft_model chain k=4", {"method": "draft_model", "draft": "toy:draft", "num_tokens": 4}),
     ("draft_model chain k=8", {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8}),
-    ("draft_model tree 16", {"method": "draft_model", "draft": "toy:draft", "tree": "dynamic", "num_tokens": 8, "nodes": 16}),
+    (
+        "draft_model tree 16",
+        {"method": "draft_model", "draft": "toy:draft", "tree": "dynamic", "num_tokens": 8, "nodes": 16},
+    ),
     ("goose, adaptive", {"method": "goose", "adaptive": True}),
 ]
 HF = ["hf generate", "hf assisted (toy:draft)", "hf prompt lookup"]
@@ -36,7 +40,10 @@ def _prompts(lm, n: int, seed: int, difficulty: str) -> list[list[int]]:
     from reasoner.toy import Difficulty, generate_problems
 
     template = templates.load("toy")
-    return [lm.encode(template.prompt(lm.tokenizer, p.question)) for p in generate_problems(n, seed=seed, difficulty=Difficulty.parse(difficulty))]
+    return [
+        lm.encode(template.prompt(lm.tokenizer, p.question))
+        for p in generate_problems(n, seed=seed, difficulty=Difficulty.parse(difficulty))
+    ]
 
 
 class ForwardCounter:
@@ -56,7 +63,10 @@ def _ours(lm, prompts, temperature, max_tokens, seed):
 
     lm.stats = Stats()
     start = time.perf_counter()
-    outs = [lm.generate([p], SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + i))[0][0].token_ids for i, p in enumerate(prompts)]
+    outs = [
+        lm.generate([p], SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + i))[0][0].token_ids
+        for i, p in enumerate(prompts)
+    ]
     wall = time.perf_counter() - start
     c, role = lm.stats.counters, lm.stats.roles["target"]
     forwards = c.get("token_spec.verify_forwards") or role.forward_passes
@@ -65,23 +75,51 @@ def _ours(lm, prompts, temperature, max_tokens, seed):
 
 
 def _hf(lm, draft, counter, prompts, kind, temperature, max_tokens, seed):
-    extra = {"assistant_model": draft} if kind == "hf assisted (toy:draft)" else {"prompt_lookup_num_tokens": 10} if kind == "hf prompt lookup" else {}
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {"do_sample": False}
+    extra = (
+        {"assistant_model": draft}
+        if kind == "hf assisted (toy:draft)"
+        else {"prompt_lookup_num_tokens": 10}
+        if kind == "hf prompt lookup"
+        else {}
+    )
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+        if temperature > 0
+        else {"do_sample": False}
+    )
     counter.calls = 0
     outs, start = [], time.perf_counter()
     for i, p in enumerate(prompts):
         torch.manual_seed(seed + i)
         ids = torch.tensor([p], device=lm.device)
-        out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, eos_token_id=sorted(lm.eos_ids),
-                                pad_token_id=lm.pad_id, **sampling, **extra)
-        outs.append(out[0, len(p):].tolist())
+        out = lm.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_tokens,
+            eos_token_id=sorted(lm.eos_ids),
+            pad_token_id=lm.pad_id,
+            **sampling,
+            **extra,
+        )
+        outs.append(out[0, len(p) :].tolist())
     wall = time.perf_counter() - start
     tokens = sum(len(o) for o in outs)
     return outs, wall, tokens / max(counter.calls - len(prompts), 1), 0  # one prefill per prompt
 
 
-def run(out: Path, problems: int = 12, warmup: int = 5, max_tokens: int = 200, rounds: int = 2, best_of: int = 8, best_of_problems: int = 8,
-        seed: int = 1234, difficulty: str = "medium", temperatures=(0.0, 0.7), progress: bool = True) -> list[dict]:
+def run(
+    out: Path,
+    problems: int = 12,
+    warmup: int = 5,
+    max_tokens: int = 200,
+    rounds: int = 2,
+    best_of: int = 8,
+    best_of_problems: int = 8,
+    seed: int = 1234,
+    difficulty: str = "medium",
+    temperatures=(0.0, 0.7),
+    progress: bool = True,
+) -> list[dict]:
     from transformers import AutoModelForCausalLM
 
     from reasoner.backends import load_lm, resolve_path
@@ -112,30 +150,49 @@ def run(out: Path, problems: int = 12, warmup: int = 5, max_tokens: int = 200, r
                 if name not in best or result[1] < best[name][1]:
                     best[name] = result
                 if progress:
-                    print(f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} tokens/s", flush=True)
+                    print(
+                        f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} tokens/s",
+                        flush=True,
+                    )
             lm.drafter = None
             for name in HF:
                 result = _hf(lm, draft, counter, test, name, temperature, max_tokens, seed)
                 if name not in best or result[1] < best[name][1]:
                     best[name] = result
                 if progress:
-                    print(f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} tokens/s", flush=True)
+                    print(
+                        f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} tokens/s",
+                        flush=True,
+                    )
         plain_tps = sum(map(len, best["plain"][0])) / best["plain"][1]
         hf_best = max(sum(map(len, best[n][0])) / best[n][1] for n in HF)
         for name, _ in configs + [(n, None) for n in HF]:
             outs, wall, mean_accepted, drafter_forwards = best[name]
             tps = sum(map(len, outs)) / wall
-            rows.append({
-                "section": "batch 1", "method": name, "temperature": temperature, "problems": len(test),
-                "tokens": sum(map(len, outs)), "wall_s": round(wall, 3), "tokens_per_s": round(tps, 1),
-                "mean_accepted": round(mean_accepted, 2), "drafter_forwards": drafter_forwards,
-                "speedup_vs_plain": round(tps / plain_tps, 2), "speedup_vs_best_hf": round(tps / hf_best, 2),
-                "identical_to_plain": (outs == best["plain"][0]) if temperature == 0 else None,
-            })
-    rows += best_of_n(lm, _prompts(lm, best_of_problems, seed + 2, difficulty), warm, best_of, max_tokens, rounds, seed, progress)
+            rows.append(
+                {
+                    "section": "batch 1",
+                    "method": name,
+                    "temperature": temperature,
+                    "problems": len(test),
+                    "tokens": sum(map(len, outs)),
+                    "wall_s": round(wall, 3),
+                    "tokens_per_s": round(tps, 1),
+                    "mean_accepted": round(mean_accepted, 2),
+                    "drafter_forwards": drafter_forwards,
+                    "speedup_vs_plain": round(tps / plain_tps, 2),
+                    "speedup_vs_best_hf": round(tps / hf_best, 2),
+                    "identical_to_plain": (outs == best["plain"][0]) if temperature == 0 else None,
+                }
+            )
+    rows += best_of_n(
+        lm, _prompts(lm, best_of_problems, seed + 2, difficulty), warm, best_of, max_tokens, rounds, seed, progress
+    )
     lm.drafter = None
     (out / "bench.json").write_text(json.dumps(rows, indent=1))
-    (out / "bench.md").write_text(table(rows, {"problems": problems, "best_of": best_of, "max_tokens": max_tokens, "rounds": rounds}))
+    (out / "bench.md").write_text(
+        table(rows, {"problems": problems, "best_of": best_of, "max_tokens": max_tokens, "rounds": rounds})
+    )
     plot(rows, out / "bench.png")
     return rows
 
@@ -146,9 +203,12 @@ def best_of_n(lm, prompts, warm, n, max_tokens, rounds, seed, progress) -> list[
     from reasoner.specdec import build_drafter
     from reasoner.stats import Stats
 
-    configs = [("best-of-8: none", None), ("best-of-8: ngram_pool per trajectory", {"method": "ngram_pool", "shared": False}),
-               ("best-of-8: ngram_pool shared", {"method": "ngram_pool", "shared": True}),
-               ("best-of-8: ngram_pool shared, adaptive", {"method": "ngram_pool", "shared": True, "adaptive": True})]
+    configs = [
+        ("best-of-8: none", None),
+        ("best-of-8: ngram_pool per trajectory", {"method": "ngram_pool", "shared": False}),
+        ("best-of-8: ngram_pool shared", {"method": "ngram_pool", "shared": True}),
+        ("best-of-8: ngram_pool shared, adaptive", {"method": "ngram_pool", "shared": True, "adaptive": True}),
+    ]
     params = lambda i: SamplingParams(n=n, temperature=0.7, max_tokens=max_tokens, seed=seed + i)  # noqa: E731
     best = {}
     for r in range(rounds):
@@ -172,11 +232,21 @@ def best_of_n(lm, prompts, warm, n, max_tokens, rounds, seed, progress) -> list[
     rows = []
     for name, _ in configs:
         tokens, wall, per_row, steps = best[name]
-        rows.append({
-            "section": f"best-of-{n}", "method": name, "temperature": 0.7, "problems": len(prompts), "tokens": tokens,
-            "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 1), "mean_accepted": round(per_row, 2),
-            "target_forwards": steps, "speedup_vs_plain": round(tokens / wall / base, 2), "identical_to_plain": None,
-        })
+        rows.append(
+            {
+                "section": f"best-of-{n}",
+                "method": name,
+                "temperature": 0.7,
+                "problems": len(prompts),
+                "tokens": tokens,
+                "wall_s": round(wall, 3),
+                "tokens_per_s": round(tokens / wall, 1),
+                "mean_accepted": round(per_row, 2),
+                "target_forwards": steps,
+                "speedup_vs_plain": round(tokens / wall / base, 2),
+                "identical_to_plain": None,
+            }
+        )
     return rows
 
 
@@ -184,7 +254,9 @@ def table(rows: list[dict], setup: dict) -> str:
     lines = [
         "# Token-level speculative decoding on the toy models",
         "",
-        "Setup: " + ", ".join(f"{k} {v}" for k, v in setup.items()) + "; toy:target verifies, toy:draft drafts where a draft model is used; "
+        "Setup: "
+        + ", ".join(f"{k} {v}" for k, v in setup.items())
+        + "; toy:target verifies, toy:draft drafts where a draft model is used; "
         "1 torch thread; fastest of the rounds. mean accepted = tokens per target forward (1.00 for plain decoding; best-of-N: per row).",
         "",
         "| section | method | T | tokens/s | mean accepted | speedup vs plain | vs best HF | identical to plain |",
@@ -192,8 +264,10 @@ def table(rows: list[dict], setup: dict) -> str:
     ]
     for r in rows:
         same = "" if r["identical_to_plain"] is None else ("yes" if r["identical_to_plain"] else "NO")
-        lines.append(f"| {r['section']} | {r['method']} | {r['temperature']} | {r['tokens_per_s']} | {r['mean_accepted']:.2f} | "
-                     f"{r['speedup_vs_plain']:.2f}x | {r.get('speedup_vs_best_hf', '') and str(r['speedup_vs_best_hf']) + 'x'} | {same} |")
+        lines.append(
+            f"| {r['section']} | {r['method']} | {r['temperature']} | {r['tokens_per_s']} | {r['mean_accepted']:.2f} | "
+            f"{r['speedup_vs_plain']:.2f}x | {r.get('speedup_vs_best_hf', '') and str(r['speedup_vs_best_hf']) + 'x'} | {same} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -201,12 +275,21 @@ def plot(rows: list[dict], path: Path) -> None:
     from .report import pyplot
 
     plt = pyplot()
-    groups = [("batch 1, greedy", [r for r in rows if r["section"] == "batch 1" and r["temperature"] == 0]),
-              ("batch 1, T = 0.7", [r for r in rows if r["section"] == "batch 1" and r["temperature"] > 0]),
-              ("best-of-8, T = 0.7", [r for r in rows if r["section"] != "batch 1"])]
+    groups = [
+        ("batch 1, greedy", [r for r in rows if r["section"] == "batch 1" and r["temperature"] == 0]),
+        ("batch 1, T = 0.7", [r for r in rows if r["section"] == "batch 1" and r["temperature"] > 0]),
+        ("best-of-8, T = 0.7", [r for r in rows if r["section"] != "batch 1"]),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [4, 4, 1.6]})
     for ax, (title, rs) in zip(axes, groups):
-        colors = ["tab:gray" if r["method"] == "plain" or r["method"].endswith("none") else "tab:orange" if r["method"].startswith("hf") else "tab:blue" for r in rs]
+        colors = [
+            "tab:gray"
+            if r["method"] == "plain" or r["method"].endswith("none")
+            else "tab:orange"
+            if r["method"].startswith("hf")
+            else "tab:blue"
+            for r in rs
+        ]
         ax.barh([r["method"].replace("best-of-8: ", "") for r in rs], [r["speedup_vs_plain"] for r in rs], color=colors)
         ax.axvline(1.0, color="black", lw=0.8)
         ax.set_title(title)
@@ -221,7 +304,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for bench.json, bench.md and bench.png")
     p.add_argument("--problems", type=int, default=12, help="toy problems timed at batch 1 (default 12)")
     p.add_argument("--best-of-problems", type=int, default=8, help="problems for the best-of-8 comparison (default 8)")
-    p.add_argument("--rounds", type=int, default=2, help="timed passes per configuration; the fastest is kept (default 2)")
+    p.add_argument(
+        "--rounds", type=int, default=2, help="timed passes per configuration; the fastest is kept (default 2)"
+    )
     p.add_argument("--max-tokens", type=int, default=200, help="tokens per solution at most (default 200)")
     p.add_argument("--seed", type=int, default=1234, help="toy suite seed (default 1234)")
     p.add_argument("--difficulty", default="medium", help="toy difficulty preset or spec (default medium)")
@@ -229,7 +314,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> None:
-    rows = run(Path(args.out), args.problems, max_tokens=args.max_tokens, rounds=args.rounds, best_of_problems=args.best_of_problems,
-               seed=args.seed, difficulty=args.difficulty, progress=not args.no_progress)
+    rows = run(
+        Path(args.out),
+        args.problems,
+        max_tokens=args.max_tokens,
+        rounds=args.rounds,
+        best_of_problems=args.best_of_problems,
+        seed=args.seed,
+        difficulty=args.difficulty,
+        progress=not args.no_progress,
+    )
     print(table(rows, {"problems": args.problems, "rounds": args.rounds}))
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

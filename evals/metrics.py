@@ -4,6 +4,7 @@ Per problem the runner records how many of its ``n`` candidates are correct (``n
 majority and the verifier-weighted vote over all ``n`` pick a correct answer; this module turns those lines into
 the summary numbers.
 """
+
 from __future__ import annotations
 
 from math import comb

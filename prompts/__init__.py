@@ -5,10 +5,11 @@ the chat template of the model's tokenizer renders the turns, then the steps are
 assistant turn (what vLLM calls ``continue_final_message``), so a step is always generated, scored or
 judged on the same prefix and prefix caches hit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -45,7 +46,10 @@ class PromptTemplate:
         """SpecReason's judge: the steps with the candidate last, a user turn asking for a 0-9 score, and an
         assistant prefix after which the next token is the score digit."""
         messages = self.messages(problem) + [
-            {"role": "assistant", "content": self.assistant_prefix + self.steps_text(list(steps) + [candidate], open_step=False)},
+            {
+                "role": "assistant",
+                "content": self.assistant_prefix + self.steps_text(list(steps) + [candidate], open_step=False),
+            },
             {"role": "user", "content": self.judge_instruction},
         ]
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -56,7 +60,7 @@ def available() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> PromptTemplate:
     """The template called ``name`` (a file in ``prompts/templates``) or at a path to a YAML file."""
     path = Path(name)
@@ -68,4 +72,6 @@ def load(name: str) -> PromptTemplate:
     try:
         return PromptTemplate(name=path.stem, **data)
     except TypeError as e:
-        raise ValueError(f"prompt template {path}: {e}; allowed keys: {list(PromptTemplate.__dataclass_fields__)[1:]}") from None
+        raise ValueError(
+            f"prompt template {path}: {e}; allowed keys: {list(PromptTemplate.__dataclass_fields__)[1:]}"
+        ) from None

@@ -1,8 +1,9 @@
 """reasoner: test-time-scaling reasoning with speculative reasoning.
 
-    from reasoner import Reasoner
-    solution = Reasoner().solve("Compute (17+25)*3-48.")
+from reasoner import Reasoner
+solution = Reasoner().solve("Compute (17+25)*3-48.")
 """
+
 from .api import Reasoner
 from .backends import LM, Generation, SamplingParams, load_lm
 from .engine import StepEngine
@@ -13,6 +14,21 @@ from .types import Candidate, Node, Problem, Solution, Step, Tree
 __version__ = "0.1.0"
 
 __all__ = [
-    "Reasoner", "Recipe", "RecipeError", "Problem", "Solution", "Candidate", "Step", "Node", "Tree", "Stats", "RoleStats",
-    "LM", "Generation", "SamplingParams", "load_lm", "StepEngine", "__version__",
+    "Reasoner",
+    "Recipe",
+    "RecipeError",
+    "Problem",
+    "Solution",
+    "Candidate",
+    "Step",
+    "Node",
+    "Tree",
+    "Stats",
+    "RoleStats",
+    "LM",
+    "Generation",
+    "SamplingParams",
+    "load_lm",
+    "StepEngine",
+    "__version__",
 ]

@@ -1,9 +1,10 @@
 """``Reasoner``: a recipe built into models, an engine, a verifier and a search; ``solve`` and ``solve_many``."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .backends import LM, load_lm
 from .engine import StepBudget, StepEngine, StepSampling
@@ -20,7 +21,9 @@ class Reasoner:
     loads a recipe; keyword arguments override sections, e.g. ``Reasoner(search={"method": "best_of_n", "n": 8})``.
     """
 
-    def __init__(self, recipe: "Recipe | str | Path | dict | None" = None, overrides: list[str] | None = None, **sections):
+    def __init__(
+        self, recipe: Recipe | str | Path | dict | None = None, overrides: list[str] | None = None, **sections
+    ):
         # the sibling packages import reasoner's modules, so they are imported here, not at the top
         import prompts
         import search
@@ -40,8 +43,15 @@ class Reasoner:
             needed = needed or (r.step_speculation is not None and role in ("draft", "target"))
             if spec is not None and needed:
                 self.models[role] = load_lm(
-                    spec.backend, spec.path, role, seed=r.seed, dtype=spec.dtype, device=spec.device, max_batch_size=spec.max_batch_size,
-                    **spec.backend_options(), **token_speculation_options(r, role),
+                    spec.backend,
+                    spec.path,
+                    role,
+                    seed=r.seed,
+                    dtype=spec.dtype,
+                    device=spec.device,
+                    max_batch_size=spec.max_batch_size,
+                    **spec.backend_options(),
+                    **token_speculation_options(r, role),
                 )
         sampling = StepSampling(r.sampling.temperature, r.sampling.top_p, r.sampling.max_step_tokens)
         budget = StepBudget(r.budget.max_steps, r.budget.max_tokens, r.budget.stop_on_repeat)
@@ -56,11 +66,11 @@ class Reasoner:
             self.engine = SpeculativeStepEngine(self.engine, target, acceptor, r.step_speculation.first_n_target_steps)
         self.search = search.build(r, self.engine, self.verifier)
 
-    def solve(self, problem: "str | Problem") -> Solution:
+    def solve(self, problem: str | Problem) -> Solution:
         """Solve one problem; its ``stats`` hold everything spent on it."""
         return self.solve_many([problem])[0]
 
-    def solve_many(self, problems: Iterable["str | Problem"]) -> list[Solution]:
+    def solve_many(self, problems: Iterable[str | Problem]) -> list[Solution]:
         """Solve problems together: their trajectories share every batched model call. Each solution's stats
         count the tokens spent on it; the batch's wall time and forward passes are in ``last_run`` (and, for a
         single problem, in its solution's stats too)."""
@@ -90,7 +100,11 @@ class Reasoner:
         if len(solutions) == 1:  # the batch is this problem: its shared costs are its own
             own = solutions[0].stats
             for name, r in run.roles.items():
-                own.role(name).calls, own.role(name).forward_passes, own.role(name).wall_s = r.calls, r.forward_passes, r.wall_s
+                own.role(name).calls, own.role(name).forward_passes, own.role(name).wall_s = (
+                    r.calls,
+                    r.forward_passes,
+                    r.wall_s,
+                )
             own.wall_s = run.wall_s
         return solutions
 
@@ -106,10 +120,18 @@ class Reasoner:
             steps = [n.step for n in leaf.path()]
             text = leaf.text(self.template.step_delimiter)
             score = aggregate(step_scores, r.verifier.aggregate) if step_scores is not None else None
-            candidates.append(Candidate(steps, extract_answer(text), score, finished=leaf.step is not None and leaf.step.finish_reason == "eos"))
+            candidates.append(
+                Candidate(
+                    steps,
+                    extract_answer(text),
+                    score,
+                    finished=leaf.step is not None and leaf.step.finish_reason == "eos",
+                )
+            )
         best = choose(candidates, r.search.vote)
         answer = best.answer if best else None
         problem = tree.problem
         correct = is_equivalent(answer, problem.answer) if problem.answer is not None else None
-        return Solution(problem, answer, best.text if best else "", best.steps if best else [], candidates, tree.stats, correct)
-
+        return Solution(
+            problem, answer, best.text if best else "", best.steps if best else [], candidates, tree.stats, correct
+        )

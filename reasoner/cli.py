@@ -1,4 +1,5 @@
 """The ``reasoner`` command: solve one problem, evaluate a recipe on a suite, and the toy world's tools."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,14 @@ SOLVE_RECIPE = "toy-likelihood"  # step speculation: toy:draft writes, toy:targe
 
 def _recipe_args(p: argparse.ArgumentParser, default: str = "chain of thought with toy:target") -> None:
     p.add_argument("--recipe", "-r", help=f"recipe YAML path or a name in recipes/ (default: {default})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field, e.g. search.n=8 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. search.n=8 (repeatable)",
+    )
 
 
 def cmd_solve(args) -> int:
@@ -46,10 +54,14 @@ def cmd_solve(args) -> int:
     from rich.table import Table
 
     console = Console(highlight=False)
-    console.print(f"[bold]{args.problem}[/]  [dim](recipe {recipe.name}: {recipe.search.method}, n={recipe.search.n})[/]")
+    console.print(
+        f"[bold]{args.problem}[/]  [dim](recipe {recipe.name}: {recipe.search.method}, n={recipe.search.n})[/]"
+    )
     for i, step in enumerate(solution.steps, 1):
         scores = "  ".join(f"{k}={v:.3f}" for k, v in step.scores.items())
-        console.print(f"  [dim]{i:>2}[/] [cyan]{step.source:<7}[/] {step.text}" + (f"  [dim]{scores}[/]" if scores else ""))
+        console.print(
+            f"  [dim]{i:>2}[/] [cyan]{step.source:<7}[/] {step.text}" + (f"  [dim]{scores}[/]" if scores else "")
+        )
         spec = step.speculation
         if spec is not None:
             verdict = "accepted" if spec["accepted"] else f"rejected the draft's [red]{spec['draft']}[/]"
@@ -62,7 +74,11 @@ def cmd_solve(args) -> int:
             shown = "[green]passed[/]" if verdict.passed else f"[red]failed[/]: {escape(verdict.reason)}"
             console.print(f"tests ({escape(args.tests)}): {shown}", soft_wrap=True)
     else:
-        verdict = "" if solution.correct is None else ("  [green]correct[/]" if solution.correct else f"  [red]wrong (exact: {exact})[/]")
+        verdict = (
+            ""
+            if solution.correct is None
+            else ("  [green]correct[/]" if solution.correct else f"  [red]wrong (exact: {exact})[/]")
+        )
         console.print(f"answer: [bold]{solution.answer}[/]{verdict}")
     if len(solution.candidates) > 1:
         answers = [c.answer for c in solution.candidates]
@@ -75,7 +91,9 @@ def cmd_solve(args) -> int:
     console.print(table)
     counters = solution.stats.counters
     if counters.get("steps_total"):
-        console.print(f"[dim]steps accepted {counters.get('steps_accepted', 0):.0f} of {counters['steps_total']:.0f} drafted or written[/]")
+        console.print(
+            f"[dim]steps accepted {counters.get('steps_accepted', 0):.0f} of {counters['steps_total']:.0f} drafted or written[/]"
+        )
     console.print(f"[dim]wall time {solution.stats.wall_s:.2f}s[/]")
     return 0
 
@@ -92,13 +110,17 @@ def _read_tests(path: str) -> str:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read tests file {path} ({e.__class__.__name__}: {getattr(e, 'strerror', None) or e}): give --tests a readable Python file of assert statements") from None
+        raise ValueError(
+            f"cannot read tests file {path} ({e.__class__.__name__}: {getattr(e, 'strerror', None) or e}): give --tests a readable Python file of assert statements"
+        ) from None
     if not text.strip():
         raise ValueError(f"tests file {path} is empty: write assert statements in it, e.g. assert f(1) == 8")
     try:
         ast.parse(text)
     except SyntaxError as e:
-        raise ValueError(f"tests file {path} line {e.lineno}: not valid Python ({e.msg}): write assert statements, e.g. assert f(1) == 8") from None
+        raise ValueError(
+            f"tests file {path} line {e.lineno}: not valid Python ({e.msg}): write assert statements, e.g. assert f(1) == 8"
+        ) from None
     return text
 
 
@@ -139,7 +161,13 @@ def cmd_eval(args) -> int:
         overrides.insert(1 if args.suite else 0, f"suite.data={args.data}")
     recipe = Recipe.load(args.recipe, overrides)
     summary = evaluate(
-        recipe, args.out, limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress, workers=args.workers, baseline=args.baseline
+        recipe,
+        args.out,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        workers=args.workers,
+        baseline=args.baseline,
     )
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -148,19 +176,30 @@ def cmd_eval(args) -> int:
     from rich.table import Table
 
     suite = recipe.suite
-    detail = f"{suite.difficulty}, seed {suite.seed}" if suite.name.startswith("toy") else (suite.data or "default source")
+    detail = (
+        f"{suite.difficulty}, seed {suite.seed}" if suite.name.startswith("toy") else (suite.data or "default source")
+    )
     table = Table(title=f"{recipe.name} on {suite.name} ({detail})")
     metrics = {k: v for k, v in summary["metrics"].items() if k != "samples" and k != "pass@1"}
     for col in ("n", "accuracy", *metrics, "wall s", "s/problem", *[f"{k} tokens" for k in summary["tokens"]]):
         table.add_column(col, justify="right")
     table.add_row(
-        str(summary["n"]), f"{summary['accuracy']:.3f}", *[f"{v:.3f}" for v in metrics.values()], f"{summary['wall_s']:.1f}",
-        f"{summary['s_per_problem']:.3f}", *[str(v) for v in summary["tokens"].values()],
+        str(summary["n"]),
+        f"{summary['accuracy']:.3f}",
+        *[f"{v:.3f}" for v in metrics.values()],
+        f"{summary['wall_s']:.1f}",
+        f"{summary['s_per_problem']:.3f}",
+        *[str(v) for v in summary["tokens"].values()],
     )
     Console().print(table)
     if "speedup" in summary:
         sp = summary["speedup"]
-        print("speedup vs " + str(sp["baseline_dir"]) + ": " + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items() if isinstance(v, float)))
+        print(
+            "speedup vs "
+            + str(sp["baseline_dir"])
+            + ": "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items() if isinstance(v, float))
+        )
     if args.out:
         print(f"wrote {args.out}/results.jsonl and {args.out}/summary.json")
     return 0
@@ -173,23 +212,37 @@ def cmd_compress(args) -> int:
     from search.compress import CompressConfig, compress_file, from_recipe, read_traces
 
     config = CompressConfig(
-        alpha=args.alpha, beta=args.beta, expand_size=args.expand_size, min_search_steps=args.min_search_steps,
-        max_search_steps=args.max_search_steps, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+        alpha=args.alpha,
+        beta=args.beta,
+        expand_size=args.expand_size,
+        min_search_steps=args.min_search_steps,
+        max_search_steps=args.max_search_steps,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
     )
     recipe = Recipe.load(args.recipe, args.overrides)
-    read_traces(args.input, prompts.load(args.prompt or recipe.prompt).step_delimiter, args.limit)  # bad input fails before models load
+    read_traces(
+        args.input, prompts.load(args.prompt or recipe.prompt).step_delimiter, args.limit
+    )  # bad input fails before models load
     compressor = from_recipe(recipe, config, validator=args.validator, scorer=args.scorer, prompt=args.prompt)
     out = args.out or str(Path(args.input).with_suffix("")) + ".compressed.jsonl"
-    summary = compress_file(args.input, out, compressor, limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress)
+    summary = compress_file(
+        args.input, out, compressor, limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress
+    )
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     s = summary
     print(f"{s['n']} traces ({s['skipped']} skipped: no final answer); {s['compressed']} shortened")
-    print(f"tokens per trace {s['tokens_before']} -> {s['tokens_after']} (ratio {s['ratio']:.3f}); thought {s['thought_tokens_before']} -> {s['thought_tokens_after']} (ratio {s['thought_ratio']:.3f})")
+    print(
+        f"tokens per trace {s['tokens_before']} -> {s['tokens_after']} (ratio {s['ratio']:.3f}); thought {s['thought_tokens_before']} -> {s['thought_tokens_after']} (ratio {s['thought_ratio']:.3f})"
+    )
     print(f"answers that still hold (validator from the compressed thought): {s['answer_holds']:.3f}")
     if s["gold_correct_after"] is not None:
-        print(f"correct against the gold answer: {s['gold_correct_before']:.3f} before, {s['gold_correct_after']:.3f} after")
+        print(
+            f"correct against the gold answer: {s['gold_correct_before']:.3f} before, {s['gold_correct_after']:.3f} after"
+        )
     print(f"wrote {s['out']} and {s['summary_path']}")
     return 0
 
@@ -198,10 +251,14 @@ def cmd_router_collect(args) -> int:
     from evals.suites import load_suite
     from verifiers.router import collect
 
-    recipe = Recipe.load(args.recipe or "toy-arbitrage", (["suite.name=" + args.suite] if args.suite else []) + args.overrides)
+    recipe = Recipe.load(
+        args.recipe or "toy-arbitrage", (["suite.name=" + args.suite] if args.suite else []) + args.overrides
+    )
     problems = load_suite(recipe.suite)[: args.limit]
     done = collect(recipe, problems, args.out, progress=not args.no_progress)
-    print(f"wrote {done['rows']} step pairs ({done['positives']} where the target is better) from {done['problems']} problems to {done['out']}")
+    print(
+        f"wrote {done['rows']} step pairs ({done['positives']} where the target is better) from {done['problems']} problems to {done['out']}"
+    )
     return 0
 
 
@@ -258,29 +315,39 @@ def cmd_toy_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reasoner", description="Test-time-scaling reasoning with speculative reasoning.")
+    parser = argparse.ArgumentParser(
+        prog="reasoner", description="Test-time-scaling reasoning with speculative reasoning."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("solve", help="solve one problem and show the steps, which model wrote each, the answer and the cost")
+    p = sub.add_parser(
+        "solve", help="solve one problem and show the steps, which model wrote each, the answer and the cost"
+    )
     p.add_argument("problem", nargs="?", default=EXAMPLE, help=f"the problem text (default: {EXAMPLE!r})")
     _recipe_args(p, f"{SOLVE_RECIPE}: toy:draft writes each step, toy:target rewrites the ones it finds unlikely")
     p.add_argument("--json", action="store_true", help="print the whole solution as JSON")
     p.add_argument(
-        "--tests", metavar="FILE",
+        "--tests",
+        metavar="FILE",
         help="a Python file of asserts: run them on the answer's program in the sandbox and print passed / failed (a recipe that "
         "searches on public tests, e.g. toy-code-rethink, also searches with them)",
     )
     p.set_defaults(func=cmd_solve)
 
-    p = sub.add_parser("eval", help="evaluate a recipe on a suite: progress bar, summary table, results.jsonl + summary.json")
+    p = sub.add_parser(
+        "eval", help="evaluate a recipe on a suite: progress bar, summary table, results.jsonl + summary.json"
+    )
     _recipe_args(p)
     p.add_argument(
         "--suite",
         help="toy | toy-code | math500 | gsm8k | aime24 | aime25 | amc23 | humaneval | mbpp (default: the recipe's suite.name); "
         "suite.seed / suite.difficulty / suite.size via --set",
     )
-    p.add_argument("--data", help="a local JSONL file with the suite's problems (math500, gsm8k, aime24/25, amc23, humaneval, mbpp)")
+    p.add_argument(
+        "--data",
+        help="a local JSONL file with the suite's problems (math500, gsm8k, aime24/25, amc23, humaneval, mbpp)",
+    )
     p.add_argument("--limit", type=int, help="only the first N problems")
     p.add_argument("--out", help="folder for results.jsonl and summary.json (a re-run continues where it stopped)")
     p.add_argument("--batch-size", type=int, default=16, help="problems solved together (default 16)")
@@ -290,8 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_eval)
 
-    router = sub.add_parser("router", help="Arbitrage's router: collect draft/target step pairs, train the router").add_subparsers(dest="router_command", required=True)
-    p = router.add_parser("collect", help="run draft and target on the same prefixes of a suite; write step pairs, rewards and features")
+    router = sub.add_parser(
+        "router", help="Arbitrage's router: collect draft/target step pairs, train the router"
+    ).add_subparsers(dest="router_command", required=True)
+    p = router.add_parser(
+        "collect", help="run draft and target on the same prefixes of a suite; write step pairs, rewards and features"
+    )
     _recipe_args(p)
     p.add_argument("--suite", help="suite name (default: the recipe's)")
     p.add_argument("--limit", type=int, help="only the first N problems")
@@ -301,24 +372,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = router.add_parser("train", help="fit the router on collected pairs; print its held-out ROC-AUC")
     p.add_argument("data", help="the JSONL `reasoner router collect` wrote")
     p.add_argument("--out", required=True, help="router file to write (step_speculation.router in a recipe)")
-    p.add_argument("--holdout", type=float, default=0.25, help="fraction of problems held out for the ROC-AUC (default 0.25)")
+    p.add_argument(
+        "--holdout", type=float, default=0.25, help="fraction of problems held out for the ROC-AUC (default 0.25)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_router_train)
 
-    p = sub.add_parser("compress", help="A*-Thought: compress finished traces (reasoner eval results) to the steps a validator still needs")
-    p.add_argument("input", help="results.jsonl of `reasoner eval --out DIR`, or a JSONL of {problem, steps|text, answer?, reference?}")
+    p = sub.add_parser(
+        "compress",
+        help="A*-Thought: compress finished traces (reasoner eval results) to the steps a validator still needs",
+    )
+    p.add_argument(
+        "input",
+        help="results.jsonl of `reasoner eval --out DIR`, or a JSONL of {problem, steps|text, answer?, reference?}",
+    )
     _recipe_args(p, "toy-cot's: toy:target validates and scores, toy prompt")
-    p.add_argument("--out", help="JSONL to write (default: INPUT with .compressed.jsonl); the summary goes next to it (.summary.json)")
+    p.add_argument(
+        "--out",
+        help="JSONL to write (default: INPUT with .compressed.jsonl); the summary goes next to it (.summary.json)",
+    )
     p.add_argument("--validator", help="validator model path (transformers; default: the recipe's policy model)")
     p.add_argument("--scorer", help="importance scorer, a transformers causal LM (default: the validator's weights)")
     p.add_argument("--prompt", help="prompt template (default: the recipe's)")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the solution direction in the importance score (default 0.5)")
-    p.add_argument("--beta", type=float, default=0.1, help="weight of g, the thought's likelihood, in f = g + h (default 0.1)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="weight of the solution direction in the importance score (default 0.5)",
+    )
+    p.add_argument(
+        "--beta", type=float, default=0.1, help="weight of g, the thought's likelihood, in f = g + h (default 0.1)"
+    )
     p.add_argument("--expand-size", type=int, default=2, help="children per expansion (default 2)")
     p.add_argument("--min-search-steps", type=int, default=5, help="pops before a node may be accepted (default 5)")
-    p.add_argument("--max-search-steps", type=int, default=20, help="pops before giving up and keeping the full trace (default 20)")
+    p.add_argument(
+        "--max-search-steps", type=int, default=20, help="pops before giving up and keeping the full trace (default 20)"
+    )
     p.add_argument("--max-tokens", type=int, default=1024, help="validator generation budget (default 1024)")
-    p.add_argument("--temperature", type=float, default=0.0, help="validator temperature (default 0: greedy; the paper: 0.6)")
+    p.add_argument(
+        "--temperature", type=float, default=0.0, help="validator temperature (default 0: greedy; the paper: 0.6)"
+    )
     p.add_argument("--top-p", type=float, default=1.0, help="validator top-p (default 1; the paper: 0.95)")
     p.add_argument("--limit", type=int, help="only the first N traces")
     p.add_argument("--batch-size", type=int, default=16, help="traces searched together (default 16)")
@@ -326,31 +419,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("report", help="compare finished runs: a markdown table and PNG plots (accuracy vs compute, speedup)")
+    p = sub.add_parser(
+        "report", help="compare finished runs: a markdown table and PNG plots (accuracy vs compute, speedup)"
+    )
     p.add_argument("runs", nargs="+", metavar="DIR", help="--out folders of `reasoner eval` runs")
     p.add_argument("--baseline", help="the run the speedups are measured against (default: the first DIR)")
     p.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
     p.set_defaults(func=cmd_report)
 
-    bench = sub.add_parser("bench", help="benchmarks, side by side in one run").add_subparsers(dest="bench_command", required=True)
-    p = bench.add_parser("steps", help="step-level speculation (judge, RSD, router, likelihood) vs the target alone: accuracy, speedup, target tokens")
+    bench = sub.add_parser("bench", help="benchmarks, side by side in one run").add_subparsers(
+        dest="bench_command", required=True
+    )
+    p = bench.add_parser(
+        "steps",
+        help="step-level speculation (judge, RSD, router, likelihood) vs the target alone: accuracy, speedup, target tokens",
+    )
     from evals.bench_steps import add_arguments as bench_steps_arguments
 
     bench_steps_arguments(p)
     p.set_defaults(func=cmd_bench_steps)
-    p = bench.add_parser("tokens", help="token-level speculative decoding: plain vs transformers' assisted / prompt lookup vs each drafter; best-of-8 pools")
+    p = bench.add_parser(
+        "tokens",
+        help="token-level speculative decoding: plain vs transformers' assisted / prompt lookup vs each drafter; best-of-8 pools",
+    )
     from evals.bench_tokens import add_arguments as bench_tokens_arguments
 
     bench_tokens_arguments(p)
     p.set_defaults(func=cmd_bench_tokens)
-    p = bench.add_parser("search", help="every search at budgets 4/8/16 on a hard toy suite: accuracy vs tokens, wall time, KV (table + plot)")
-    p.add_argument("--out", default="runs/bench-search", help="folder for the runs, bench_search.md/.json/.png (default runs/bench-search)")
+    p = bench.add_parser(
+        "search",
+        help="every search at budgets 4/8/16 on a hard toy suite: accuracy vs tokens, wall time, KV (table + plot)",
+    )
+    p.add_argument(
+        "--out",
+        default="runs/bench-search",
+        help="folder for the runs, bench_search.md/.json/.png (default runs/bench-search)",
+    )
     p.add_argument("--problems", type=int, default=16, help="problems per run (default 16)")
     p.add_argument("--difficulty", default="hard", help="toy difficulty (default hard)")
     p.add_argument("--budgets", default="4,8,16", help="comma-separated budgets (default 4,8,16)")
-    p.add_argument("--methods", help="comma-separated subset of cot,best_of_n,beam,dvts,mcts,astar,rebase,ets,fetch (default all)")
-    p.add_argument("--speculation", choices=["off", "on", "both"], default="off", help="step speculation (toy:target judges draft steps by its likelihood): off, on, or both")
-    p.add_argument("--verifier", choices=["prm", "likelihood"], default="prm", help="what ranks the steps: the toy PRM (default) or toy:target's likelihood")
+    p.add_argument(
+        "--methods", help="comma-separated subset of cot,best_of_n,beam,dvts,mcts,astar,rebase,ets,fetch (default all)"
+    )
+    p.add_argument(
+        "--speculation",
+        choices=["off", "on", "both"],
+        default="off",
+        help="step speculation (toy:target judges draft steps by its likelihood): off, on, or both",
+    )
+    p.add_argument(
+        "--verifier",
+        choices=["prm", "likelihood"],
+        default="prm",
+        help="what ranks the steps: the toy PRM (default) or toy:target's likelihood",
+    )
     p.add_argument("--seed", type=int, default=1234, help="suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench_search)
@@ -359,7 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     # their own options are parsed by their own parsers (reasoner toy train --help)
     p = toy.add_parser("train", help="retrain the toy models from scratch, seeded", add_help=False)
     p.set_defaults(func=cmd_toy_train, passthrough=True)
-    p = toy.add_parser("report", help="measure the toy models: accuracy by difficulty, judge quality, size, speed", add_help=False)
+    p = toy.add_parser(
+        "report", help="measure the toy models: accuracy by difficulty, judge quality, size, speed", add_help=False
+    )
     p.set_defaults(func=cmd_toy_report, passthrough=True)
     return parser
 
@@ -371,7 +495,9 @@ def main(argv=None) -> int:
         args.rest = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     _quiet_libraries()
     try:
         return args.func(args)

@@ -4,6 +4,7 @@
 for all nodes (of any problems). A step is the text up to the step delimiter; a child is terminal when the
 model ended its answer (EOS), ran out of step tokens, or the trajectory hit the budget.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,7 +37,9 @@ def path_tokens(node: Node) -> int:
 class StepEngine:
     """One model (the policy) writes every step."""
 
-    def __init__(self, lm: LM, template: PromptTemplate, sampling: StepSampling | None = None, budget: StepBudget | None = None):
+    def __init__(
+        self, lm: LM, template: PromptTemplate, sampling: StepSampling | None = None, budget: StepBudget | None = None
+    ):
         self.lm = lm
         self.template = template
         self.sampling = sampling or StepSampling()
@@ -47,7 +50,10 @@ class StepEngine:
 
     def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
         """``k`` new children for every node, from one batched call."""
-        return [[node.add_child(step, self.is_terminal(node, step)) for step in steps] for node, steps in zip(nodes, self.propose(nodes, k))]
+        return [
+            [node.add_child(step, self.is_terminal(node, step)) for step in steps]
+            for node, steps in zip(nodes, self.propose(nodes, k))
+        ]
 
     def propose(self, nodes: list[Node], k: int = 1) -> list[list[Step]]:
         """``k`` next steps for every node, from one batched call, not yet added to the tree; the tokens are
@@ -73,7 +79,19 @@ class StepEngine:
             role.prefill_tokens += gens[0].prompt_tokens - gens[0].cached_tokens if gens else 0
             role.prefix_cached_tokens += gens[0].cached_tokens if gens else 0
             role.generated_tokens += sum(len(g.token_ids) for g in gens)
-            out.append([Step(g.text, g.token_ids, g.logprobs, source=self.lm.role, finish_reason=g.finish_reason, seconds=seconds) for g in gens])
+            out.append(
+                [
+                    Step(
+                        g.text,
+                        g.token_ids,
+                        g.logprobs,
+                        source=self.lm.role,
+                        finish_reason=g.finish_reason,
+                        seconds=seconds,
+                    )
+                    for g in gens
+                ]
+            )
         return out
 
     def is_terminal(self, parent: Node, step: Step) -> bool:
@@ -81,4 +99,7 @@ class StepEngine:
             return True
         if self.budget.stop_on_repeat and parent.step is not None and parent.step.text == step.text:
             return True
-        return parent.depth + 1 >= self.budget.max_steps or path_tokens(parent) + len(step.token_ids) >= self.budget.max_tokens
+        return (
+            parent.depth + 1 >= self.budget.max_steps
+            or path_tokens(parent) + len(step.token_ids) >= self.budget.max_tokens
+        )

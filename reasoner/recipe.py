@@ -4,11 +4,12 @@
 
 A bad recipe raises ``RecipeError`` naming the field, what was given and what is allowed.
 """
+
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -32,11 +33,17 @@ class ModelConfig(Section):
     device: str = "auto"
     max_batch_size: int = Field(64, ge=1, description="rows decoded together")
     engine_args: dict[str, Any] = Field(
-        default_factory=dict, description="vllm: keyword arguments for vllm.LLM (gpu_memory_utilization, tensor_parallel_size, speculative_config, ...)"
+        default_factory=dict,
+        description="vllm: keyword arguments for vllm.LLM (gpu_memory_utilization, tensor_parallel_size, speculative_config, ...)",
     )
-    base_url: list[str] = Field(default_factory=list, description="openai: server URLs (http://host:8000/v1); with several, requests spread over them")
+    base_url: list[str] = Field(
+        default_factory=list,
+        description="openai: server URLs (http://host:8000/v1); with several, requests spread over them",
+    )
     prefix_cache_tokens: int = Field(
-        32768, ge=0, description="transformers: capacity in tokens of the prefix KV cache shared by calls (0: off); holds "
+        32768,
+        ge=0,
+        description="transformers: capacity in tokens of the prefix KV cache shared by calls (0: off); holds "
         "kv_bytes_per_token (2 x layers x kv heads x head dim x dtype bytes) per token",
     )
 
@@ -50,23 +57,28 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _backend_options(self):
         if self.engine_args and self.backend != "vllm":
-            raise ValueError(f"engine_args are vLLM's engine arguments: set backend: vllm (got backend: {self.backend})")
+            raise ValueError(
+                f"engine_args are vLLM's engine arguments: set backend: vllm (got backend: {self.backend})"
+            )
         if (self.backend == "openai") != bool(self.base_url):
-            raise ValueError("backend: openai needs base_url (a server URL or a list), and base_url is only for backend: openai")
+            raise ValueError(
+                "backend: openai needs base_url (a server URL or a list), and base_url is only for backend: openai"
+            )
         return self
 
     def backend_options(self) -> dict:
         """The keyword arguments ``load_lm`` passes on to this backend only."""
         return {
-            "vllm": {"engine_args": self.engine_args}, "openai": {"base_url": self.base_url},
+            "vllm": {"engine_args": self.engine_args},
+            "openai": {"base_url": self.base_url},
             "transformers": {"prefix_cache_tokens": self.prefix_cache_tokens},
         }.get(self.backend, {})
 
 
 class Models(Section):
-    target: Optional[ModelConfig] = ModelConfig(path="toy:target")
-    draft: Optional[ModelConfig] = None
-    verifier: Optional[ModelConfig] = None
+    target: ModelConfig | None = ModelConfig(path="toy:target")
+    draft: ModelConfig | None = None
+    verifier: ModelConfig | None = None
 
 
 class Sampling(Section):
@@ -76,18 +88,38 @@ class Sampling(Section):
 
 
 class SearchConfig(Section):
-    method: Literal["cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch", "rethink_mcts"] = "cot"
-    n: int = Field(1, ge=1, description="trajectories per problem (mcts: iterations; astar: finished candidates; rebase/ets: width)")
+    method: Literal["cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch", "rethink_mcts"] = (
+        "cot"
+    )
+    n: int = Field(
+        1,
+        ge=1,
+        description="trajectories per problem (mcts: iterations; astar: finished candidates; rebase/ets: width)",
+    )
     vote: Literal["majority", "weighted", "best"] = "majority"
     policy: Literal["target", "draft"] = Field("target", description="the model role that writes the steps")
     # tree searches (search/): the knobs each method reads; the others ignore them
-    width: int = Field(4, ge=1, description="beam/dvts/fetch: children per kept beam (n/width beams kept); mcts/astar: children per expansion")
+    width: int = Field(
+        4,
+        ge=1,
+        description="beam/dvts/fetch: children per kept beam (n/width beams kept); mcts/astar: children per expansion",
+    )
     filter_duplicates: bool = Field(False, description="beam/fetch: drop candidates whose whole text repeats another's")
-    lookahead: int = Field(0, ge=0, description="beam/fetch: rank each candidate by the score of a rollout this many steps further")
-    rollout: Literal["sample", "greedy"] = Field("sample", description="mcts: one sampled step at a time, or follow the best-scored of width children")
-    select: Literal["vote", "value", "visits"] = Field("vote", description="mcts: vote over all finished trajectories, or follow max mean value / max visits")
-    puct_base: float = Field(19652.0, gt=0, description="mcts: PUCT c_base (OpenR); rethink_mcts: var_p_uct's ucb_base (RethinkMCTS: 10)")
-    puct_init: float = Field(1.25, ge=0, description="mcts: PUCT c_init (OpenR); rethink_mcts: var_p_uct's ucb_constant (RethinkMCTS: 4)")
+    lookahead: int = Field(
+        0, ge=0, description="beam/fetch: rank each candidate by the score of a rollout this many steps further"
+    )
+    rollout: Literal["sample", "greedy"] = Field(
+        "sample", description="mcts: one sampled step at a time, or follow the best-scored of width children"
+    )
+    select: Literal["vote", "value", "visits"] = Field(
+        "vote", description="mcts: vote over all finished trajectories, or follow max mean value / max visits"
+    )
+    puct_base: float = Field(
+        19652.0, gt=0, description="mcts: PUCT c_base (OpenR); rethink_mcts: var_p_uct's ucb_base (RethinkMCTS: 10)"
+    )
+    puct_init: float = Field(
+        1.25, ge=0, description="mcts: PUCT c_init (OpenR); rethink_mcts: var_p_uct's ucb_constant (RethinkMCTS: 4)"
+    )
     root_noise: bool = Field(False, description="mcts: Dirichlet noise (alpha 0.3, weight 0.25) on the root's priors")
     beta: float = Field(0.1, ge=0, description="astar: weight of the path's mean negative log-likelihood in g")
     max_expansions: int = Field(64, ge=1, description="astar: node expansions per problem at most")
@@ -96,22 +128,46 @@ class SearchConfig(Section):
     lambda_s: float = Field(1.5, ge=0, description="ets: weight of semantic coverage")
     cluster_distance: float = Field(0.05, ge=0, description="ets: cosine distance that cuts the step clusters")
     merge: bool = Field(False, description="beam/mcts: merge equivalent sibling states (FETCH); fetch always merges")
-    merge_distance: float = Field(0.15, ge=0, description="fetch / merge: cosine distance under which sibling steps merge")
-    max_think_times: int = Field(2, ge=0, description="rethink_mcts: rethinks (regenerate a thought, roll out again) after a rollout fails the public tests")
-    rethink_pick: Literal["least_likely", "deepest"] = Field("least_likely", description="rethink_mcts: the thought to regenerate: the one with the least likely token, or the deepest")
-    rethink_prompt: Optional[str] = Field(None, description="rethink_mcts: for models that read feedback, the problem text while a thought is regenerated, with {problem} and {feedback}")
-    stop_on_pass: bool = Field(True, description="rethink_mcts: stop a problem's search once a program passes every public test")
+    merge_distance: float = Field(
+        0.15, ge=0, description="fetch / merge: cosine distance under which sibling steps merge"
+    )
+    max_think_times: int = Field(
+        2,
+        ge=0,
+        description="rethink_mcts: rethinks (regenerate a thought, roll out again) after a rollout fails the public tests",
+    )
+    rethink_pick: Literal["least_likely", "deepest"] = Field(
+        "least_likely",
+        description="rethink_mcts: the thought to regenerate: the one with the least likely token, or the deepest",
+    )
+    rethink_prompt: str | None = Field(
+        None,
+        description="rethink_mcts: for models that read feedback, the problem text while a thought is regenerated, with {problem} and {feedback}",
+    )
+    stop_on_pass: bool = Field(
+        True, description="rethink_mcts: stop a problem's search once a program passes every public test"
+    )
 
 
 class VerifierConfig(Section):
-    type: Literal["none", "likelihood", "prm", "judge", "ensemble", "tests"] = Field("none", description="tests: the public-test pass rate of a finished program (verifiers/execution.py)")
+    type: Literal["none", "likelihood", "prm", "judge", "ensemble", "tests"] = Field(
+        "none", description="tests: the public-test pass rate of a finished program (verifiers/execution.py)"
+    )
     model: Literal["target", "draft", "verifier"] = Field("target", description="the model role that scores")
     reduce: Literal["mean", "min"] = "mean"
     aggregate: Literal["last", "min", "prod", "mean"] = "min"
-    family: Literal["auto", "qwen", "skywork", "math-shepherd", "rlhflow"] = Field("auto", description="prm: the PRM's input format (auto: from its name)")
-    step_token: Optional[str] = Field(None, description="prm: the step separator (default: the family's; toy:prm uses the toy delimiter)")
-    judge_score: Literal["expected", "greedy"] = Field("expected", description="judge: the expected digit or the most likely one, over 9")
-    members: list["VerifierConfig"] = Field(default_factory=list, description="ensemble: the verifiers whose step scores are averaged")
+    family: Literal["auto", "qwen", "skywork", "math-shepherd", "rlhflow"] = Field(
+        "auto", description="prm: the PRM's input format (auto: from its name)"
+    )
+    step_token: str | None = Field(
+        None, description="prm: the step separator (default: the family's; toy:prm uses the toy delimiter)"
+    )
+    judge_score: Literal["expected", "greedy"] = Field(
+        "expected", description="judge: the expected digit or the most likely one, over 9"
+    )
+    members: list[VerifierConfig] = Field(
+        default_factory=list, description="ensemble: the verifiers whose step scores are averaged"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -124,7 +180,9 @@ class VerifierConfig(Section):
     @model_validator(mode="after")
     def _tests_aggregate(self):
         if self.type == "tests" and self.aggregate != "last":
-            raise ValueError(f"verifier.type=tests scores only the finished program (thoughts score 0): use verifier.aggregate=last, not {self.aggregate}")
+            raise ValueError(
+                f"verifier.type=tests scores only the finished program (thoughts score 0): use verifier.aggregate=last, not {self.aggregate}"
+            )
         return self
 
 
@@ -132,12 +190,20 @@ class StepSpeculation(Section):
     """Step-level speculation: the draft writes each step, the target only judges it and rewrites rejected ones."""
 
     acceptor: Literal["judge", "prm", "likelihood", "router"] = Field(
-        "judge", description="judge: SpecReason's 0-9 target judge; prm: the recipe's verifier (RSD); likelihood: the target's probability of the step; router: Arbitrage's learned router"
+        "judge",
+        description="judge: SpecReason's 0-9 target judge; prm: the recipe's verifier (RSD); likelihood: the target's probability of the step; router: Arbitrage's learned router",
     )
-    threshold: Optional[float] = Field(None, description="accept at or above (router: escalate at or above); default per acceptor: judge 7, prm 0.7, likelihood 0.5, router 0.5")
-    judge_score: Literal["greedy", "expected"] = Field("expected", description="judge: the argmax digit or the expected digit")
-    reduce: Literal["mean", "min"] = Field("min", description="likelihood: the step's mean or weakest token probability")
-    router: Optional[str] = Field(None, description="router: the file `reasoner router train` wrote")
+    threshold: float | None = Field(
+        None,
+        description="accept at or above (router: escalate at or above); default per acceptor: judge 7, prm 0.7, likelihood 0.5, router 0.5",
+    )
+    judge_score: Literal["greedy", "expected"] = Field(
+        "expected", description="judge: the argmax digit or the expected digit"
+    )
+    reduce: Literal["mean", "min"] = Field(
+        "min", description="likelihood: the step's mean or weakest token probability"
+    )
+    router: str | None = Field(None, description="router: the file `reasoner router train` wrote")
     first_n_target_steps: int = Field(0, ge=0, description="the target writes the first n steps itself")
 
 
@@ -150,18 +216,29 @@ class TokenSpeculation(Section):
         "target's own probabilities, shared by all rows (STAND); suffix: suffix trees over this and earlier outputs (SuffixDecoding); "
         "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table branches"
     )
-    draft: Optional[str] = Field(None, description="draft_model: the draft model's path (default: models.draft)")
-    tree: Literal["chain", "dynamic"] = Field("chain", description="draft_model: a chain, or a tree grown best-first by draft probability")
+    draft: str | None = Field(None, description="draft_model: the draft model's path (default: models.draft)")
+    tree: Literal["chain", "dynamic"] = Field(
+        "chain", description="draft_model: a chain, or a tree grown best-first by draft probability"
+    )
     num_tokens: int = Field(6, ge=1, le=64, description="longest draft (chain length, tree depth, spine length)")
     nodes: int = Field(24, ge=1, le=256, description="tree size budget in draft tokens per row and forward")
     top_k: int = Field(4, ge=1, le=32, description="most children per node (and successors kept per token)")
     ngram: int = Field(3, ge=1, le=8, description="longest n-gram context matched (prompt_lookup, ngram_pool, goose)")
-    min_score: Optional[float] = Field(
-        None, ge=0.0, le=1.0, description="draft_model, suffix: stop growing a branch below this cumulative draft probability (default: draft_model 0, suffix 0.1)"
+    min_score: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="draft_model, suffix: stop growing a branch below this cumulative draft probability (default: draft_model 0, suffix 0.1)",
     )
-    shared: bool = Field(True, description="ngram_pool: one pool for all rows and calls (false: one per row); suffix and recycling always share theirs")
+    shared: bool = Field(
+        True,
+        description="ngram_pool: one pool for all rows and calls (false: one per row); suffix and recycling always share theirs",
+    )
     cache_size: int = Field(1000, ge=0, description="suffix: earlier outputs kept in the global suffix tree")
-    adaptive: bool = Field(False, description="size trees per step by measured goodput (SmartSpec), down to no speculation when it does not pay")
+    adaptive: bool = Field(
+        False,
+        description="size trees per step by measured goodput (SmartSpec), down to no speculation when it does not pay",
+    )
     seed: int = 0
 
 
@@ -172,15 +249,22 @@ class AnswerConfig(Section):
 class Budget(Section):
     max_steps: int = Field(32, ge=1, description="steps per trajectory")
     max_tokens: int = Field(4096, ge=1, description="generated tokens per trajectory")
-    stop_on_repeat: bool = Field(False, description="end a trajectory whose last two steps are equal (SpecReason's guard)")
+    stop_on_repeat: bool = Field(
+        False, description="end a trajectory whose last two steps are equal (SpecReason's guard)"
+    )
 
 
 class SuiteConfig(Section):
-    name: str = Field("toy", description="toy | toy-code | math500 | gsm8k | aime24 | aime25 | amc23 | humaneval | mbpp (evals/suites.py)")
+    name: str = Field(
+        "toy",
+        description="toy | toy-code | math500 | gsm8k | aime24 | aime25 | amc23 | humaneval | mbpp (evals/suites.py)",
+    )
     seed: int = Field(1234, description="toy suites: the generator's seed")
     difficulty: str = Field("medium", description="toy: easy | medium | hard | ops=2-6,digits=2")
     size: int = Field(500, ge=1, description="toy suites: how many problems")
-    data: Optional[str] = Field(None, description="a local JSONL file with the suite's fields (else the package or the hub)")
+    data: str | None = Field(
+        None, description="a local JSONL file with the suite's fields (else the package or the hub)"
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -203,47 +287,71 @@ class Recipe(Section):
     prompt: str = Field("toy", description="a template in prompts/templates or a path to one")
     answer: AnswerConfig = AnswerConfig()
     budget: Budget = Budget()
-    step_speculation: Optional[StepSpeculation] = None
-    token_speculation: Optional[TokenSpeculation] = None
+    step_speculation: StepSpeculation | None = None
+    token_speculation: TokenSpeculation | None = None
     suite: SuiteConfig = SuiteConfig()
     seed: int = 0
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.search.method == "cot" and self.search.n != 1:
-            raise ValueError(f"search.n={self.search.n} with search.method=cot: chain of thought samples once; use search.method=best_of_n")
+            raise ValueError(
+                f"search.n={self.search.n} with search.method=cot: chain of thought samples once; use search.method=best_of_n"
+            )
         if getattr(self.models, self.search.policy) is None:
-            raise ValueError(f"search.policy={self.search.policy} but models.{self.search.policy} is not set: add it or pick another policy")
+            raise ValueError(
+                f"search.policy={self.search.policy} but models.{self.search.policy} is not set: add it or pick another policy"
+            )
         if self.step_speculation is not None:
             spec = self.step_speculation
             for role in ("draft", "target"):
                 if getattr(self.models, role) is None:
-                    raise ValueError(f"step_speculation needs models.{role}: the draft writes steps, the target judges them")
+                    raise ValueError(
+                        f"step_speculation needs models.{role}: the draft writes steps, the target judges them"
+                    )
             if self.search.policy != "draft":
                 raise ValueError("step_speculation drafts every step with models.draft: set search.policy=draft")
             if spec.acceptor == "prm" and self.verifier.type == "none":
-                raise ValueError("step_speculation.acceptor=prm scores steps with the recipe's verifier: set verifier.type")
+                raise ValueError(
+                    "step_speculation.acceptor=prm scores steps with the recipe's verifier: set verifier.type"
+                )
             if spec.acceptor == "router" and not spec.router:
-                raise ValueError("step_speculation.acceptor=router needs step_speculation.router: the file `reasoner router train` wrote")
-        if self.token_speculation is not None and self.token_speculation.method == "draft_model" and not (self.token_speculation.draft or self.models.draft):
-            raise ValueError("token_speculation.method=draft_model needs a draft model: set models.draft or token_speculation.draft")
+                raise ValueError(
+                    "step_speculation.acceptor=router needs step_speculation.router: the file `reasoner router train` wrote"
+                )
+        if (
+            self.token_speculation is not None
+            and self.token_speculation.method == "draft_model"
+            and not (self.token_speculation.draft or self.models.draft)
+        ):
+            raise ValueError(
+                "token_speculation.method=draft_model needs a draft model: set models.draft or token_speculation.draft"
+            )
         for v in [self.verifier, *self.verifier.members]:
             if v.type not in ("none", "ensemble", "tests") and getattr(self.models, v.model) is None:
                 raise ValueError(f"verifier.model={v.model} but models.{v.model} is not set")
         if (self.verifier.type == "ensemble") != bool(self.verifier.members):
             raise ValueError("verifier.members is for verifier.type=ensemble (give it two or more verifiers)")
         if self.search.method == "rethink_mcts" and self.verifier.type != "tests":
-            raise ValueError("search.method=rethink_mcts rethinks programs that fail their public tests: set verifier.type=tests")
+            raise ValueError(
+                "search.method=rethink_mcts rethinks programs that fail their public tests: set verifier.type=tests"
+            )
         if self.search.method not in ("cot", "best_of_n") and self.verifier.type == "none":
-            raise ValueError(f"search.method={self.search.method} ranks steps with a verifier: set verifier.type (prm, judge, likelihood or ensemble)")
+            raise ValueError(
+                f"search.method={self.search.method} ranks steps with a verifier: set verifier.type (prm, judge, likelihood or ensemble)"
+            )
         if self.search.vote in ("weighted", "best") and self.verifier.type == "none":
-            raise ValueError(f"search.vote={self.search.vote} needs scores: set verifier.type (e.g. likelihood) or use vote=majority")
+            raise ValueError(
+                f"search.vote={self.search.vote} needs scores: set verifier.type (e.g. likelihood) or use vote=majority"
+            )
         return self
 
     # -- loading -------------------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, source: "str | Path | dict | Recipe | None" = None, overrides: "list[str] | dict | None" = None) -> "Recipe":
+    def load(
+        cls, source: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None
+    ) -> Recipe:
         """A recipe from a YAML path or a name in ``recipes/`` (``None``: the defaults), with overrides applied:
         a list of ``dotted.key=value`` strings or a (nested or dotted) dict."""
         if isinstance(source, Recipe):
@@ -254,13 +362,17 @@ class Recipe(Section):
             data = {}
         else:
             data = _read_yaml(find_recipe(str(source)))
-        pairs = _flatten(overrides).items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides or []]
+        pairs = (
+            _flatten(overrides).items()
+            if isinstance(overrides, dict)
+            else [_split_override(o) for o in overrides or []]
+        )
         for key, value in pairs:
             _set_dotted(data, key, value)
         return cls.validated(data)
 
     @classmethod
-    def validated(cls, data: dict) -> "Recipe":
+    def validated(cls, data: dict) -> Recipe:
         try:
             return cls.model_validate(data)
         except ValidationError as e:
@@ -272,12 +384,18 @@ class Recipe(Section):
 
 def find_recipe(name: str) -> Path:
     path = Path(name).expanduser()
-    candidates = [path] if path.suffix in (".yaml", ".yml") else [path, REPO_RECIPES / f"{name}.yaml", Path("recipes") / f"{name}.yaml"]
+    candidates = (
+        [path]
+        if path.suffix in (".yaml", ".yml")
+        else [path, REPO_RECIPES / f"{name}.yaml", Path("recipes") / f"{name}.yaml"]
+    )
     for p in candidates:
         if p.is_file():
             return p
     known = sorted(p.stem for p in REPO_RECIPES.glob("*.yaml")) if REPO_RECIPES.is_dir() else []
-    raise RecipeError(f"recipe {name!r} not found: give a path to a YAML file" + (f" or one of {', '.join(known)}" if known else ""))
+    raise RecipeError(
+        f"recipe {name!r} not found: give a path to a YAML file" + (f" or one of {', '.join(known)}" if known else "")
+    )
 
 
 def _read_yaml(path: Path) -> dict:
@@ -290,7 +408,9 @@ def _read_yaml(path: Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise RecipeError(f"recipe {path} must be a mapping of sections (models, search, ...), got {type(data).__name__}")
+        raise RecipeError(
+            f"recipe {path} must be a mapping of sections (models, search, ...), got {type(data).__name__}"
+        )
     return data
 
 
@@ -353,7 +473,9 @@ def format_errors(error: ValidationError) -> str:
         field = ".".join(str(p) for p in loc) or "recipe"
         if e["type"] == "extra_forbidden":
             allowed = _allowed_fields(loc)
-            lines.append(f"unknown recipe field '{field}'" + (f": allowed here are {', '.join(allowed)}" if allowed else ""))
+            lines.append(
+                f"unknown recipe field '{field}'" + (f": allowed here are {', '.join(allowed)}" if allowed else "")
+            )
         elif e["type"] == "value_error":
             lines.append(f"recipe{' field ' + repr(field) if loc else ''}: {e['msg'].removeprefix('Value error, ')}")
         else:

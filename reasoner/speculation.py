@@ -17,10 +17,12 @@ ones (one call). Acceptors:
 Deviation from SpecReason's ``greedy``: it takes the argmax over the whole vocabulary and scores a non-digit 0;
 the backend returns the digits' log-probabilities only, so we take the most likely digit.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from prompts import PromptTemplate
 
@@ -125,7 +127,11 @@ class SpeculativeStepEngine:
         for child, (score, accepted) in zip(children, verdicts):
             step = child.step
             step.seconds += judge_seconds
-            step.speculation = {"acceptor": self.acceptor.name, "score": round(float(score), 4), "accepted": bool(accepted)}
+            step.speculation = {
+                "acceptor": self.acceptor.name,
+                "score": round(float(score), 4),
+                "accepted": bool(accepted),
+            }
             stats = child.tree.stats
             stats.count("steps_total")
             stats.count("steps_accepted" if accepted else "steps_rejected")

@@ -1,4 +1,5 @@
 """Cost counters: every call that spends compute adds to a ``Stats``; speed claims are made from these."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -16,7 +17,7 @@ class RoleStats:
     forward_passes: int = 0
     wall_s: float = 0.0
 
-    def __iadd__(self, other: "RoleStats") -> "RoleStats":
+    def __iadd__(self, other: RoleStats) -> RoleStats:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
@@ -36,7 +37,7 @@ class Stats:
     def count(self, name: str, value: float = 1) -> None:
         self.counters[name] += value
 
-    def merge(self, other: "Stats") -> "Stats":
+    def merge(self, other: Stats) -> Stats:
         for name, r in other.roles.items():
             self.roles[name] += r
         for name, v in other.counters.items():
@@ -51,7 +52,10 @@ class Stats:
     def to_dict(self) -> dict:
         return {
             "wall_s": round(self.wall_s, 4),
-            "roles": {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(r).items()} for name, r in sorted(self.roles.items())},
+            "roles": {
+                name: {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(r).items()}
+                for name, r in sorted(self.roles.items())
+            },
             "counters": dict(sorted(self.counters.items())),
         }
 

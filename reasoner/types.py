@@ -1,4 +1,5 @@
 """Core data types: problems, reasoning steps, the search tree and the solution handed back to users."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,10 +32,18 @@ class Step:
     finish_reason: str = "stop"  # "stop" (delimiter) | "eos" | "length"
     scores: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time spent writing (and judging) it: its share of the batched calls
-    speculation: dict[str, Any] | None = None  # step speculation's record: acceptor, score, accepted, the rejected draft
+    speculation: dict[str, Any] | None = (
+        None  # step speculation's record: acceptor, score, accepted, the rejected draft
+    )
 
     def to_dict(self) -> dict:
-        out = {"text": self.text, "source": self.source, "finish_reason": self.finish_reason, "tokens": len(self.token_ids), "scores": self.scores}
+        out = {
+            "text": self.text,
+            "source": self.source,
+            "finish_reason": self.finish_reason,
+            "tokens": len(self.token_ids),
+            "scores": self.scores,
+        }
         out["seconds"] = round(self.seconds, 5)
         if self.speculation is not None:
             out["speculation"] = self.speculation
@@ -47,7 +56,7 @@ class Node:
 
     __slots__ = ("tree", "parent", "step", "depth", "children", "value", "visits", "terminal")
 
-    def __init__(self, tree: "Tree", parent: "Node | None" = None, step: Step | None = None, terminal: bool = False):
+    def __init__(self, tree: Tree, parent: Node | None = None, step: Step | None = None, terminal: bool = False):
         self.tree = tree
         self.parent = parent
         self.step = step
@@ -57,12 +66,12 @@ class Node:
         self.visits = 0
         self.terminal = terminal
 
-    def add_child(self, step: Step, terminal: bool) -> "Node":
+    def add_child(self, step: Step, terminal: bool) -> Node:
         child = Node(self.tree, self, step, terminal)
         self.children.append(child)
         return child
 
-    def path(self) -> list["Node"]:
+    def path(self) -> list[Node]:
         """Nodes from the first step down to this one (the root excluded)."""
         out, node = [], self
         while node.parent is not None:
@@ -103,7 +112,12 @@ class Candidate:
         return "\n\n".join(s.text for s in self.steps)
 
     def to_dict(self) -> dict:
-        return {"answer": self.answer, "score": self.score, "finished": self.finished, "steps": [s.to_dict() for s in self.steps]}
+        return {
+            "answer": self.answer,
+            "score": self.score,
+            "finished": self.finished,
+            "steps": [s.to_dict() for s in self.steps],
+        }
 
 
 @dataclass

@@ -4,6 +4,7 @@ Every search has ``run(trees) -> finished leaves per tree`` and talks to the mod
 ``engine.expand(nodes, k)`` and ``verifier.score_paths(nodes)``, so any step engine (plain or speculative)
 and any verifier work under every search.
 """
+
 from .best_of_n import BestOfN, ChainOfThought
 from .vote import VOTES, choose, group_answers
 
@@ -40,12 +41,35 @@ def build(recipe, engine, verifier):
     if s.method == "mcts":
         from .mcts import MCTS
 
-        return MCTS(engine, verifier, s.n, s.width, how, s.rollout, s.select, s.puct_base, s.puct_init, s.root_noise, recipe.seed, merger)
+        return MCTS(
+            engine,
+            verifier,
+            s.n,
+            s.width,
+            how,
+            s.rollout,
+            s.select,
+            s.puct_base,
+            s.puct_init,
+            s.root_noise,
+            recipe.seed,
+            merger,
+        )
     if s.method == "rethink_mcts":
         from .rethink import RethinkMCTS
 
         return RethinkMCTS(
-            engine, verifier, s.n, s.width, s.max_think_times, s.rethink_pick, s.stop_on_pass, s.puct_base, s.puct_init, s.rethink_prompt, recipe.seed
+            engine,
+            verifier,
+            s.n,
+            s.width,
+            s.max_think_times,
+            s.rethink_pick,
+            s.stop_on_pass,
+            s.puct_base,
+            s.puct_init,
+            s.rethink_prompt,
+            recipe.seed,
         )
     if s.method == "astar":
         from .astar import AStar
@@ -53,7 +77,9 @@ def build(recipe, engine, verifier):
         return AStar(engine, verifier, s.n, s.width, how, s.beta, s.max_expansions)
     from .ets import ETS, Rebase
 
-    return (ETS if s.method == "ets" else Rebase)(engine, verifier, s.n, how, s.temperature, s.lambda_c, s.lambda_s, s.cluster_distance)
+    return (ETS if s.method == "ets" else Rebase)(
+        engine, verifier, s.n, how, s.temperature, s.lambda_c, s.lambda_s, s.cluster_distance
+    )
 
 
 __all__ = ["BestOfN", "ChainOfThought", "build", "choose", "group_answers", "SEARCHES", "VOTES"]

@@ -8,6 +8,7 @@ would turn the search into breadth-first enumeration. Each round pops the best o
 a popped finished trajectory is a candidate; the search stops at ``n`` candidates (or ``max_expansions``;
 then, if nothing finished, the best open node is rolled out to the end so there is an answer).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -23,9 +24,20 @@ from .kv import KVMeter
 class AStar:
     name = "astar"
 
-    def __init__(self, engine, verifier, n: int = 1, width: int = 4, aggregate: str = "min", beta: float = 0.1, max_expansions: int = 64):
+    def __init__(
+        self,
+        engine,
+        verifier,
+        n: int = 1,
+        width: int = 4,
+        aggregate: str = "min",
+        beta: float = 0.1,
+        max_expansions: int = 64,
+    ):
         if n < 1 or width < 1 or max_expansions < 1:
-            raise ValueError(f"astar needs search.n, search.width and search.max_expansions >= 1, got {n}, {width}, {max_expansions}")
+            raise ValueError(
+                f"astar needs search.n, search.width and search.max_expansions >= 1, got {n}, {width}, {max_expansions}"
+            )
         self.engine, self.verifier = engine, verifier
         self.n, self.width, self.aggregate, self.beta, self.max_expansions = n, width, aggregate, beta, max_expansions
 

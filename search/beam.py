@@ -12,6 +12,7 @@ DVTS (diverse verifier tree search): ``n / width`` independent subtrees; each ro
 current node ``width`` times and moves greedily to the best-scored child; a subtree ends when that child is
 finished, handing over all ``width`` children of its last expansion (``n`` trajectories in all).
 """
+
 from __future__ import annotations
 
 from reasoner.types import Node, Tree
@@ -22,14 +23,26 @@ from .kv import KVMeter
 
 def _check(n: int, width: int, name: str) -> None:
     if width < 1 or n < width or n % width:
-        raise ValueError(f"{name} keeps n/width beams: search.n ({n}) must be a positive multiple of search.width ({width})")
+        raise ValueError(
+            f"{name} keeps n/width beams: search.n ({n}) must be a positive multiple of search.width ({width})"
+        )
 
 
 class BeamSearch:
     name = "beam"
     refill = True  # duplicate the kept beams back to n expansions (search-and-learn)
 
-    def __init__(self, engine, verifier, n: int = 8, width: int = 4, aggregate: str = "last", filter_duplicates: bool = False, lookahead: int = 0, merger=None):
+    def __init__(
+        self,
+        engine,
+        verifier,
+        n: int = 8,
+        width: int = 4,
+        aggregate: str = "last",
+        filter_duplicates: bool = False,
+        lookahead: int = 0,
+        merger=None,
+    ):
         _check(n, width, self.name)
         if lookahead < 0:
             raise ValueError(f"search.lookahead must be >= 0, got {lookahead}")

@@ -3,6 +3,7 @@
 All trajectories of all problems advance together: every round asks the engine for one more step for every
 unfinished trajectory in a single batched call, so N samples cost N rows of one batch, not N runs.
 """
+
 from __future__ import annotations
 
 from reasoner.engine import StepEngine

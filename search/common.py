@@ -1,8 +1,9 @@
 """Helpers every tree search shares: uneven batched expansion, aggregated verifier scores, leaves."""
+
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from reasoner.types import Node
 from verifiers.base import aggregate

@@ -36,6 +36,7 @@ Deviations from the reference implementation (AI9Stars/AStar-Thought), and why:
   out before ``min_search_steps`` pops (short traces have few step sets), the nodes popped so far are validated
   after all, lowest ``f`` first (reason ``validated-exhausted``), instead of returning the full trace unchecked.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -144,7 +145,9 @@ class Compressed:
 # reading traces
 
 
-def split_trace(steps: list[str], answer: str | None = None, delimiter: str = "\n\n") -> tuple[list[str], str, str | None]:
+def split_trace(
+    steps: list[str], answer: str | None = None, delimiter: str = "\n\n"
+) -> tuple[list[str], str, str | None]:
     """``(thought, solution, answer)`` of a finished trace's steps. The solution is what follows ``</think>``
     when the trace has one, else the step with the last ``\\boxed{}`` and any after it; with neither, the last
     step. The answer is the solution's last boxed answer, else ``answer``."""
@@ -189,12 +192,14 @@ def read_traces(path: str | Path, delimiter: str = "\n\n", limit: int | None = N
                 raise ValueError(f"{path} line {n} is a JSON {type(row).__name__}, not an object: {fix}")
             problem = row.get("problem")
             if not isinstance(problem, str) or not problem.strip():
-                raise ValueError(f"{path} line {n} has no \"problem\" text: {fix}")
+                raise ValueError(f'{path} line {n} has no "problem" text: {fix}')
             steps = _steps_of(row, delimiter)
             if steps is None:
-                raise ValueError(f"{path} line {n} has neither \"steps\" nor \"text\": {fix}")
+                raise ValueError(f'{path} line {n} has neither "steps" nor "text": {fix}')
             if not steps:
-                raise ValueError(f"{path} line {n} is an empty trace (no steps, no text): compress only finished traces; remove that line")
+                raise ValueError(
+                    f"{path} line {n} is an empty trace (no steps, no text): compress only finished traces; remove that line"
+                )
             thought, solution, answer = split_trace(steps, _str(row.get("answer")), delimiter)
             if answer is None:
                 skipped.append({"line": n, "id": row.get("id"), "reason": "no final answer"})
@@ -230,7 +235,9 @@ def importance_scores(scorer, traces: Sequence[Trace], alpha: float = 0.5, batch
     ``TransformersLM`` (its HF model gives the attention weights)."""
     model = getattr(scorer, "model", None)
     if model is None or not hasattr(model, "set_attn_implementation"):
-        raise ValueError("the A*-Thought scorer needs attention weights: use a transformers model for it (--scorer PATH)")
+        raise ValueError(
+            "the A*-Thought scorer needs attention weights: use a transformers model for it (--scorer PATH)"
+        )
     tok = scorer.tokenizer
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []  # the attention sink, kept out of the step
     items: list[tuple[int, int, int, list[int], list[int]]] = []  # (trace, step, direction, step ids, query ids)
@@ -244,7 +251,9 @@ def importance_scores(scorer, traces: Sequence[Trace], alpha: float = 0.5, batch
     ppl = [[[1.0, 1.0] for _ in tr.steps] for tr in traces]
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        for (t, i, d, _, _), a, p in zip(chunk, *_attention_and_perplexity(scorer, [(s, q) for *_, s, q in chunk], len(bos))):
+        for (t, i, d, _, _), a, p in zip(
+            chunk, *_attention_and_perplexity(scorer, [(s, q) for *_, s, q in chunk], len(bos))
+        ):
             attn[t][i][d], ppl[t][i][d] = a, p
     return [
         [((1 - alpha) * a[0] + alpha * a[1]) / ((1 - alpha) * p[0] + alpha * p[1]) for a, p in zip(attn[t], ppl[t])]
@@ -252,7 +261,9 @@ def importance_scores(scorer, traces: Sequence[Trace], alpha: float = 0.5, batch
     ]
 
 
-def _attention_and_perplexity(scorer, pairs: list[tuple[list[int], list[int]]], skip: int = 0) -> tuple[list[float], list[float]]:
+def _attention_and_perplexity(
+    scorer, pairs: list[tuple[list[int], list[int]]], skip: int = 0
+) -> tuple[list[float], list[float]]:
     """For each ``(step ids, query ids)``: the attention mass the query's tokens give the step's tokens (mean over
     layers, heads and query tokens; the first ``skip`` step ids, a BOS, left out) and the query's perplexity given
     the step; one eager-attention forward."""
@@ -270,7 +281,9 @@ def _attention_and_perplexity(scorer, pairs: list[tuple[list[int], list[int]]], 
         if previous != "eager":
             model.set_attn_implementation("eager")
         with torch.inference_mode():
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_attentions=True, use_cache=False)
+            out = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, output_attentions=True, use_cache=False
+            )
     finally:
         if previous != "eager":
             model.set_attn_implementation(previous)
@@ -391,7 +404,9 @@ class AStarThought:
 
         traces = list(traces)
         searchable = [t for t in traces if t.steps]
-        scores = importance_scores(self.scorer, searchable, self.cfg.alpha, self.cfg.attn_batch_size) if searchable else []
+        scores = (
+            importance_scores(self.scorer, searchable, self.cfg.alpha, self.cfg.attn_batch_size) if searchable else []
+        )
         by_id = {id(t): s for t, s in zip(searchable, scores)}
         states = [_State(t, by_id.get(id(t), []), self.cfg) for t in traces]
         for s in states:
@@ -478,7 +493,10 @@ def summarize(results: list[Compressed], skipped: list[dict] | None = None) -> d
     n = len(results)
     mean = lambda xs: round(sum(xs) / len(xs), 2) if xs else 0.0
     before, after = mean([r.tokens_before for r in results]), mean([r.tokens_after for r in results])
-    t_before, t_after = mean([r.thought_tokens_before for r in results]), mean([r.thought_tokens_after for r in results])
+    t_before, t_after = (
+        mean([r.thought_tokens_before for r in results]),
+        mean([r.thought_tokens_after for r in results]),
+    )
     gold = [r for r in results if r.correct is not None]
     reasons: dict[str, int] = {}
     for r in results:
@@ -526,7 +544,7 @@ def compress_file(
     delimiter = compressor.template.step_delimiter
     traces, skipped = read_traces(path, delimiter, limit)
     for s in skipped:
-        log.warning("%s line %d has no final answer (no \\boxed{} and no \"answer\"); skipped", path, s["line"])
+        log.warning('%s line %d has no final answer (no \\boxed{} and no "answer"); skipped', path, s["line"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results: list[Compressed] = []
@@ -544,14 +562,27 @@ def compress_file(
         bar.close()
     summary = summarize(results, skipped) | {"input": str(path), "out": str(out)}
     roles = {**compressor.scorer.stats.roles, **compressor.validator.stats.roles}
-    summary["cost"] = {k: {"prefill_tokens": r.prefill_tokens, "generated_tokens": r.generated_tokens, "forward_passes": r.forward_passes} for k, r in sorted(roles.items())}
+    summary["cost"] = {
+        k: {
+            "prefill_tokens": r.prefill_tokens,
+            "generated_tokens": r.generated_tokens,
+            "forward_passes": r.forward_passes,
+        }
+        for k, r in sorted(roles.items())
+    }
     summary_path = out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     summary["summary_path"] = str(summary_path)
     return summary
 
 
-def from_recipe(recipe, config: CompressConfig | None = None, validator: str | None = None, scorer: str | None = None, prompt: str | None = None) -> AStarThought:
+def from_recipe(
+    recipe,
+    config: CompressConfig | None = None,
+    validator: str | None = None,
+    scorer: str | None = None,
+    prompt: str | None = None,
+) -> AStarThought:
     """An ``AStarThought`` from a recipe: the validator is the recipe's policy model (``validator``: another
     path, transformers backend), the scorer the same weights through transformers (``scorer``: another path),
     the template the recipe's prompt (``prompt``: another)."""

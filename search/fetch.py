@@ -10,6 +10,7 @@ verifier prefers, so the merged states cost nothing more. Finished states are ne
 ``width`` children, so when merging leaves fewer distinct states, fewer steps are written. ``merge`` in the
 recipe turns merging on inside beam search and MCTS as well.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -34,7 +35,9 @@ class Merger:
 
         from .embed import embed
 
-        labels = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average", distance_threshold=self.distance).fit_predict(embed(unique, self.model))
+        labels = AgglomerativeClustering(
+            n_clusters=None, metric="cosine", linkage="average", distance_threshold=self.distance
+        ).fit_predict(embed(unique, self.model))
         of = dict(zip(unique, labels))
         return [int(of[t]) for t in texts]
 
@@ -61,5 +64,17 @@ class Fetch(BeamSearch):
     name = "fetch"
     refill = False
 
-    def __init__(self, engine, verifier, n: int = 8, width: int = 4, aggregate: str = "last", merge_distance: float = 0.15, filter_duplicates: bool = False, lookahead: int = 0):
-        super().__init__(engine, verifier, n, width, aggregate, filter_duplicates, lookahead, merger=Merger(merge_distance))
+    def __init__(
+        self,
+        engine,
+        verifier,
+        n: int = 8,
+        width: int = 4,
+        aggregate: str = "last",
+        merge_distance: float = 0.15,
+        filter_duplicates: bool = False,
+        lookahead: int = 0,
+    ):
+        super().__init__(
+            engine, verifier, n, width, aggregate, filter_duplicates, lookahead, merger=Merger(merge_distance)
+        )

@@ -7,10 +7,11 @@ every selection and books the peak and mean per problem as ``kv_tokens_peak`` / 
 policy backend knows its KV size per token (``TransformersLM.kv_bytes_per_token``), ``book_bytes`` adds them
 in bytes (``kv_bytes_peak`` / ``kv_bytes_mean``).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from reasoner.stats import Stats
 from reasoner.types import Node, Tree

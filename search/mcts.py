@@ -20,6 +20,7 @@ So ``root.visits == n`` and every expanded node's visits equal the sum of its ch
 ``select=vote`` hands every finished trajectory to the recipe's vote; ``value`` / ``visits`` follow the child
 with the highest mean value / most visits from the root to a finished node and hand over that one.
 """
+
 from __future__ import annotations
 
 import math

@@ -38,6 +38,7 @@ Deviations from the paper, and why:
 - *dual evaluation* (an LLM self-evaluation score added when the public tests pass) is left out: the toy model
   cannot judge code. Passing programs score 1.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,14 +76,23 @@ class RethinkMCTS(MCTS):
     ):
         super().__init__(engine, verifier, n, width, "last", "sample", "value", ucb_base, ucb_constant, False, seed)
         if not hasattr(verifier, "outcome"):
-            raise ValueError("search.method=rethink_mcts rethinks programs that fail their public tests: set verifier.type=tests")
+            raise ValueError(
+                "search.method=rethink_mcts rethinks programs that fail their public tests: set verifier.type=tests"
+            )
         if pick not in PICKS:
             raise ValueError(f"unknown search.rethink_pick {pick!r}: use {' or '.join(PICKS)}")
         if max_think_times < 0:
             raise ValueError(f"search.max_think_times must be >= 0, got {max_think_times}")
         if feedback_prompt is not None and "{feedback}" not in feedback_prompt:
-            raise ValueError("search.rethink_prompt must contain {feedback} (and may contain {problem}): it is the regeneration prompt's problem text")
-        self.max_think_times, self.pick, self.stop_on_pass, self.feedback_prompt = max_think_times, pick, stop_on_pass, feedback_prompt
+            raise ValueError(
+                "search.rethink_prompt must contain {feedback} (and may contain {problem}): it is the regeneration prompt's problem text"
+            )
+        self.max_think_times, self.pick, self.stop_on_pass, self.feedback_prompt = (
+            max_think_times,
+            pick,
+            stop_on_pass,
+            feedback_prompt,
+        )
 
     def _puct(self, parent: Node, child: Node) -> float:
         """RethinkMCTS's var_p_uct: exploration grows with sqrt(ln N_parent) rather than sqrt(N_parent)."""
@@ -129,7 +139,9 @@ class RethinkMCTS(MCTS):
         saved = [(t, t.problem) for t, _ in trees_feedback]
         try:
             for t, reason in trees_feedback:
-                t.problem = replace(t.problem, text=self.feedback_prompt.format(problem=t.problem.text, feedback=reason))
+                t.problem = replace(
+                    t.problem, text=self.feedback_prompt.format(problem=t.problem.text, feedback=reason)
+                )
             yield
         finally:
             for t, p in saved:
@@ -146,7 +158,9 @@ class RethinkMCTS(MCTS):
             fresh: set[Node] = set()
             # 1. select, 2. expand and roll out
             picked = [self._select(t) for t in active]
-            groups = self._expand([(node, max(1, self.width - len(node.children))) for node in picked if not node.terminal])
+            groups = self._expand(
+                [(node, max(1, self.width - len(node.children))) for node in picked if not node.terminal]
+            )
             fresh.update(c for g in groups for c in g)
             starts = [node if node.terminal else self._best_child(node) for node in picked]
             ends = self._rollout(starts, fresh)
@@ -176,7 +190,9 @@ class RethinkMCTS(MCTS):
             for t in active:  # MCTS keeps its whole tree: any node may be selected again
                 meter.observe(t, leaves(t.root))
             if self.stop_on_pass:
-                active = [t for t in active if not any(self.reward.get(x, 0.0) >= 1.0 for x in leaves(t.root) if x.terminal)]
+                active = [
+                    t for t in active if not any(self.reward.get(x, 0.0) >= 1.0 for x in leaves(t.root) if x.terminal)
+                ]
         meter.book()
         return [self._answer(t) for t in trees]
 

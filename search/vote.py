@@ -5,6 +5,7 @@ Answers are grouped by mathematical equivalence (``verifiers.math.is_equivalent`
 group by the program they contain (the same code, whitespace aside, is the same answer), so majority and
 verifier votes rank programs too. Ties go to the group seen first.
 """
+
 from __future__ import annotations
 
 from reasoner.types import Candidate

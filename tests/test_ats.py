@@ -1,4 +1,5 @@
 """ATS prompting (autonomous tree search in one generation): templates, answer extraction, recipes."""
+
 import pytest
 
 import prompts

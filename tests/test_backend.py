@@ -1,4 +1,5 @@
 """The transformers backend: batching, stops, log-probs, sampling, costs. Real toy models and a tiny random one."""
+
 import math
 
 import pytest
@@ -17,8 +18,17 @@ def random_lm(tmp_path_factory):
     path = tmp_path_factory.mktemp("random-llama")
     tok = AutoTokenizer.from_pretrained(model_path("target"))
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return load_lm("transformers", str(path), "target", dtype="float32")
@@ -58,7 +68,7 @@ def test_generation_stops_exactly_at_the_delimiter(toy_target, toy_prompts):
         f, s = f[0], s[0]
         assert s.finish_reason == "stop" and s.stop_reason == "\n\n"
         assert "\n\n" not in s.text and s.text == f.text.split("\n\n")[0]
-        assert s.token_ids == f.token_ids[: len(s.token_ids)] and s.token_ids[-len(delim):] == delim
+        assert s.token_ids == f.token_ids[: len(s.token_ids)] and s.token_ids[-len(delim) :] == delim
 
 
 def test_stop_on_random_weights_cuts_at_the_first_occurrence(random_lm, toy_prompts):
@@ -123,7 +133,9 @@ def test_stats_count_what_was_spent(toy_draft, toy_prompts):
     role = toy_draft.stats.role("draft")
     assert role.calls == 1
     assert role.generated_tokens == sum(len(x.token_ids) for g in gens for x in g)
-    assert role.prefill_tokens == sum(len(toy_draft.encode(p)) for p in toy_prompts[:5])  # one prefill per prompt, not per sample
+    assert role.prefill_tokens == sum(
+        len(toy_draft.encode(p)) for p in toy_prompts[:5]
+    )  # one prefill per prompt, not per sample
     assert role.forward_passes == max(len(x.token_ids) for g in gens for x in g)
     assert role.wall_s > 0
 

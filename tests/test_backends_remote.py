@@ -3,6 +3,7 @@ the fleet's load count survives rejected requests, and a server that returns no 
 
 The servers here are small real HTTP servers on loopback speaking just enough of the completions API (the vLLM
 server tests live in tests/test_openai.py and need the vllm package)."""
+
 import json
 import socket
 import sys
@@ -16,13 +17,17 @@ from reasoner.backends import SamplingParams, load_lm, resolve_path
 from reasoner.backends.fleet import Fleet, Rejected, ServerError
 from reasoner.recipe import TokenSpeculation
 
-ENGINE_ERROR = "token_speculation runs in the transformers backend; for vLLM put speculative_config in models.target.engine_args"
+ENGINE_ERROR = (
+    "token_speculation runs in the transformers backend; for vLLM put speculative_config in models.target.engine_args"
+)
 
 
 # -- token_speculation on vllm / openai --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend, options", [("vllm", {"engine_args": {}}), ("openai", {"base_url": ["http://127.0.0.1:9/v1"]})])
+@pytest.mark.parametrize(
+    "backend, options", [("vllm", {"engine_args": {}}), ("openai", {"base_url": ["http://127.0.0.1:9/v1"]})]
+)
 def test_token_speculation_on_an_engine_backend_is_a_clear_error_before_the_engine_loads(backend, options):
     had_vllm = "vllm" in sys.modules
     with pytest.raises(ValueError) as e:
@@ -34,7 +39,9 @@ def test_token_speculation_on_an_engine_backend_is_a_clear_error_before_the_engi
 def test_token_speculation_none_passes_the_check_and_reaches_the_backend():
     # no token_speculation section: the openai backend goes on to ask the (here absent) server for its models
     with pytest.raises(ServerError, match="no server answered /models"):
-        load_lm("openai", "toy:target", "target", token_speculation=None, base_url=[f"http://127.0.0.1:{free_port()}/v1"])
+        load_lm(
+            "openai", "toy:target", "target", token_speculation=None, base_url=[f"http://127.0.0.1:{free_port()}/v1"]
+        )
 
 
 def free_port() -> int:
@@ -44,7 +51,10 @@ def free_port() -> int:
 
 
 def test_a_recipe_with_token_speculation_and_a_vllm_model_fails_clearly():
-    recipe = {"models": {"target": {"path": "toy:target", "backend": "vllm"}}, "token_speculation": {"method": "prompt_lookup"}}
+    recipe = {
+        "models": {"target": {"path": "toy:target", "backend": "vllm"}},
+        "token_speculation": {"method": "prompt_lookup"},
+    }
     with pytest.raises(ValueError, match="token_speculation runs in the transformers backend"):
         Reasoner(recipe)
 
@@ -125,8 +135,10 @@ def test_a_server_without_logprobs_is_named_instead_of_giving_steps_without_them
         if path.endswith("/models"):
             return 200, {"data": [{"id": target}]}
         # an OpenAI-compatible server that returns token ids but ignores ``logprobs``
-        return 200, {"choices": [{"index": 0, "text": "1", "token_ids": [5, 6], "finish_reason": "length", "logprobs": None}],
-                     "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+        return 200, {
+            "choices": [{"index": 0, "text": "1", "token_ids": [5, 6], "finish_reason": "length", "logprobs": None}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+        }
 
     server = servers(reply)
     lm = load_lm("openai", "toy:target", "target", base_url=[server.url])
@@ -144,9 +156,18 @@ def test_a_server_that_does_not_name_the_stop_string_still_gets_the_step_cut_at_
         if path.endswith("/models"):
             return 200, {"data": [{"id": target}]}
         # finish_reason "stop" without vLLM's stop_reason (or SGLang's matched_stop), as plain OpenAI servers answer
-        return 200, {"choices": [{"index": 0, "text": "=5", "token_ids": lm_ids, "finish_reason": "stop",
-                                  "logprobs": {"token_logprobs": [-0.1] * len(lm_ids)}}],
-                     "usage": {"prompt_tokens": 3, "completion_tokens": len(lm_ids)}}
+        return 200, {
+            "choices": [
+                {
+                    "index": 0,
+                    "text": "=5",
+                    "token_ids": lm_ids,
+                    "finish_reason": "stop",
+                    "logprobs": {"token_logprobs": [-0.1] * len(lm_ids)},
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": len(lm_ids)},
+        }
 
     lm = load_lm("openai", "toy:target", "target", base_url=[servers(reply).url])
     gen = lm.generate([[1, 2, 3]], SamplingParams(max_tokens=8, stop=("\n\n",)))[0][0]

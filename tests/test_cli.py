@@ -1,4 +1,5 @@
 """The reasoner command as users run it."""
+
 import json
 import subprocess
 import sys
@@ -29,7 +30,20 @@ def test_solve_json():
 
 def test_eval_writes_results_and_summary_and_resumes(tmp_path):
     out = tmp_path / "run"
-    run("eval", "--recipe", "toy-cot", "--suite", "toy", "--limit", "6", "--out", str(out), "--set", "suite.seed=5", "--no-progress")
+    run(
+        "eval",
+        "--recipe",
+        "toy-cot",
+        "--suite",
+        "toy",
+        "--limit",
+        "6",
+        "--out",
+        str(out),
+        "--set",
+        "suite.seed=5",
+        "--no-progress",
+    )
     lines = (out / "results.jsonl").read_text().splitlines()
     summary = json.loads((out / "summary.json").read_text())
     assert len(lines) == 6 and summary["n"] == 6
@@ -41,7 +55,19 @@ def test_eval_writes_results_and_summary_and_resumes(tmp_path):
     ids = [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()]
     assert ids[:6] == first and len(ids) == len(set(ids)) == 10
     # another recipe into the same folder is refused, and nothing is lost
-    bad = run("eval", "--recipe", "toy-cot-draft", "--limit", "10", "--out", str(out), "--set", "suite.seed=5", "--no-progress", check=False)
+    bad = run(
+        "eval",
+        "--recipe",
+        "toy-cot-draft",
+        "--limit",
+        "10",
+        "--out",
+        str(out),
+        "--set",
+        "suite.seed=5",
+        "--no-progress",
+        check=False,
+    )
     assert bad.returncode == 2 and "different recipe" in bad.stderr
     assert len((out / "results.jsonl").read_text().splitlines()) == 10
 
@@ -68,7 +94,9 @@ def test_help(cmd):
     assert "usage" in run(*cmd).stdout
 
 
-@pytest.mark.parametrize("module", ["search", "verifiers.likelihood", "verifiers.math", "evals.runner", "prompts", "reasoner"])
+@pytest.mark.parametrize(
+    "module", ["search", "verifiers.likelihood", "verifiers.math", "evals.runner", "prompts", "reasoner"]
+)
 def test_every_package_imports_on_its_own(module):
     proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,5 @@
 """A*-Thought trace compression (search/compress.py, `reasoner compress`) on real toy traces."""
+
 import json
 import os
 import subprocess
@@ -110,10 +111,14 @@ def test_bad_trace_files_name_the_line_and_the_fix(tmp_path, content, message):
 
 def run(*args):
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "reasoner.cli", *args], capture_output=True, text=True, timeout=600, check=False, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "reasoner.cli", *args], capture_output=True, text=True, timeout=600, check=False, env=env
+    )
 
 
-@pytest.mark.parametrize("content, message", [(None, "not found"), ('{"problem": "x", "steps": [\n', "line 1 is not valid JSON")])
+@pytest.mark.parametrize(
+    "content, message", [(None, "not found"), ('{"problem": "x", "steps": [\n', "line 1 is not valid JSON")]
+)
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, content, message):
     path = tmp_path / "in.jsonl"
     if content is not None:
@@ -128,7 +133,9 @@ def test_compress_file_writes_one_line_per_trace_and_the_summary(rows, tmp_path)
     from search.compress import compress_file, from_recipe
 
     src = tmp_path / "results.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in rows[:4]) + '{"problem": "Compute 1+1.", "steps": ["1+1=2"]}\n')
+    src.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows[:4]) + '{"problem": "Compute 1+1.", "steps": ["1+1=2"]}\n'
+    )
     compressor = from_recipe(Recipe.load("toy-cot"), CompressConfig(min_search_steps=1))
     assert compressor.scorer is compressor.validator  # one toy:target for both
     summary = compress_file(src, tmp_path / "out.jsonl", compressor, progress=False)

@@ -1,4 +1,5 @@
 """Metrics: unbiased pass@k against brute-force enumeration, votes, per-run aggregation, speedup."""
+
 from itertools import combinations
 
 import pytest
@@ -49,7 +50,19 @@ def test_sample_metrics_over_rows():
 
 
 def test_speedup_is_baseline_cost_over_run_cost_per_problem():
-    base = {"recipe": "cot", "n": 10, "s_per_problem": 2.0, "tokens": {"target": 1000}, "forward_passes": {"target": 500}}
-    run = {"recipe": "spec", "n": 20, "s_per_problem": 0.5, "tokens": {"target": 400, "draft": 3000}, "forward_passes": {"target": 250}}
+    base = {
+        "recipe": "cot",
+        "n": 10,
+        "s_per_problem": 2.0,
+        "tokens": {"target": 1000},
+        "forward_passes": {"target": 500},
+    }
+    run = {
+        "recipe": "spec",
+        "n": 20,
+        "s_per_problem": 0.5,
+        "tokens": {"target": 400, "draft": 3000},
+        "forward_passes": {"target": 250},
+    }
     assert speedup(run, base) == {"baseline": "cot", "wall": 4.0, "target_tokens": 5.0, "target_forward_passes": 4.0}
     assert speedup({"n": 5, "s_per_problem": 1.0, "tokens": {"draft": 9}}, base) == {"baseline": "cot", "wall": 2.0}

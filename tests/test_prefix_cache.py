@@ -3,6 +3,7 @@ next-token log-probabilities equal those of an uncached backend (on prompts that
 part of them, or share nothing), the counters say exactly how many tokens were prefilled and how many came from
 the cache, eviction keeps it under capacity, and a search or step-speculation recipe answers the same with fewer
 prefilled tokens."""
+
 import pytest
 import torch
 
@@ -75,7 +76,10 @@ def test_score_and_next_token_logprobs_equal_uncached(prompts):
         assert max(abs(x - y) for u, v in zip(a, b) for x, y in zip(u, v)) < TOL
     judge = [p + c + "Score: " for p, c in zip(prompts[:8], conts)] + prompts[8:]
     for call in range(2):
-        a, b = plain.next_token_logprobs(judge, list("0123456789")), cached.next_token_logprobs(judge, list("0123456789"))
+        a, b = (
+            plain.next_token_logprobs(judge, list("0123456789")),
+            cached.next_token_logprobs(judge, list("0123456789")),
+        )
         assert max(abs(x[k] - y[k]) for u, v in zip(a, b) for x, y in [(u, v)] for k in x) < TOL
     assert cached.stats.role("target").prefill_tokens < plain.stats.role("target").prefill_tokens
 
@@ -91,7 +95,11 @@ def test_counters_say_exactly_what_was_prefilled(prompts):
     before = role.prefill_tokens
     again = model.generate([longer], SamplingParams(max_tokens=3, ignore_eos=True))[0][0]
     reused = len(prompt) + len(gen.token_ids) - 1
-    assert (role.prefill_tokens - before, role.prefix_cached_tokens, again.cached_tokens) == (len(longer) - reused, reused, reused)
+    assert (role.prefill_tokens - before, role.prefix_cached_tokens, again.cached_tokens) == (
+        len(longer) - reused,
+        reused,
+        reused,
+    )
     # score: the prompt but its last token comes from the cache; once scored, the continuation too
     cont = [9, 10, 11, 12]
     p2 = prompts[1]
@@ -176,4 +184,6 @@ def test_recipe_answers_the_same_with_fewer_prefilled_tokens(recipe):
         assert summary["prefill_tokens"][r] + summary["prefix_cached_tokens"][r] == plain_summary["prefill_tokens"][r]
         assert summary["prefill_tokens"][r] == cached_run.roles[r].prefill_tokens
     if recipe == "toy-beam":  # retained KV in bytes of the draft's KV (2 layers x 4 heads x 32, float32)
-        assert summary["kv_bytes_peak"] == pytest.approx(summary["kv_tokens_peak"] * 2 * 2 * 4 * 32 * 4, rel=1e-3)  # both rounded
+        assert summary["kv_bytes_peak"] == pytest.approx(
+            summary["kv_tokens_peak"] * 2 * 2 * 4 * 32 * 4, rel=1e-3
+        )  # both rounded

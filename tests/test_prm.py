@@ -1,5 +1,6 @@
 """PRM families on tiny random-weight models built here with each family's conventions: the exact input
 text, the positions whose outputs are read, and that a step's score moves only when its path changes."""
+
 import pytest
 import torch
 
@@ -26,7 +27,15 @@ def tiny_prm(path, family):
     tok = AutoTokenizer.from_pretrained(model_path("target"))
     tok.add_tokens(["<extra_0>"], special_tokens=True)
     tok.add_tokens(["ки"])
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=tok.pad_token_id,
+    )
     if family in ("qwen", "skywork"):
         model = LlamaForTokenClassification(LlamaConfig(**config.to_dict(), num_labels=2 if family == "qwen" else 1))
     else:

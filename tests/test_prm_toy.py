@@ -1,20 +1,20 @@
 """The shipped toy PRM (labels from exact answers, its quality as a regression check), the LLM-judge
 verifier on toy:target, and verifier ensembles."""
+
 import math
 import random
 
 import pytest
 
+import prompts
 from reasoner.backends import load_lm
 from reasoner.toy import generate_problems
-from reasoner.toy.problems import STEP_DELIMITER
 from reasoner.toy.prm import label_steps, trajectory
+from reasoner.toy.problems import STEP_DELIMITER
 from reasoner.types import Problem, Step, Tree
 from verifiers.ensemble import EnsembleVerifier
 from verifiers.judge import DIGITS, JudgeVerifier, digit_distribution
 from verifiers.prm import PRMVerifier
-
-import prompts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # two threads on the shared 2-core CPU: 10x slower
 
@@ -64,7 +64,10 @@ def test_toy_prm_separates_the_drafts_own_right_and_wrong_steps(prm):
     problems = generate_problems(30, seed=11, difficulty="hard")
     draft = load_lm("transformers", "toy:draft", "draft", seed=11)
     template = prompts.load("toy")
-    gens = draft.generate([template.prompt(draft.tokenizer, p.question) for p in problems], SamplingParams(n=4, temperature=0.8, max_tokens=160))
+    gens = draft.generate(
+        [template.prompt(draft.tokenizer, p.question) for p in problems],
+        SamplingParams(n=4, temperature=0.8, max_tokens=160),
+    )
     pairs = [(p, g.text.split(STEP_DELIMITER)) for p, gs in zip(problems, gens) for g in gs]
     assert sum(0 in label_steps(p, s) for p, s in pairs) > 20  # enough wrong samples to measure
     assert _auc(prm, pairs) > AUC_DRAFT
@@ -83,7 +86,9 @@ def test_training_targets_sit_where_the_verifier_reads_the_scores(prm):
     assert target[0, positions].tolist() == [1, 1, 0, 0, 0]
     step_token = prm.tokenizer(STEP_TOKEN, add_special_tokens=False)["input_ids"]
     assert len(step_token) == 1 and all(ids[0, i] == step_token[0] for i in positions)
-    assert lm_weight[0, positions[1] + 1 :].sum() == 0 and lm_weight[0, : positions[1] + 1].sum() > 0  # LM loss on right steps only
+    assert (
+        lm_weight[0, positions[1] + 1 :].sum() == 0 and lm_weight[0, : positions[1] + 1].sum() > 0
+    )  # LM loss on right steps only
     assert tokens[0, positions].tolist() == target[0, positions].tolist()  # the dense targets agree at the step tokens
     first_wrong = positions[1] + 1 + len(prm.format.encode("1+1="))  # "1+1=" could start a right step; "3" cannot
     assert tokens[0, : positions[1] + 1].ne(0).all() and tokens[0, first_wrong:].eq(0).all()
@@ -112,7 +117,14 @@ def test_selection_metrics_count_votes_best_and_oracle():
     right, wrong = f"\\boxed{{{p.answer}}}", f"\\boxed{{{p.answer + 1}}}"
     # two wrong samples outvote the right one; the PRM scores the right one's last step highest, its first lowest
     got = _select([p], [[wrong, wrong, right]], [[[0.9, 0.6], [0.9, 0.5], [0.4, 0.95]]])
-    assert got == {"majority": 0.0, "best_last": 1.0, "best_min": 0.0, "weighted_last": 0.0, "weighted_min": 0.0, "oracle": 1.0}
+    assert got == {
+        "majority": 0.0,
+        "best_last": 1.0,
+        "best_min": 0.0,
+        "weighted_last": 0.0,
+        "weighted_min": 0.0,
+        "oracle": 1.0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +163,8 @@ def test_ensemble_is_the_mean_of_its_members(target):
     a, b = JudgeVerifier(target, template), LikelihoodVerifier(target, template)
     node = path(["17+25=42", "42*3=126"])
     ens = EnsembleVerifier([a, b])
-    assert ens.score_paths([node])[0] == pytest.approx([(x + y) / 2 for x, y in zip(a.score_paths([node])[0], b.score_paths([node])[0])])
+    assert ens.score_paths([node])[0] == pytest.approx(
+        [(x + y) / 2 for x, y in zip(a.score_paths([node])[0], b.score_paths([node])[0])]
+    )
     with pytest.raises(ValueError, match="at least two"):
         EnsembleVerifier([a])

@@ -1,4 +1,5 @@
 """Reasoner.solve end to end on the toy world: answers, step sources, candidates and costs."""
+
 import pytest
 
 from reasoner import Problem, Reasoner
@@ -7,7 +8,9 @@ from reasoner.toy import generate_problems
 
 @pytest.fixture(scope="module")
 def problems():
-    return [Problem(p.question, answer=str(p.answer), id=str(i)) for i, p in enumerate(generate_problems(64, seed=1234))]
+    return [
+        Problem(p.question, answer=str(p.answer), id=str(i)) for i, p in enumerate(generate_problems(64, seed=1234))
+    ]
 
 
 @pytest.fixture(scope="module")

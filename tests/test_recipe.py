@@ -16,7 +16,12 @@ def test_the_recipes_others_rely_on_exist():
     names = {p.stem for p in RECIPES}
     assert {"toy-cot", "toy-cot-draft", "toy-bon"} <= names
     bon = Recipe.load("toy-bon")
-    assert (bon.search.method, bon.search.n, bon.search.vote, bon.search.policy) == ("best_of_n", 8, "weighted", "draft")
+    assert (bon.search.method, bon.search.n, bon.search.vote, bon.search.policy) == (
+        "best_of_n",
+        8,
+        "weighted",
+        "draft",
+    )
     assert bon.models.draft.path == "toy:draft"
 
 

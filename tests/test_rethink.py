@@ -1,5 +1,6 @@
 """RethinkMCTS on the toy code task: the public-test verifier (real sandbox), the rethink search (real toy:code),
 the recipe end to end, and `reasoner solve --tests`."""
+
 import json
 import subprocess
 import sys
@@ -43,7 +44,9 @@ def test_verifier_scores_the_public_pass_rate_of_finished_programs_only():
     ]
     scores = v.score_paths(nodes)
     assert [s[-1] for s in scores[:5]] == [1.0, 0.75, 0.25, 0.0, 0.0]
-    assert scores[0] == [0.0, 1.0] and scores[5] == [0.0]  # thoughts score 0: RethinkMCTS rewards finished rollouts only
+    assert scores[0] == [0.0, 1.0] and scores[5] == [
+        0.0
+    ]  # thoughts score 0: RethinkMCTS rewards finished rollouts only
     assert "assert f(10) == 11" in v.outcome(nodes[1]).reason  # the feedback: the first failing test
     assert v.outcome(nodes[4]).reason == "killed by SIGABRT"  # the crash was the sandbox's; this process goes on
     assert v.outcome(nodes[5]) is None
@@ -98,11 +101,18 @@ def test_rethink_regenerates_a_thought_of_each_failing_rollout():
         assert not old.terminal and new.visits >= 1
     # the easy problem passes its public test at once: the search stops there, no rethink
     assert easy.stats.counters["iterations"] == 1 and "rethinks" not in easy.stats.counters
-    assert check(solutions[1].candidates[0].steps[-1].text.split("```python\n")[1].split("```")[0], CODE[1].tests).passed
+    assert check(
+        solutions[1].candidates[0].steps[-1].text.split("```python\n")[1].split("```")[0], CODE[1].tests
+    ).passed
 
 
 def test_rethink_puts_the_feedback_in_the_regeneration_prompt_when_asked():
-    r = Reasoner(Recipe.load("toy-code-rethink", ["search.n=1", "search.max_think_times=1", "search.rethink_prompt={problem} Failed: {feedback}"]))
+    r = Reasoner(
+        Recipe.load(
+            "toy-code-rethink",
+            ["search.n=1", "search.max_think_times=1", "search.rethink_prompt={problem} Failed: {feedback}"],
+        )
+    )
     prompts = []
     prompt = r.engine.prompt
     r.engine.prompt = lambda node: prompts.append(prompt(node)) or prompts[-1]
@@ -123,7 +133,9 @@ def test_rethink_recipe_end_to_end(tmp_path):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "reasoner.cli", "solve", *args], capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "reasoner.cli", "solve", *args], capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 PROBLEM = "Write f(x): take x, add 3, multiply by 3."
@@ -150,7 +162,11 @@ def test_solve_tests_failing_searched_on_and_bad_files(tmp_path, capsys):
     assert "failed: AssertionError" in out and "assert f(1) == 13" in out
     assert main(["solve", PROBLEM, "--recipe", "toy-code-rethink", "--tests", str(good), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["tests"]["passed"] and data["program"].startswith("def f(x):") and data["stats"]["counters"]["rollouts"] >= 1
+    assert (
+        data["tests"]["passed"]
+        and data["program"].startswith("def f(x):")
+        and data["stats"]["counters"]["rollouts"] >= 1
+    )
     (tmp_path / "syntax.py").write_text("assert f(1) ==\n")
     for args, message in [
         (["--tests", str(tmp_path / "missing.py")], "cannot read tests file"),

@@ -1,4 +1,5 @@
 """Arbitrage's router loop on the toy world: collect step pairs, train, route."""
+
 import json
 
 import pytest
@@ -12,7 +13,18 @@ from verifiers.router import FEATURES
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory):
     out = tmp_path_factory.mktemp("router") / "pairs.jsonl"
-    args = ["router", "collect", "--recipe", "toy-arbitrage", "--set", "suite.difficulty=hard", "--set", "suite.seed=5", "--limit", "12"]
+    args = [
+        "router",
+        "collect",
+        "--recipe",
+        "toy-arbitrage",
+        "--set",
+        "suite.difficulty=hard",
+        "--set",
+        "suite.seed=5",
+        "--limit",
+        "12",
+    ]
     assert main(args + ["--out", str(out), "--no-progress"]) == 0
     return out
 

@@ -1,5 +1,6 @@
 """The eval runner: killed at random points (SIGKILL) and resumed, a run ends with every problem exactly once and
 the summary of an uninterrupted run; parallel workers; bad input is one line and exit code 2, losing nothing."""
+
 import json
 import random
 import subprocess
@@ -12,12 +13,31 @@ import pytest
 from evals.runner import evaluate
 from reasoner.recipe import Recipe
 
-SUITE = ["--set", "suite.difficulty=ops=1-2,digits=1", "--set", "suite.size=24"]  # large enough to outlive three kills on a fast machine
+SUITE = [
+    "--set",
+    "suite.difficulty=ops=1-2,digits=1",
+    "--set",
+    "suite.size=24",
+]  # large enough to outlive three kills on a fast machine
 TIMING = ("wall_s", "s_per_problem")
 
 
 def eval_cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "reasoner", "eval", "--recipe", "toy-cot-draft", *SUITE, "--batch-size", "1", "--out", str(out), "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "reasoner",
+        "eval",
+        "--recipe",
+        "toy-cot-draft",
+        *SUITE,
+        "--batch-size",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def ids_in(out: Path) -> list[str]:
@@ -52,7 +72,9 @@ def test_killed_at_random_points_and_resumed_every_problem_once_same_summary(tmp
     out = tmp_path / "run"
     rng = random.Random(7)
     for attempt, workers in enumerate(("1", "2", "1")):
-        proc = subprocess.Popen(eval_cmd(out, "--workers", workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            eval_cmd(out, "--workers", workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         before = len(ids_in(out)) if (out / "results.jsonl").exists() else 0
         target = before + rng.randint(1, 2)
         deadline = time.time() + 300
@@ -84,7 +106,9 @@ def test_parallel_workers_give_the_same_results_as_one(tmp_path, reference):
     summary, ref_out = reference
     recipe = Recipe.load("toy-cot-draft", [s for s in SUITE if s != "--set"])
     parallel = evaluate(recipe, tmp_path, batch_size=1, workers=2, progress=False)
-    answers = lambda out: {r["id"]: (r["answer"], r["correct"]) for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}  # noqa: E731
+    answers = lambda out: {
+        r["id"]: (r["answer"], r["correct"]) for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+    }  # noqa: E731
     assert answers(tmp_path) == answers(ref_out)
     assert parallel["accuracy"] == summary["accuracy"] and parallel["tokens"] == summary["tokens"]
 
@@ -96,7 +120,11 @@ def test_parallel_workers_give_the_same_results_as_one(tmp_path, reference):
         (["--suite", "math500", "--data", "{missing}"], None, "not found"),
         (["--suite", "gsm8k", "--data", "{data}"], '{"question": "1+1?", "answer": "2"}\n', "no '#### <number>' line"),
         (["--suite", "math500", "--data", "{data}"], '{"problem": "What is 1+1?"}\n', "missing field 'answer'"),
-        (["--suite", "math500", "--data", "{data}"], '{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answ', "line 2 is not valid JSON"),
+        (
+            ["--suite", "math500", "--data", "{data}"],
+            '{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?", "answ',
+            "line 2 is not valid JSON",
+        ),
         (["--suite", "aime24", "--data", "{data}"], '{"problem": "   ", "answer": "3"}\n', "field 'problem' is empty"),
         (["--set", "models.draft.path=/nonexistent/model"], None, "no config.json"),
     ],

@@ -1,5 +1,6 @@
 """The code path end to end with a real model: toy:code writes programs, the runner extracts them and runs the
 problems' tests in the sandbox; every verdict agrees with re-checking the program, and pass@k is reported."""
+
 import json
 
 from evals.runner import evaluate

@@ -1,4 +1,5 @@
 """`reasoner report` from two toy runs: a markdown table with both and PNG plots of accuracy vs compute and speedup."""
+
 import json
 
 from evals.runner import evaluate
@@ -11,7 +12,10 @@ SUITE = ["suite.difficulty=ops=1-2,digits=1", "suite.size=3"]
 def test_report_compares_two_toy_runs_in_a_table_and_plots(tmp_path, capsys):
     for name in ("toy-cot", "toy-cot-draft"):
         evaluate(Recipe.load(name, SUITE), tmp_path / name, progress=False)
-    assert main(["report", str(tmp_path / "toy-cot"), str(tmp_path / "toy-cot-draft"), "--out", str(tmp_path / "report")]) == 0
+    assert (
+        main(["report", str(tmp_path / "toy-cot"), str(tmp_path / "toy-cot-draft"), "--out", str(tmp_path / "report")])
+        == 0
+    )
     printed = capsys.readouterr().out
     rows = [line for line in printed.splitlines() if line.startswith("| toy-cot")]
     assert len(rows) == 2 and "| toy-cot | toy-cot | toy | 3 |" in rows[0] and "1.00x" in rows[0]
@@ -20,7 +24,9 @@ def test_report_compares_two_toy_runs_in_a_table_and_plots(tmp_path, capsys):
         data = (tmp_path / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     summary = json.loads((tmp_path / "toy-cot-draft" / "summary.json").read_text())
-    draft_speed = round(json.loads((tmp_path / "toy-cot" / "summary.json").read_text())["s_per_problem"] / summary["s_per_problem"], 3)
+    draft_speed = round(
+        json.loads((tmp_path / "toy-cot" / "summary.json").read_text())["s_per_problem"] / summary["s_per_problem"], 3
+    )
     assert f"{draft_speed:.2f}x" in rows[1]
 
 

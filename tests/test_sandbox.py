@@ -1,6 +1,7 @@
 """The sandbox against hostile programs: every one contained, the evaluator alive, the verdict "failed" with a
 reason, and no process of the sandbox left afterwards. Each attack is bounded (a fork bomb stops at a few
 hundred processes, a memory bomb at 4 GB) so a broken sandbox cannot take the machine down."""
+
 import os
 import socket
 import tempfile
@@ -100,7 +101,7 @@ def test_writing_and_deleting_outside_the_temp_dir_fails_and_leaves_no_trace():
             import os
             done = []
             for action in (lambda: os.remove({str(victim)!r}),
-                           lambda: open({str(victim_dir / 'new.txt')!r}, "w").write("x"),
+                           lambda: open({str(victim_dir / "new.txt")!r}, "w").write("x"),
                            lambda: open({str(victim)!r}, "a").write("tampered")):
                 try:
                     action()
@@ -216,7 +217,10 @@ def test_exiting_0_before_the_tests_run_is_a_failure(how):
 
 @root_only
 def test_runs_as_an_unprivileged_user_in_its_own_namespaces():
-    r = hostile("import os\nuid = os.getuid()\npids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n", "assert uid == 0, (uid, pids)\n")
+    r = hostile(
+        "import os\nuid = os.getuid()\npids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n",
+        "assert uid == 0, (uid, pids)\n",
+    )
     assert {"net", "pid", "mount", "uid"} <= set(r.isolation)
     uid, pids = eval(r.reason.split("AssertionError: ", 1)[1].split(" (line")[0])
     assert uid >= UID_BASE
@@ -231,7 +235,7 @@ def test_check_many_keeps_order_and_runs_each_separately():
 def test_extract_code_from_fenced_blocks_and_completions():
     answer = "Here it is:\n```python\ndef f(x):\n    return x + 1\n```\nand a test\n```\nprint(f(1))\n```"
     assert extract_code(answer, entry_point="f") == "def f(x):\n    return x + 1\n"
-    prompt = "from typing import List\n\ndef g(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n"
+    prompt = 'from typing import List\n\ndef g(xs: List[int]) -> int:\n    """Sum."""\n'
     assert extract_code("    return sum(xs)\n", prompt, "g") == prompt + "    return sum(xs)\n"
     full = extract_code("```python\ndef g(xs):\n    return sum(xs)\n```", prompt, "g")
     assert full.startswith("from typing import List\n") and check(full, "assert g([1, 2]) == 3\n", 5).passed
@@ -241,4 +245,3 @@ def test_extract_code_from_fenced_blocks_and_completions():
 def test_bad_timeout_is_a_clear_error():
     with pytest.raises(ValueError, match="timeout_s must be positive"):
         check("x = 1\n", "", 0)
-

@@ -5,6 +5,7 @@ every program as failed.
 
 The no-namespace tests run the launcher under ``setpriv --bounding-set -sys_admin`` (the kernel then refuses
 ``unshare``) with the system Python, whose standard library is all the launcher needs."""
+
 import json
 import os
 import shutil
@@ -32,7 +33,12 @@ def without_namespaces(python: str, script: str, timeout: float = 60) -> dict:
     if os.geteuid() != 0 or not shutil.which("setpriv") or not Path(python).exists():
         pytest.skip("needs root, setpriv and a system python")
     code = f"import sys, json\nsys.path.insert(0, {str(SANDBOX.parent)!r})\nimport sandbox\n" + textwrap.dedent(script)
-    proc = subprocess.run(["setpriv", "--bounding-set", "-sys_admin", python, "-I", "-c", code], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        ["setpriv", "--bounding-set", "-sys_admin", python, "-I", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0 and "setpriv" in proc.stderr:
         pytest.skip(f"setpriv cannot drop CAP_SYS_ADMIN here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
@@ -66,7 +72,9 @@ def test_without_namespaces_the_deadline_kills_the_program_and_its_escaped_child
         time.sleep(3600)
         """
     )
-    got = without_namespaces(SYSTEM_PYTHON, f"r = sandbox.run_python({program!r}, 1.0)\nprint(json.dumps(r.to_dict()))\n")
+    got = without_namespaces(
+        SYSTEM_PYTHON, f"r = sandbox.run_python({program!r}, 1.0)\nprint(json.dumps(r.to_dict()))\n"
+    )
     if "pid" in got["isolation"]:
         pytest.skip("the kernel granted namespaces anyway")
     assert got["timed_out"] and got["seconds"] < 10  # was: the 15 s backstop, with the program still asleep
@@ -76,8 +84,12 @@ def test_without_namespaces_the_deadline_kills_the_program_and_its_escaped_child
 
 
 def test_without_namespaces_a_finished_program_leaves_no_process_and_no_folder():
-    program = "import os, time\nif os.fork() == 0:\n    time.sleep(3600)\n    os._exit(0)\nprint(os.getcwd(), flush=True)\n"
-    got = without_namespaces(SYSTEM_PYTHON, f"r = sandbox.run_python({program!r}, 5.0)\nprint(json.dumps(r.to_dict()))\n")
+    program = (
+        "import os, time\nif os.fork() == 0:\n    time.sleep(3600)\n    os._exit(0)\nprint(os.getcwd(), flush=True)\n"
+    )
+    got = without_namespaces(
+        SYSTEM_PYTHON, f"r = sandbox.run_python({program!r}, 5.0)\nprint(json.dumps(r.to_dict()))\n"
+    )
     assert got["exit_code"] == 0 and not got["timed_out"] and got["seconds"] < 10
     assert not Path(got["stdout"].strip()).exists()
 
@@ -102,4 +114,8 @@ def test_a_sandbox_that_cannot_start_the_program_raises_naming_the_cause(tmp_pat
     )
     # was: RunResult(exit_code=71, ...), which code checks report as the program failing
     assert "error" in got, got
-    assert "could not start the program" in got["error"] and "PermissionError" in got["error"] and str(python) in got["error"]
+    assert (
+        "could not start the program" in got["error"]
+        and "PermissionError" in got["error"]
+        and str(python) in got["error"]
+    )

@@ -1,4 +1,5 @@
 """Beam search and DVTS on the toy world (toy:draft writes, the toy PRM scores): search-specific behaviour."""
+
 import pytest
 
 from reasoner import Reasoner
@@ -45,7 +46,11 @@ def test_beam_keeps_the_best_n_over_width_and_refills_to_n(beam):
                 assert sum(len(x.children) for x in parents) == n  # duplicated back to n beams
                 # no live candidate left behind scored better than a kept one (aggregate: last)
                 others = [x for x in level if not x.terminal and x not in parents]
-                assert all(x.step.scores[name] <= min(p.step.scores[name] for p in parents) for x in others if x.text() not in {p.text() for p in parents})
+                assert all(
+                    x.step.scores[name] <= min(p.step.scores[name] for p in parents)
+                    for x in others
+                    if x.text() not in {p.text() for p in parents}
+                )
             texts = [x.text() for x in parents]
             assert len(texts) == len(set(texts))  # filter_duplicates
         assert 1 <= len(sol.candidates) <= n

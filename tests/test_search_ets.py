@@ -1,5 +1,6 @@
 """REBASE allocation, the ETS integer program (its milp optimum against brute force), ETS on the toy world,
 and the KV accounting helper."""
+
 import itertools
 import random
 

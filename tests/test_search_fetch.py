@@ -1,5 +1,6 @@
 """FETCH: state merging of equivalent siblings (real MiniLM embeddings, scikit-learn clustering), and
 FETCH's beam search on the toy world."""
+
 from reasoner import Reasoner
 from reasoner.toy import generate_problems
 from reasoner.types import Problem, Step, Tree

@@ -1,4 +1,5 @@
 """MCTS and A* on the toy world (toy:draft writes, the toy PRM scores)."""
+
 import math
 
 import pytest

@@ -1,6 +1,7 @@
 """Token-level speculative decoding is lossless: greedy output token for token equal to plain decoding, for every
 drafter, batched and alone, on the shipped toy models and on tiny random-weight Llamas; the KV cache after
 acceptance equals plain decoding's; stops, finish reasons and log-probs mean what they mean in plain decoding."""
+
 import pytest
 import torch
 
@@ -31,8 +32,17 @@ def random_llama(path, tok, seed, hidden=32):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
@@ -114,11 +124,17 @@ def test_draft_model_that_is_the_target_accepts_everything(random_pair, prompts5
     target_path, _ = random_pair
     lm = load_lm("transformers", target_path, "target", dtype="float32")
     plain = lm.generate(prompts50[:8], SamplingParams(max_tokens=30))
-    spec = speculating(lm, {"method": "draft_model", "draft": target_path, "num_tokens": 5}).generate(prompts50[:8], SamplingParams(max_tokens=30))
+    spec = speculating(lm, {"method": "draft_model", "draft": target_path, "num_tokens": 5}).generate(
+        prompts50[:8], SamplingParams(max_tokens=30)
+    )
     assert [g[0].token_ids for g in spec] == [g[0].token_ids for g in plain]
     c = lm.stats.counters
-    assert c["token_spec.accepted_tokens"] == c["token_spec.drafted_tokens"] - (c["token_spec.drafted_tokens"] - c["token_spec.accepted_tokens"])
-    assert c["token_spec.emitted_tokens"] / c["token_spec.verify_forwards"] > 4  # 5 drafts + 1 bonus per forward, bar the ends
+    assert c["token_spec.accepted_tokens"] == c["token_spec.drafted_tokens"] - (
+        c["token_spec.drafted_tokens"] - c["token_spec.accepted_tokens"]
+    )
+    assert (
+        c["token_spec.emitted_tokens"] / c["token_spec.verify_forwards"] > 4
+    )  # 5 drafts + 1 bonus per forward, bar the ends
 
 
 def test_n_samples_stops_and_lengths_match_plain(target, prompts50):
@@ -131,7 +147,9 @@ def test_n_samples_stops_and_lengths_match_plain(target, prompts50):
     finally:
         target.drafter = None
     for a, b in zip(plain, out):
-        assert [(g.token_ids, g.text, g.finish_reason, g.stop_reason) for g in a] == [(g.token_ids, g.text, g.finish_reason, g.stop_reason) for g in b]
+        assert [(g.token_ids, g.text, g.finish_reason, g.stop_reason) for g in a] == [
+            (g.token_ids, g.text, g.finish_reason, g.stop_reason) for g in b
+        ]
     assert all(g[0].finish_reason == "length" and len(g[0].token_ids) == 5 for g in short)
 
 
@@ -150,7 +168,7 @@ def test_cache_after_acceptance_equals_plain_cache(target, prompts50, plain50):
         for accept in ([3, 1], [0, 4], [2, 2]):
             trees = []
             for b, seq in enumerate(seqs):
-                truth = answers[b][len(seq) - len(rows[b]):]
+                truth = answers[b][len(seq) - len(rows[b]) :]
                 tree = DraftTree()
                 wrong = tree.add((truth[0] + 1) % 300)  # a rejected sibling first
                 tree.add(truth[1], wrong)
@@ -161,7 +179,7 @@ def test_cache_after_acceptance_equals_plain_cache(target, prompts50, plain50):
                 assert len(v.path) == accept[b]
                 seqs[b] += v.tokens
         for b, seq in enumerate(seqs):
-            assert seq[len(rows[b]):] == answers[b][: len(seq) - len(rows[b])]
+            assert seq[len(rows[b]) :] == answers[b][: len(seq) - len(rows[b])]
             ref = target.model(input_ids=torch.tensor([seq[:-1]]), use_cache=True).past_key_values
             valid = cache.valid[b]
             for layer, ref_layer in zip(cache.cache.layers, ref.layers):
@@ -183,7 +201,9 @@ def test_recipe_section_and_reasoner_wiring():
     plain = Reasoner("toy-cot").solve("Compute (17+25)*3-48.")
     reasoner = Reasoner("toy-cot", token_speculation={"method": "draft_model"}, models={"draft": {"path": "toy:draft"}})
     spec = reasoner.solve("Compute (17+25)*3-48.")
-    assert [s.token_ids for s in spec.steps] == [s.token_ids for s in plain.steps] and spec.answer == plain.answer == "78"
+    assert [s.token_ids for s in spec.steps] == [
+        s.token_ids for s in plain.steps
+    ] and spec.answer == plain.answer == "78"
     assert reasoner.models["target"].drafter.name == "draft_model"
     assert spec.stats.roles["target"].forward_passes < plain.stats.roles["target"].forward_passes
     assert reasoner.last_run.counters["token_spec.verify_forwards"] > 0
@@ -195,7 +215,9 @@ def test_draft_model_with_another_tokenizer_is_refused(target, tmp_path):
     from reasoner.toy import model_path
 
     tok = AutoTokenizer.from_pretrained(model_path("draft"))
-    other = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token=tok.eos_token, pad_token=tok.pad_token)
+    other = PreTrainedTokenizerFast(
+        tokenizer_object=tok.backend_tokenizer, eos_token=tok.eos_token, pad_token=tok.pad_token
+    )
     other.add_tokens(["<extra>"])
     path = random_llama(tmp_path / "other", other, 0)
     with pytest.raises(ValueError, match="different tokenizer"):
@@ -213,7 +235,9 @@ def test_draft_model_with_a_padded_embedding_table_samples_and_stays_exact(targe
     model.resize_token_embeddings(model.config.vocab_size + 64)
     model.save_pretrained(tmp_path / "padded")
     AutoTokenizer.from_pretrained(model_path("draft")).save_pretrained(tmp_path / "padded")
-    lm = speculating(target, {"method": "draft_model", "draft": str(tmp_path / "padded"), "tree": "dynamic", "nodes": 12})
+    lm = speculating(
+        target, {"method": "draft_model", "draft": str(tmp_path / "padded"), "tree": "dynamic", "nodes": 12}
+    )
     try:
         greedy = lm.generate(prompts50[:8], SamplingParams(max_tokens=32))
         assert [g[0].token_ids for g in greedy] == [g[0].token_ids for g in plain50[:8]]

@@ -2,6 +2,7 @@
 tokens of thousands of samples from a tiny random-weight Llama with a 6-token vocabulary, for every sampling rule
 (point-mass drafts tried in order; multi-step speculative sampling with drafts drawn without replacement), and
 the same test catching deliberately wrong rules."""
+
 import pytest
 import torch
 from scipy.stats import chisquare
@@ -28,8 +29,18 @@ def tiny_llama(path, seed: int, scale: float):
     tok.pre_tokenizer = WhitespaceSplit()
     PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>").save_pretrained(path)
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, eos_token_id=1, pad_token_id=0, bos_token_id=None, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        eos_token_id=1,
+        pad_token_id=0,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():
         model.lm_head.weight.mul_(scale / model.lm_head.weight.std())  # spread-out but far from uniform distributions
@@ -65,7 +76,9 @@ def sample_first_tokens(models, config, seed=0):
             config = dict(config, draft=models[1])
         lm.drafter = build_drafter(config, lm)
     lm.stats = Stats()
-    gens = lm.generate([PROMPT], SamplingParams(n=SAMPLES, temperature=1.0, max_tokens=3, ignore_eos=True, seed=seed))[0]
+    gens = lm.generate([PROMPT], SamplingParams(n=SAMPLES, temperature=1.0, max_tokens=3, ignore_eos=True, seed=seed))[
+        0
+    ]
     V = len(VOCAB)
     counts = torch.zeros(V**3)
     for g in gens:
@@ -86,7 +99,14 @@ RULES = {
     "point_mass-chain": {"method": "prompt_lookup", "num_tokens": 3},
     "point_mass-tree": {"method": "recycling", "nodes": 10, "top_k": 3},
     "multi_step-chain": {"method": "draft_model", "draft": "draft", "num_tokens": 3},
-    "multi_step-tree": {"method": "draft_model", "draft": "draft", "tree": "dynamic", "top_k": 3, "nodes": 10, "num_tokens": 3},
+    "multi_step-tree": {
+        "method": "draft_model",
+        "draft": "draft",
+        "tree": "dynamic",
+        "top_k": 3,
+        "nodes": 10,
+        "num_tokens": 3,
+    },
     "multi_step-pool": {"method": "ngram_pool", "ngram": 2, "top_k": 3, "nodes": 10},
 }
 

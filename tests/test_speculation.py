@@ -1,4 +1,5 @@
 """Step-level speculation: the draft writes, the target judges and rewrites the rejected steps."""
+
 import json
 
 import pytest
@@ -21,7 +22,9 @@ def problems():
 def plain(problems):
     """Chain of thought by each model alone (with the speculative recipes' repetition guard)."""
     return {
-        role: Reasoner("toy-cot", [f"search.policy={role}", "models.draft.path=toy:draft", "budget.stop_on_repeat=true"]).solve_many(problems)
+        role: Reasoner(
+            "toy-cot", [f"search.policy={role}", "models.draft.path=toy:draft", "budget.stop_on_repeat=true"]
+        ).solve_many(problems)
         for role in ("draft", "target")
     }
 
@@ -38,7 +41,9 @@ def test_threshold_extremes_give_exactly_the_drafts_or_the_targets_output(accept
         assert all(st.source == writer and st.speculation["accepted"] == (writer == "draft") for st in s.steps)
         assert s.stats.counters[verdict] == s.stats.counters["steps_total"] == len(s.steps)
         assert s.stats.role("target").prefill_tokens > 0 and s.stats.role("draft").generated_tokens >= len(s.steps)
-        assert s.stats.role("target").generated_tokens == (0 if writer == "draft" else sum(len(st.token_ids) for st in s.steps))
+        assert s.stats.role("target").generated_tokens == (
+            0 if writer == "draft" else sum(len(st.token_ids) for st in s.steps)
+        )
 
 
 def test_likelihood_acceptance_keeps_the_targets_accuracy_with_fewer_target_tokens(problems, plain):
@@ -64,7 +69,9 @@ def test_first_steps_can_be_written_by_the_target(problems):
 
 
 def test_best_of_n_speculates_every_trajectory(problems):
-    reasoner = Reasoner("toy-bon", ["search.n=4", "step_speculation.acceptor=likelihood", "step_speculation.threshold=0.9"])
+    reasoner = Reasoner(
+        "toy-bon", ["search.n=4", "step_speculation.acceptor=likelihood", "step_speculation.threshold=0.9"]
+    )
     solutions = reasoner.solve_many(problems[:3])
     for s in solutions:
         assert len(s.candidates) == 4

@@ -1,5 +1,6 @@
 """Suites: loaders per schema on small files written here, HumanEval's 164 canonical solutions through our
 sandbox, MBPP from JSONL, and the math round trip (extraction + math-verify) on a MATH-500-style file."""
+
 import json
 
 import pytest
@@ -12,10 +13,18 @@ from verifiers.math import extract_answer, is_equivalent
 # MATH-500-style records: a solution ending in its own \boxed{} answer (nested braces, fractions, roots,
 # intervals, tuples, degrees, text, complex numbers, polynomials, sets, matrices).
 MATH = [
-    ("Compute $\\dbinom{8}{4}$.", "$\\dbinom{8}{4} = \\frac{8!}{4!4!} = 70$, so the answer is $\\boxed{70}$.", "Counting & Probability"),
+    (
+        "Compute $\\dbinom{8}{4}$.",
+        "$\\dbinom{8}{4} = \\frac{8!}{4!4!} = 70$, so the answer is $\\boxed{70}$.",
+        "Counting & Probability",
+    ),
     ("Simplify $\\frac{28}{6}$.", "Dividing by 2 gives $\\boxed{\\frac{14}{3}}$.", "Prealgebra"),
     ("What is $\\sqrt{50}/5$?", "$\\sqrt{50} = 5\\sqrt{2}$, so the quotient is $\\boxed{\\sqrt{2}}$.", "Algebra"),
-    ("Convert $(0,3)$ to polar coordinates.", "$r = 3$ and $\\theta = \\frac{\\pi}{2}$: $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}$.", "Precalculus"),
+    (
+        "Convert $(0,3)$ to polar coordinates.",
+        "$r = 3$ and $\\theta = \\frac{\\pi}{2}$: $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}$.",
+        "Precalculus",
+    ),
     ("Solve $|x - 2.5| \\le 4.5$.", "So $-2 \\le x \\le 7$, i.e. $x \\in \\boxed{[-2, 7]}$.", "Algebra"),
     ("Which letter is correct?", "Only option C works, so the answer is $\\boxed{\\text{(C)}}$.", "Precalculus"),
     ("Compute $(2-i)(4+3i) - (5+15i)+ \\ldots$", "Expanding, we get $\\boxed{6 - 5i}$.", "Intermediate Algebra"),
@@ -27,7 +36,11 @@ MATH = [
     ("Find the matrix.", "It is $\\boxed{\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}}$.", "Precalculus"),
     ("How many dollars?", "She pays $\\$12.50 \\cdot 4 = \\boxed{\\$50}$.", "Prealgebra"),
     ("Evaluate $\\log_2 64$.", "$2^6 = 64$, so $\\boxed{6}$.", "Algebra"),
-    ("What is $0.\\overline{3}$ as a fraction?", "Let $x = 0.\\overline{3}$; then $10x - x = 3$: $\\boxed{\\frac{1}{3}}$.", "Number Theory"),
+    (
+        "What is $0.\\overline{3}$ as a fraction?",
+        "Let $x = 0.\\overline{3}$; then $10x - x = 3$: $\\boxed{\\frac{1}{3}}$.",
+        "Number Theory",
+    ),
     ("Find the domain.", "Need $x > 1$: $\\boxed{(1, \\infty)}$.", "Intermediate Algebra"),
     ("Compute $\\frac{\\sqrt{3}}{2}\\cdot 2$.", "We get $\\boxed{\\sqrt{3}}$.", "Precalculus"),
     ("Find $a+b$.", "With $a = \\frac{-1}{4}$ and $b = 2$: $\\boxed{\\frac{7}{4}}$.", "Algebra"),
@@ -38,7 +51,13 @@ MATH = [
     ("Give the equation of the line.", "The slope is 2, so $\\boxed{y = 2x + 1}$.", "Algebra"),
 ]
 # the same answer written another way, as a model would
-EQUIVALENT = {"\\frac{14}{3}": "14/3", "\\frac{5}{6}": "\\dfrac{5}{6}", "72.5": "\\frac{145}{2}", "\\frac{1}{3}": "1/3", "2\\sqrt{3}": "\\sqrt{12}"}
+EQUIVALENT = {
+    "\\frac{14}{3}": "14/3",
+    "\\frac{5}{6}": "\\dfrac{5}{6}",
+    "72.5": "\\frac{145}{2}",
+    "\\frac{1}{3}": "1/3",
+    "2\\sqrt{3}": "\\sqrt{12}",
+}
 
 
 def write_jsonl(path, rows):
@@ -48,12 +67,21 @@ def write_jsonl(path, rows):
 
 def test_math_round_trip_on_every_line_of_a_math500_file(tmp_path):
     rows = [
-        {"problem": p, "solution": s, "answer": extract_answer(s), "subject": subj, "level": 1 + i % 5, "unique_id": f"test/{i}.json"}
+        {
+            "problem": p,
+            "solution": s,
+            "answer": extract_answer(s),
+            "subject": subj,
+            "level": 1 + i % 5,
+            "unique_id": f"test/{i}.json",
+        }
         for i, (p, s, subj) in enumerate(MATH)
     ]
     assert all(r["answer"] for r in rows)
     problems = load_suite(SuiteConfig(name="math500", data=write_jsonl(tmp_path / "math.jsonl", rows)))
-    assert len(problems) == len(MATH) and problems[3].id == "test/3.json" and problems[3].meta["subject"] == "Precalculus"
+    assert (
+        len(problems) == len(MATH) and problems[3].id == "test/3.json" and problems[3].meta["subject"] == "Precalculus"
+    )
     for p in problems:
         assert is_equivalent(extract_answer(p.meta["solution"]), p.answer), (p.meta["solution"], p.answer)
     for gold, other in EQUIVALENT.items():
@@ -62,11 +90,31 @@ def test_math_round_trip_on_every_line_of_a_math500_file(tmp_path):
 
 
 def test_gsm8k_and_competition_schemas(tmp_path):
-    gsm = load_suite(SuiteConfig(name="gsm8k", data=write_jsonl(tmp_path / "g.jsonl", [{"question": "Tom has 3 boxes of 400 apples...", "answer": "3*400=1200\n#### 1,200"}])))
+    gsm = load_suite(
+        SuiteConfig(
+            name="gsm8k",
+            data=write_jsonl(
+                tmp_path / "g.jsonl",
+                [{"question": "Tom has 3 boxes of 400 apples...", "answer": "3*400=1200\n#### 1,200"}],
+            ),
+        )
+    )
     assert gsm[0].answer == "1200" and gsm[0].text.startswith("Tom")
-    aime = load_suite(SuiteConfig(name="aime24", data=write_jsonl(tmp_path / "a.jsonl", [{"ID": "2024-I-1", "Problem": "Find m+n.", "Answer": 204}])))
+    aime = load_suite(
+        SuiteConfig(
+            name="aime24",
+            data=write_jsonl(tmp_path / "a.jsonl", [{"ID": "2024-I-1", "Problem": "Find m+n.", "Answer": 204}]),
+        )
+    )
     assert (aime[0].id, aime[0].text, aime[0].answer) == ("aime24-2024-I-1", "Find m+n.", "204")
-    amc = load_suite(SuiteConfig(name="amc23", data=write_jsonl(tmp_path / "c.jsonl", [{"question": "How many?", "answer": 27.0}, {"question": "Which?", "answer": 3}])))
+    amc = load_suite(
+        SuiteConfig(
+            name="amc23",
+            data=write_jsonl(
+                tmp_path / "c.jsonl", [{"question": "How many?", "answer": 27.0}, {"question": "Which?", "answer": 3}]
+            ),
+        )
+    )
     assert [p.answer for p in amc] == ["27.0", "3"] and is_equivalent("27", amc[0].answer)
 
 
@@ -89,17 +137,33 @@ def test_humaneval_canonical_solutions_pass_164_of_164_in_the_sandbox_and_broken
     failed = [(p.id, r.reason) for p, r in zip(problems, results) if not r.passed]
     assert failed == []
     broken = [p.meta["prompt"] + "    return None\n" for p in problems[:3]]
-    assert not any(r.passed for r in check_many([(b, p.tests) for b, p in zip(broken, problems[:3])], timeout_s=20, workers=3))
+    assert not any(
+        r.passed for r in check_many([(b, p.tests) for b, p in zip(broken, problems[:3])], timeout_s=20, workers=3)
+    )
 
 
 MBPP = [
-    {"task_id": 2, "text": "Write a function to find the shared elements from the given two lists.",
-     "code": "def similar_elements(test_tup1, test_tup2):\n  res = tuple(set(test_tup1) & set(test_tup2))\n  return (res) ",
-     "test_list": ["assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
-                   "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))"], "test_setup_code": ""},
-    {"task_id": 3, "text": "Write a python function to identify non-prime numbers.",
-     "code": "import math\ndef is_not_prime(n):\n    if n == 1:\n        return True\n    for i in range(2,int(math.sqrt(n))+1):\n        if n % i == 0:\n            return True\n    return False",
-     "test_list": ["assert is_not_prime(1) == True", "assert is_not_prime(2) == False", "assert is_not_prime(10) == True"], "test_setup_code": ""},
+    {
+        "task_id": 2,
+        "text": "Write a function to find the shared elements from the given two lists.",
+        "code": "def similar_elements(test_tup1, test_tup2):\n  res = tuple(set(test_tup1) & set(test_tup2))\n  return (res) ",
+        "test_list": [
+            "assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
+            "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))",
+        ],
+        "test_setup_code": "",
+    },
+    {
+        "task_id": 3,
+        "text": "Write a python function to identify non-prime numbers.",
+        "code": "import math\ndef is_not_prime(n):\n    if n == 1:\n        return True\n    for i in range(2,int(math.sqrt(n))+1):\n        if n % i == 0:\n            return True\n    return False",
+        "test_list": [
+            "assert is_not_prime(1) == True",
+            "assert is_not_prime(2) == False",
+            "assert is_not_prime(10) == True",
+        ],
+        "test_setup_code": "",
+    },
 ]
 
 

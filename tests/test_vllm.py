@@ -4,6 +4,7 @@ transformers backend; best-of-N and SpecReason through the Reasoner; vLLM's own 
 Needs the ``vllm`` package (CI's second venv: ``.ci/run``, stage "vLLM"); skipped where it is not installed. Each
 engine costs a start (15-60 s here), so the tests share one; the draft-model speculation test starts another and is
 marked slow: ``.venv-vllm/bin/python -m pytest -m slow tests/test_vllm.py``."""
+
 import math
 
 import pytest
@@ -55,7 +56,12 @@ def test_steps_end_at_the_delimiter_as_in_transformers(vllm_target, toy_target, 
     ours, theirs = vllm_target.generate(toy_prompts, params), toy_target.generate(toy_prompts, params)
     for a, b in zip(ours, theirs):
         a, b = a[0], b[0]
-        assert (a.token_ids, a.text, a.finish_reason, a.stop_reason) == (b.token_ids, b.text, b.finish_reason, b.stop_reason)
+        assert (a.token_ids, a.text, a.finish_reason, a.stop_reason) == (
+            b.token_ids,
+            b.text,
+            b.finish_reason,
+            b.stop_reason,
+        )
         assert a.finish_reason == "stop" and "\n\n" not in a.text
 
 
@@ -65,7 +71,10 @@ def test_score_and_judge_logprobs_agree_with_transformers(vllm_target, toy_targe
     assert [len(s) for s in ours] == [len(s) for s in steps]
     assert max(abs(a - b) for x, y in zip(ours, theirs) for a, b in zip(x, y)) < 1e-4
     digits = [str(d) for d in range(10)]
-    ours, theirs = vllm_target.next_token_logprobs(toy_prompts[:8], digits), toy_target.next_token_logprobs(toy_prompts[:8], digits)
+    ours, theirs = (
+        vllm_target.next_token_logprobs(toy_prompts[:8], digits),
+        toy_target.next_token_logprobs(toy_prompts[:8], digits),
+    )
     assert max(abs(x[d] - y[d]) for x, y in zip(ours, theirs) for d in digits) < 1e-4
     with pytest.raises(ValueError, match="single-token"):
         vllm_target.next_token_logprobs(toy_prompts[:1], ["42"])
@@ -76,7 +85,9 @@ def test_sampling_is_seeded_and_logprobs_are_the_models_own(vllm_target, unsure_
     first, again = vllm_target.generate(unsure_prompts, params), vllm_target.generate(unsure_prompts, params)
     assert [[g.token_ids for g in gs] for gs in first] == [[g.token_ids for g in gs] for gs in again]
     assert all(len({tuple(g.token_ids) for g in gs}) > 1 for gs in first)  # n distinct samples, not one copied
-    other = vllm_target.generate(unsure_prompts, SamplingParams(n=6, temperature=1.5, top_p=0.95, max_tokens=24, seed=6))
+    other = vllm_target.generate(
+        unsure_prompts, SamplingParams(n=6, temperature=1.5, top_p=0.95, max_tokens=24, seed=6)
+    )
     assert [[g.token_ids for g in gs] for gs in other] != [[g.token_ids for g in gs] for gs in first]
     # log-probs are the raw model's (temperature 1, no top-p), exactly what teacher forcing gives
     flat = [g for gs in first for g in gs]
@@ -93,7 +104,10 @@ def test_costs_are_counted(vllm_target, toy_prompts):
     lengths = [len(g.token_ids) for gs in gens for g in gs]
     prompt_tokens = sum(len(vllm_target.encode(p)) for p in toy_prompts[:6])
     assert role.calls == 1 and role.generated_tokens == sum(lengths)
-    assert role.prefill_tokens + vllm_target.stats.counters.get("prefix_cached_tokens", 0) in (prompt_tokens, 2 * prompt_tokens)
+    assert role.prefill_tokens + vllm_target.stats.counters.get("prefix_cached_tokens", 0) in (
+        prompt_tokens,
+        2 * prompt_tokens,
+    )
     assert max(lengths) <= role.forward_passes <= sum(lengths)  # one engine step per token of the longest, batched
 
 
@@ -112,8 +126,12 @@ def test_cot_through_the_reasoner_equals_transformers(vllm_target):
 
 
 def test_best_of_n_through_the_reasoner_on_vllm(vllm_target, toy_target):
-    reasoner = Reasoner("toy-cot-vllm", search={"method": "best_of_n", "n": 4, "vote": "weighted"}, sampling={"temperature": 0.8},
-                        verifier={"type": "likelihood", "model": "target", "reduce": "min"})
+    reasoner = Reasoner(
+        "toy-cot-vllm",
+        search={"method": "best_of_n", "n": 4, "vote": "weighted"},
+        sampling={"temperature": 0.8},
+        verifier={"type": "likelihood", "model": "target", "reduce": "min"},
+    )
     assert reasoner.models["target"].llm is vllm_target.llm  # one engine for the test session and the reasoner
     cases = problems(6, seed=4, difficulty="easy")
     solutions = reasoner.solve_many(cases)
@@ -128,13 +146,19 @@ def test_best_of_n_through_the_reasoner_on_vllm(vllm_target, toy_target):
 
 def test_specreason_through_vllm_equals_transformers(vllm_target):
     cases = problems(4, seed=5)
-    threshold = {"step_speculation": {"threshold": 4.5}}  # the toy judge scores most steps 4-5: accept some, reject some
+    threshold = {
+        "step_speculation": {"threshold": 4.5}
+    }  # the toy judge scores most steps 4-5: accept some, reject some
     # the target (judge and rewriter) on the session's vLLM engine; the draft on transformers saves starting a second
     draft_here = {"models": {"draft": {"backend": "transformers", "engine_args": {}}}}
     ours = Reasoner(Recipe.load("toy-specreason-vllm", draft_here), **threshold).solve_many(cases)
     theirs = Reasoner("toy-specreason", **threshold).solve_many(cases)
-    assert [[(st.source, st.text) for st in s.steps] for s in ours] == [[(st.source, st.text) for st in s.steps] for s in theirs]
-    judged = [(a.speculation, b.speculation) for s, t in zip(ours, theirs) for a, b in zip(s.steps, t.steps) if b.speculation]
+    assert [[(st.source, st.text) for st in s.steps] for s in ours] == [
+        [(st.source, st.text) for st in s.steps] for s in theirs
+    ]
+    judged = [
+        (a.speculation, b.speculation) for s, t in zip(ours, theirs) for a, b in zip(s.steps, t.steps) if b.speculation
+    ]
     assert judged and all(a["accepted"] == b["accepted"] and abs(a["score"] - b["score"]) < 1e-3 for a, b in judged)
     assert any(a["accepted"] for a, _ in judged) and not all(a["accepted"] for a, _ in judged)
 
@@ -144,7 +168,10 @@ def test_specreason_through_vllm_equals_transformers(vllm_target):
 @pytest.mark.parametrize(
     "speculative_config",
     [
-        pytest.param({"method": "draft_model", "model": resolve_path("toy:draft"), "num_speculative_tokens": 3}, marks=pytest.mark.slow),
+        pytest.param(
+            {"method": "draft_model", "model": resolve_path("toy:draft"), "num_speculative_tokens": 3},
+            marks=pytest.mark.slow,
+        ),
         {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 3, "prompt_lookup_min": 1},
     ],
     ids=["draft_model", "ngram"],

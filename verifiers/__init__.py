@@ -1,4 +1,5 @@
 """Step verifiers: likelihood, PRM families, LLM judge, ensembles; ``build`` makes one from a recipe."""
+
 from __future__ import annotations
 
 LM_VERIFIERS = ("likelihood", "judge")  # verifier types that score with one of the recipe's LMs
@@ -28,7 +29,15 @@ def build(config, models: dict, template, model_specs):
         from .prm import PRMVerifier
 
         spec = getattr(model_specs, config.model)
-        return PRMVerifier(spec.path, config.family, config.step_token, role=config.model, dtype=spec.dtype, device=spec.device, max_batch_size=spec.max_batch_size)
+        return PRMVerifier(
+            spec.path,
+            config.family,
+            config.step_token,
+            role=config.model,
+            dtype=spec.dtype,
+            device=spec.device,
+            max_batch_size=spec.max_batch_size,
+        )
     if config.type == "tests":
         from .execution import ExecutionVerifier
 

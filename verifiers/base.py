@@ -1,8 +1,10 @@
 """The step verifier interface and the aggregation of step scores into a trajectory score."""
+
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from reasoner.types import Node
 

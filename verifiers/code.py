@@ -7,6 +7,7 @@ nonce reports that the tests ran to the end, so exiting early (``sys.exit(0)``, 
 them is a failure, not a pass. (The nonce lives in the harness's memory, which the program shares: code
 written to defeat this particular grader could find it; the sandbox still contains what it can do.)
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from .sandbox import Limits, run_python
 
-HARNESS = r'''
+HARNESS = r"""
 import json, os, sys, traceback
 
 def _harness():
@@ -47,7 +48,7 @@ def _harness():
     os.write(report, ("\n" + nonce + json.dumps(verdict) + "\n").encode())
 
 _harness()
-'''
+"""
 
 
 @dataclass
@@ -94,7 +95,13 @@ def check(program: str, tests: str, timeout_s: float = 10.0, limits: Limits = Li
     return result(False, f"exited with code {run.exit_code} before the tests finished" + (f": {last}" if last else ""))
 
 
-def check_many(jobs: list[tuple[str, str]], timeout_s: float = 10.0, workers: int = 4, limits: Limits = Limits(), progress: bool = False) -> list[CheckResult]:
+def check_many(
+    jobs: list[tuple[str, str]],
+    timeout_s: float = 10.0,
+    workers: int = 4,
+    limits: Limits = Limits(),
+    progress: bool = False,
+) -> list[CheckResult]:
     """``check`` every ``(program, tests)`` pair, ``workers`` sandboxes at a time, results in order."""
     from tqdm.auto import tqdm
 
@@ -126,7 +133,9 @@ def extract_code(text: str | None, prompt: str | None = None, entry_point: str |
     if prompt and entry_point and not re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(", code):
         return (prompt if code.startswith((" ", "\t")) else prompt + "\n") + code + "\n"
     if prompt:
-        imports = [line for line in prompt.splitlines() if re.match(r"\s*(import|from)\s+\w", line) and line not in code]
+        imports = [
+            line for line in prompt.splitlines() if re.match(r"\s*(import|from)\s+\w", line) and line not in code
+        ]
         if imports:
             code = "\n".join(imports) + "\n" + code
     return code + "\n"

@@ -1,7 +1,8 @@
 """A verifier ensemble (FETCH): the mean of several verifiers' step scores, which lowers their variance."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from reasoner.types import Node
 

@@ -16,6 +16,7 @@ doctest examples of the prompt (``>>> call`` followed by the expected value) bec
 Python expressions (54 of the 164 problems, 99 asserts, all passed by the canonical solutions); otherwise
 ``ValueError`` says so. The hidden tests (``problem.tests``) are never read.
 """
+
 from __future__ import annotations
 
 import ast

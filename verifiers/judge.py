@@ -6,10 +6,11 @@ next token is the digit). One prefill per step, no decoding: the digit's distrib
 next-token log-probabilities. ``judge_scores`` is the reusable function (a model, a template, nodes -> a
 score per node's last step in [0, 1]); ``JudgeVerifier`` caches it per step for searches.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from prompts import PromptTemplate
 from reasoner.types import Node
@@ -22,9 +23,13 @@ DIGITS = tuple(str(d) for d in range(10))
 def digit_distribution(lm, template: PromptTemplate, nodes: Sequence[Node]) -> list[list[float]]:
     """For each node, the judge's probabilities of the digits 0-9 (renormalised over the digits) for its
     last step, in one batched call; the judge prompts' tokens are booked on each node's tree."""
-    prompts = [lm.encode(template.judge_prompt(lm.tokenizer, n.tree.problem.text, n.steps()[:-1], n.step.text)) for n in nodes]
+    prompts = [
+        lm.encode(template.judge_prompt(lm.tokenizer, n.tree.problem.text, n.steps()[:-1], n.step.text)) for n in nodes
+    ]
     out = []
-    for i, (node, prompt, lps) in enumerate(zip(nodes, prompts, lm.next_token_logprobs(prompts, DIGITS) if prompts else [])):
+    for i, (node, prompt, lps) in enumerate(
+        zip(nodes, prompts, lm.next_token_logprobs(prompts, DIGITS) if prompts else [])
+    ):
         book_prefill(lm, node, i, len(prompt))
         top = max(lps.values())
         p = [math.exp(lps[d] - top) for d in DIGITS]

@@ -4,10 +4,11 @@ One prefill per trajectory scores all of its steps. A step's score is the geomet
 tokens (``reduce="mean"``) or the probability of its least likely token (``reduce="min"``); the delimiter (or
 EOS) that ends the step is part of it, since ending a step there is the model's choice too.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from prompts import PromptTemplate
 from reasoner.backends import LM

@@ -3,6 +3,7 @@
 math-verify bounds its own work with SIGALRM, which works only in the main thread; elsewhere we turn its
 timeouts off and bound the call ourselves (a daemon thread we stop waiting for).
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,7 +56,9 @@ def _verify(pred: str, gold: str, timeout_s: float) -> bool:
     worker.start()
     worker.join(timeout_s)
     if not result:
-        log.warning("math-verify gave no verdict within %.1fs for %r vs %r; counted as not equivalent", timeout_s, pred, gold)
+        log.warning(
+            "math-verify gave no verdict within %.1fs for %r vs %r; counted as not equivalent", timeout_s, pred, gold
+        )
         return False
     return result[0]
 

@@ -16,12 +16,13 @@ whole job, so each is one small class (formats as search-and-learn and the model
 A step's score depends only on its path up to it (all four read causal positions), so it is cached in
 ``step.scores[name]`` and a step shared by many trajectories is scored once.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -50,7 +51,9 @@ class PRMFormat:
     def single_token(self, text: str) -> int:
         ids = self.encode(text)
         if len(ids) != 1:
-            raise ValueError(f"{self.family} PRM: {text!r} must be one token of this tokenizer, got {len(ids)}: is this a {self.family} model?")
+            raise ValueError(
+                f"{self.family} PRM: {text!r} must be one token of this tokenizer, got {len(ids)}: is this a {self.family} model?"
+            )
         return ids[0]
 
     def build(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -126,7 +129,9 @@ class RLHFlowPRM(PRMFormat):
         self.labels = [self.encode("+")[-1], self.encode("-")[-1]]
 
     def _chat(self, messages, add_generation_prompt):
-        return self.encode(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
+        return self.encode(
+            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        )
 
     def build(self, problem, steps):
         messages: list[dict] = []
@@ -138,7 +143,9 @@ class RLHFlowPRM(PRMFormat):
         ids = self._chat(messages, False)
         for p in positions:
             if ids[p + 1] != self.labels[0]:
-                raise ValueError("rlhflow PRM: the chat template does not put the assistant's '+' right after the generation prompt")
+                raise ValueError(
+                    "rlhflow PRM: the chat template does not put the assistant's '+' right after the generation prompt"
+                )
         return ids, positions
 
     def read(self, output):
@@ -182,7 +189,16 @@ def load_prm_model(path: str, head: str, dtype: torch.dtype, device: str):
 class PRMVerifier:
     """Scores steps with a PRM of any supported family; batched, one forward pass per batch of paths."""
 
-    def __init__(self, path: str, family: str = "auto", step_token: str | None = None, role: str = "verifier", dtype: str = "auto", device: str = "auto", max_batch_size: int = 64):
+    def __init__(
+        self,
+        path: str,
+        family: str = "auto",
+        step_token: str | None = None,
+        role: str = "verifier",
+        dtype: str = "auto",
+        device: str = "auto",
+        max_batch_size: int = 64,
+    ):
         from transformers import AutoConfig, AutoTokenizer
 
         from reasoner.backends import resolve_path
@@ -227,7 +243,9 @@ class PRMVerifier:
                 for r, i in enumerate(chunk):
                     positions = built[i][1]
                     if len(positions) != n_steps[i]:
-                        raise ValueError(f"{self.format.family} PRM: found {len(positions)} score positions for {n_steps[i]} steps (does a step contain the step token?)")
+                        raise ValueError(
+                            f"{self.format.family} PRM: found {len(positions)} score positions for {n_steps[i]} steps (does a step contain the step token?)"
+                        )
                     out[i] = self.format.read(logits[r, positions]).tolist() if positions else []
                 role.prefill_tokens += int(mask.sum())
                 role.forward_passes += 1

@@ -17,13 +17,14 @@ logistic regression on cheap features (the draft's token log-probs, the target's
 draft step from one prefill, the step's length, depth, and whether it states the answer), which trains in seconds
 on a CPU and is saved as plain JSON (weights, no pickle). ``toy:router`` is the one trained for the toy models.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from reasoner.toy import MODELS_DIR
 from reasoner.types import Node
@@ -48,7 +49,9 @@ FEATURES = (
 
 def features(children: Sequence[Node], target, template) -> list[list[float]]:
     """The router's features of each child's (draft) step; one batched target prefill scores all of them."""
-    prompts = [target.encode(template.prompt(target.tokenizer, c.tree.problem.text, c.parent.steps())) for c in children]
+    prompts = [
+        target.encode(template.prompt(target.tokenizer, c.tree.problem.text, c.parent.steps())) for c in children
+    ]
     continuations = [step_token_ids(target, template, c.step) for c in children]
     scored = target.score(prompts, continuations)
     rows = []
@@ -88,23 +91,29 @@ class Router:
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     @classmethod
-    def load(cls, path: "str | Path", target, template) -> "Router":
+    def load(cls, path: str | Path, target, template) -> Router:
         path = Path(TOY_ROUTER if str(path) == "toy:router" else path).expanduser()
         try:
             weights = json.loads(path.read_text())
         except OSError as e:
-            raise ValueError(f"cannot read router {path}: {e.strerror}; train one with `reasoner router train`") from None
+            raise ValueError(
+                f"cannot read router {path}: {e.strerror}; train one with `reasoner router train`"
+            ) from None
         except json.JSONDecodeError:
-            raise ValueError(f"{path} is not a router file (not JSON); train one with `reasoner router train`") from None
+            raise ValueError(
+                f"{path} is not a router file (not JSON); train one with `reasoner router train`"
+            ) from None
         if not isinstance(weights, dict) or weights.get("features") != list(FEATURES):
-            raise ValueError(f"{path} is not a router for these features ({', '.join(FEATURES)}); retrain it with `reasoner router train`")
+            raise ValueError(
+                f"{path} is not a router for these features ({', '.join(FEATURES)}); retrain it with `reasoner router train`"
+            )
         return cls(weights, target, template)
 
 
 # -- collect ---------------------------------------------------------------------------------------------------
 
 
-def collect(recipe, problems, out: "str | Path", progress: bool = True, batch_size: int = 32) -> dict:
+def collect(recipe, problems, out: str | Path, progress: bool = True, batch_size: int = 32) -> dict:
     """Run draft and target from the same prefixes of ``problems`` and write one JSON line per (prefix, step pair)."""
     from tqdm.auto import tqdm
 
@@ -112,11 +121,15 @@ def collect(recipe, problems, out: "str | Path", progress: bool = True, batch_si
     from reasoner.types import Tree
 
     if recipe.models.draft is None or recipe.models.target is None:
-        raise ValueError("router collect needs models.draft and models.target in the recipe (e.g. --recipe toy-arbitrage)")
+        raise ValueError(
+            "router collect needs models.draft and models.target in the recipe (e.g. --recipe toy-arbitrage)"
+        )
     reasoner = _models_only(recipe)
     template, verifier = reasoner.template, reasoner.verifier
     if verifier is None and not all(p.meta.get("steps") for p in problems):
-        raise ValueError("router collect needs step rewards: a suite with reference steps (toy) or a verifier (set verifier.type)")
+        raise ValueError(
+            "router collect needs step rewards: a suite with reference steps (toy) or a verifier (set verifier.type)"
+        )
     sampling, budget = reasoner.engine.sampling, reasoner.engine.budget
     draft = StepEngine(reasoner.models["draft"], template, sampling, budget)
     target = StepEngine(reasoner.models["target"], template, sampling, budget)
@@ -162,7 +175,14 @@ def _models_only(recipe):
 
         spec = recipe.models.target
         reasoner.models["target"] = load_lm(
-            spec.backend, spec.path, "target", seed=recipe.seed, dtype=spec.dtype, device=spec.device, max_batch_size=spec.max_batch_size, **spec.backend_options()
+            spec.backend,
+            spec.path,
+            "target",
+            seed=recipe.seed,
+            dtype=spec.dtype,
+            device=spec.device,
+            max_batch_size=spec.max_batch_size,
+            **spec.backend_options(),
         )
     return reasoner
 
@@ -182,7 +202,7 @@ def _rewards(drafts: list[Node], targets: list[Node], verifier) -> list[tuple[fl
 # -- train -----------------------------------------------------------------------------------------------------
 
 
-def train(data: "str | Path", out: "str | Path", holdout: float = 0.25, seed: int = 0) -> dict:
+def train(data: str | Path, out: str | Path, holdout: float = 0.25, seed: int = 0) -> dict:
     """Fit a router on ``collect``'s rows (problems split train / held out); report the held-out ROC-AUC; save it."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -193,14 +213,23 @@ def train(data: "str | Path", out: "str | Path", holdout: float = 0.25, seed: in
     random.Random(seed).shuffle(problems)
     held = set(problems[: max(1, int(len(problems) * holdout))])
     split = {"train": [r for r in rows if r["problem"] not in held], "test": [r for r in rows if r["problem"] in held]}
-    X = {k: np.array([[r["features"][f] for f in FEATURES] for r in v]).reshape(-1, len(FEATURES)) for k, v in split.items()}
+    X = {
+        k: np.array([[r["features"][f] for f in FEATURES] for r in v]).reshape(-1, len(FEATURES))
+        for k, v in split.items()
+    }
     y = {k: np.array([r["label"] for r in v], dtype=int) for k, v in split.items()}
     if len(set(y["train"].tolist())) < 2:
         raise ValueError(f"{data}: every training row has the same label; collect more problems")
     mean, scale = X["train"].mean(0), X["train"].std(0)
     scale[scale == 0] = 1.0
     clf = LogisticRegression(max_iter=1000, class_weight="balanced").fit((X["train"] - mean) / scale, y["train"])
-    weights = {"features": list(FEATURES), "mean": mean.tolist(), "scale": scale.tolist(), "coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0])}
+    weights = {
+        "features": list(FEATURES),
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "coef": clf.coef_[0].tolist(),
+        "intercept": float(clf.intercept_[0]),
+    }
     router = Router(weights, None, None)
     p_test = [router.probability(x) for x in X["test"]]
     auc = float(roc_auc_score(y["test"], p_test)) if len(set(y["test"].tolist())) == 2 else None
@@ -222,7 +251,9 @@ def _read_rows(path: Path) -> list[dict]:
     try:
         lines = path.read_text().splitlines()
     except OSError as e:
-        raise ValueError(f"cannot read router data {path}: {e.strerror}; write it with `reasoner router collect`") from None
+        raise ValueError(
+            f"cannot read router data {path}: {e.strerror}; write it with `reasoner router collect`"
+        ) from None
     rows = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -232,7 +263,9 @@ def _read_rows(path: Path) -> list[dict]:
             row["features"] = {f: float(row["features"][f]) for f in FEATURES}
             row["label"], row["problem"] = int(row["label"]), row["problem"]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path} line {i} is not a router row ({type(e).__name__}: {e}); write it with `reasoner router collect`") from None
+            raise ValueError(
+                f"{path} line {i} is not a router row ({type(e).__name__}: {e}); write it with `reasoner router collect`"
+            ) from None
         rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no rows; write it with `reasoner router collect`")

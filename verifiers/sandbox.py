@@ -21,6 +21,7 @@
 Output is capped (the run is stopped when a stream exceeds it). The launcher reports how the program ended on
 a status pipe of its own, so a program cannot fake a verdict by printing or by its exit code.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,25 @@ import time
 from dataclasses import asdict, dataclass, field
 
 UID_BASE = 1_000_000  # sandbox uids: UID_BASE + launcher pid (unique while it runs; no passwd entry needed)
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 8192, 16384, 1 << 18
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
+    0x20000,
+    0x4000000,
+    0x8000000,
+    0x10000000,
+    0x20000000,
+    0x40000000,
+)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = (
+    1,
+    2,
+    4,
+    8,
+    32,
+    4096,
+    8192,
+    16384,
+    1 << 18,
+)
 PR_SET_PDEATHSIG = 1
 WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 
@@ -74,7 +92,15 @@ def run_python(source: str, timeout_s: float = 10.0, limits: Limits = Limits(), 
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     status_r, status_w = os.pipe()
-    job = {"source": source, "stdin": stdin, "timeout_s": timeout_s, "limits": asdict(limits), "status_fd": status_w, "python": os.path.realpath(sys.executable), "prefix": sys.base_prefix}
+    job = {
+        "source": source,
+        "stdin": stdin,
+        "timeout_s": timeout_s,
+        "limits": asdict(limits),
+        "status_fd": status_w,
+        "python": os.path.realpath(sys.executable),
+        "prefix": sys.base_prefix,
+    }
     start = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-I", "-S", os.path.abspath(__file__)],
@@ -86,14 +112,19 @@ def run_python(source: str, timeout_s: float = 10.0, limits: Limits = Limits(), 
         start_new_session=True,
     )
     os.close(status_w)
-    out, err, exceeded = _communicate(proc, json.dumps(job).encode(), limits.output_bytes, deadline=start + timeout_s + 15)
+    out, err, exceeded = _communicate(
+        proc, json.dumps(job).encode(), limits.output_bytes, deadline=start + timeout_s + 15
+    )
     proc.wait()
     with os.fdopen(status_r, "rb") as f:  # init's line (how the program ended), then the launcher's
         status = {"timed_out": True, "isolation": []}
         for line in f.read().splitlines():
             status.update(json.loads(line))
     if "setup_error" in status:  # not the program's doing: every run would fail the same way
-        raise RuntimeError(f"the sandbox could not start the program: {status['setup_error']}" + (f"\n{err.decode('utf-8', 'replace')[-2000:]}" if err.strip() else ""))
+        raise RuntimeError(
+            f"the sandbox could not start the program: {status['setup_error']}"
+            + (f"\n{err.decode('utf-8', 'replace')[-2000:]}" if err.strip() else "")
+        )
     if "status" in status:  # the program ended by itself
         code = os.waitstatus_to_exitcode(status["status"])
         exit_code, sig = (code, None) if code >= 0 else (None, -code)
@@ -199,7 +230,14 @@ def _mount_private(libc, limits: dict, pid_ns: bool) -> None:
     _call(libc.mount, None, b"/", None, MS_REC | MS_PRIVATE, None)
     for d in WRITABLE_DIRS:
         if os.path.isdir(d):
-            _call(libc.mount, b"tmpfs", d.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, f"size={limits['tmpfs_mb']}m,mode=1777".encode())
+            _call(
+                libc.mount,
+                b"tmpfs",
+                d.encode(),
+                b"tmpfs",
+                MS_NOSUID | MS_NODEV,
+                f"size={limits['tmpfs_mb']}m,mode=1777".encode(),
+            )
     if pid_ns:
         _call(libc.mount, b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
 
@@ -210,7 +248,14 @@ def _expose_python(libc, prefix: str) -> None:
     bound back at its own path, read-only (its shared library is found by absolute path)."""
     prefix = os.path.realpath(prefix)
     parts = prefix.strip("/").split("/")
-    closed = next(("/" + "/".join(parts[: i + 1]) for i in range(len(parts)) if os.stat("/" + "/".join(parts[: i + 1])).st_mode & 0o005 != 0o005), None)
+    closed = next(
+        (
+            "/" + "/".join(parts[: i + 1])
+            for i in range(len(parts))
+            if os.stat("/" + "/".join(parts[: i + 1])).st_mode & 0o005 != 0o005
+        ),
+        None,
+    )
     if closed is None:
         return
     stage = "/tmp/.python"
@@ -277,7 +322,13 @@ def _init(libc, job: dict, isolation: list[str], lifeline: int, uid: int | None)
                     os.setgid(uid)
                     os.setuid(uid)
                 os.chdir(workdir)
-                env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+                env = {
+                    "PATH": "/usr/local/bin:/usr/bin:/bin",
+                    "HOME": workdir,
+                    "TMPDIR": workdir,
+                    "LANG": "C.UTF-8",
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                }
                 with open(os.path.join(workdir, "main.py"), "w") as f:
                     f.write(job["source"])
                 os.execve(job["python"], [job["python"], "-I", "main.py"], env)

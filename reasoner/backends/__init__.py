@@ -1,4 +1,5 @@
 """LM backends behind one protocol. ``load_lm`` builds one from a recipe's model spec."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,9 @@ def resolve_path(path: str) -> str:
     local = Path(path).expanduser()
     if local.exists() or path.startswith((".", "/", "~")) or path.count("/") > 1:
         if not (local / "config.json").is_file():
-            raise FileNotFoundError(f"model path {path!r} has no config.json: point it at a transformers model folder, a hub id, or toy:target / toy:draft")
+            raise FileNotFoundError(
+                f"model path {path!r} has no config.json: point it at a transformers model folder, a hub id, or toy:target / toy:draft"
+            )
         return str(local)
     return path
 
@@ -29,7 +32,11 @@ def load_lm(backend: str, path: str, role: str, stats: Stats | None = None, seed
         # our drafters need the model's logits and KV cache in this process; an engine speculates on its own
         raise ValueError(
             f"token_speculation runs in the transformers backend; for vLLM put speculative_config in models.{role}.engine_args"
-            + (" (backend: openai: start the server with vllm serve --speculative-config)" if backend == "openai" else "")
+            + (
+                " (backend: openai: start the server with vllm serve --speculative-config)"
+                if backend == "openai"
+                else ""
+            )
             + f", or set models.{role}.backend: transformers"
         )
     if backend == "transformers":

@@ -1,13 +1,15 @@
 """The ``LM`` protocol every backend implements. A backend knows nothing of trees: it takes prompts (text or
 token ids) and returns generations with token ids and log-probabilities."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..stats import Stats
 
-Prompt = Union[str, Sequence[int]]
+Prompt = str | Sequence[int]
 
 
 @dataclass

@@ -7,12 +7,12 @@ that fails for a reason another server can fix (connection refused or reset, tim
 another server and the failed one is left out for ``cooldown`` seconds; a request the server rejects (4xx) is
 the caller's error and raised at once. So a run survives servers dying mid-run as long as one is left.
 """
+
 from __future__ import annotations
 
 import http.client
 import json
 import logging
-import socket
 import threading
 import time
 import urllib.error
@@ -175,7 +175,7 @@ class Fleet:
                     pass
                 raise Rejected(f"{url} rejected the request (HTTP {err.code}): {detail}") from None
             raise ConnectionError(f"HTTP {err.code}: {detail}") from None
-        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as err:
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as err:
             raise ConnectionError(str(getattr(err, "reason", err))) from None
 
 

@@ -12,14 +12,15 @@ Costs: prompt and generated tokens come from the server's ``usage`` (prefix-cach
 ``prompt_tokens_details`` when the server reports them, e.g. ``vllm serve --enable-prompt-tokens-details``);
 forward passes happen on the server and are not reported, so they stay 0 here.
 """
+
 from __future__ import annotations
 
 import copy
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Sequence
 
 from ..stats import Stats
 from .base import Generation, Prompt, SamplingParams
@@ -42,17 +43,21 @@ class OpenAILM:
         seed: int = 0,
         stats: Stats | None = None,
         add_special_tokens: bool = False,
-        base_url: "str | Sequence[str]" = (),
+        base_url: str | Sequence[str] = (),
     ):
         from transformers import AutoTokenizer
 
         from . import resolve_path
 
         if dtype != "auto" or device != "auto":
-            raise ValueError("dtype and device are the server's with backend openai: set them where the server starts (vllm serve --dtype ...) and leave them auto here")
+            raise ValueError(
+                "dtype and device are the server's with backend openai: set them where the server starts (vllm serve --dtype ...) and leave them auto here"
+            )
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
-            raise ValueError("backend openai needs base_url: the server's URL, e.g. http://127.0.0.1:8000/v1 (or a list of them)")
+            raise ValueError(
+                "backend openai needs base_url: the server's URL, e.g. http://127.0.0.1:8000/v1 (or a list of them)"
+            )
         local = resolve_path(path)
         self.role, self.max_batch_size, self.add_special_tokens = role, max_batch_size, add_special_tokens
         self.stats = stats if stats is not None else Stats()
@@ -60,7 +65,9 @@ class OpenAILM:
         self.fleet = fleet(urls, api_key=os.environ.get("OPENAI_API_KEY"))
         served = [m["id"] for m in self.fleet.get("/models").get("data", [])]
         if path not in served and local not in served:
-            raise ValueError(f"the servers at {', '.join(urls)} serve {served}, not {path!r}: point the model's path at the model they serve")
+            raise ValueError(
+                f"the servers at {', '.join(urls)} serve {served}, not {path!r}: point the model's path at the model they serve"
+            )
         self.name = path if path in served else local
         self.seeds = RequestSeeds(seed)
 
@@ -85,7 +92,9 @@ class OpenAILM:
         if not bodies:
             return []
         with ThreadPoolExecutor(min(len(bodies), self.max_batch_size)) as pool:
-            answered = list(pool.map(lambda b: self.fleet.post("/completions", {"model": self.name, **b}, b["prompt"]), bodies))
+            answered = list(
+                pool.map(lambda b: self.fleet.post("/completions", {"model": self.name, **b}, b["prompt"]), bodies)
+            )
         replies = [reply | {"server": url} for reply, url in answered]
         for reply in replies:
             usage = reply.get("usage") or {}
@@ -108,7 +117,9 @@ class OpenAILM:
         return finish_of(reason, stop)
 
     def _missing(self, what: str, needed_by: str) -> ValueError:
-        return ValueError(f"the server at {self.fleet.urls[0]} returned no {what}, which {needed_by} needs: use a vLLM server (vllm serve) or the vllm / transformers backend")
+        return ValueError(
+            f"the server at {self.fleet.urls[0]} returned no {what}, which {needed_by} needs: use a vLLM server (vllm serve) or the vllm / transformers backend"
+        )
 
     # -- LM protocol ---------------------------------------------------------------------------------------
 
@@ -157,7 +168,10 @@ class OpenAILM:
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[list[float]]:
         pairs, todo = score_pairs(self, prompts, continuations)
         out: list[list[float]] = [[] for _ in pairs]
-        bodies = [{"prompt": pairs[i][0] + pairs[i][1], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0} for i in todo]
+        bodies = [
+            {"prompt": pairs[i][0] + pairs[i][1], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+            for i in todo
+        ]
         with self._account() as role:
             for i, body, reply in zip(todo, bodies, self._complete(bodies, role)):
                 rows = reply["choices"][0].get("prompt_logprobs")
@@ -170,7 +184,14 @@ class OpenAILM:
     def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
         cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
         bodies = [
-            {"prompt": self.encode(p), "max_tokens": 1, "temperature": 0.0, "logprobs": 0, "logprob_token_ids": list(cand_ids.values()), "return_tokens_as_token_ids": True}
+            {
+                "prompt": self.encode(p),
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": 0,
+                "logprob_token_ids": list(cand_ids.values()),
+                "return_tokens_as_token_ids": True,
+            }
             for p in prompts
         ]
         out = []
@@ -180,5 +201,7 @@ class OpenAILM:
                 try:
                     out.append({c: top[f"token_id:{t}"] for c, t in cand_ids.items()})
                 except KeyError:
-                    raise self._missing("log-probabilities of the candidate tokens (vLLM's logprob_token_ids)", "next_token_logprobs") from None
+                    raise self._missing(
+                        "log-probabilities of the candidate tokens (vLLM's logprob_token_ids)", "next_token_logprobs"
+                    ) from None
         return out

@@ -15,6 +15,7 @@ Each entry may also hold the model's log-probability of each of its tokens (wher
 tokens, teacher-forced continuations), so ``score`` can serve a continuation's already scored tokens from the
 cache as well and prefill only the new ones.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -50,7 +51,9 @@ class PrefixCache:
 
     def __init__(self, capacity_tokens: int):
         if capacity_tokens < 1:
-            raise ValueError(f"prefix cache capacity must be >= 1 token, got {capacity_tokens} (0 disables it in the backend)")
+            raise ValueError(
+                f"prefix cache capacity must be >= 1 token, got {capacity_tokens} (0 disables it in the backend)"
+            )
         self.capacity_tokens = capacity_tokens
         self.root = _Node()
         self.entries: OrderedDict[int, Entry] = OrderedDict()  # least recently used first

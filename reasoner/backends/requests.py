@@ -1,9 +1,10 @@
 """What the backends that hand requests to an engine (``vllm``, ``openai``) share: per-request seeds, finish
 reasons and generations decoded exactly as the transformers backend decodes its own."""
+
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from .base import Generation, Prompt, SamplingParams
 
@@ -32,7 +33,9 @@ def finish_of(reason: str | None, stop_reason) -> tuple[str, str | None]:
     return "eos", None
 
 
-def make_generation(tokenizer, ids: list[int], lps: list[float], finish: tuple[str, str | None], prompt_tokens: int) -> Generation:
+def make_generation(
+    tokenizer, ids: list[int], lps: list[float], finish: tuple[str, str | None], prompt_tokens: int
+) -> Generation:
     """A ``Generation`` decoded exactly as the transformers backend decodes its own (special tokens kept, EOS and
     everything from the stop string on cut off)."""
     reason, stop = finish
@@ -48,15 +51,21 @@ def single_token_ids(tokenizer, candidates: Sequence[str], name: str) -> dict[st
     for c in candidates:
         ids = tokenizer(c, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
-            raise ValueError(f"candidate {c!r} is {len(ids)} tokens for {name}; next_token_logprobs needs single-token candidates")
+            raise ValueError(
+                f"candidate {c!r} is {len(ids)} tokens for {name}; next_token_logprobs needs single-token candidates"
+            )
         out[c] = ids[0]
     return out
 
 
-def score_pairs(lm, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+def score_pairs(
+    lm, prompts: Sequence[Prompt], continuations: Sequence[Prompt]
+) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
     """``score``'s input as token ids, and the indices of the pairs with a continuation to score."""
     if len(prompts) != len(continuations):
-        raise ValueError(f"score needs one continuation per prompt, got {len(prompts)} prompts and {len(continuations)} continuations")
+        raise ValueError(
+            f"score needs one continuation per prompt, got {len(prompts)} prompts and {len(continuations)} continuations"
+        )
     pairs = [(lm.encode(p), lm.encode(c)) for p, c in zip(prompts, continuations)]
     todo = [i for i, (_, c) in enumerate(pairs) if c]
     if any(not pairs[i][0] for i in todo):

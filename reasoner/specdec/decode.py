@@ -10,6 +10,7 @@ already comes out of a verified tree. With the backend's prefix cache on, the pr
 prefix and runs only the rest (a head cached whole runs nothing), and stores the heads' KV; the KV of accepted
 tokens is not stored back (it lives in a ragged cache with holes), so only prompts are shared between calls.
 """
+
 from __future__ import annotations
 
 import time
@@ -53,7 +54,9 @@ def speculative_chunk(lm, prompts: list[list[int]], params, role, drafter: Draft
         trees = drafter.draft(seqs) if level != 0 else [DraftTree() for _ in seqs]
         if level:
             trees = [prefix(t, level) for t in trees]
-        verdicts = verify(cache, [s[-1] for s in seqs], trees, params.temperature, params.top_p, lm.generator, lm.pad_id)
+        verdicts = verify(
+            cache, [s[-1] for s in seqs], trees, params.temperature, params.top_p, lm.generator, lm.pad_id
+        )
         role.forward_passes += 1
         stats.count("token_spec.verify_forwards")
         stats.count("token_spec.drafted_tokens", sum(len(t) for t in trees))
@@ -70,12 +73,19 @@ def speculative_chunk(lm, prompts: list[list[int]], params, role, drafter: Draft
                 if finish:
                     break
             role.generated_tokens += emitted
-            used.append(v if emitted == len(v.tokens) else replace(v, path=v.path[:emitted], tokens=v.tokens[:emitted], logprobs=v.logprobs[:emitted]))
+            used.append(
+                v
+                if emitted == len(v.tokens)
+                else replace(v, path=v.path[:emitted], tokens=v.tokens[:emitted], logprobs=v.logprobs[:emitted])
+            )
             stats.count("token_spec.emitted_tokens", emitted)
             stats.count("token_spec.accepted_tokens", min(len(v.path), emitted))
             if finish:
                 finished.append(out_ids[slot])
-                yield slot, lm._result(out_ids[slot], out_lps[slot], finish, len(prompts[slot // n]), batch.cached[slot // n])
+                yield (
+                    slot,
+                    lm._result(out_ids[slot], out_lps[slot], finish, len(prompts[slot // n]), batch.cached[slot // n]),
+                )
             else:
                 keep.append(r)
         drafter.update(seqs, used)  # drafters learn from the tokens that stayed, aligned with seqs

@@ -1,4 +1,5 @@
 """A draft token tree: what every drafter returns and what verification checks in one forward."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -15,6 +15,7 @@ more token itself (the bonus). Rules:
   and is renormalised (Sequoia / RSD recursive rejection sampling). If none is accepted, sample from p.
 Each rule leaves the distribution of emitted tokens equal to the target's (``tests/test_specdec_sampling.py``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,7 +70,15 @@ def tree_inputs(roots: list[int], trees: list[DraftTree], device, pad_id: int = 
     return torch.from_numpy(ids).to(device), torch.from_numpy(depth).to(device), torch.from_numpy(sees).to(device)
 
 
-def verify(cache: RaggedCache, roots: list[int], trees: list[DraftTree], temperature: float, top_p: float, generator, pad_id: int = 0) -> list[Verdict]:
+def verify(
+    cache: RaggedCache,
+    roots: list[int],
+    trees: list[DraftTree],
+    temperature: float,
+    top_p: float,
+    generator,
+    pad_id: int = 0,
+) -> list[Verdict]:
     """One target forward over every row's root and tree; commit the accepted paths to ``cache``."""
     ids, depth, sees = tree_inputs(roots, trees, cache.device, pad_id)
     logits = cache.forward(ids, depth, sees)
@@ -78,11 +87,17 @@ def verify(cache: RaggedCache, roots: list[int], trees: list[DraftTree], tempera
         best = logits.argmax(-1).tolist()
     else:
         probs = sampling_probs(logits, temperature, top_p)
-    walks = [walk_greedy(tree, best[b]) if temperature == 0 else walk_sampling(tree, probs[b], generator) for b, tree in enumerate(trees)]
+    walks = [
+        walk_greedy(tree, best[b]) if temperature == 0 else walk_sampling(tree, probs[b], generator)
+        for b, tree in enumerate(trees)
+    ]
     # the raw log-probability of every emitted token, gathered at once: (row, position of its parent, token)
     keep = [[0] + [i + 1 for i in path] for path, _ in walks]
     tokens = [[tree.tokens[i] for i in path] + [bonus] for tree, (path, bonus) in zip(trees, walks)]
-    flat = torch.tensor([(b, c, t) for b, (cols, toks) in enumerate(zip(keep, tokens)) for c, t in zip(cols, toks)], device=logits.device)
+    flat = torch.tensor(
+        [(b, c, t) for b, (cols, toks) in enumerate(zip(keep, tokens)) for c, t in zip(cols, toks)],
+        device=logits.device,
+    )
     lps = (logits[flat[:, 0], flat[:, 1], flat[:, 2]] - logits[flat[:, 0], flat[:, 1]].logsumexp(-1)).tolist()
     start = 0
     for b, (tree, (path, _)) in enumerate(zip(trees, walks)):
@@ -111,7 +126,9 @@ def walk_sampling(tree: DraftTree, probs: torch.Tensor, generator) -> tuple[list
             q = tree.dists[node]
             if isinstance(q, dict):  # sparse draft distribution
                 index = torch.tensor(list(q), device=probs.device)
-                q = torch.zeros_like(probs[0]).index_put_((index,), torch.tensor(list(q.values()), dtype=probs.dtype, device=probs.device))
+                q = torch.zeros_like(probs[0]).index_put_(
+                    (index,), torch.tensor(list(q.values()), dtype=probs.dtype, device=probs.device)
+                )
             token, child = multi_step_rule(probs[node + 1], q, children, generator)
         else:
             token, child = point_mass_rule(probs[node + 1], children, generator)

@@ -1,13 +1,26 @@
 """The embedded toy world: step-wise arithmetic problems and small trained models shipped in the package,
 so that everything real (loading, generation, speculation, search, eval) runs on a laptop CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from .problems import DEFAULT_DIFFICULTY, Difficulty, ToyProblem, evaluate_expression, generate_problem, generate_problems
+from .problems import (
+    DEFAULT_DIFFICULTY,
+    Difficulty,
+    ToyProblem,
+    evaluate_expression,
+    generate_problem,
+    generate_problems,
+)
 
 MODELS_DIR = Path(__file__).parent / "models"
-MODELS = ("target", "draft", "code", "prm")  # code: the toy code task's model (reasoner/toy/code.py); prm: reasoner/toy/prm.py
+MODELS = (
+    "target",
+    "draft",
+    "code",
+    "prm",
+)  # code: the toy code task's model (reasoner/toy/code.py); prm: reasoner/toy/prm.py
 
 
 def model_path(name: str) -> Path:
@@ -16,8 +29,19 @@ def model_path(name: str) -> Path:
         raise ValueError(f"unknown toy model {name!r}: use one of {', '.join('toy:' + m for m in MODELS)}")
     path = MODELS_DIR / name
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"toy model {name!r} is missing from {path}: reinstall the package or rebuild it with `reasoner toy train`")
+        raise FileNotFoundError(
+            f"toy model {name!r} is missing from {path}: reinstall the package or rebuild it with `reasoner toy train`"
+        )
     return path
 
 
-__all__ = ["Difficulty", "DEFAULT_DIFFICULTY", "ToyProblem", "generate_problem", "generate_problems", "evaluate_expression", "model_path", "MODELS"]
+__all__ = [
+    "Difficulty",
+    "DEFAULT_DIFFICULTY",
+    "ToyProblem",
+    "generate_problem",
+    "generate_problems",
+    "evaluate_expression",
+    "model_path",
+    "MODELS",
+]

@@ -22,6 +22,7 @@ feedback). ``python -m reasoner.toy.code --out DIR`` retrains ``toy:code`` (Llam
 parameters, the toy tokenizer; seeded, one thread; two phases, 1700 steps: 48 minutes on this project's
 2-core CPU while it was shared with other jobs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,7 +87,14 @@ def code_problems(n: int, seed: int = 1234) -> list[Problem]:
     out = []
     for i in range(n):
         t = generate_task(rng)
-        out.append(Problem(t.question, tests=t.tests(), id=f"toy-code-{seed}-{i}", meta={"entry_point": "f", "public_tests": t.public_test()}))
+        out.append(
+            Problem(
+                t.question,
+                tests=t.tests(),
+                id=f"toy-code-{seed}-{i}",
+                meta={"entry_point": "f", "public_tests": t.public_test()},
+            )
+        )
     return out
 
 
@@ -132,8 +140,15 @@ def train_code_model(out: Path, seed: int = 0, start: Path | None = None) -> dic
     secs = json.loads((Path(start) / "training.json").read_text())["train_seconds"] if start else 0
     for i, (steps, lr) in phases:
         torch.manual_seed(seed + i)
-        secs += train(model, batches(random.Random(seed + i)), steps, lr, f"code phase {i + 1}", warmup=100 if i == 0 else 20)
-    meta = {"spec": {"layers": LAYERS, "hidden": HIDDEN, "heads": HEADS, "ffn": FFN, "batch": BATCH, "phases": PHASES}, "seed": seed, "train_seconds": round(secs), "threads": 1}
+        secs += train(
+            model, batches(random.Random(seed + i)), steps, lr, f"code phase {i + 1}", warmup=100 if i == 0 else 20
+        )
+    meta = {
+        "spec": {"layers": LAYERS, "hidden": HIDDEN, "heads": HEADS, "ffn": FFN, "batch": BATCH, "phases": PHASES},
+        "seed": seed,
+        "train_seconds": round(secs),
+        "threads": 1,
+    }
     save(model, tokenizer, out, meta)
     return meta
 
@@ -141,7 +156,9 @@ def train_code_model(out: Path, seed: int = 0, start: Path | None = None) -> dic
 def main(argv=None) -> None:
     from . import MODELS_DIR
 
-    parser = argparse.ArgumentParser(prog="python -m reasoner.toy.code", description="retrain the toy code model (toy:code), seeded")
+    parser = argparse.ArgumentParser(
+        prog="python -m reasoner.toy.code", description="retrain the toy code model (toy:code), seeded"
+    )
     parser.add_argument("--out", default=str(MODELS_DIR / "code"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start", help="a phase-1 model folder: run phase 2 only")

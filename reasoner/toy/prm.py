@@ -28,6 +28,7 @@ each; there was no time for one longer run). It reaches step ROC-AUC 0.763 on th
 version 0.654; a step's index alone scores 0.672): better, still far from what the target's own likelihood
 gets (~0.99), and not yet good enough to beat majority vote when selecting among samples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,6 +70,7 @@ class Recipe:
     target_samples: int = 2
     seed: int = SEED
 
+
 def label_steps(problem: ToyProblem, steps: list[str]) -> list[int]:
     """1 for each step while the path still equals the reference solution, 0 from the first mistake on."""
     reference, labels, ok = problem.steps, [], True
@@ -109,19 +111,25 @@ def sample_pool(rng: random.Random, recipe: Recipe) -> dict[Difficulty, list[tup
     """On-policy trajectories: whole solutions sampled by ``toy:draft`` (T 0.8-1.0) and ``toy:target`` (T 1.0)
     on fresh problems, split at the step token, keyed by difficulty so a batch pads little. The PRM then
     learns from the mistakes the policy really makes, not only from synthetic ones (Math-Shepherd, Qwen PRM)."""
-    from reasoner.backends import SamplingParams, load_lm
     import prompts
+    from reasoner.backends import SamplingParams, load_lm
 
     template = prompts.load("toy")
     pool: dict[Difficulty, list[tuple[ToyProblem, list[str]]]] = {}
-    for name, count, samples in (("draft", recipe.pool_problems, recipe.pool_samples), ("target", recipe.target_problems, recipe.target_samples)):
+    for name, count, samples in (
+        ("draft", recipe.pool_problems, recipe.pool_samples),
+        ("target", recipe.target_problems, recipe.target_samples),
+    ):
         lm = load_lm("transformers", f"toy:{name}", name, seed=rng.randrange(2**31))
         drawn = [_mixed_difficulty(rng) for _ in range(count)]
         problems = [generate_problem(rng, d) for d in drawn]
         for start in range(0, count, 100):
             chunk = problems[start : start + 100]
             temperature = 1.0 if name == "target" else rng.choice([0.8, 1.0])
-            gens = lm.generate([template.prompt(lm.tokenizer, p.question) for p in chunk], SamplingParams(n=samples, temperature=temperature, max_tokens=160))
+            gens = lm.generate(
+                [template.prompt(lm.tokenizer, p.question) for p in chunk],
+                SamplingParams(n=samples, temperature=temperature, max_tokens=160),
+            )
             for d, p, gs in zip(drawn[start:], chunk, gens):
                 pool.setdefault(d, []).extend((p, g.text.split(STEP_TOKEN)) for g in gs)
     return pool
@@ -237,15 +245,31 @@ def train(out: Path, recipe: Recipe | None = None, heldout: int = 40, init: str 
         log.info("on-policy pool: %d trajectories in %.0fs", sum(len(v) for v in pool.values()), pool_secs)
     check = _heldout(heldout) if heldout else None
     captured: dict[str, torch.Tensor] = {}
-    hook = model.model.layers[body_layers - 1].register_forward_hook(lambda m, i, o: captured.__setitem__("h", o[0] if isinstance(o, tuple) else o))
-    fresh = {n for n, _ in model.named_parameters() if n.startswith("score.") or any(f"layers.{i}." in n for i in range(body_layers, body_layers + recipe.extra_layers))}
+    hook = model.model.layers[body_layers - 1].register_forward_hook(
+        lambda m, i, o: captured.__setitem__("h", o[0] if isinstance(o, tuple) else o)
+    )
+    fresh = {
+        n
+        for n, _ in model.named_parameters()
+        if n.startswith("score.")
+        or any(f"layers.{i}." in n for i in range(body_layers, body_layers + recipe.extra_layers))
+    }
     groups = [
-        {"params": [p for n, p in model.named_parameters() if n not in fresh], "lr": recipe.body_lr, "weight_decay": 0.1},
+        {
+            "params": [p for n, p in model.named_parameters() if n not in fresh],
+            "lr": recipe.body_lr,
+            "weight_decay": 0.1,
+        },
         {"params": [p for n, p in model.named_parameters() if n in fresh], "lr": recipe.head_lr, "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.98))
     warm = 30
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, recipe.steps) / recipe.steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, recipe.steps) / recipe.steps)))
+        ),
+    )
     data = batches(fmt, rng, pool, recipe.on_policy)
     model.train()
     embed = model.model.embed_tokens.weight
@@ -281,7 +305,14 @@ def train(out: Path, recipe: Recipe | None = None, heldout: int = 40, init: str 
                 model.eval()
                 extra = f" held-out draft step AUC {check(model, fmt):.4f}"
                 model.train()
-            log.info("prm step %d/%d loss %s %.0fs%s", step, recipe.steps, {k: round(v, 4) for k, v in running.items()}, time.time() - start, extra)
+            log.info(
+                "prm step %d/%d loss %s %.0fs%s",
+                step,
+                recipe.steps,
+                {k: round(v, 4) for k, v in running.items()},
+                time.time() - start,
+                extra,
+            )
     hook.remove()
     secs = time.time() - start
     model.eval()
@@ -310,14 +341,17 @@ def _heldout(n: int, seed: int = 777):
     """A small check set of draft samples on problems the measurement does not use (seed 777, not 4321)."""
     from sklearn.metrics import roc_auc_score
 
-    from reasoner.backends import SamplingParams, load_lm
     import prompts
+    from reasoner.backends import SamplingParams, load_lm
 
     rng = random.Random(seed)
     problems = [generate_problem(rng, Difficulty.parse("hard")) for _ in range(n)]
     draft = load_lm("transformers", "toy:draft", "draft", seed=seed)
     template = prompts.load("toy")
-    gens = draft.generate([template.prompt(draft.tokenizer, p.question) for p in problems], SamplingParams(n=4, temperature=0.8, max_tokens=160))
+    gens = draft.generate(
+        [template.prompt(draft.tokenizer, p.question) for p in problems],
+        SamplingParams(n=4, temperature=0.8, max_tokens=160),
+    )
     rows = [(p, g.text.split(STEP_TOKEN)) for p, gs in zip(problems, gens) for g in gs]
 
     @torch.no_grad()
@@ -356,16 +390,23 @@ def _select(problems: list[ToyProblem], texts: list[list[str]], scores: list[lis
     return {k: round(v / len(problems), 4) for k, v in right.items()}
 
 
-def measure(path: str = "toy:prm", n: int = 100, samples: int = 4, difficulty: str = "hard", seed: int = 4321, select_samples: int = 8) -> dict:
+def measure(
+    path: str = "toy:prm",
+    n: int = 100,
+    samples: int = 4,
+    difficulty: str = "hard",
+    seed: int = 4321,
+    select_samples: int = 8,
+) -> dict:
     """Step-level ROC-AUC of the PRM on real ``toy:draft`` samples (T = 0.8) of ``n`` problems, labelled from
     the exact answers, and on as many synthetic trajectories (reference solutions with one corrupted step);
     then what a search user sees: on the same problems, ``select_samples`` more draft samples each, the
     accuracy of majority vote, of the PRM's best sample, of the PRM-weighted vote and of the oracle."""
     from sklearn.metrics import roc_auc_score
 
+    import prompts
     from reasoner.backends import SamplingParams, load_lm
     from verifiers.prm import PRMVerifier
-    import prompts
 
     prm = PRMVerifier(path, family="skywork", step_token=STEP_TOKEN)
     rng = random.Random(seed)
@@ -382,14 +423,21 @@ def measure(path: str = "toy:prm", n: int = 100, samples: int = 4, difficulty: s
         scores = prm.score_steps([p.question for p, _ in pairs], [s for _, s in pairs])
         labels = [lab for p, s in pairs for lab in label_steps(p, s)]
         flat = [x for row in scores for x in row]
-        result[name] = {"steps": len(labels), "bad_steps": labels.count(0), "roc_auc": round(float(roc_auc_score(labels, flat)), 4)}
+        result[name] = {
+            "steps": len(labels),
+            "bad_steps": labels.count(0),
+            "roc_auc": round(float(roc_auc_score(labels, flat)), 4),
+        }
         # the bar to clear: scoring a step by its index alone (later steps are more often bad)
         position = [-k for _, s in pairs for k in range(len(s))]
         result[name]["step_index_roc_auc"] = round(float(roc_auc_score(labels, position)), 4)
     if select_samples:  # drawn after the AUC samples, so those stay what they were
         gens = draft.generate(questions, SamplingParams(n=select_samples, temperature=0.8, max_tokens=160))
         texts = [[g.text for g in gs] for gs in gens]
-        flat_scores = prm.score_steps([p.question for p, ts in zip(problems, texts) for _ in ts], [t.split(STEP_TOKEN) for ts in texts for t in ts])
+        flat_scores = prm.score_steps(
+            [p.question for p, ts in zip(problems, texts) for _ in ts],
+            [t.split(STEP_TOKEN) for ts in texts for t in ts],
+        )
         scores = [flat_scores[i * select_samples : (i + 1) * select_samples] for i in range(n)]
         result["selection"] = {"samples": select_samples, "temperature": 0.8, **_select(problems, texts, scores)}
     return result
@@ -397,7 +445,9 @@ def measure(path: str = "toy:prm", n: int = 100, samples: int = 4, difficulty: s
 
 def main(argv=None) -> None:
     defaults = Recipe()
-    parser = argparse.ArgumentParser(prog="python -m reasoner.toy.prm", description="Train (seeded) and measure the toy PRM.")
+    parser = argparse.ArgumentParser(
+        prog="python -m reasoner.toy.prm", description="Train (seeded) and measure the toy PRM."
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "models" / "prm"))
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -406,9 +456,16 @@ def main(argv=None) -> None:
     parser.add_argument("--extra-layers", type=int, default=defaults.extra_layers)
     parser.add_argument("--lm-weight", type=float, default=defaults.lm_weight)
     parser.add_argument("--token-weight", type=float, default=defaults.token_weight)
-    parser.add_argument("--on-policy", type=float, default=defaults.on_policy, help="share of each batch from real model samples (0: synthetic only)")
+    parser.add_argument(
+        "--on-policy",
+        type=float,
+        default=defaults.on_policy,
+        help="share of each batch from real model samples (0: synthetic only)",
+    )
     parser.add_argument("--pool-problems", type=int, default=defaults.pool_problems)
-    parser.add_argument("--init", help="continue training the PRM in this folder (a second phase; use another --seed for fresh data)")
+    parser.add_argument(
+        "--init", help="continue training the PRM in this folder (a second phase; use another --seed for fresh data)"
+    )
     parser.add_argument("--measure-only", action="store_true", help="only measure the PRM at --out")
     parser.add_argument("--n", type=int, default=100, help="problems for the measurement")
     args = parser.parse_args(argv)
@@ -416,8 +473,15 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     if not args.measure_only:
         recipe = Recipe(
-            steps=args.steps, body_lr=args.body_lr, head_lr=args.head_lr, extra_layers=args.extra_layers, lm_weight=args.lm_weight, token_weight=args.token_weight,
-            on_policy=args.on_policy, pool_problems=args.pool_problems, seed=args.seed,
+            steps=args.steps,
+            body_lr=args.body_lr,
+            head_lr=args.head_lr,
+            extra_layers=args.extra_layers,
+            lm_weight=args.lm_weight,
+            token_weight=args.token_weight,
+            on_policy=args.on_policy,
+            pool_problems=args.pool_problems,
+            seed=args.seed,
         )
         train(Path(args.out), recipe, init=args.init)
     result = measure(args.out, n=args.n)

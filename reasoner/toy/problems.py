@@ -19,6 +19,7 @@ blank line, and ends with ``The answer is \\boxed{173}``::
 Values never go negative (a subtrahend is at most the running value), multipliers have one digit,
 and with ``digits=d`` operands stay below ``10**d`` and every value below ``10**(d+1)``.
 """
+
 from __future__ import annotations
 
 import random
@@ -44,7 +45,7 @@ class Difficulty:
             raise ValueError(f"difficulty needs 1 <= digits <= 4, got digits={self.digits}")
 
     @classmethod
-    def parse(cls, spec: "str | Difficulty") -> "Difficulty":
+    def parse(cls, spec: str | Difficulty) -> Difficulty:
         """``easy`` / ``medium`` / ``hard`` or ``ops=2-6,digits=2`` (``ops=4`` means exactly four)."""
         if isinstance(spec, Difficulty):
             return spec
@@ -127,7 +128,9 @@ def apply(left: int, op: str, right: int) -> int:
     raise ValueError(f"unknown operator {op!r}")
 
 
-def generate_problem(rng: random.Random, difficulty: Difficulty = DEFAULT_DIFFICULTY, n_ops: int | None = None) -> ToyProblem:
+def generate_problem(
+    rng: random.Random, difficulty: Difficulty = DEFAULT_DIFFICULTY, n_ops: int | None = None
+) -> ToyProblem:
     """Draw one problem; ``n_ops`` overrides the difficulty's range."""
     n = n_ops if n_ops is not None else rng.randint(difficulty.min_ops, difficulty.max_ops)
     top = 10**difficulty.digits - 1  # largest operand
@@ -158,7 +161,7 @@ def generate_problem(rng: random.Random, difficulty: Difficulty = DEFAULT_DIFFIC
     return ToyProblem(expr, tuple(ops))
 
 
-def generate_problems(n: int, seed: int = 0, difficulty: "Difficulty | str" = DEFAULT_DIFFICULTY) -> list[ToyProblem]:
+def generate_problems(n: int, seed: int = 0, difficulty: Difficulty | str = DEFAULT_DIFFICULTY) -> list[ToyProblem]:
     """``n`` problems from a fixed seed: the same arguments always give the same list."""
     rng = random.Random(seed)
     difficulty = Difficulty.parse(difficulty)

@@ -4,6 +4,7 @@ Exact-match accuracy of greedy chain of thought by difficulty (through ``Reasone
 the target's accuracy as a judge of correct vs corrupted steps, parameters, size on disk, and decode speed
 (tokens/s of our backend, greedy, batch 1 and batch 16). Writes ``toy_report.md`` and ``toy_report.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -146,5 +147,7 @@ def markdown(report: dict) -> str:
         f"toy-target as a judge ({j['n']} candidate steps, half corrupted): greedy digit >= 7 right {100 * j['greedy_accuracy']:.1f} %, "
         f"ROC-AUC of the expected score {j['roc_auc']:.3f}."
     )
-    lines.append(f"Measured with {report['threads']} torch threads, {report['n_per_difficulty']} problems per difficulty.")
+    lines.append(
+        f"Measured with {report['threads']} torch threads, {report['n_per_difficulty']} problems per difficulty."
+    )
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ Byte-level so any text a user types can be encoded; every digit is its own token
 digit); the step delimiter ``"\\n\\n"`` is a single token; Qwen-style chat turns (``<|im_start|>``/``<|im_end|>``)
 with a chat template, so the toy models go through exactly the code path a Qwen-family model does.
 """
+
 from __future__ import annotations
 
 import random

@@ -12,6 +12,7 @@ Seeded and CPU-only (under an hour on a 2-core CPU: the README's table has the m
 Batches hold one (kind, operations, digits) combination each, so padding costs little. Weights are saved in
 fp16 (half the disk) and computed in fp32 (bf16 matmuls are slow on CPUs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,7 +79,11 @@ def corrupt_step(rng: random.Random, problem: ToyProblem, index: int) -> str:
     if kind < 0.75:  # wrong left operand, consistent result
         wrong = Operation(_perturb(rng, o.left), o.op, o.right)
     elif kind < 0.9:  # wrong right operand
-        wrong = Operation(o.left, o.op, _perturb(rng, o.right) if o.op != "*" else rng.choice([k for k in range(2, 10) if k != o.right]))
+        wrong = Operation(
+            o.left,
+            o.op,
+            _perturb(rng, o.right) if o.op != "*" else rng.choice([k for k in range(2, 10) if k != o.right]),
+        )
     else:  # wrong operator
         wrong = Operation(o.left, rng.choice([x for x in "+-*" if x != o.op]), o.right)
     return wrong.step() if wrong.result >= 0 else f"{o.left}{o.op}{o.right}={_perturb(rng, o.result)}"
@@ -117,7 +122,9 @@ def judge_example(tokenizer, template, rng: random.Random, problem: ToyProblem, 
     candidate = steps[index] if correct else corrupt_step(rng, problem, index)
     text = template.judge_prompt(tokenizer, problem.question, steps[:index], candidate)
     prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
-    answer = tokenizer(str(JUDGE_CORRECT if correct else JUDGE_WRONG), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer = tokenizer(str(JUDGE_CORRECT if correct else JUDGE_WRONG), add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id
+    ]
     return prompt + answer, [0.0] * len(prompt) + [digit_weight, 1.0]
 
 
@@ -181,7 +188,17 @@ def weighted_loss(model, ids, mask, weights):
     return (nll * w.reshape(-1)).sum() / w.sum()
 
 
-def train(model, data, steps: int, lr: float, name: str, probe=None, probe_every: int = 1000, warmup: int = 200, compile: bool = False):
+def train(
+    model,
+    data,
+    steps: int,
+    lr: float,
+    name: str,
+    probe=None,
+    probe_every: int = 1000,
+    warmup: int = 200,
+    compile: bool = False,
+):
     """AdamW (betas 0.9/0.98, wd 0.1), grad clip 1, linear warmup then cosine to 10% of ``lr``.
     ``compile`` runs the forward through ``torch.compile`` (about 20% faster per step on a CPU, after ~2 min
     of compiling)."""
@@ -203,7 +220,15 @@ def train(model, data, steps: int, lr: float, name: str, probe=None, probe_every
         opt.zero_grad(set_to_none=True)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 100 == 0:
-            log.info("%s step %d/%d loss %.4f lr %.2e %.0fs", name, step, steps, running, sched.get_last_lr()[0], time.time() - start)
+            log.info(
+                "%s step %d/%d loss %.4f lr %.2e %.0fs",
+                name,
+                step,
+                steps,
+                running,
+                sched.get_last_lr()[0],
+                time.time() - start,
+            )
         if probe and (step % probe_every == 0 or step == steps):
             model.eval()
             log.info("%s step %d probe: %s", name, step, probe(model))
@@ -213,14 +238,20 @@ def train(model, data, steps: int, lr: float, name: str, probe=None, probe_every
 
 
 @torch.no_grad()
-def greedy_solutions(model, tokenizer, template, problems: list[ToyProblem], batch: int = 64, max_new_tokens: int = 96) -> list[str]:
+def greedy_solutions(
+    model, tokenizer, template, problems: list[ToyProblem], batch: int = 64, max_new_tokens: int = 96
+) -> list[str]:
     """The model's greedy solutions (plain HF generate with left padding; used for probes and distillation data)."""
     out = []
     for i in range(0, len(problems), batch):
         texts = [_render(tokenizer, template, p.question, []) for p in problems[i : i + batch]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         gen = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
         out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return out
@@ -257,9 +288,15 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "models"), help="folder for target/ and draft/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--only", choices=["target", "draft"], help="train one model (draft needs a trained target in --out)")
-    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile (slower steps, no compile time)")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count (e.g. 0.05 for a smoke run)")
+    parser.add_argument(
+        "--only", choices=["target", "draft"], help="train one model (draft needs a trained target in --out)"
+    )
+    parser.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="skip torch.compile (slower steps, no compile time)"
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every step count (e.g. 0.05 for a smoke run)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.threads:
@@ -274,8 +311,26 @@ def main(argv=None) -> None:
         torch.manual_seed(args.seed)
         rng = random.Random(args.seed)
         target = make_model(TARGET, tokenizer)
-        secs = train(target, batches(tokenizer, template, rng, TARGET.judge_fraction), scaled(TARGET.steps), TARGET.lr, "target", probe, compile=args.compile)
-        save(target, tokenizer, out / "target", {"spec": asdict(TARGET), "seed": args.seed, "train_seconds": round(secs), "threads": torch.get_num_threads()})
+        secs = train(
+            target,
+            batches(tokenizer, template, rng, TARGET.judge_fraction),
+            scaled(TARGET.steps),
+            TARGET.lr,
+            "target",
+            probe,
+            compile=args.compile,
+        )
+        save(
+            target,
+            tokenizer,
+            out / "target",
+            {
+                "spec": asdict(TARGET),
+                "seed": args.seed,
+                "train_seconds": round(secs),
+                "threads": torch.get_num_threads(),
+            },
+        )
     if args.only != "target":
         from transformers import AutoModelForCausalLM
 
@@ -283,7 +338,15 @@ def main(argv=None) -> None:
         torch.manual_seed(args.seed + 1)
         rng = random.Random(args.seed + 1)
         draft = make_model(DRAFT, tokenizer)
-        secs = train(draft, batches(tokenizer, template, rng, 0.0), scaled(DRAFT.steps), DRAFT.lr, "draft", probe, compile=args.compile)
+        secs = train(
+            draft,
+            batches(tokenizer, template, rng, 0.0),
+            scaled(DRAFT.steps),
+            DRAFT.lr,
+            "draft",
+            probe,
+            compile=args.compile,
+        )
         # distillation: the target's greedy solutions to fresh problems become the draft's training data
         t0 = time.time()
         problems = [generate_problem(rng, _difficulty(rng)) for _ in range(scaled(DRAFT.distill_problems))]
@@ -291,8 +354,27 @@ def main(argv=None) -> None:
         solutions = greedy_solutions(target, tokenizer, template, problems)
         log.info("distillation data: %d target solutions in %.0fs", len(solutions), time.time() - t0)
         secs += time.time() - t0
-        secs += train(draft, distill_batches(tokenizer, template, rng, problems, solutions), scaled(DRAFT.distill_steps), DRAFT.lr / 4, "draft-distill", probe, warmup=50, compile=args.compile)
-        save(draft, tokenizer, out / "draft", {"spec": asdict(DRAFT), "seed": args.seed, "train_seconds": round(secs), "threads": torch.get_num_threads()})
+        secs += train(
+            draft,
+            distill_batches(tokenizer, template, rng, problems, solutions),
+            scaled(DRAFT.distill_steps),
+            DRAFT.lr / 4,
+            "draft-distill",
+            probe,
+            warmup=50,
+            compile=args.compile,
+        )
+        save(
+            draft,
+            tokenizer,
+            out / "draft",
+            {
+                "spec": asdict(DRAFT),
+                "seed": args.seed,
+                "train_seconds": round(secs),
+                "threads": torch.get_num_threads(),
+            },
+        )
 
 
 def distill_batches(tokenizer, template, rng: random.Random, problems: list[ToyProblem], solutions: list[str]):

@@ -1,4 +1,5 @@
 """What a drafter is: something that proposes a token tree per row and may learn from the target's verdicts."""
+
 from __future__ import annotations
 
 from ..tree import DraftTree

@@ -13,6 +13,7 @@ The draft model's KV cache follows the sequence without recomputation: tokens it
 nodes it expanded) are kept, the rest dropped; tokens it has not seen (the bonus token, accepted leaves) are fed
 in the next round 0 together with the root.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,12 +28,30 @@ from .base import Drafter
 class DraftModel(Drafter):
     name = "draft_model"
 
-    def __init__(self, model, tree: str = "chain", num_tokens: int = 6, nodes: int = 24, top_k: int = 4, cover: float = 0.8,
-                 min_score: float = 0.0, seed: int = 0, stats=None, vocab_size: int | None = None):
+    def __init__(
+        self,
+        model,
+        tree: str = "chain",
+        num_tokens: int = 6,
+        nodes: int = 24,
+        top_k: int = 4,
+        cover: float = 0.8,
+        min_score: float = 0.0,
+        seed: int = 0,
+        stats=None,
+        vocab_size: int | None = None,
+    ):
         self.model = model
         self.vocab_size = vocab_size  # the target's logits width: q must be over the same tokens as p
         self.device = next(model.parameters()).device
-        self.tree, self.num_tokens, self.nodes, self.top_k, self.cover, self.min_score = tree, num_tokens, nodes, top_k, cover, min_score
+        self.tree, self.num_tokens, self.nodes, self.top_k, self.cover, self.min_score = (
+            tree,
+            num_tokens,
+            nodes,
+            top_k,
+            cover,
+            min_score,
+        )
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.stats = stats  # a callable returning the Stats to charge draft forwards to
 
@@ -46,11 +65,16 @@ class DraftModel(Drafter):
             mask = torch.zeros((len(distinct), width), dtype=torch.long)
             for i, s in enumerate(distinct):
                 if s:
-                    ids[i, width - len(s):], mask[i, width - len(s):] = torch.tensor(s), 1
+                    ids[i, width - len(s) :], mask[i, width - len(s) :] = torch.tensor(s), 1
             with torch.inference_mode():
-                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device), past_key_values=self.cache.cache,
-                                 use_cache=True, logits_to_keep=1)
+                out = self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device),
+                    past_key_values=self.cache.cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
             self.cache = RaggedCache.from_prefill(self.model, out.past_key_values, mask.to(self.device))
             self._charge(1)
         index = {s: i for i, s in enumerate(distinct)}
@@ -70,7 +94,9 @@ class DraftModel(Drafter):
             if logits.shape[-1] > v:
                 logits = logits[..., :v]
             else:
-                logits = torch.cat([logits, logits.new_full((*logits.shape[:-1], v - logits.shape[-1]), float("-inf"))], dim=-1)
+                logits = torch.cat(
+                    [logits, logits.new_full((*logits.shape[:-1], v - logits.shape[-1]), float("-inf"))], dim=-1
+                )
         if self.temperature == 0:
             return torch.softmax(logits, dim=-1)
         return sampling_probs(logits, self.temperature, self.top_p)
@@ -121,8 +147,10 @@ class DraftModel(Drafter):
             for b in range(B):
                 frontier[b].sort(key=lambda sn: -sn[0])
                 room = self.top_k if self.tree == "dynamic" else 1
-                chosen.append([n for s, n in frontier[b][:room] if s >= self.min_score] if len(trees[b]) < self.nodes else [])
-                frontier[b] = frontier[b][len(chosen[b]):]
+                chosen.append(
+                    [n for s, n in frontier[b][:room] if s >= self.min_score] if len(trees[b]) < self.nodes else []
+                )
+                frontier[b] = frontier[b][len(chosen[b]) :]
             W = max(len(c) for c in chosen)
             if W == 0:
                 break
@@ -152,7 +180,16 @@ class DraftModel(Drafter):
         self._charge(forwards)
         return trees
 
-    def _expand(self, tree: DraftTree, scores: list[float], frontier: list, node: int, q: torch.Tensor, kids: list[int], probs: list[float]) -> None:
+    def _expand(
+        self,
+        tree: DraftTree,
+        scores: list[float],
+        frontier: list,
+        node: int,
+        q: torch.Tensor,
+        kids: list[int],
+        probs: list[float],
+    ) -> None:
         kids = kids[: self.nodes - len(tree)]  # the budget left, known before the draw
         if not kids:
             return

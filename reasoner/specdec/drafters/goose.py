@@ -7,6 +7,7 @@ to the table's template. Deterministic drafts.
 Simplified from the paper's Algorithm 1: the spine length follows an exponential moving average of how much of
 the spine was accepted (instead of its three confidence tiers), and each branch is one table alternative followed
 by the table's top successors."""
+
 from __future__ import annotations
 
 from ..tree import DraftTree

@@ -10,6 +10,7 @@ when sampling (most likely first when greedy), and each tree carries the pool di
 verification uses multi-step speculative sampling. Deviation: STAND's tree shape is tuned offline on data; here it
 is grown at run time from the pool's probabilities (as the draft-model tree is), with the same children rule.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -26,8 +27,18 @@ from .base import Drafter
 class NgramPool(Drafter):
     name = "ngram_pool"
 
-    def __init__(self, num_tokens: int = 6, nodes: int = 24, top_k: int = 4, ngram: int = 3, shared: bool = True, seed: int = 0,
-                 keep: int = 8, cover: float = 0.8, max_contexts: int = 200_000):
+    def __init__(
+        self,
+        num_tokens: int = 6,
+        nodes: int = 24,
+        top_k: int = 4,
+        ngram: int = 3,
+        shared: bool = True,
+        seed: int = 0,
+        keep: int = 8,
+        cover: float = 0.8,
+        max_contexts: int = 200_000,
+    ):
         self.num_tokens, self.nodes, self.top_k, self.ngram, self.shared = num_tokens, nodes, top_k, ngram, shared
         self.keep, self.cover, self.max_contexts = keep, cover, max_contexts
         self.random = random.Random(seed)
@@ -112,7 +123,11 @@ class NgramPool(Drafter):
         for r, (seq, v) in enumerate(zip(seqs, verdicts)):
             rows = [0] + [i + 1 for i in v.path]
             logits = v.logits[rows].cpu()
-            p = torch.softmax(logits, -1) if self.temperature == 0 else sampling_probs(logits, self.temperature, self.top_p)
+            p = (
+                torch.softmax(logits, -1)
+                if self.temperature == 0
+                else sampling_probs(logits, self.temperature, self.top_p)
+            )
             top = p.topk(min(self.keep, p.shape[-1]))
             start = len(seq) - len(v.tokens)  # seq[:start] ends with the root
             for j, (tokens, probs) in enumerate(zip(top.indices.tolist(), top.values.tolist())):

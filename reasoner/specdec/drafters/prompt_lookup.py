@@ -1,6 +1,7 @@
 """Prompt lookup decoding (PLD; Saxena 2023, HF ``prompt_lookup_num_tokens``): continue the longest n-gram match
 found in the prompt and the output so far. A chain of deterministic drafts. Unlike HF, which takes the first
 match from the left, we take the most recent one: in step-wise reasoning the last steps are the best guide."""
+
 from __future__ import annotations
 
 from ..tree import DraftTree

@@ -4,6 +4,7 @@ breadth-first into a static tree template. Deterministic drafts.
 
 The template is the ``nodes`` most promising rank paths under a simple prior (the top successor is accepted
 far more often than the others); Token Recycling ships a hand-tuned 80-node template instead."""
+
 from __future__ import annotations
 
 import heapq
@@ -59,7 +60,9 @@ class Recycling(Drafter):
         self.adjacency.learn(seqs, verdicts)
 
 
-def fill_template(adjacency: Adjacency, root: int, template, tree: DraftTree | None = None, parent: int = -1) -> DraftTree:
+def fill_template(
+    adjacency: Adjacency, root: int, template, tree: DraftTree | None = None, parent: int = -1
+) -> DraftTree:
     """Fill a rank template under ``parent`` of ``tree`` from the table; nodes whose parent has no such
     successor are left out with their subtrees."""
     tree = tree if tree is not None else DraftTree()

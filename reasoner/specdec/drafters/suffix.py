@@ -7,6 +7,7 @@ Deterministic drafts.
 The per-request tree is not materialised: the node of a context suffix is computed on demand from the
 occurrences of the suffix in the row's own tokens (an index from token to positions, extended as tokens come),
 which gives the same counts as a suffix tree without rebuilding one for every call's prompt."""
+
 from __future__ import annotations
 
 import heapq
@@ -75,9 +76,22 @@ def continuations(seq: list[int], ends: list[int], depth: int) -> TrieNode:
 class Suffix(Drafter):
     name = "suffix"
 
-    def __init__(self, num_tokens: int = 6, nodes: int = 24, min_prob: float = 0.1, cache_size: int = 1000, max_depth: int = 24,
-                 factor: float = 2.0):
-        self.num_tokens, self.nodes, self.min_prob, self.factor, self.max_depth = num_tokens, nodes, min_prob, factor, max_depth
+    def __init__(
+        self,
+        num_tokens: int = 6,
+        nodes: int = 24,
+        min_prob: float = 0.1,
+        cache_size: int = 1000,
+        max_depth: int = 24,
+        factor: float = 2.0,
+    ):
+        self.num_tokens, self.nodes, self.min_prob, self.factor, self.max_depth = (
+            num_tokens,
+            nodes,
+            min_prob,
+            factor,
+            max_depth,
+        )
         self.cache_size = cache_size
         self.global_trie = SuffixTrie(max_depth)
         self.cached: deque[list[int]] = deque()
@@ -95,7 +109,9 @@ class Suffix(Drafter):
 
     def _best(self, seq: list[int], positions: dict) -> DraftTree:
         best, best_score = DraftTree(), 0.0
-        for m, node in self._request_matches(seq, positions) + (self.global_trie.matches(seq) if self.cache_size else []):
+        for m, node in self._request_matches(seq, positions) + (
+            self.global_trie.matches(seq) if self.cache_size else []
+        ):
             tree, score = self._grow(node, min(self.nodes, int(self.factor * m)))
             if score > best_score:
                 best, best_score = tree, score
