@@ -20,6 +20,9 @@ import statistics
 import time
 from pathlib import Path
 
+from reasoner import Reasoner
+from reasoner.toy import generate_problems
+
 
 def raw_generate(lm, prompts: list[str], n: int, temperature: float, max_tokens: int, seed: int) -> dict:
     """The same sampling as one plain ``llm.generate`` call (whole solutions, no steps, no framework)."""
@@ -56,7 +59,7 @@ def through_reasoner(reasoner, problems: list[str]) -> dict:
         "engine_steps": role.forward_passes,
         "calls": role.calls,
         "prefill_tokens": role.prefill_tokens,
-        "prefix_cached_tokens": int(reasoner.last_run.counters.get("prefix_cached_tokens", 0)),
+        "prefix_cached_tokens": sum(r.prefix_cached_tokens for r in reasoner.last_run.roles.values()),
     }
 
 
@@ -70,8 +73,6 @@ def run(
     overrides: list[str] | None = None,
     seed: int = 0,
 ) -> dict:
-    from reasoner import Reasoner
-    from reasoner.toy import generate_problems
 
     reasoner = Reasoner(
         recipe,
@@ -90,7 +91,8 @@ def run(
         runs["raw"].append(raw_generate(lm, prompts, n, temperature, max_tokens, seed + r))
         runs["reasoner"].append(through_reasoner(reasoner, texts))
         print(
-            f"repeat {r + 1}/{repeats}: raw {runs['raw'][-1]['wall_s']:.2f}s, reasoner {runs['reasoner'][-1]['wall_s']:.2f}s",
+            f"repeat {r + 1}/{repeats}: raw {runs['raw'][-1]['wall_s']:.2f}s, reasoner "
+            f"{runs['reasoner'][-1]['wall_s']:.2f}s",
             flush=True,
         )
     median = {side: {k: statistics.median(x[k] for x in rows) for k in rows[0]} for side, rows in runs.items()}
@@ -134,7 +136,8 @@ def table(s: dict) -> str:
         fmt = "{:.2f}" if key.endswith("_s") else "{:.0f}"
         rows.append(f"| {label} | {fmt.format(raw[key])} | {fmt.format(ours[key])} |")
     rows.append(
-        f"| tokens/s | {raw['generated_tokens'] / raw['wall_s']:.0f} | {ours['generated_tokens'] / ours['wall_s']:.0f} |"
+        f"| tokens/s | {raw['generated_tokens'] / raw['wall_s']:.0f} | "
+        f"{ours['generated_tokens'] / ours['wall_s']:.0f} |"
     )
     return (
         f"{s['problems']} problems x N={s['n']} (T={s['temperature']}), {s['recipe']} {' '.join(s['overrides'])}, "

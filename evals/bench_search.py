@@ -19,6 +19,11 @@ import logging
 import time
 from pathlib import Path
 
+from reasoner.recipe import Recipe
+
+from .report import pyplot
+from .runner import evaluate
+
 log = logging.getLogger(__name__)
 
 METHODS = ("cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch")
@@ -77,10 +82,6 @@ def run(
     """Run the grid (skipping runs already finished in ``out``); returns one row per run."""
     import torch
 
-    from reasoner.recipe import Recipe
-
-    from .runner import evaluate
-
     torch.set_num_threads(1)
     out = Path(out)
     spec_modes = {"off": [False], "on": [True], "both": [False, True]}[speculation]
@@ -127,7 +128,10 @@ def run(
 
 def table(rows: list[dict], difficulty: str) -> str:
     n = rows[0]["n"] if rows else 0
-    head = "| run | accuracy ± s.e. | tokens / problem | target tokens / problem | verifier prefill / problem | s / problem | KV peak | KV mean |"
+    head = (
+        "| run | accuracy ± s.e. | tokens / problem | target tokens / problem | verifier prefill / problem "
+        "| s / problem | KV peak | KV mean |"
+    )
     verifier = rows[0].get("verifier", "toy:prm") if rows else "toy:prm"
     lines = [
         f"Toy suite, difficulty {difficulty}, {n} problems; policy toy:draft, verifier {verifier}.",
@@ -138,7 +142,8 @@ def table(rows: list[dict], difficulty: str) -> str:
     for r in rows:
         kv = [f"{r[k]:.0f}" if r[k] is not None else "-" for k in ("kv_tokens_peak", "kv_tokens_mean")]
         lines.append(
-            f"| {r['run']} | {r['accuracy']:.3f} ± {stderr(r):.3f} | {r['tokens_per_problem']:.0f} | {r['target_tokens_per_problem']:.0f} | "
+            f"| {r['run']} | {r['accuracy']:.3f} ± {stderr(r):.3f} | {r['tokens_per_problem']:.0f} | "
+            f"{r['target_tokens_per_problem']:.0f} | "
             f"{r['verifier_prefill_per_problem']:.0f} | {r['s_per_problem']:.2f} | {kv[0]} | {kv[1]} |"
         )
     return "\n".join(lines + [""] + goals(rows))
@@ -167,7 +172,8 @@ def goals(rows: list[dict]) -> list[str]:
             equal = abs(r["accuracy"] - other["accuracy"]) <= max(stderr(r), stderr(other))
             ok = ratio >= need and (equal or r["accuracy"] > other["accuracy"])
             out.append(
-                f"- {r['run']}: {ratio:.2f}x {what} (goal {need}x), accuracy {r['accuracy']:.3f} vs {other['accuracy']:.3f}: {'met' if ok else 'not met'}"
+                f"- {r['run']}: {ratio:.2f}x {what} (goal {need}x), accuracy {r['accuracy']:.3f} vs "
+                f"{other['accuracy']:.3f}: {'met' if ok else 'not met'}"
             )
     for spec in (False, True):
         cot = at.get(("cot", None, spec))
@@ -176,14 +182,13 @@ def goals(rows: list[dict]) -> list[str]:
         runs = [r for (m, _, s), r in at.items() if s == spec and m != "cot"]
         beaten = [r["run"] for r in runs if r["accuracy"] > cot["accuracy"]]
         out.append(
-            f"- {len(beaten)} of {len(runs)} search runs{' with speculation' if spec else ''} beat {cot['run']} ({cot['accuracy']:.3f}): "
-            + (", ".join(beaten) or "none")
+            f"- {len(beaten)} of {len(runs)} search runs{' with speculation' if spec else ''} beat {cot['run']} "
+            f"({cot['accuracy']:.3f}): " + (", ".join(beaten) or "none")
         )
     return out
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from .report import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from reasoner.recipe import Recipe
 
+from .report import pyplot
 from .runner import evaluate
 
 # (label, recipe, overrides); thresholds: judge on the 0-9 scale, prm / likelihood on [0, 1], router P(escalate)
@@ -94,7 +95,10 @@ def run(
 
 
 def table(rows: list[dict], meta: dict) -> str:
-    head = "| method | accuracy | Δ pts | wall s | speedup | target tokens | fewer target tokens | steps accepted |\n|---|---|---|---|---|---|---|---|\n"
+    head = (
+        "| method | accuracy | Δ pts | wall s | speedup | target tokens | fewer target tokens | steps accepted |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for r in rows:
         acc = "" if r["accepted_fraction"] is None else f"{100 * r['accepted_fraction']:.0f} %"
@@ -111,7 +115,6 @@ def table(rows: list[dict], meta: dict) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from .report import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -18,6 +18,13 @@ from pathlib import Path
 
 import torch
 
+import prompts as templates
+from reasoner.backends import SamplingParams, load_lm, resolve_path
+from reasoner.backends.speculative import build_drafter
+from reasoner.toy import Difficulty, generate_problems
+
+from .report import pyplot
+
 OURS = [
     ("prompt_lookup", {"method": "prompt_lookup", "num_tokens": 8}),
     ("suffix", {"method": "suffix"}),
@@ -36,8 +43,6 @@ HF = ["hf generate", "hf assisted (toy:draft)", "hf prompt lookup"]
 
 
 def _prompts(lm, n: int, seed: int, difficulty: str) -> list[list[int]]:
-    import prompts as templates
-    from reasoner.toy import Difficulty, generate_problems
 
     template = templates.load("toy")
     return [
@@ -58,19 +63,18 @@ class ForwardCounter:
 
 
 def _ours(lm, prompts, temperature, max_tokens, seed):
-    from reasoner.backends import SamplingParams
-    from reasoner.stats import Stats
 
-    lm.stats = Stats()
+    before = lm.stats.snapshot()
     start = time.perf_counter()
     outs = [
         lm.generate([p], SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + i))[0][0].token_ids
         for i, p in enumerate(prompts)
     ]
     wall = time.perf_counter() - start
-    c, role = lm.stats.counters, lm.stats.roles["target"]
+    spent = lm.stats.since(before)
+    c, role = spent.counters, spent.roles["target"]
     forwards = c.get("token_spec.verify_forwards") or role.forward_passes
-    drafter = lm.stats.roles["drafter"].forward_passes if "drafter" in lm.stats.roles else 0
+    drafter = spent.roles["drafter"].forward_passes if "drafter" in spent.roles else 0
     return outs, wall, role.generated_tokens / max(forwards, 1), drafter
 
 
@@ -122,9 +126,6 @@ def run(
 ) -> list[dict]:
     from transformers import AutoModelForCausalLM
 
-    from reasoner.backends import load_lm, resolve_path
-    from reasoner.specdec import build_drafter
-
     torch.set_num_threads(1)  # two threads on a shared 2-core machine are many times slower
     out.mkdir(parents=True, exist_ok=True)
     lm = load_lm("transformers", "toy:target", "target", seed=seed)
@@ -151,7 +152,8 @@ def run(
                     best[name] = result
                 if progress:
                     print(
-                        f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} tokens/s",
+                        f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} "
+                        "tokens/s",
                         flush=True,
                     )
             lm.drafter = None
@@ -161,7 +163,8 @@ def run(
                     best[name] = result
                 if progress:
                     print(
-                        f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} tokens/s",
+                        f"T={temperature} round {r + 1}: {name:<24} {sum(map(len, result[0])) / result[1]:7.1f} "
+                        "tokens/s",
                         flush=True,
                     )
         plain_tps = sum(map(len, best["plain"][0])) / best["plain"][1]
@@ -198,10 +201,8 @@ def run(
 
 
 def best_of_n(lm, prompts, warm, n, max_tokens, rounds, seed, progress) -> list[dict]:
-    """N trajectories per problem decoded together at T = 0.7: no speculation, a pool per trajectory, one shared pool."""
-    from reasoner.backends import SamplingParams
-    from reasoner.specdec import build_drafter
-    from reasoner.stats import Stats
+    """N trajectories per problem decoded together at T = 0.7: no speculation, a pool per trajectory, one shared
+    pool."""
 
     configs = [
         ("best-of-8: none", None),
@@ -217,12 +218,13 @@ def best_of_n(lm, prompts, warm, n, max_tokens, rounds, seed, progress) -> list[
             if config:
                 for i, p in enumerate(warm[:4]):
                     lm.generate([p], params(10_000 + i))
-            lm.stats = Stats()
+            before = lm.stats.snapshot()
             start = time.perf_counter()
             tokens = sum(len(g.token_ids) for i, p in enumerate(prompts) for g in lm.generate([p], params(i))[0])
             wall = time.perf_counter() - start
-            forwards = lm.stats.counters.get("token_spec.verify_forwards") or lm.stats.roles["target"].forward_passes
-            steps = lm.stats.roles["target"].forward_passes  # every forward advances all live rows
+            spent = lm.stats.since(before)
+            forwards = spent.counters.get("token_spec.verify_forwards") or spent.roles["target"].forward_passes
+            steps = spent.roles["target"].forward_passes  # every forward advances all live rows
             result = (tokens, wall, tokens / max(forwards, 1) / n, steps)
             if name not in best or wall < best[name][1]:
                 best[name] = result
@@ -257,7 +259,8 @@ def table(rows: list[dict], setup: dict) -> str:
         "Setup: "
         + ", ".join(f"{k} {v}" for k, v in setup.items())
         + "; toy:target verifies, toy:draft drafts where a draft model is used; "
-        "1 torch thread; fastest of the rounds. mean accepted = tokens per target forward (1.00 for plain decoding; best-of-N: per row).",
+        "1 torch thread; fastest of the rounds. mean accepted = tokens per target forward (1.00 for plain decoding; "
+        "best-of-N: per row).",
         "",
         "| section | method | T | tokens/s | mean accepted | speedup vs plain | vs best HF | identical to plain |",
         "|---|---|---|---|---|---|---|---|",
@@ -266,13 +269,13 @@ def table(rows: list[dict], setup: dict) -> str:
         same = "" if r["identical_to_plain"] is None else ("yes" if r["identical_to_plain"] else "NO")
         lines.append(
             f"| {r['section']} | {r['method']} | {r['temperature']} | {r['tokens_per_s']} | {r['mean_accepted']:.2f} | "
-            f"{r['speedup_vs_plain']:.2f}x | {r.get('speedup_vs_best_hf', '') and str(r['speedup_vs_best_hf']) + 'x'} | {same} |"
+            f"{r['speedup_vs_plain']:.2f}x | "
+            f"{r.get('speedup_vs_best_hf', '') and str(r['speedup_vs_best_hf']) + 'x'} | {same} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from .report import pyplot
 
     plt = pyplot()
     groups = [

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from math import comb
 
+from reasoner.core.types import Candidate
+from search.vote import choose
+from verifiers.math import is_equivalent
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k (Chen et al. 2021): the chance that at least one of ``k`` of the ``n`` samples, drawn
@@ -32,9 +36,6 @@ def ks_for(n: int) -> list[int]:
 def vote_correct(candidates: list[dict], reference: str | None, vote: str) -> bool | None:
     """Whether ``vote`` (majority | weighted, as in ``search.vote``) over the candidates' answers picks the
     reference answer; ``None`` without a reference."""
-    from reasoner.types import Candidate
-    from search.vote import choose
-    from verifiers.math import is_equivalent
 
     if reference is None:
         return None

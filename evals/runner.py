@@ -20,9 +20,14 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from reasoner.api import Reasoner
+from reasoner.core.logs import quiet_libraries
+from reasoner.core.types import Problem
 from reasoner.recipe import Recipe
-from reasoner.types import Problem
+from verifiers.code import check_many, extract_code
+from verifiers.math import is_equivalent
 
+from .metrics import sample_metrics, speedup, vote_correct
 from .suites import load_suite
 
 log = logging.getLogger(__name__)
@@ -75,8 +80,6 @@ def evaluate(
                 sink.close()
     summary = summarize(rows, recipe)
     if base:
-        from .metrics import speedup
-
         summary["speedup"] = speedup(summary, base) | {"baseline_dir": str(baseline)}
     if out:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -92,8 +95,6 @@ _worker: dict = {}
 def _solve_batches(recipe: Recipe, batches: list[list[Problem]], workers: int):
     """Rows of each batch, as batches finish (in order with one worker, as they come with several)."""
     if workers == 1 or len(batches) == 1:
-        from reasoner.api import Reasoner
-
         reasoner = Reasoner(recipe)
         for batch in batches:
             yield solve_batch(reasoner, batch)
@@ -115,10 +116,8 @@ def _init_worker(recipe: dict, threads: int) -> None:
 
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the main process
     torch.set_num_threads(threads)
-    from reasoner.api import Reasoner
-    from reasoner.cli import _quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     _worker["reasoner"] = Reasoner(Recipe.validated(recipe))
 
 
@@ -147,9 +146,6 @@ def solve_batch(reasoner, batch: list[Problem]) -> list[dict]:
 
 def score_math(row: dict, problem: Problem) -> None:
     """Sample counts for pass@k, and the majority / weighted votes over all candidates."""
-    from verifiers.math import is_equivalent
-
-    from .metrics import vote_correct
 
     candidates = row["candidates"]
     row["n_samples"] = len(candidates)
@@ -165,7 +161,6 @@ def score_math(row: dict, problem: Problem) -> None:
 def score_code(row: dict, problem: Problem) -> None:
     """Extract each candidate's program and run the problem's tests on it in the sandbox; the answer is the
     chosen candidate's program, correct when it passes."""
-    from verifiers.code import check_many, extract_code
 
     prompt, entry = problem.meta.get("prompt"), problem.meta.get("entry_point")
     texts = ["\n\n".join(s["text"] for s in c["steps"]) for c in row["candidates"]]
@@ -239,14 +234,14 @@ def _check_same_run(out: Path, recipe: Recipe) -> None:
         if mine != theirs:
             changed = [k for k in mine if mine[k] != theirs.get(k)]
             raise ValueError(
-                f"{out} holds results of a different recipe (sections differ: {', '.join(changed)}): use another --out folder"
+                f"{out} holds results of a different recipe (sections differ: {', '.join(changed)}): use another "
+                "--out folder"
             )
 
 
 def summarize(rows: list[dict], recipe: Recipe) -> dict:
     """Accuracy, sample metrics and cost over result lines (the one place the summary is built). Wall time and
     forward passes are each batch's, shared evenly; every ``Stats`` counter of the solutions is summed."""
-    from .metrics import sample_metrics
 
     n = len(rows)
     correct = sum(bool(r["correct"]) for r in rows)

@@ -15,8 +15,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from reasoner.core.types import Problem
 from reasoner.recipe import SuiteConfig
-from reasoner.types import Problem
+from reasoner.toy import generate_problems
+from reasoner.toy.code import code_problems
 
 HUB = {  # suite -> (dataset, config, split) loaded with `datasets` when no --data file is given
     "math500": ("HuggingFaceH4/MATH-500", None, "test"),
@@ -43,8 +45,6 @@ def load_suite(config: SuiteConfig) -> list[Problem]:
     file, line and field at fault."""
     name = config.name
     if name == "toy":
-        from reasoner.toy import generate_problems
-
         return [
             Problem(
                 p.question,
@@ -55,8 +55,6 @@ def load_suite(config: SuiteConfig) -> list[Problem]:
             for i, p in enumerate(generate_problems(config.size, seed=config.seed, difficulty=config.difficulty))
         ]
     if name == "toy-code":
-        from reasoner.toy.code import code_problems
-
         return code_problems(config.size, config.seed)
     if name not in FIELDS:
         raise ValueError(f"unknown suite {name!r}: use one of {', '.join(SUITES)}")

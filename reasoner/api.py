@@ -6,12 +6,37 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .backends import LM, load_lm
-from .engine import StepBudget, StepEngine, StepSampling
+import prompts
+import search
+import verifiers
+from search.kv import book_bytes
+from verifiers.acceptors import make_acceptor
+from verifiers.base import aggregate
+from verifiers.math import extract_answer, is_equivalent
+
+from .backends import load_lm
+from .core.lm import LM
+from .core.stats import Stats
+from .core.types import Candidate, Node, Problem, Solution, Tree
+from .engine import SpeculativeStepEngine, StepBudget, StepEngine, StepSampling
 from .recipe import Recipe
-from .specdec import token_speculation_options
-from .stats import Stats
-from .types import Candidate, Node, Problem, Solution, Tree
+
+
+def token_speculation_options(recipe: Recipe, role: str) -> dict:
+    """Backend options that make the model of ``role`` speculate as ``recipe.token_speculation`` asks, if it
+    generates (the search policy; the target when step speculation regenerates with it). A draft model is never
+    its own drafter. Only the transformers backend runs our drafters: other backends get the option too, so that
+    ``load_lm`` refuses it with the fix rather than ignoring it."""
+    spec = recipe.token_speculation
+    generates = role == recipe.search.policy or (recipe.step_speculation is not None and role == "target")
+    if spec is None or not generates:
+        return {}
+    if spec.method == "draft_model":
+        draft = spec.draft or recipe.models.draft.path
+        if role == "draft" or draft == getattr(recipe.models, role).path:
+            return {}
+        spec = spec.model_copy(update={"draft": draft})
+    return {"token_speculation": spec}
 
 
 class Reasoner:
@@ -24,11 +49,6 @@ class Reasoner:
     def __init__(
         self, recipe: Recipe | str | Path | dict | None = None, overrides: list[str] | None = None, **sections
     ):
-        # the sibling packages import reasoner's modules, so they are imported here, not at the top
-        import prompts
-        import search
-        import verifiers
-
         self.recipe = Recipe.load(recipe, overrides)
         if sections:
             self.recipe = Recipe.load(self.recipe, sections)
@@ -57,14 +77,15 @@ class Reasoner:
         budget = StepBudget(r.budget.max_steps, r.budget.max_tokens, r.budget.stop_on_repeat)
         self.engine = StepEngine(self.models[r.search.policy], self.template, sampling, budget)
         self.verifier = verifiers.build(r.verifier, self.models, self.template, r.models)
-        self._costed_verifiers = verifiers.costed(self.verifier)
         if r.step_speculation is not None:
-            from .speculation import SpeculativeStepEngine, make_acceptor
-
             target = StepEngine(self.models["target"], self.template, sampling, budget)
             acceptor = make_acceptor(r.step_speculation, self.models["target"], self.template, self.verifier)
             self.engine = SpeculativeStepEngine(self.engine, target, acceptor, r.step_speculation.first_n_target_steps)
-        self.search = search.build(r, self.engine, self.verifier)
+        self.search = search.build(r.search, self.engine, self.verifier, r.verifier.aggregate, r.seed)
+        # everything that counts its own costs: the backends and the models verifiers loaded themselves
+        self._meters = [lm.stats for lm in self.models.values()] + [
+            m.stats for m in verifiers.own_models(self.verifier)
+        ]
 
     def solve(self, problem: str | Problem) -> Solution:
         """Solve one problem; its ``stats`` hold everything spent on it."""
@@ -74,24 +95,21 @@ class Reasoner:
         """Solve problems together: their trajectories share every batched model call. Each solution's stats
         count the tokens spent on it; the batch's wall time and forward passes are in ``last_run`` (and, for a
         single problem, in its solution's stats too)."""
-        from search.kv import book_bytes
-
         problems = [p if isinstance(p, Problem) else Problem(p) for p in problems]
         if not problems:
             return []
         trees = [Tree(p) for p in problems]
-        self.last_run = run = Stats()
-        for lm in self.models.values():
-            lm.stats = run
-            if getattr(lm, "prefix_cache", None) is not None:  # a problem's costs must not depend on what ran before it
-                lm.prefix_cache.clear()
-        for part in self._costed_verifiers:  # PRMs keep their own stats
-            part.stats = run
+        for lm in self.models.values():  # a problem's costs must not depend on what ran before it
+            lm.clear_prefix_cache()
+        before = [m.snapshot() for m in self._meters]
         start = time.perf_counter()
         leaves = self.search.run(trees)
         for tree in trees:  # the KV a tree search retains, in bytes of the policy model's KV
-            book_bytes(tree.stats, getattr(self.models[self.recipe.search.policy], "kv_bytes_per_token", None))
+            book_bytes(tree.stats, self.models[self.recipe.search.policy].kv_bytes_per_token)
         solutions = [self._solution(tree, lv) for tree, lv in zip(trees, leaves)]
+        self.last_run = run = Stats()
+        for meter, snapshot in zip(self._meters, before):
+            run.merge(meter.since(snapshot))
         run.wall_s = time.perf_counter() - start
         for tree in trees:
             for name, value in tree.stats.counters.items():
@@ -109,10 +127,6 @@ class Reasoner:
         return solutions
 
     def _solution(self, tree: Tree, leaves: list[Node]) -> Solution:
-        from search import choose
-        from verifiers.base import aggregate
-        from verifiers.math import extract_answer, is_equivalent
-
         r = self.recipe
         scores = self.verifier.score_paths(leaves) if self.verifier else [None] * len(leaves)
         candidates = []
@@ -120,15 +134,9 @@ class Reasoner:
             steps = [n.step for n in leaf.path()]
             text = leaf.text(self.template.step_delimiter)
             score = aggregate(step_scores, r.verifier.aggregate) if step_scores is not None else None
-            candidates.append(
-                Candidate(
-                    steps,
-                    extract_answer(text),
-                    score,
-                    finished=leaf.step is not None and leaf.step.finish_reason == "eos",
-                )
-            )
-        best = choose(candidates, r.search.vote)
+            finished = leaf.step is not None and leaf.step.finish_reason == "eos"
+            candidates.append(Candidate(steps, extract_answer(text), score, finished=finished))
+        best = search.choose(candidates, r.search.vote)
         answer = best.answer if best else None
         problem = tree.problem
         correct = is_equivalent(answer, problem.answer) if problem.answer is not None else None

@@ -7,7 +7,27 @@ import json
 import logging
 import sys
 
-from .recipe import Recipe
+import prompts
+from evals.bench_search import main as bench_search
+from evals.bench_steps import add_arguments as bench_steps_arguments
+from evals.bench_steps import main as bench_steps
+from evals.bench_tokens import add_arguments as bench_tokens_arguments
+from evals.bench_tokens import main as bench_tokens
+from evals.compress import CompressConfig, compress_file, from_recipe, read_traces
+from evals.report import report
+from evals.router_train import collect, train
+from evals.runner import evaluate
+from evals.suites import load_suite
+from evals.toy.report import main as toy_report
+from evals.toy.train import main as toy_train
+from verifiers.code import CheckResult, check, extract_code
+from verifiers.math import is_equivalent
+
+from .api import Reasoner
+from .core.logs import quiet_libraries
+from .core.types import Problem
+from .recipe import Recipe, schema, schema_markdown
+from .toy import evaluate_expression
 
 EXAMPLE = "Compute ((17+25)*3-48)*2+5."
 SOLVE_RECIPE = "toy-likelihood"  # step speculation: toy:draft writes, toy:target checks each step's likelihood
@@ -26,8 +46,6 @@ def _recipe_args(p: argparse.ArgumentParser, default: str = "chain of thought wi
 
 
 def cmd_solve(args) -> int:
-    from .api import Reasoner
-    from .types import Problem
 
     tests = _read_tests(args.tests) if args.tests else None
     problem = Problem(args.problem, tests=tests, meta={"public_tests": tests} if tests else {})
@@ -35,8 +53,6 @@ def cmd_solve(args) -> int:
     solution = Reasoner(recipe).solve(problem)
     exact = _toy_exact(args.problem) if recipe.prompt == "toy" else None
     if exact is not None:
-        from verifiers.math import is_equivalent
-
         solution.correct = is_equivalent(solution.answer, str(exact))
     program, verdict = _code_check(recipe, solution.text, tests)
     if verdict is not None:
@@ -92,7 +108,8 @@ def cmd_solve(args) -> int:
     counters = solution.stats.counters
     if counters.get("steps_total"):
         console.print(
-            f"[dim]steps accepted {counters.get('steps_accepted', 0):.0f} of {counters['steps_total']:.0f} drafted or written[/]"
+            f"[dim]steps accepted {counters.get('steps_accepted', 0):.0f} of {counters['steps_total']:.0f} drafted "
+            "or written[/]"
         )
     console.print(f"[dim]wall time {solution.stats.wall_s:.2f}s[/]")
     return 0
@@ -111,7 +128,8 @@ def _read_tests(path: str) -> str:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(
-            f"cannot read tests file {path} ({e.__class__.__name__}: {getattr(e, 'strerror', None) or e}): give --tests a readable Python file of assert statements"
+            f"cannot read tests file {path} ({e.__class__.__name__}: {getattr(e, 'strerror', None) or e}): give "
+            "--tests a readable Python file of assert statements"
         ) from None
     if not text.strip():
         raise ValueError(f"tests file {path} is empty: write assert statements in it, e.g. assert f(1) == 8")
@@ -119,7 +137,8 @@ def _read_tests(path: str) -> str:
         ast.parse(text)
     except SyntaxError as e:
         raise ValueError(
-            f"tests file {path} line {e.lineno}: not valid Python ({e.msg}): write assert statements, e.g. assert f(1) == 8"
+            f"tests file {path} line {e.lineno}: not valid Python ({e.msg}): write assert statements, e.g. assert "
+            "f(1) == 8"
         ) from None
     return text
 
@@ -129,20 +148,16 @@ def _code_check(recipe, text: str, tests: str | None):
     from the answer and, with tests, its sandboxed verdict."""
     if tests is None and recipe.suite.name not in CODE_SUITES and "```" not in text:
         return None, None
-    from verifiers.code import check, extract_code
 
     program = extract_code(text)
     if tests is None:
         return program, None
-    from verifiers.code import CheckResult
 
     return program, check(program, tests, 10.0) if program is not None else CheckResult(False, "no code in the answer")
 
 
 def _toy_exact(text: str) -> int | None:
     import re
-
-    from .toy import evaluate_expression
 
     m = re.fullmatch(r"\s*Compute\s+(.+?)\.?\s*", text)
     try:
@@ -152,7 +167,6 @@ def _toy_exact(text: str) -> int | None:
 
 
 def cmd_eval(args) -> int:
-    from evals.runner import evaluate
 
     overrides = list(args.overrides)
     if args.suite:
@@ -208,9 +222,6 @@ def cmd_eval(args) -> int:
 def cmd_compress(args) -> int:
     from pathlib import Path
 
-    import prompts
-    from search.compress import CompressConfig, compress_file, from_recipe, read_traces
-
     config = CompressConfig(
         alpha=args.alpha,
         beta=args.beta,
@@ -236,20 +247,20 @@ def cmd_compress(args) -> int:
     s = summary
     print(f"{s['n']} traces ({s['skipped']} skipped: no final answer); {s['compressed']} shortened")
     print(
-        f"tokens per trace {s['tokens_before']} -> {s['tokens_after']} (ratio {s['ratio']:.3f}); thought {s['thought_tokens_before']} -> {s['thought_tokens_after']} (ratio {s['thought_ratio']:.3f})"
+        f"tokens per trace {s['tokens_before']} -> {s['tokens_after']} (ratio {s['ratio']:.3f}); thought "
+        f"{s['thought_tokens_before']} -> {s['thought_tokens_after']} (ratio {s['thought_ratio']:.3f})"
     )
     print(f"answers that still hold (validator from the compressed thought): {s['answer_holds']:.3f}")
     if s["gold_correct_after"] is not None:
         print(
-            f"correct against the gold answer: {s['gold_correct_before']:.3f} before, {s['gold_correct_after']:.3f} after"
+            f"correct against the gold answer: {s['gold_correct_before']:.3f} before, {s['gold_correct_after']:.3f} "
+            "after"
         )
     print(f"wrote {s['out']} and {s['summary_path']}")
     return 0
 
 
 def cmd_router_collect(args) -> int:
-    from evals.suites import load_suite
-    from verifiers.router import collect
 
     recipe = Recipe.load(
         args.recipe or "toy-arbitrage", (["suite.name=" + args.suite] if args.suite else []) + args.overrides
@@ -257,13 +268,13 @@ def cmd_router_collect(args) -> int:
     problems = load_suite(recipe.suite)[: args.limit]
     done = collect(recipe, problems, args.out, progress=not args.no_progress)
     print(
-        f"wrote {done['rows']} step pairs ({done['positives']} where the target is better) from {done['problems']} problems to {done['out']}"
+        f"wrote {done['rows']} step pairs ({done['positives']} where the target is better) from {done['problems']} "
+        f"problems to {done['out']}"
     )
     return 0
 
 
 def cmd_router_train(args) -> int:
-    from verifiers.router import train
 
     info = train(args.data, args.out, holdout=args.holdout, seed=args.seed)
     print(json.dumps(info, indent=2))
@@ -271,28 +282,29 @@ def cmd_router_train(args) -> int:
 
 
 def cmd_bench_steps(args) -> int:
-    from evals.bench_steps import main
 
-    main(args)
+    bench_steps(args)
     return 0
 
 
 def cmd_bench_tokens(args) -> int:
-    from evals.bench_tokens import main
 
-    main(args)
+    bench_tokens(args)
     return 0
 
 
 def cmd_bench_search(args) -> int:
-    from evals.bench_search import main
 
-    main(args)
+    bench_search(args)
+    return 0
+
+
+def cmd_recipe_schema(args) -> int:
+    print(schema_markdown() if args.markdown else json.dumps(schema(), indent=2), end="")
     return 0
 
 
 def cmd_report(args) -> int:
-    from evals.report import report
 
     markdown = report(args.runs, args.out, baseline=args.baseline)
     print(markdown)
@@ -301,16 +313,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_toy_train(args) -> int:
-    from .toy.train import main
 
-    main(args.rest)
+    toy_train(args.rest)
     return 0
 
 
 def cmd_toy_report(args) -> int:
-    from .toy.report import main
 
-    main(args.rest)
+    toy_report(args.rest)
     return 0
 
 
@@ -330,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tests",
         metavar="FILE",
-        help="a Python file of asserts: run them on the answer's program in the sandbox and print passed / failed (a recipe that "
+        help="a Python file of asserts: run them on the answer's program in the sandbox and print passed / failed "
+        "(a recipe that "
         "searches on public tests, e.g. toy-code-rethink, also searches with them)",
     )
     p.set_defaults(func=cmd_solve)
@@ -341,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(p)
     p.add_argument(
         "--suite",
-        help="toy | toy-code | math500 | gsm8k | aime24 | aime25 | amc23 | humaneval | mbpp (default: the recipe's suite.name); "
+        help="toy | toy-code | math500 | gsm8k | aime24 | aime25 | amc23 | humaneval | mbpp (default: the recipe's "
+        "suite.name); "
         "suite.seed / suite.difficulty / suite.size via --set",
     )
     p.add_argument(
@@ -427,22 +439,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
     p.set_defaults(func=cmd_report)
 
+    recipe = sub.add_parser("recipe", help="recipes: their schema").add_subparsers(dest="recipe_command", required=True)
+    p = recipe.add_parser("schema", help="print the JSON schema of a recipe (every section and field)")
+    p.add_argument("--markdown", action="store_true", help="print it as the tables of docs/recipes.md instead")
+    p.set_defaults(func=cmd_recipe_schema)
+
     bench = sub.add_parser("bench", help="benchmarks, side by side in one run").add_subparsers(
         dest="bench_command", required=True
     )
     p = bench.add_parser(
         "steps",
-        help="step-level speculation (judge, RSD, router, likelihood) vs the target alone: accuracy, speedup, target tokens",
+        help="step-level speculation (judge, RSD, router, likelihood) vs the target alone: accuracy, speedup, "
+        "target tokens",
     )
-    from evals.bench_steps import add_arguments as bench_steps_arguments
 
     bench_steps_arguments(p)
     p.set_defaults(func=cmd_bench_steps)
     p = bench.add_parser(
         "tokens",
-        help="token-level speculative decoding: plain vs transformers' assisted / prompt lookup vs each drafter; best-of-8 pools",
+        help="token-level speculative decoding: plain vs transformers' assisted / prompt lookup vs each drafter; "
+        "best-of-8 pools",
     )
-    from evals.bench_tokens import add_arguments as bench_tokens_arguments
 
     bench_tokens_arguments(p)
     p.set_defaults(func=cmd_bench_tokens)
@@ -498,7 +515,7 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    _quiet_libraries()
+    quiet_libraries()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, OSError) as e:  # user errors: one line, no trace
@@ -509,20 +526,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def _quiet_libraries() -> None:
-    import os
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
-    except ImportError:
-        pass
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

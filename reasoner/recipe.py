@@ -8,11 +8,18 @@ A bad recipe raises ``RecipeError`` naming the field, what was given and what is
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from search.config import BY_METHOD, SEARCHES, TREE_SEARCHES, CoTConfig, SearchConfig, knob_owners
+
+from .core.config import Section
+from .specdec.config import TokenSpeculation
+from .toy.problems import Difficulty
 
 ROLES = ("target", "draft", "verifier")
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -22,19 +29,22 @@ class RecipeError(ValueError):
     """A recipe (file, field or override) a user wrote is wrong; the message says how to fix it."""
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
 class ModelConfig(Section):
+    """One model: where its weights are and which backend runs it."""
+
     path: str = Field(description="toy:target, toy:draft, a local transformers folder or a hub id")
-    backend: Literal["transformers", "vllm", "openai"] = "transformers"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    device: str = "auto"
-    max_batch_size: int = Field(64, ge=1, description="rows decoded together")
+    backend: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers", description="transformers (this process), vllm (an engine in this process) or openai (servers)"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="weights and compute dtype (auto: bfloat16 on a GPU, float32 on a CPU)"
+    )
+    device: str = Field("auto", description="transformers: cuda, cuda:1, cpu, ... (auto: a GPU if there is one)")
+    max_batch_size: int = Field(64, ge=1, le=4096, description="rows decoded together")
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
-        description="vllm: keyword arguments for vllm.LLM (gpu_memory_utilization, tensor_parallel_size, speculative_config, ...)",
+        description="vllm: keyword arguments for vllm.LLM (gpu_memory_utilization, tensor_parallel_size, "
+        "speculative_config, ...)",
     )
     base_url: list[str] = Field(
         default_factory=list,
@@ -76,86 +86,36 @@ class ModelConfig(Section):
 
 
 class Models(Section):
-    target: ModelConfig | None = ModelConfig(path="toy:target")
-    draft: ModelConfig | None = None
-    verifier: ModelConfig | None = None
+    """The models by role; a recipe loads only the roles its search, verifier and speculation use."""
+
+    target: ModelConfig | None = Field(
+        ModelConfig(path="toy:target"), description="the large model: writes, judges or rewrites steps"
+    )
+    draft: ModelConfig | None = Field(None, description="the small model: drafts steps (step speculation) or tokens")
+    verifier: ModelConfig | None = Field(None, description="a model only for scoring (a PRM)")
 
 
 class Sampling(Section):
-    temperature: float = Field(0.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_step_tokens: int = Field(256, ge=1)
+    """How each step is sampled."""
 
-
-class SearchConfig(Section):
-    method: Literal["cot", "best_of_n", "beam", "dvts", "mcts", "astar", "rebase", "ets", "fetch", "rethink_mcts"] = (
-        "cot"
-    )
-    n: int = Field(
-        1,
-        ge=1,
-        description="trajectories per problem (mcts: iterations; astar: finished candidates; rebase/ets: width)",
-    )
-    vote: Literal["majority", "weighted", "best"] = "majority"
-    policy: Literal["target", "draft"] = Field("target", description="the model role that writes the steps")
-    # tree searches (search/): the knobs each method reads; the others ignore them
-    width: int = Field(
-        4,
-        ge=1,
-        description="beam/dvts/fetch: children per kept beam (n/width beams kept); mcts/astar: children per expansion",
-    )
-    filter_duplicates: bool = Field(False, description="beam/fetch: drop candidates whose whole text repeats another's")
-    lookahead: int = Field(
-        0, ge=0, description="beam/fetch: rank each candidate by the score of a rollout this many steps further"
-    )
-    rollout: Literal["sample", "greedy"] = Field(
-        "sample", description="mcts: one sampled step at a time, or follow the best-scored of width children"
-    )
-    select: Literal["vote", "value", "visits"] = Field(
-        "vote", description="mcts: vote over all finished trajectories, or follow max mean value / max visits"
-    )
-    puct_base: float = Field(
-        19652.0, gt=0, description="mcts: PUCT c_base (OpenR); rethink_mcts: var_p_uct's ucb_base (RethinkMCTS: 10)"
-    )
-    puct_init: float = Field(
-        1.25, ge=0, description="mcts: PUCT c_init (OpenR); rethink_mcts: var_p_uct's ucb_constant (RethinkMCTS: 4)"
-    )
-    root_noise: bool = Field(False, description="mcts: Dirichlet noise (alpha 0.3, weight 0.25) on the root's priors")
-    beta: float = Field(0.1, ge=0, description="astar: weight of the path's mean negative log-likelihood in g")
-    max_expansions: int = Field(64, ge=1, description="astar: node expansions per problem at most")
-    temperature: float = Field(0.2, gt=0, description="rebase/ets: softmax temperature of the width allocation")
-    lambda_c: float = Field(1.0, ge=0, description="ets: weight of the retained KV cost")
-    lambda_s: float = Field(1.5, ge=0, description="ets: weight of semantic coverage")
-    cluster_distance: float = Field(0.05, ge=0, description="ets: cosine distance that cuts the step clusters")
-    merge: bool = Field(False, description="beam/mcts: merge equivalent sibling states (FETCH); fetch always merges")
-    merge_distance: float = Field(
-        0.15, ge=0, description="fetch / merge: cosine distance under which sibling steps merge"
-    )
-    max_think_times: int = Field(
-        2,
-        ge=0,
-        description="rethink_mcts: rethinks (regenerate a thought, roll out again) after a rollout fails the public tests",
-    )
-    rethink_pick: Literal["least_likely", "deepest"] = Field(
-        "least_likely",
-        description="rethink_mcts: the thought to regenerate: the one with the least likely token, or the deepest",
-    )
-    rethink_prompt: str | None = Field(
-        None,
-        description="rethink_mcts: for models that read feedback, the problem text while a thought is regenerated, with {problem} and {feedback}",
-    )
-    stop_on_pass: bool = Field(
-        True, description="rethink_mcts: stop a problem's search once a program passes every public test"
-    )
+    temperature: float = Field(0.0, ge=0.0, le=100.0, description="0: greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling's probability mass")
+    max_step_tokens: int = Field(256, ge=1, le=131072, description="tokens one step may take at most")
 
 
 class VerifierConfig(Section):
+    """What scores steps (searches rank by it, votes weigh by it)."""
+
     type: Literal["none", "likelihood", "prm", "judge", "ensemble", "tests"] = Field(
         "none", description="tests: the public-test pass rate of a finished program (verifiers/execution.py)"
     )
     model: Literal["target", "draft", "verifier"] = Field("target", description="the model role that scores")
-    reduce: Literal["mean", "min"] = "mean"
-    aggregate: Literal["last", "min", "prod", "mean"] = "min"
+    reduce: Literal["mean", "min"] = Field(
+        "mean", description="likelihood: a step's score is its mean or its weakest token probability"
+    )
+    aggregate: Literal["last", "min", "prod", "mean"] = Field(
+        "min", description="how a trajectory's step scores make its score"
+    )
     family: Literal["auto", "qwen", "skywork", "math-shepherd", "rlhflow"] = Field(
         "auto", description="prm: the PRM's input format (auto: from its name)"
     )
@@ -172,7 +132,8 @@ class VerifierConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _tests_score_last(cls, data):
-        """``tests`` scores only the finished program (thoughts 0): it aggregates with ``last`` unless told otherwise."""
+        """``tests`` scores only the finished program (thoughts 0): it aggregates with ``last`` unless told
+        otherwise."""
         if isinstance(data, dict) and data.get("type") == "tests" and "aggregate" not in data:
             data = {**data, "aggregate": "last"}
         return data
@@ -181,7 +142,8 @@ class VerifierConfig(Section):
     def _tests_aggregate(self):
         if self.type == "tests" and self.aggregate != "last":
             raise ValueError(
-                f"verifier.type=tests scores only the finished program (thoughts score 0): use verifier.aggregate=last, not {self.aggregate}"
+                "verifier.type=tests scores only the finished program (thoughts score 0): use "
+                f"verifier.aggregate=last, not {self.aggregate}"
             )
         return self
 
@@ -191,11 +153,13 @@ class StepSpeculation(Section):
 
     acceptor: Literal["judge", "prm", "likelihood", "router"] = Field(
         "judge",
-        description="judge: SpecReason's 0-9 target judge; prm: the recipe's verifier (RSD); likelihood: the target's probability of the step; router: Arbitrage's learned router",
+        description="judge: SpecReason's 0-9 target judge; prm: the recipe's verifier (RSD); likelihood: the "
+        "target's probability of the step; router: Arbitrage's learned router",
     )
     threshold: float | None = Field(
         None,
-        description="accept at or above (router: escalate at or above); default per acceptor: judge 7, prm 0.7, likelihood 0.5, router 0.5",
+        description="accept at or above (router: escalate at or above); default per acceptor: judge 7, prm 0.7, "
+        "likelihood 0.5, router 0.5",
     )
     judge_score: Literal["greedy", "expected"] = Field(
         "expected", description="judge: the argmax digit or the expected digit"
@@ -207,46 +171,15 @@ class StepSpeculation(Section):
     first_n_target_steps: int = Field(0, ge=0, description="the target writes the first n steps itself")
 
 
-class TokenSpeculation(Section):
-    """Token-level speculative decoding inside the backend: drafted token trees verified by the generating model,
-    losslessly (greedy output identical, sampled output identically distributed). See ``reasoner/specdec``."""
-
-    method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose"] = Field(
-        description="draft_model: a smaller model; prompt_lookup: n-gram match in prompt + output; ngram_pool: n-grams with the "
-        "target's own probabilities, shared by all rows (STAND); suffix: suffix trees over this and earlier outputs (SuffixDecoding); "
-        "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table branches"
-    )
-    draft: str | None = Field(None, description="draft_model: the draft model's path (default: models.draft)")
-    tree: Literal["chain", "dynamic"] = Field(
-        "chain", description="draft_model: a chain, or a tree grown best-first by draft probability"
-    )
-    num_tokens: int = Field(6, ge=1, le=64, description="longest draft (chain length, tree depth, spine length)")
-    nodes: int = Field(24, ge=1, le=256, description="tree size budget in draft tokens per row and forward")
-    top_k: int = Field(4, ge=1, le=32, description="most children per node (and successors kept per token)")
-    ngram: int = Field(3, ge=1, le=8, description="longest n-gram context matched (prompt_lookup, ngram_pool, goose)")
-    min_score: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="draft_model, suffix: stop growing a branch below this cumulative draft probability (default: draft_model 0, suffix 0.1)",
-    )
-    shared: bool = Field(
-        True,
-        description="ngram_pool: one pool for all rows and calls (false: one per row); suffix and recycling always share theirs",
-    )
-    cache_size: int = Field(1000, ge=0, description="suffix: earlier outputs kept in the global suffix tree")
-    adaptive: bool = Field(
-        False,
-        description="size trees per step by measured goodput (SmartSpec), down to no speculation when it does not pay",
-    )
-    seed: int = 0
-
-
 class AnswerConfig(Section):
-    kind: Literal["math"] = "math"
+    """How answers are read."""
+
+    kind: Literal["math"] = Field("math", description="math: the last \\boxed{} answer, compared by math-verify")
 
 
 class Budget(Section):
+    """How long a trajectory may grow."""
+
     max_steps: int = Field(32, ge=1, description="steps per trajectory")
     max_tokens: int = Field(4096, ge=1, description="generated tokens per trajectory")
     stop_on_repeat: bool = Field(
@@ -255,6 +188,8 @@ class Budget(Section):
 
 
 class SuiteConfig(Section):
+    """The problems ``reasoner eval`` runs."""
+
     name: str = Field(
         "toy",
         description="toy | toy-code | math500 | gsm8k | aime24 | aime25 | amc23 | humaneval | mbpp (evals/suites.py)",
@@ -268,7 +203,6 @@ class SuiteConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
-        from .toy.problems import Difficulty
 
         try:
             Difficulty.parse(self.difficulty)
@@ -278,11 +212,13 @@ class SuiteConfig(Section):
 
 
 class Recipe(Section):
-    name: str = "toy-cot"
-    description: str = ""
+    """Everything a run needs."""
+
+    name: str = Field("toy-cot", description="the recipe's name (results and reports show it)")
+    description: str = Field("", description="what the recipe runs, for people")
     models: Models = Models()
     sampling: Sampling = Sampling()
-    search: SearchConfig = SearchConfig()
+    search: SearchConfig = CoTConfig()
     verifier: VerifierConfig = VerifierConfig()
     prompt: str = Field("toy", description="a template in prompts/templates or a path to one")
     answer: AnswerConfig = AnswerConfig()
@@ -290,17 +226,22 @@ class Recipe(Section):
     step_speculation: StepSpeculation | None = None
     token_speculation: TokenSpeculation | None = None
     suite: SuiteConfig = SuiteConfig()
-    seed: int = 0
+    seed: int = Field(0, description="seeds the models' samplers and the searches' randomness")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_search(cls, data):
+        """A search section without ``method`` is chain of thought's."""
+        if isinstance(data, dict) and isinstance(data.get("search"), dict) and "method" not in data["search"]:
+            data = {**data, "search": {"method": "cot", **data["search"]}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.search.method == "cot" and self.search.n != 1:
-            raise ValueError(
-                f"search.n={self.search.n} with search.method=cot: chain of thought samples once; use search.method=best_of_n"
-            )
         if getattr(self.models, self.search.policy) is None:
             raise ValueError(
-                f"search.policy={self.search.policy} but models.{self.search.policy} is not set: add it or pick another policy"
+                f"search.policy={self.search.policy} but models.{self.search.policy} is not set: add it or pick "
+                "another policy"
             )
         if self.step_speculation is not None:
             spec = self.step_speculation
@@ -317,7 +258,8 @@ class Recipe(Section):
                 )
             if spec.acceptor == "router" and not spec.router:
                 raise ValueError(
-                    "step_speculation.acceptor=router needs step_speculation.router: the file `reasoner router train` wrote"
+                    "step_speculation.acceptor=router needs step_speculation.router: the file `reasoner router "
+                    "train` wrote"
                 )
         if (
             self.token_speculation is not None
@@ -336,9 +278,10 @@ class Recipe(Section):
             raise ValueError(
                 "search.method=rethink_mcts rethinks programs that fail their public tests: set verifier.type=tests"
             )
-        if self.search.method not in ("cot", "best_of_n") and self.verifier.type == "none":
+        if self.search.method in TREE_SEARCHES and self.verifier.type == "none":
             raise ValueError(
-                f"search.method={self.search.method} ranks steps with a verifier: set verifier.type (prm, judge, likelihood or ensemble)"
+                f"search.method={self.search.method} ranks steps with a verifier: set verifier.type (prm, judge, "
+                "likelihood or ensemble)"
             )
         if self.search.vote in ("weighted", "best") and self.verifier.type == "none":
             raise ValueError(
@@ -353,7 +296,9 @@ class Recipe(Section):
         cls, source: str | Path | dict | Recipe | None = None, overrides: list[str] | dict | None = None
     ) -> Recipe:
         """A recipe from a YAML path or a name in ``recipes/`` (``None``: the defaults), with overrides applied:
-        a list of ``dotted.key=value`` strings or a (nested or dotted) dict."""
+        a list of ``dotted.key=value`` strings or a (nested or dotted) dict. An override of ``search.method`` keeps
+        the recipe's knobs the new search shares (n, vote, policy, ...) and drops the old search's own."""
+        origin = None
         if isinstance(source, Recipe):
             data = source.model_dump(exclude_unset=True)
         elif isinstance(source, dict):
@@ -361,22 +306,28 @@ class Recipe(Section):
         elif source is None:
             data = {}
         else:
-            data = _read_yaml(find_recipe(str(source)))
-        pairs = (
+            path = find_recipe(str(source))
+            data, origin = _read_yaml(path), str(path)
+        pairs = list(
             _flatten(overrides).items()
             if isinstance(overrides, dict)
             else [_split_override(o) for o in overrides or []]
         )
+        method = next((v for k, v in pairs if k == "search.method"), None)
+        base = data.get("search")
+        if method in BY_METHOD and isinstance(base, dict) and base.get("method", "cot") != method:
+            data["search"] = {k: v for k, v in base.items() if k in BY_METHOD[method].model_fields}
         for key, value in pairs:
             _set_dotted(data, key, value)
-        return cls.validated(data)
+        return cls.validated(data, origin)
 
     @classmethod
-    def validated(cls, data: dict) -> Recipe:
+    def validated(cls, data: dict, origin: str | None = None) -> Recipe:
+        """``data`` as a Recipe; errors name ``origin`` (the recipe file), the field and the fix."""
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            raise RecipeError(format_errors(e)) from None
+            raise RecipeError((f"recipe {origin}: " if origin else "") + format_errors(e)) from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
@@ -466,9 +417,33 @@ def _allowed_fields(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+def _search_error(e: dict) -> str | None:
+    """The line for an error inside the ``search`` section (a union told apart by ``method``), if it is one."""
+    loc = e["loc"]
+    if e["type"] == "union_tag_invalid" and loc == ("search",):
+        return f"search.method={e['ctx']['tag']!r} is not a search: use one of {', '.join(SEARCHES)}"
+    if len(loc) < 3 or loc[0] != "search" or loc[1] not in BY_METHOD:
+        return None
+    method, knob = loc[1], ".".join(str(p) for p in loc[2:])
+    if e["type"] == "extra_forbidden":
+        owners = knob_owners(knob)
+        where = f"; {knob} is a knob of {', '.join(owners)}" if owners else ""
+        return (
+            f"search.{knob} is not a knob of search.method={method} "
+            f"(it takes {', '.join(BY_METHOD[method].model_fields)}){where}"
+        )
+    if e["type"] == "value_error":
+        return f"search ({method}): {e['msg'].removeprefix('Value error, ')}"
+    return f"search.{knob} ({method}): {e['msg']} (got {e.get('input')!r})"
+
+
 def format_errors(error: ValidationError) -> str:
     lines = []
     for e in error.errors():
+        search_line = _search_error(e)
+        if search_line is not None:
+            lines.append(search_line)
+            continue
         loc = tuple(p for p in e["loc"] if not isinstance(p, int))
         field = ".".join(str(p) for p in loc) or "recipe"
         if e["type"] == "extra_forbidden":
@@ -481,3 +456,92 @@ def format_errors(error: ValidationError) -> str:
         else:
             lines.append(f"recipe field '{field}': {e['msg']} (got {e.get('input')!r})")
     return "; ".join(lines)
+
+
+# -- documentation ---------------------------------------------------------------------------------------------
+
+
+def schema() -> dict:
+    """The JSON schema of a recipe (``reasoner recipe schema``)."""
+    return Recipe.model_json_schema()
+
+
+def schema_markdown() -> str:
+    """docs/recipes.md: every recipe section and field, generated from ``schema()`` (a test keeps it current)."""
+    s = schema()
+    defs = s["$defs"]
+
+    def target(prop: dict) -> str | None:
+        for option in [prop, *prop.get("anyOf", [])]:
+            if "$ref" in option:
+                return option["$ref"].rsplit("/", 1)[-1]
+        return None
+
+    def kind(prop: dict) -> str:
+        if "const" in prop:
+            return f"`{prop['const']}`"
+        if "enum" in prop:
+            return " \\| ".join(f"`{v}`" for v in prop["enum"])
+        options = [o for o in prop.get("anyOf", []) if o.get("type") != "null"]
+        if options:
+            return " or ".join(kind(o) for o in options) + (" (optional)" if len(options) < len(prop["anyOf"]) else "")
+        if "$ref" in prop:
+            return "section"
+        if prop.get("type") == "array":
+            return f"list of {kind(prop.get('items', {}))}"
+        bounds = [f">= {prop['minimum']}"] if "minimum" in prop else []
+        bounds += [f"> {prop['exclusiveMinimum']}"] if "exclusiveMinimum" in prop else []
+        bounds += [f"<= {prop['maximum']}"] if "maximum" in prop else []
+        return prop.get("type", "any") + (f" ({', '.join(bounds)})" if bounds else "")
+
+    def table(title: str, model: dict, skip: tuple[str, ...] = ()) -> list[str]:
+        out = [f"### `{title}`", "", model.get("description", "").replace("\n", " "), ""]
+        out += ["| field | type | default | what it is |", "|---|---|---|---|"]
+        for name, prop in model["properties"].items():
+            if name in skip:
+                continue
+            default = json.dumps(prop["default"]) if "default" in prop and not isinstance(prop["default"], dict) else ""
+            text = prop.get("description", "").replace("|", "\\|").replace("\n", " ")
+            out.append(f"| `{name}` | {kind(prop)} | {default} | {text} |")
+        return out + [""]
+
+    lines = [
+        "# Recipes",
+        "",
+        "<!-- generated by `reasoner recipe schema --markdown`; tests/test_recipe.py fails when it is stale -->",
+        "",
+        "A recipe is a YAML file of the sections below (all optional; `recipes/` holds ready ones). Any field can be",
+        "overridden on the command line with `--set section.field=value`. Unknown fields are errors that name the",
+        "field and what is allowed; a knob of another search is an error naming the search it belongs to. The JSON",
+        "schema: `reasoner recipe schema`.",
+        "",
+        "## Top level",
+        "",
+        "| field | type | default | what it is |",
+        "|---|---|---|---|",
+    ]
+    for name, prop in s["properties"].items():
+        ref = target(prop)
+        if name == "search":
+            lines.append(
+                "| `search` | section | cot | the search: one of the sections under `search` below, by `method` |"
+            )
+        elif ref is None:
+            default = json.dumps(prop.get("default")) if "default" in prop else ""
+            lines.append(f"| `{name}` | {kind(prop)} | {default} | {prop.get('description', '')} |")
+        else:
+            first = " ".join(defs[ref].get("description", "").split()).split(". ")[0].rstrip(".")
+            lines.append(f"| `{name}` | section | | {first}. |")
+    lines += ["", "## Sections", ""]
+    for name, prop in s["properties"].items():
+        ref = target(prop)
+        if name == "search":
+            lines += ["### `search`", "", "One of these, chosen by `method` (default `cot`):", ""]
+            for method, path in prop["discriminator"]["mapping"].items():
+                lines += table(f"search.method: {method}", defs[path.rsplit("/", 1)[-1]], skip=("method",))[0:]
+        elif name == "models":
+            lines += table("models", defs[ref])
+            lines += table("models.<role>", defs["ModelConfig"])
+        elif ref is not None:
+            lines += table(name, defs[ref])
+    return "\n".join(lines).rstrip() + "\n"

@@ -15,7 +15,7 @@ import heapq
 import itertools
 import math
 
-from reasoner.types import Node, Tree
+from reasoner.core.types import Node, Tree
 
 from .common import path_scores
 from .kv import KVMeter

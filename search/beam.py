@@ -15,7 +15,7 @@ finished, handing over all ``width`` children of its last expansion (``n`` traje
 
 from __future__ import annotations
 
-from reasoner.types import Node, Tree
+from reasoner.core.types import Node, Tree
 
 from .common import expand_counts, path_scores, ranked
 from .kv import KVMeter

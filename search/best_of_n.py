@@ -6,8 +6,8 @@ unfinished trajectory in a single batched call, so N samples cost N rows of one 
 
 from __future__ import annotations
 
+from reasoner.core.types import Node, Tree
 from reasoner.engine import StepEngine
-from reasoner.types import Node, Tree
 
 
 class BestOfN:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
-from reasoner.types import Node
+from reasoner.core.types import Node
 from verifiers.base import aggregate
 
 

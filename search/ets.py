@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reasoner.types import Node, Tree
+from reasoner.core.types import Node, Tree
 
-from .common import path_scores
+from .common import expand_counts, path_scores
+from .embed import cluster
 from .kv import KVMeter
 
 
@@ -136,8 +137,6 @@ class Rebase:
         self.lambda_c, self.lambda_s, self.cluster_distance = lambda_c, lambda_s, cluster_distance
 
     def run(self, trees: list[Tree]) -> list[list[Node]]:
-        from .common import expand_counts
-
         meter = KVMeter()
         finished: dict[Tree, list[Node]] = {t: [] for t in trees}
         plan: list[tuple[Node, int]] = [(t.root, self.n) for t in trees]
@@ -166,8 +165,6 @@ class Rebase:
         return [finished[t] for t in trees]
 
     def program(self, leaves: list[Node], values: list[float], width: int) -> Program:
-        from .embed import cluster
-
         alloc = rebase_allocation(values, width, self.temperature)
         weights = [a / sum(alloc) for a in alloc]
         ancestors: dict[int, tuple[Node, list[int]]] = {}

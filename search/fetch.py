@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from reasoner.types import Node
+from reasoner.core.types import Node
 
 from .beam import BeamSearch
+from .embed import embed
 
 
 class Merger:
@@ -32,8 +33,6 @@ class Merger:
         if len(unique) < 2 or self.distance == 0:
             return [unique.index(t) for t in texts]
         from sklearn.cluster import AgglomerativeClustering
-
-        from .embed import embed
 
         labels = AgglomerativeClustering(
             n_clusters=None, metric="cosine", linkage="average", distance_threshold=self.distance

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from reasoner.stats import Stats
-from reasoner.types import Node, Tree
+from reasoner.core.stats import Stats
+from reasoner.core.types import Node, Tree
 
 
 def retained_tokens(nodes: Iterable[Node]) -> int:

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from reasoner.types import Node, Tree
+from reasoner.core.types import Node, Tree
 
 from .common import expand_counts, leaves, path_scores
 from .kv import KVMeter
@@ -81,7 +81,7 @@ class MCTS:
         new = [c for g in groups for c in g]
         for child, v in zip(new, path_scores(self.verifier, new, self.aggregate)):
             child.value, self.reward[child] = v, v
-        for (node, _), g in zip(pairs, groups):
+        for node, _ in pairs:
             if self.merger is not None:
                 fresh = [c for c in node.children if not c.terminal and c.visits == 0]  # visited children stay
                 kept = [c for c, _ in self.merger.merge([(c, self.reward[c]) for c in fresh])]

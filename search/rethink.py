@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from reasoner.types import Node, Tree
+from reasoner.core.types import Node, Tree
 
 from .common import leaves, path_scores
 from .kv import KVMeter
@@ -85,7 +85,8 @@ class RethinkMCTS(MCTS):
             raise ValueError(f"search.max_think_times must be >= 0, got {max_think_times}")
         if feedback_prompt is not None and "{feedback}" not in feedback_prompt:
             raise ValueError(
-                "search.rethink_prompt must contain {feedback} (and may contain {problem}): it is the regeneration prompt's problem text"
+                "search.rethink_prompt must contain {feedback} (and may contain {problem}): it is the regeneration "
+                "prompt's problem text"
             )
         self.max_think_times, self.pick, self.stop_on_pass, self.feedback_prompt = (
             max_think_times,

@@ -8,7 +8,8 @@ verifier votes rank programs too. Ties go to the group seen first.
 
 from __future__ import annotations
 
-from reasoner.types import Candidate
+from reasoner.core.types import Candidate
+from verifiers.code import extract_code
 from verifiers.math import is_equivalent
 
 VOTES = ("majority", "weighted", "best")
@@ -31,9 +32,8 @@ def group_answers(candidates: list[Candidate]) -> list[list[Candidate]]:
 
 
 def group_programs(candidates: list[Candidate]) -> list[list[Candidate]]:
-    """Candidates grouped by their extracted program, lines stripped of trailing spaces; those without one are left out."""
-    from verifiers.code import extract_code
-
+    """Candidates grouped by their extracted program, lines stripped of trailing spaces; those without one are
+    left out."""
     groups: dict[str, list[Candidate]] = {}
     for c in candidates:
         program = extract_code(c.text)

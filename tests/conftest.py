@@ -35,7 +35,8 @@ def toy_prompts(toy_target, template):
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """One torch thread for a test module: on a shared 2-core machine two threads are over 10x slower for the toy models."""
+    """One torch thread for a test module: on a shared 2-core machine two threads are over 10x slower for the toy
+    models."""
     import torch
 
     before = torch.get_num_threads()

@@ -3,8 +3,8 @@
 import pytest
 
 import prompts
+from reasoner.core.types import Candidate, Step
 from reasoner.recipe import Recipe
-from reasoner.types import Candidate, Step
 from verifiers.math import extract_answer, is_equivalent
 
 PROBLEM = "What is the sum of the two roots of x^2 - 5x + 6 = 0?"
@@ -38,7 +38,8 @@ Final answer: \\boxed{5}"""
 def test_templates_render_instruction_then_problem_through_a_chat_template(toy_target, name):
     t = prompts.load(name)
     text = t.prompt(toy_target.tokenizer, PROBLEM)
-    # the toy tokenizer's chat template: system turn (instruction + worked example), user turn (problem), open assistant turn
+    # the toy tokenizer's chat template: system turn (instruction + worked example), user turn (problem),
+    # open assistant turn
     assert text.startswith("<|im_start|>system\n" + t.system + "<|im_end|>\n")
     assert text.endswith("<|im_start|>user\n" + PROBLEM + "<|im_end|>\n<|im_start|>assistant\n")
     assert "Final answer: \\boxed{ANSWER}" in t.system and "Example." in t.system

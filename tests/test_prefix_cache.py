@@ -9,7 +9,7 @@ import torch
 
 from reasoner.backends import SamplingParams, load_lm
 from reasoner.backends.prefix_cache import PrefixCache
-from reasoner.specdec import build_drafter
+from reasoner.backends.speculative import build_drafter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,7 +57,7 @@ def test_greedy_generations_equal_uncached(prompts, drafter):
     role = cached.stats.role("target")
     assert role.prefix_cached_tokens > 0 and cached.prefix_cache.hits > 0
     assert role.prefill_tokens + role.prefix_cached_tokens == plain.stats.role("target").prefill_tokens
-    hit = [g[0].cached_tokens for g in out[1]]
+    hit = [u.prefix_cached_tokens for u in out[1].usage]
     assert all(h > 0 for h in hit)  # every prompt shares at least the chat header
     if drafter is None:  # a child reuses its parent's prompt and step: all but the delimiter's last token
         assert hit[:6] == [len(cached.encode(c)) - 1 for c in second[:6]]
@@ -75,7 +75,7 @@ def test_score_and_next_token_logprobs_equal_uncached(prompts):
         assert [len(x) for x in a] == [len(x) for x in b]
         assert max(abs(x - y) for u, v in zip(a, b) for x, y in zip(u, v)) < TOL
     judge = [p + c + "Score: " for p, c in zip(prompts[:8], conts)] + prompts[8:]
-    for call in range(2):
+    for _ in range(2):
         a, b = (
             plain.next_token_logprobs(judge, list("0123456789")),
             cached.next_token_logprobs(judge, list("0123456789")),
@@ -88,14 +88,15 @@ def test_counters_say_exactly_what_was_prefilled(prompts):
     model = lm(100_000)
     role = model.stats.role("target")
     prompt = model.encode(prompts[0])
-    gen = model.generate([prompt], SamplingParams(max_tokens=12, ignore_eos=True))[0][0]
-    assert (role.prefill_tokens, role.prefix_cached_tokens, gen.cached_tokens) == (len(prompt), 0, 0)
+    first = model.generate([prompt], SamplingParams(max_tokens=12, ignore_eos=True))
+    gen = first[0][0]
+    assert (role.prefill_tokens, role.prefix_cached_tokens, first.usage[0].prefix_cached_tokens) == (len(prompt), 0, 0)
     # the prompt and all generated tokens but the last (whose KV was never computed) are cached
     longer = prompt + gen.token_ids + [5, 6, 7]
     before = role.prefill_tokens
-    again = model.generate([longer], SamplingParams(max_tokens=3, ignore_eos=True))[0][0]
+    again = model.generate([longer], SamplingParams(max_tokens=3, ignore_eos=True))
     reused = len(prompt) + len(gen.token_ids) - 1
-    assert (role.prefill_tokens - before, role.prefix_cached_tokens, again.cached_tokens) == (
+    assert (role.prefill_tokens - before, role.prefix_cached_tokens, again.usage[0].prefix_cached_tokens) == (
         len(longer) - reused,
         reused,
         reused,

@@ -11,11 +11,13 @@ PROBLEM = "Compute 12+7*3."
 STEPS = ["12+7=19", "19*3=57", "The answer is \\boxed{57}"]
 EXPECTED_TEXT = {
     "qwen": "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
-    "<|im_start|>user\nCompute 12+7*3.<|im_end|>\n<|im_start|>assistant\n12+7=19<extra_0>19*3=57<extra_0>The answer is \\boxed{57}<extra_0><|im_end|>\n",
+    "<|im_start|>user\nCompute 12+7*3.<|im_end|>\n<|im_start|>assistant\n12+7=19<extra_0>19*3=57<extra_0>The answer "
+    "is \\boxed{57}<extra_0><|im_end|>\n",
     "skywork": "Compute 12+7*3.\n12+7=19\n19*3=57\nThe answer is \\boxed{57}\n",
     "math-shepherd": "Compute 12+7*3. 12+7=19 ки\n\n19*3=57 ки\n\nThe answer is \\boxed{57} ки",
-    "rlhflow": "<|im_start|>user\nCompute 12+7*3. 12+7=19<|im_end|>\n<|im_start|>assistant\n+<|im_end|>\n<|im_start|>user\n19*3=57<|im_end|>\n"
-    "<|im_start|>assistant\n+<|im_end|>\n<|im_start|>user\nThe answer is \\boxed{57}<|im_end|>\n<|im_start|>assistant\n+<|im_end|>\n",
+    "rlhflow": "<|im_start|>user\nCompute 12+7*3. 12+7=19<|im_end|>\n<|im_start|>assistant\n+<|im_end|>\n<|im_start|>user\n19*3=57<|im_end|>\n"  # noqa: E501 (the exact format)
+    "<|im_start|>assistant\n+<|im_end|>\n<|im_start|>user\nThe answer is "
+    "\\boxed{57}<|im_end|>\n<|im_start|>assistant\n+<|im_end|>\n",
 }
 
 

@@ -7,11 +7,11 @@ import random
 import pytest
 
 import prompts
+from evals.toy.prm import label_steps, trajectory
 from reasoner.backends import load_lm
+from reasoner.core.types import Problem, Step, Tree
 from reasoner.toy import generate_problems
-from reasoner.toy.prm import label_steps, trajectory
 from reasoner.toy.problems import STEP_DELIMITER
-from reasoner.types import Problem, Step, Tree
 from verifiers.ensemble import EnsembleVerifier
 from verifiers.judge import DIGITS, JudgeVerifier, digit_distribution
 from verifiers.prm import PRMVerifier
@@ -75,7 +75,7 @@ def test_toy_prm_separates_the_drafts_own_right_and_wrong_steps(prm):
 
 def test_training_targets_sit_where_the_verifier_reads_the_scores(prm):
     """The value targets of training are at exactly the positions ``PRMVerifier`` reads: the step tokens."""
-    from reasoner.toy.prm import STEP_TOKEN, encode_rows
+    from evals.toy.prm import STEP_TOKEN, encode_rows
 
     p = generate_problems(1, seed=2, difficulty="ops=4,digits=2")[0]
     steps = list(p.steps)
@@ -98,8 +98,8 @@ def test_added_layers_start_as_the_identity():
     import torch
     from transformers import LlamaForTokenClassification
 
+    from evals.toy.prm import _deepen
     from reasoner.toy import model_path
-    from reasoner.toy.prm import _deepen
 
     torch.manual_seed(0)
     base = LlamaForTokenClassification.from_pretrained(model_path("target"), num_labels=1, dtype=torch.float32).eval()
@@ -111,7 +111,7 @@ def test_added_layers_start_as_the_identity():
 
 
 def test_selection_metrics_count_votes_best_and_oracle():
-    from reasoner.toy.prm import _select
+    from evals.toy.prm import _select
 
     p = generate_problems(1, seed=1, difficulty="ops=2,digits=1")[0]
     right, wrong = f"\\boxed{{{p.answer}}}", f"\\boxed{{{p.answer + 1}}}"

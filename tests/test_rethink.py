@@ -10,8 +10,8 @@ import pytest
 from evals.runner import evaluate
 from evals.suites import load_suite
 from reasoner import Reasoner
+from reasoner.core.types import Problem, Step, Tree
 from reasoner.recipe import Recipe, RecipeError, SuiteConfig
-from reasoner.types import Problem, Step, Tree
 from search.common import leaves
 from verifiers.code import check
 from verifiers.execution import (
@@ -58,7 +58,7 @@ def test_verifier_scores_the_public_pass_rate_of_finished_programs_only():
 
 def test_public_tests_come_from_meta_or_doctests_else_a_clear_error():
     assert public_tests(Problem("p", meta={"public_tests": "assert f(1) == 2\n"})) == "assert f(1) == 2\n"
-    prompt = 'def add(a, b):\n    """Add.\n    >>> add(1, 2)  # (a comment\n    3\n    >>> print("free text")\n    free text\n    """\n'
+    prompt = 'def add(a, b):\n    """Add.\n    >>> add(1, 2)  # (a comment\n    3\n    >>> print("free text")\n    free text\n    """\n'  # noqa: E501
     assert doctest_asserts(prompt) == "assert (add(1, 2)) == (3)\n"
     assert public_tests(Problem(prompt, meta={"prompt": prompt})) == "assert (add(1, 2)) == (3)\n"
     with pytest.raises(ValueError, match="has no public tests.*--tests"):

@@ -71,7 +71,7 @@ def test_killed_at_random_points_and_resumed_every_problem_once_same_summary(tmp
     summary, ref_out = reference
     out = tmp_path / "run"
     rng = random.Random(7)
-    for attempt, workers in enumerate(("1", "2", "1")):
+    for workers in ("1", "2", "1"):
         proc = subprocess.Popen(
             eval_cmd(out, "--workers", workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -3,8 +3,8 @@
 import pytest
 
 from reasoner import Reasoner
+from reasoner.core.types import Problem
 from reasoner.toy import generate_problems
-from reasoner.types import Problem
 
 PROBLEMS = [Problem(p.question, str(p.answer)) for p in generate_problems(2, seed=11, difficulty="ops=4,digits=2")]
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from reasoner.types import Problem, Step, Tree
+from reasoner.core.types import Problem, Step, Tree
 from search.ets import Program, rebase_allocation, solve
 from search.kv import retained_tokens
 

@@ -2,8 +2,8 @@
 FETCH's beam search on the toy world."""
 
 from reasoner import Reasoner
+from reasoner.core.types import Problem, Step, Tree
 from reasoner.toy import generate_problems
-from reasoner.types import Problem, Step, Tree
 from search.fetch import Merger
 
 

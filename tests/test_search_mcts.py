@@ -5,8 +5,8 @@ import math
 import pytest
 
 from reasoner import Reasoner
+from reasoner.core.types import Problem
 from reasoner.toy import generate_problems
-from reasoner.types import Problem
 from search.common import leaves
 
 PROBLEMS = [Problem(p.question, str(p.answer)) for p in generate_problems(2, seed=12, difficulty="ops=4,digits=2")]

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from reasoner.backends import SamplingParams, load_lm
+from reasoner.backends.speculative import build_drafter
 from reasoner.recipe import Recipe, RecipeError
-from reasoner.specdec import DraftTree, build_drafter
+from reasoner.specdec import DraftTree
 from reasoner.specdec.cache import RaggedCache
 from reasoner.specdec.verify import verify
-from reasoner.stats import Stats
 
 # trees of 12 nodes: 50 rows of 24-node trees make every forward 1250 tokens, slow on a CPU
 DRAFTERS = {
@@ -79,20 +79,20 @@ def random_pair(tmp_path_factory):
 
 def speculating(lm, config):
     lm.drafter = build_drafter(config, lm) if config else None
-    lm.stats = Stats()
     return lm
 
 
 @pytest.mark.parametrize("name", list(DRAFTERS))
 def test_greedy_equals_plain_on_50_toy_prompts_batched(target, prompts50, plain50, name):
     lm = speculating(target, DRAFTERS[name])
+    before = lm.stats.snapshot()
     try:
         spec = lm.generate(prompts50, SamplingParams(max_tokens=32))
     finally:
         lm.drafter = None
     assert [g[0].token_ids for g in spec] == [g[0].token_ids for g in plain50]
     assert [g[0].finish_reason for g in spec] == [g[0].finish_reason for g in plain50]
-    counters = lm.stats.counters
+    counters = lm.stats.since(before).counters
     assert counters["token_spec.emitted_tokens"] == sum(len(g[0].token_ids) for g in plain50)
     assert counters["token_spec.accepted_tokens"] > 0  # the drafts were used, not just verified away
 
@@ -100,6 +100,7 @@ def test_greedy_equals_plain_on_50_toy_prompts_batched(target, prompts50, plain5
 @pytest.mark.parametrize("name", list(DRAFTERS))
 def test_greedy_equals_plain_one_by_one_with_logprobs(target, prompts50, plain50, name):
     lm = speculating(target, DRAFTERS[name])
+    before = lm.stats.snapshot()
     try:
         for prompt, plain in zip(prompts50[:3], plain50[:3]):  # batch 1; the drafter's state carries over calls
             g = lm.generate([prompt], SamplingParams(max_tokens=32))[0][0]
@@ -107,7 +108,8 @@ def test_greedy_equals_plain_one_by_one_with_logprobs(target, prompts50, plain50
             assert max(abs(a - b) for a, b in zip(g.logprobs, plain[0].logprobs)) < 1e-4
     finally:
         lm.drafter = None
-    assert lm.stats.roles["target"].forward_passes < lm.stats.roles["target"].generated_tokens + 3
+    spent = lm.stats.since(before).roles["target"]
+    assert spent.forward_passes < spent.generated_tokens + 3
 
 
 @pytest.mark.parametrize("name", list(DRAFTERS))
@@ -124,11 +126,12 @@ def test_draft_model_that_is_the_target_accepts_everything(random_pair, prompts5
     target_path, _ = random_pair
     lm = load_lm("transformers", target_path, "target", dtype="float32")
     plain = lm.generate(prompts50[:8], SamplingParams(max_tokens=30))
+    before = lm.stats.snapshot()
     spec = speculating(lm, {"method": "draft_model", "draft": target_path, "num_tokens": 5}).generate(
         prompts50[:8], SamplingParams(max_tokens=30)
     )
     assert [g[0].token_ids for g in spec] == [g[0].token_ids for g in plain]
-    c = lm.stats.counters
+    c = lm.stats.since(before).counters
     assert c["token_spec.accepted_tokens"] == c["token_spec.drafted_tokens"] - (
         c["token_spec.drafted_tokens"] - c["token_spec.accepted_tokens"]
     )

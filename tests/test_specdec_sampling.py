@@ -8,8 +8,8 @@ import torch
 from scipy.stats import chisquare
 
 from reasoner.backends import SamplingParams, load_lm
-from reasoner.specdec import build_drafter, verify
-from reasoner.stats import Stats
+from reasoner.backends.speculative import build_drafter
+from reasoner.specdec import verify
 
 VOCAB = ["<pad>", "<eos>", "a", "b", "c", "d"]
 PROMPT = [2, 3, 4, 2, 3, 4, 2, 3]  # a repeated pattern, so prompt lookup and suffix matching propose drafts
@@ -75,7 +75,7 @@ def sample_first_tokens(models, config, seed=0):
         if config.get("draft") == "draft":
             config = dict(config, draft=models[1])
         lm.drafter = build_drafter(config, lm)
-    lm.stats = Stats()
+    before = lm.stats.snapshot()
     gens = lm.generate([PROMPT], SamplingParams(n=SAMPLES, temperature=1.0, max_tokens=3, ignore_eos=True, seed=seed))[
         0
     ]
@@ -84,7 +84,7 @@ def sample_first_tokens(models, config, seed=0):
     for g in gens:
         a, b, c = g.token_ids
         counts[a * V * V + b * V + c] += 1
-    return counts, lm.stats.counters
+    return counts, lm.stats.since(before).counters
 
 
 def p_value(counts, expected_p) -> float:

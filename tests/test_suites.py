@@ -146,7 +146,7 @@ MBPP = [
     {
         "task_id": 2,
         "text": "Write a function to find the shared elements from the given two lists.",
-        "code": "def similar_elements(test_tup1, test_tup2):\n  res = tuple(set(test_tup1) & set(test_tup2))\n  return (res) ",
+        "code": "def similar_elements(test_tup1, test_tup2):\n  res = tuple(set(test_tup1) & set(test_tup2))\n  return (res) ",  # noqa: E501 (MBPP as shipped)
         "test_list": [
             "assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
             "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))",
@@ -156,7 +156,7 @@ MBPP = [
     {
         "task_id": 3,
         "text": "Write a python function to identify non-prime numbers.",
-        "code": "import math\ndef is_not_prime(n):\n    if n == 1:\n        return True\n    for i in range(2,int(math.sqrt(n))+1):\n        if n % i == 0:\n            return True\n    return False",
+        "code": "import math\ndef is_not_prime(n):\n    if n == 1:\n        return True\n    for i in range(2,int(math.sqrt(n))+1):\n        if n % i == 0:\n            return True\n    return False",  # noqa: E501 (MBPP as shipped)
         "test_list": [
             "assert is_not_prime(1) == True",
             "assert is_not_prime(2) == False",

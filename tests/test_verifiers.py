@@ -1,6 +1,6 @@
 """The likelihood verifier on hand-written trajectories: the target's likelihood exposes a wrong step."""
 
-from reasoner.types import Problem, Step, Tree
+from reasoner.core.types import Problem, Step, Tree
 from verifiers.base import aggregate
 from verifiers.likelihood import LikelihoodVerifier
 

@@ -13,9 +13,9 @@ pytest.importorskip("vllm")
 
 from reasoner import Reasoner  # noqa: E402
 from reasoner.backends import SamplingParams, load_lm, resolve_path  # noqa: E402
+from reasoner.core.types import Problem  # noqa: E402
 from reasoner.recipe import Recipe  # noqa: E402
 from reasoner.toy import generate_problems  # noqa: E402
-from reasoner.types import Problem  # noqa: E402
 from verifiers.likelihood import step_token_ids  # noqa: E402
 
 UNSURE = ["Compute 9.", "Compute 98*7*9*8-5."]  # prompts on which the toy target's samples differ
@@ -96,15 +96,14 @@ def test_sampling_is_seeded_and_logprobs_are_the_models_own(vllm_target, unsure_
 
 
 def test_costs_are_counted(vllm_target, toy_prompts):
-    from reasoner.stats import Stats
-
-    vllm_target.stats = Stats()
+    before = vllm_target.stats.snapshot()
     gens = vllm_target.generate(toy_prompts[:6], SamplingParams(n=2, temperature=1.0, max_tokens=30, seed=1))
-    role = vllm_target.stats.role("target")
+    role = gens.total
+    assert vllm_target.stats.since(before).roles == {"target": role}
     lengths = [len(g.token_ids) for gs in gens for g in gs]
     prompt_tokens = sum(len(vllm_target.encode(p)) for p in toy_prompts[:6])
     assert role.calls == 1 and role.generated_tokens == sum(lengths)
-    assert role.prefill_tokens + vllm_target.stats.counters.get("prefix_cached_tokens", 0) in (
+    assert role.prefill_tokens + role.prefix_cached_tokens in (
         prompt_tokens,
         2 * prompt_tokens,
     )

@@ -1,6 +1,6 @@
 import pytest
 
-from reasoner.types import Candidate
+from reasoner.core.types import Candidate
 from search.vote import choose, group_answers
 
 
@@ -30,7 +30,7 @@ def test_representative_is_the_best_scored_member_and_no_answers_fall_back():
 
 
 def program(body, score):
-    from reasoner.types import Step
+    from reasoner.core.types import Step
 
     text = f"x+3\n\n```python\ndef f(x):\n    return {body}\n```"
     return Candidate(steps=[Step(text, [], [], source="target")], answer=None, score=score)

@@ -1,6 +1,13 @@
-"""Step verifiers: likelihood, PRM families, LLM judge, ensembles; ``build`` makes one from a recipe."""
+"""Step verifiers (likelihood, PRM families, LLM judge, public tests, ensembles), the acceptors of step-level
+speculation, and answer checking (math, code, the sandbox); ``build`` makes a verifier from a recipe."""
 
 from __future__ import annotations
+
+from .ensemble import EnsembleVerifier
+from .execution import ExecutionVerifier
+from .judge import JudgeVerifier
+from .likelihood import LikelihoodVerifier
+from .prm import PRMVerifier
 
 LM_VERIFIERS = ("likelihood", "judge")  # verifier types that score with one of the recipe's LMs
 
@@ -18,16 +25,10 @@ def build(config, models: dict, template, model_specs):
     if config.type == "none":
         return None
     if config.type == "likelihood":
-        from .likelihood import LikelihoodVerifier
-
         return LikelihoodVerifier(models[config.model], template, config.reduce)
     if config.type == "judge":
-        from .judge import JudgeVerifier
-
         return JudgeVerifier(models[config.model], template, config.judge_score)
     if config.type == "prm":
-        from .prm import PRMVerifier
-
         spec = getattr(model_specs, config.model)
         return PRMVerifier(
             spec.path,
@@ -39,20 +40,15 @@ def build(config, models: dict, template, model_specs):
             max_batch_size=spec.max_batch_size,
         )
     if config.type == "tests":
-        from .execution import ExecutionVerifier
-
         return ExecutionVerifier()
     if config.type == "ensemble":
-        from .ensemble import EnsembleVerifier
-
         return EnsembleVerifier([build(m, models, template, model_specs) for m in config.members])
     raise ValueError(f"unknown verifier type {config.type!r}")
 
 
-def costed(verifier) -> list:
-    """The parts of a verifier that keep their own ``stats`` (PRMs), so a run can point them at its Stats."""
-    if verifier is None:
-        return []
-    if hasattr(verifier, "members"):
-        return [p for m in verifier.members for p in costed(m)]
-    return [verifier] if hasattr(verifier, "stats") and not hasattr(verifier, "lm") else []
+def own_models(verifier) -> list:
+    """The models a verifier loaded itself (PRMs), each with its own running ``stats``; the others score with the
+    recipe's LMs, whose costs their backends count."""
+    if isinstance(verifier, EnsembleVerifier):
+        return [m for member in verifier.members for m in own_models(member)]
+    return [verifier] if isinstance(verifier, PRMVerifier) else []

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
-from reasoner.types import Node
+from reasoner.core.types import Node
 
 AGGREGATIONS = ("last", "min", "prod", "mean")
 
@@ -34,14 +34,3 @@ def aggregate(scores: Sequence[float], how: str) -> float:
     if how == "mean":
         return sum(scores) / len(scores)
     raise ValueError(f"unknown aggregation {how!r}: use one of {', '.join(AGGREGATIONS)}")
-
-
-def book_prefill(lm, node, index: int, total: int) -> None:
-    """Book ``total`` prompt tokens of row ``index`` of ``lm``'s last scoring call on ``node``'s problem: those the
-    backend served from its prefix KV cache (``last_cached_tokens``, where it keeps one) as cached, the rest as
-    prefilled, as the backend's own counters do."""
-    cached = getattr(lm, "last_cached_tokens", None) or []
-    c = cached[index] if index < len(cached) else 0
-    role = node.tree.stats.role(lm.role)
-    role.prefill_tokens += total - c
-    role.prefix_cached_tokens += c

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reasoner.types import Node
+from reasoner.core.types import Node
 
 
 class EnsembleVerifier:

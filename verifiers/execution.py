@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from reasoner.types import Node, Problem
+from reasoner.core.types import Node, Problem
 
 from .code import check, extract_code
 
@@ -56,8 +56,10 @@ def public_tests(problem: Problem) -> str:
     if asserts:
         return asserts
     raise ValueError(
-        f"problem {problem.id or problem.text[:60]!r} has no public tests: verifier.type=tests runs problem.meta['public_tests'] "
-        "(set by the toy-code and mbpp suites; `reasoner solve --tests FILE` gives them) or the prompt's doctest examples "
+        f"problem {problem.id or problem.text[:60]!r} has no public tests: verifier.type=tests runs "
+        "problem.meta['public_tests'] "
+        "(set by the toy-code and mbpp suites; `reasoner solve --tests FILE` gives them) or the prompt's doctest "
+        "examples "
         "(>>> call, then the expected value), and this problem has neither"
     )
 

@@ -13,9 +13,7 @@ import math
 from collections.abc import Sequence
 
 from prompts import PromptTemplate
-from reasoner.types import Node
-
-from .base import book_prefill
+from reasoner.core.types import Node
 
 DIGITS = tuple(str(d) for d in range(10))
 
@@ -26,11 +24,12 @@ def digit_distribution(lm, template: PromptTemplate, nodes: Sequence[Node]) -> l
     prompts = [
         lm.encode(template.judge_prompt(lm.tokenizer, n.tree.problem.text, n.steps()[:-1], n.step.text)) for n in nodes
     ]
+    if not prompts:
+        return []
+    judged = lm.next_token_logprobs(prompts, DIGITS)
     out = []
-    for i, (node, prompt, lps) in enumerate(
-        zip(nodes, prompts, lm.next_token_logprobs(prompts, DIGITS) if prompts else [])
-    ):
-        book_prefill(lm, node, i, len(prompt))
+    for node, lps, usage in zip(nodes, judged, judged.usage):
+        node.tree.stats.book(lm.role, usage)
         top = max(lps.values())
         p = [math.exp(lps[d] - top) for d in DIGITS]
         out.append([x / sum(p) for x in p])

@@ -11,10 +11,8 @@ import math
 from collections.abc import Sequence
 
 from prompts import PromptTemplate
-from reasoner.backends import LM
-from reasoner.types import Node, Step
-
-from .base import book_prefill
+from reasoner.core.lm import LM
+from reasoner.core.types import Node, Step
 
 
 def step_token_ids(lm: LM, template: PromptTemplate, step: Step) -> list[int]:
@@ -43,8 +41,8 @@ class LikelihoodVerifier:
                 continuations.append([t for piece in ids for t in piece])
                 pieces.append([len(piece) for piece in ids])
             logprobs = self.lm.score(prompts, continuations)
-            for i, (node, lps, lengths, prompt, cont) in enumerate(zip(todo, logprobs, pieces, prompts, continuations)):
-                book_prefill(self.lm, node, i, len(prompt) + len(cont))
+            for node, lps, lengths, usage in zip(todo, logprobs, pieces, logprobs.usage):
+                node.tree.stats.book(self.lm.role, usage)
                 start = 0
                 for p, k in zip(node.path(), lengths):
                     seg = lps[start : start + k]

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import torch
 
-from reasoner.stats import Stats
-from reasoner.types import Node
+from reasoner.backends import resolve_path
+from reasoner.backends.transformers import resolve_dtype
+from reasoner.core.stats import Stats
+from reasoner.core.types import Node
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,8 @@ class PRMFormat:
         ids = self.encode(text)
         if len(ids) != 1:
             raise ValueError(
-                f"{self.family} PRM: {text!r} must be one token of this tokenizer, got {len(ids)}: is this a {self.family} model?"
+                f"{self.family} PRM: {text!r} must be one token of this tokenizer, got {len(ids)}: is this a "
+                f"{self.family} model?"
             )
         return ids[0]
 
@@ -201,9 +204,6 @@ class PRMVerifier:
     ):
         from transformers import AutoConfig, AutoTokenizer
 
-        from reasoner.backends import resolve_path
-        from reasoner.backends.transformers import resolve_dtype
-
         resolved = resolve_path(path)
         if family == "auto":
             family = detect_family(path, AutoConfig.from_pretrained(resolved, trust_remote_code=True))
@@ -244,7 +244,8 @@ class PRMVerifier:
                     positions = built[i][1]
                     if len(positions) != n_steps[i]:
                         raise ValueError(
-                            f"{self.format.family} PRM: found {len(positions)} score positions for {n_steps[i]} steps (does a step contain the step token?)"
+                            f"{self.format.family} PRM: found {len(positions)} score positions for {n_steps[i]} "
+                            "steps (does a step contain the step token?)"
                         )
                     out[i] = self.format.read(logits[r, positions]).tolist() if positions else []
                 role.prefill_tokens += int(mask.sum())

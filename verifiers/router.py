@@ -1,7 +1,7 @@
 """Arbitrage's router: predict, from the context and the draft's step alone, whether the target would write a
 meaningfully better step; escalate to the target when it would.
 
-The whole loop runs here (``reasoner router collect`` / ``reasoner router train``):
+The router is trained by ``evals/router_train.py`` (``reasoner router collect`` / ``reasoner router train``):
 
 1. ``collect``: along the target's own greedy trajectory of each problem (Arbitrage's ``generate`` mode), the draft
    and the target each write the next step from the same prefix. Each step gets a reward: exact correctness when
@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from reasoner.core.types import Node
 from reasoner.toy import MODELS_DIR
-from reasoner.types import Node
 
-from .base import book_prefill
 from .likelihood import step_token_ids
 
 TOY_ROUTER = MODELS_DIR / "router.json"
@@ -55,8 +53,8 @@ def features(children: Sequence[Node], target, template) -> list[list[float]]:
     continuations = [step_token_ids(target, template, c.step) for c in children]
     scored = target.score(prompts, continuations)
     rows = []
-    for i, (child, prompt, cont, tlp) in enumerate(zip(children, prompts, continuations, scored)):
-        book_prefill(target, child, i, len(prompt) + len(cont))
+    for child, tlp, usage in zip(children, scored, scored.usage):
+        child.tree.stats.book(target.role, usage)
         dlp = child.step.logprobs or [0.0]
         tlp = tlp or [0.0]
         rows.append(
@@ -105,168 +103,7 @@ class Router:
             ) from None
         if not isinstance(weights, dict) or weights.get("features") != list(FEATURES):
             raise ValueError(
-                f"{path} is not a router for these features ({', '.join(FEATURES)}); retrain it with `reasoner router train`"
+                f"{path} is not a router for these features ({', '.join(FEATURES)}); retrain it with `reasoner "
+                "router train`"
             )
         return cls(weights, target, template)
-
-
-# -- collect ---------------------------------------------------------------------------------------------------
-
-
-def collect(recipe, problems, out: str | Path, progress: bool = True, batch_size: int = 32) -> dict:
-    """Run draft and target from the same prefixes of ``problems`` and write one JSON line per (prefix, step pair)."""
-    from tqdm.auto import tqdm
-
-    from reasoner.engine import StepEngine
-    from reasoner.types import Tree
-
-    if recipe.models.draft is None or recipe.models.target is None:
-        raise ValueError(
-            "router collect needs models.draft and models.target in the recipe (e.g. --recipe toy-arbitrage)"
-        )
-    reasoner = _models_only(recipe)
-    template, verifier = reasoner.template, reasoner.verifier
-    if verifier is None and not all(p.meta.get("steps") for p in problems):
-        raise ValueError(
-            "router collect needs step rewards: a suite with reference steps (toy) or a verifier (set verifier.type)"
-        )
-    sampling, budget = reasoner.engine.sampling, reasoner.engine.budget
-    draft = StepEngine(reasoner.models["draft"], template, sampling, budget)
-    target = StepEngine(reasoner.models["target"], template, sampling, budget)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    n_rows = positives = 0
-    bar = tqdm(total=len(problems), desc="router collect", unit="problem", disable=not progress, dynamic_ncols=True)
-    with out.open("w") as sink:
-        for start in range(0, len(problems), batch_size):
-            frontier = [Tree(p).root for p in problems[start : start + batch_size]]
-            while frontier:
-                drafts = [c[0] for c in draft.expand(frontier, 1)]
-                targets = [c[0] for c in target.expand(frontier, 1)]
-                feats = features(drafts, target.lm, template)
-                rewards = _rewards(drafts, targets, verifier)
-                nxt = []
-                for d, t, f, (rd, rt) in zip(drafts, targets, feats, rewards):
-                    label = int(rt - rd > _MARGIN)
-                    problem = d.tree.problem
-                    row = {"problem": problem.id, "depth": d.depth, "draft": d.step.text, "target": t.step.text}
-                    row |= {"reward_draft": rd, "reward_target": rt, "label": label, "features": dict(zip(FEATURES, f))}
-                    sink.write(json.dumps(row) + "\n")
-                    n_rows, positives = n_rows + 1, positives + label
-                    on_reference = verifier is not None or rt >= 1.0
-                    if not t.terminal and on_reference:
-                        nxt.append(t)
-                frontier = nxt
-            bar.update(min(batch_size, len(problems) - start))
-    bar.close()
-    return {"rows": n_rows, "positives": positives, "problems": len(problems), "out": str(out)}
-
-
-_MARGIN = 0.1  # reward advantage that counts as "meaningfully better" (exact rewards are 0 or 1)
-
-
-def _models_only(recipe):
-    """The recipe's models, template and verifier, without its step speculation (whose router is being made)."""
-    from reasoner.api import Reasoner
-
-    reasoner = Reasoner(recipe.model_copy(update={"step_speculation": None}))
-    if "target" not in reasoner.models:
-        from reasoner.backends import load_lm
-
-        spec = recipe.models.target
-        reasoner.models["target"] = load_lm(
-            spec.backend,
-            spec.path,
-            "target",
-            seed=recipe.seed,
-            dtype=spec.dtype,
-            device=spec.device,
-            max_batch_size=spec.max_batch_size,
-            **spec.backend_options(),
-        )
-    return reasoner
-
-
-def _rewards(drafts: list[Node], targets: list[Node], verifier) -> list[tuple[float, float]]:
-    if verifier is not None:
-        scores = verifier.score_paths(drafts + targets)
-        return [(sd[-1], st[-1]) for sd, st in zip(scores[: len(drafts)], scores[len(drafts) :])]
-    out = []
-    for d, t in zip(drafts, targets):
-        reference = d.tree.problem.meta["steps"]
-        right = reference[d.depth - 1] if d.depth - 1 < len(reference) else None
-        out.append((float(d.step.text.strip() == right), float(t.step.text.strip() == right)))
-    return out
-
-
-# -- train -----------------------------------------------------------------------------------------------------
-
-
-def train(data: str | Path, out: str | Path, holdout: float = 0.25, seed: int = 0) -> dict:
-    """Fit a router on ``collect``'s rows (problems split train / held out); report the held-out ROC-AUC; save it."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-
-    rows = _read_rows(Path(data))
-    problems = sorted({r["problem"] for r in rows})
-    random.Random(seed).shuffle(problems)
-    held = set(problems[: max(1, int(len(problems) * holdout))])
-    split = {"train": [r for r in rows if r["problem"] not in held], "test": [r for r in rows if r["problem"] in held]}
-    X = {
-        k: np.array([[r["features"][f] for f in FEATURES] for r in v]).reshape(-1, len(FEATURES))
-        for k, v in split.items()
-    }
-    y = {k: np.array([r["label"] for r in v], dtype=int) for k, v in split.items()}
-    if len(set(y["train"].tolist())) < 2:
-        raise ValueError(f"{data}: every training row has the same label; collect more problems")
-    mean, scale = X["train"].mean(0), X["train"].std(0)
-    scale[scale == 0] = 1.0
-    clf = LogisticRegression(max_iter=1000, class_weight="balanced").fit((X["train"] - mean) / scale, y["train"])
-    weights = {
-        "features": list(FEATURES),
-        "mean": mean.tolist(),
-        "scale": scale.tolist(),
-        "coef": clf.coef_[0].tolist(),
-        "intercept": float(clf.intercept_[0]),
-    }
-    router = Router(weights, None, None)
-    p_test = [router.probability(x) for x in X["test"]]
-    auc = float(roc_auc_score(y["test"], p_test)) if len(set(y["test"].tolist())) == 2 else None
-    weights["info"] = {
-        "rows_train": len(split["train"]),
-        "rows_test": len(split["test"]),
-        "positives_train": int(y["train"].sum()),
-        "positives_test": int(y["test"].sum()),
-        "heldout_roc_auc": None if auc is None else round(auc, 4),
-        "data": str(data),
-    }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(weights, indent=1) + "\n")
-    return weights["info"] | {"out": str(out)}
-
-
-def _read_rows(path: Path) -> list[dict]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise ValueError(
-            f"cannot read router data {path}: {e.strerror}; write it with `reasoner router collect`"
-        ) from None
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            row["features"] = {f: float(row["features"][f]) for f in FEATURES}
-            row["label"], row["problem"] = int(row["label"]), row["problem"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(
-                f"{path} line {i} is not a router row ({type(e).__name__}: {e}); write it with `reasoner router collect`"
-            ) from None
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{path} holds no rows; write it with `reasoner router collect`")
-    return rows

@@ -1,37 +1,38 @@
-"""LM backends behind one protocol. ``load_lm`` builds one from a recipe's model spec."""
+"""LM backends behind one protocol (``reasoner.core.lm.LM``). ``load_lm`` builds one from a recipe's model spec.
+
+Backends are loaded by name on first use: each pulls a heavy library (torch and transformers, vLLM, an HTTP
+client pool), and a process uses one or two of them.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
 
-from ..stats import Stats
-from .base import LM, Generation, Prompt, SamplingParams
+from ..core.lm import LM, Generation, Output, SamplingParams
+from .sources import resolve_path
 
-BACKENDS = ("transformers", "vllm", "openai")
-
-
-def resolve_path(path: str) -> str:
-    """``toy:NAME`` names a shipped toy model; a local folder must exist; anything else is a hub id."""
-    if path.startswith("toy:"):
-        from ..toy import model_path
-
-        return str(model_path(path[4:]))
-    local = Path(path).expanduser()
-    if local.exists() or path.startswith((".", "/", "~")) or path.count("/") > 1:
-        if not (local / "config.json").is_file():
-            raise FileNotFoundError(
-                f"model path {path!r} has no config.json: point it at a transformers model folder, a hub id, or toy:target / toy:draft"
-            )
-        return str(local)
-    return path
+BACKENDS = {
+    "transformers": "reasoner.backends.transformers:TransformersLM",
+    "vllm": "reasoner.backends.vllm:VllmLM",
+    "openai": "reasoner.backends.openai:OpenAILM",
+}
 
 
-def load_lm(backend: str, path: str, role: str, stats: Stats | None = None, seed: int = 0, **options) -> LM:
-    """Build the backend ``backend`` for the model at ``path``, recording its costs under ``role``."""
+def backend_class(name: str) -> type:
+    """The class of backend ``name``, its module imported now."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def load_lm(backend: str, path: str, role: str, seed: int = 0, **options) -> LM:
+    """Build the backend ``backend`` for the model at ``path``, its calls' costs booked under ``role``."""
     if backend in ("vllm", "openai") and options.pop("token_speculation", None) is not None:
         # our drafters need the model's logits and KV cache in this process; an engine speculates on its own
         raise ValueError(
-            f"token_speculation runs in the transformers backend; for vLLM put speculative_config in models.{role}.engine_args"
+            "token_speculation runs in the transformers backend; for vLLM put speculative_config in "
+            f"models.{role}.engine_args"
             + (
                 " (backend: openai: start the server with vllm serve --speculative-config)"
                 if backend == "openai"
@@ -39,23 +40,16 @@ def load_lm(backend: str, path: str, role: str, stats: Stats | None = None, seed
             )
             + f", or set models.{role}.backend: transformers"
         )
-    if backend == "transformers":
-        from .transformers import TransformersLM
-
-        resolved = resolve_path(path)
-        try:
-            return TransformersLM(resolved, role=role, stats=stats, seed=seed, **options)
-        except OSError as e:
-            raise FileNotFoundError(f"could not load model {path!r}: {e}".splitlines()[0]) from e
+    cls = backend_class(backend)
+    if backend == "openai":  # the server holds the weights: the path is the served model's name
+        return cls(path, role=role, seed=seed, **options)
+    resolved = resolve_path(path)
     if backend == "vllm":
-        from .vllm import VllmLM
-
-        return VllmLM(resolve_path(path), role=role, stats=stats, seed=seed, **options)
-    if backend == "openai":
-        from .openai import OpenAILM
-
-        return OpenAILM(path, role=role, stats=stats, seed=seed, **options)
-    raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        return cls(resolved, role=role, seed=seed, **options)
+    try:
+        return cls(resolved, role=role, seed=seed, **options)
+    except OSError as e:
+        raise FileNotFoundError(f"could not load model {path!r}: {e}".splitlines()[0]) from e
 
 
-__all__ = ["LM", "Generation", "Prompt", "SamplingParams", "load_lm", "resolve_path", "BACKENDS"]
+__all__ = ["BACKENDS", "LM", "Generation", "Output", "SamplingParams", "backend_class", "load_lm", "resolve_path"]

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
-from ..stats import Stats
-from .base import Generation, Prompt, SamplingParams
+from ..core.lm import Output, Prompt, SamplingParams
+from ..core.stats import RoleStats
+from .common import Backend, RequestSeeds, finish_of, make_generation, score_pairs, single_token_ids
 from .fleet import fleet
-from .requests import RequestSeeds, finish_of, make_generation, score_pairs, single_token_ids
+from .sources import resolve_path
 
 
-class OpenAILM:
+class OpenAILM(Backend):
     """An ``LM`` over OpenAI-compatible servers at ``base_url`` (one URL or several). ``max_batch_size`` bounds the
     requests in flight from this client; the server batches them. ``path`` is the model as the servers name it
     (``vllm serve``'s default: the path or hub id it was started with; ``toy:*`` resolved), and the tokenizer's."""
@@ -41,17 +40,15 @@ class OpenAILM:
         device: str = "auto",
         max_batch_size: int = 64,
         seed: int = 0,
-        stats: Stats | None = None,
         add_special_tokens: bool = False,
         base_url: str | Sequence[str] = (),
     ):
         from transformers import AutoTokenizer
 
-        from . import resolve_path
-
         if dtype != "auto" or device != "auto":
             raise ValueError(
-                "dtype and device are the server's with backend openai: set them where the server starts (vllm serve --dtype ...) and leave them auto here"
+                "dtype and device are the server's with backend openai: set them where the server starts (vllm "
+                "serve --dtype ...) and leave them auto here"
             )
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
@@ -60,49 +57,35 @@ class OpenAILM:
             )
         local = resolve_path(path)
         self.role, self.max_batch_size, self.add_special_tokens = role, max_batch_size, add_special_tokens
-        self.stats = stats if stats is not None else Stats()
+        super().__init__()
         self.tokenizer = AutoTokenizer.from_pretrained(local)
         self.fleet = fleet(urls, api_key=os.environ.get("OPENAI_API_KEY"))
         served = [m["id"] for m in self.fleet.get("/models").get("data", [])]
         if path not in served and local not in served:
             raise ValueError(
-                f"the servers at {', '.join(urls)} serve {served}, not {path!r}: point the model's path at the model they serve"
+                f"the servers at {', '.join(urls)} serve {served}, not {path!r}: point the model's path at the "
+                "model they serve"
             )
         self.name = path if path in served else local
         self.seeds = RequestSeeds(seed)
 
-    def encode(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenizer(prompt, add_special_tokens=self.add_special_tokens)["input_ids"]
-        return list(prompt)
-
-    @contextmanager
-    def _account(self):
-        role = self.stats.role(self.role)
-        start = time.perf_counter()
-        try:
-            yield role
-        finally:
-            role.calls += 1
-            role.wall_s += time.perf_counter() - start
-
-    def _complete(self, bodies: list[dict], role) -> list[dict]:
-        """Send one completion request per body, concurrently, over the fleet; counts their tokens. Each reply
-        names the server that gave it (``reply["server"]``)."""
+    def _complete(self, bodies: list[dict], call: RoleStats) -> tuple[list[dict], list[RoleStats]]:
+        """Send one completion request per body, concurrently, over the fleet; each reply's prompt tokens as the
+        server counted them (prefix-cache hits apart), also added to ``call``. Each reply names the server that
+        gave it (``reply["server"]``)."""
         if not bodies:
-            return []
+            return [], []
         with ThreadPoolExecutor(min(len(bodies), self.max_batch_size)) as pool:
             answered = list(
                 pool.map(lambda b: self.fleet.post("/completions", {"model": self.name, **b}, b["prompt"]), bodies)
             )
         replies = [reply | {"server": url} for reply, url in answered]
+        usage = []
         for reply in replies:
-            usage = reply.get("usage") or {}
-            cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
-            role.prefill_tokens += usage.get("prompt_tokens", 0) - cached
-            if cached:
-                self.stats.count("prefix_cached_tokens", cached)
-        return replies
+            counted = reply.get("usage") or {}
+            cached = ((counted.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
+            usage.append(self._served(call, counted.get("prompt_tokens", 0), cached))
+        return replies, usage
 
     def _finish(self, choice: dict, params: SamplingParams) -> tuple[str, str | None]:
         """The choice's finish reason as ours. vLLM names the stop string that ended it (``stop_reason``), SGLang
@@ -118,12 +101,13 @@ class OpenAILM:
 
     def _missing(self, what: str, needed_by: str) -> ValueError:
         return ValueError(
-            f"the server at {self.fleet.urls[0]} returned no {what}, which {needed_by} needs: use a vLLM server (vllm serve) or the vllm / transformers backend"
+            f"the server at {self.fleet.urls[0]} returned no {what}, which {needed_by} needs: use a vLLM server "
+            "(vllm serve) or the vllm / transformers backend"
         )
 
     # -- LM protocol ---------------------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
         encoded = [self.encode(p) for p in prompts]
         for i, ids in enumerate(encoded):
             if not ids:
@@ -145,10 +129,10 @@ class OpenAILM:
             }
             for ids, seed in zip(encoded, self.seeds.draw(params, len(encoded)))
         ]
-        with self._account() as role:
-            replies = self._complete(bodies, role)
+        with self._account() as call:
+            replies, usage = self._complete(bodies, call)
             results = []
-            for ids, reply in zip(encoded, replies):
+            for reply, used in zip(replies, usage):
                 gens = []
                 for c in sorted(reply["choices"], key=lambda c: c["index"]):
                     if c.get("token_ids") is None:
@@ -156,32 +140,36 @@ class OpenAILM:
                     lps = (c.get("logprobs") or {}).get("token_logprobs") or []
                     if len(lps) != len(c["token_ids"]) or None in lps:  # steps, likelihood verifiers and ETS read them
                         raise self._missing("log-probabilities of the generated tokens (logprobs)", "a step")
-                    role.generated_tokens += len(c["token_ids"])
-                    gen = make_generation(self.tokenizer, c["token_ids"], lps, self._finish(c, params), len(ids))
+                    used.generated_tokens += len(c["token_ids"])
+                    gen = make_generation(self.tokenizer, c["token_ids"], lps, self._finish(c, params))
                     gen.extra["server"] = reply["server"]
                     gens.append(gen)
                 if greedy and params.n > 1:
                     gens = [copy.deepcopy(gens[0]) for _ in range(params.n)]
                 results.append(gens)
-        return results
+            call.generated_tokens += sum(u.generated_tokens for u in usage)
+        return Output(results, usage, call)
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[list[float]]:
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
         pairs, todo = score_pairs(self, prompts, continuations)
         out: list[list[float]] = [[] for _ in pairs]
         bodies = [
             {"prompt": pairs[i][0] + pairs[i][1], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
             for i in todo
         ]
-        with self._account() as role:
-            for i, body, reply in zip(todo, bodies, self._complete(bodies, role)):
+        usage = [RoleStats() for _ in pairs]
+        with self._account() as call:
+            replies, served = self._complete(bodies, call)
+            for i, body, reply, used in zip(todo, bodies, replies, served):
+                usage[i] = used
                 rows = reply["choices"][0].get("prompt_logprobs")
                 if not rows:
                     raise self._missing("prompt log-probabilities (vLLM's prompt_logprobs)", "score")
                 ids, start = body["prompt"], len(pairs[i][0])
                 out[i] = [rows[t][str(ids[t])]["logprob"] for t in range(start, len(ids))]
-        return out
+        return Output(out, usage, call)
 
-    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
+    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
         cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
         bodies = [
             {
@@ -195,8 +183,9 @@ class OpenAILM:
             for p in prompts
         ]
         out = []
-        with self._account() as role:
-            for reply in self._complete(bodies, role):
+        with self._account() as call:
+            replies, usage = self._complete(bodies, call)
+            for reply in replies:
                 top = (((reply["choices"][0].get("logprobs") or {}).get("top_logprobs")) or [{}])[0] or {}
                 try:
                     out.append({c: top[f"token_id:{t}"] for c, t in cand_ids.items()})
@@ -204,4 +193,4 @@ class OpenAILM:
                     raise self._missing(
                         "log-probabilities of the candidate tokens (vLLM's logprob_token_ids)", "next_token_logprobs"
                     ) from None
-        return out
+        return Output(out, usage, call)

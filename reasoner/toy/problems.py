@@ -57,7 +57,8 @@ class Difficulty:
             key, sep, value = part.partition("=")
             if not sep or key.strip() not in ("ops", "digits"):
                 raise ValueError(
-                    f"unknown difficulty {spec!r}: use one of {sorted(PRESETS)} or 'ops=MIN-MAX,digits=D' (e.g. 'ops=2-6,digits=2')"
+                    f"unknown difficulty {spec!r}: use one of {sorted(PRESETS)} or 'ops=MIN-MAX,digits=D' (e.g. "
+                    "'ops=2-6,digits=2')"
                 )
             fields[key.strip()] = value.strip()
         try:

@@ -1,7 +1,10 @@
-"""Drafters: one small class each; ``build`` makes the one a ``token_speculation`` recipe section names."""
+"""Drafters: one small class each; ``build`` makes the one a ``token_speculation`` section (``TokenSpeculation``)
+names. The draft model itself is loaded by the backend that drafts with it and handed in here."""
 
 from __future__ import annotations
 
+from ..adaptive import Goodput
+from ..config import TokenSpeculation
 from .base import Drafter
 from .draft_model import DraftModel
 from .goose import Goose
@@ -13,17 +16,18 @@ from .suffix import Suffix
 METHODS = ("draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose")
 
 
-def build(config, lm=None) -> Drafter:
-    drafter = _build(config, lm)
+def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | None = None, stats=None) -> Drafter:
+    """The drafter ``config`` names. ``draft_model`` (``method: draft_model``): the loaded draft ``nn.Module``;
+    ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are charged to."""
+    config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
+    drafter = _build(config, draft_model, vocab_size, stats)
     if config.adaptive:
-        from ..adaptive import Goodput
-
         chain = config.method == "prompt_lookup" or (config.method == "draft_model" and config.tree == "chain")
         drafter.goodput = Goodput(config.num_tokens if chain else config.nodes)
     return drafter
 
 
-def _build(config, lm=None) -> Drafter:
+def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats) -> Drafter:
     c = config
     if c.method == "prompt_lookup":
         return PromptLookup(num_tokens=c.num_tokens, ngram=c.ngram)
@@ -43,15 +47,12 @@ def _build(config, lm=None) -> Drafter:
     if c.method == "goose":
         return Goose(nodes=c.nodes, top_k=c.top_k, spine=c.num_tokens, ngram=c.ngram)
     if c.method == "draft_model":
-        if not c.draft:
+        if draft_model is None:
             raise ValueError(
                 "token_speculation.method=draft_model needs token_speculation.draft (or models.draft in a recipe)"
             )
-        model = load_draft_model(c.draft, lm)
-        stats = (lambda: lm.stats) if lm is not None else None
-        vocab = lm.model.get_output_embeddings().out_features if lm is not None else None
         return DraftModel(
-            model,
+            draft_model,
             tree=c.tree,
             num_tokens=c.num_tokens,
             nodes=c.nodes,
@@ -59,26 +60,9 @@ def _build(config, lm=None) -> Drafter:
             min_score=c.min_score or 0.0,
             seed=c.seed,
             stats=stats,
-            vocab_size=vocab,
+            vocab_size=vocab_size,
         )
     raise ValueError(f"unknown token_speculation.method {c.method!r}: use one of {', '.join(METHODS)}")
-
-
-def load_draft_model(path: str, lm):
-    """The draft model at ``path`` on ``lm``'s device and dtype; its tokenizer must be ``lm``'s."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ...backends import resolve_path
-
-    resolved = resolve_path(path)
-    model = AutoModelForCausalLM.from_pretrained(resolved, dtype=lm.model.dtype if lm else None).eval()
-    if lm is not None:
-        model = model.to(lm.device)
-        if AutoTokenizer.from_pretrained(resolved).get_vocab() != lm.tokenizer.get_vocab():
-            raise ValueError(
-                f"token_speculation.draft {path!r} has a different tokenizer from {lm.name}: a draft model must share the target's vocabulary"
-            )
-    return model
 
 
 __all__ = ["Drafter", "DraftModel", "Goose", "NgramPool", "PromptLookup", "Recycling", "Suffix", "build", "METHODS"]

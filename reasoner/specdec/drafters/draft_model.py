@@ -53,7 +53,7 @@ class DraftModel(Drafter):
             min_score,
         )
         self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.stats = stats  # a callable returning the Stats to charge draft forwards to
+        self.stats = stats  # the Stats draft forwards are charged to (the target backend's)
 
     def begin(self, seqs, temperature, top_p):
         self.temperature, self.top_p = temperature, top_p
@@ -83,7 +83,7 @@ class DraftModel(Drafter):
 
     def _charge(self, forwards: int) -> None:
         if self.stats is not None:
-            self.stats().role("drafter").forward_passes += forwards
+            self.stats.role("drafter").forward_passes += forwards
 
     def _dist(self, logits: torch.Tensor) -> torch.Tensor:
         """The draft distribution over the target's vocabulary. Embedding tables are often padded past the

@@ -1,6 +1,6 @@
 """The toy PRM: a process reward model for the toy world, so PRM-guided search runs on a real trained model.
 
-``python -m reasoner.toy.prm --out DIR`` (seeded, CPU, one thread; ``Recipe`` and ``training.json`` record
+``python -m evals.toy.prm --out DIR`` (seeded, CPU, one thread; ``PRMTraining`` and ``training.json`` record
 how and how long). Like real PRMs it starts from a policy model's weights (Qwen2.5-Math-PRM from
 Qwen2.5-Math-Instruct): ``toy:target``'s body plus two fresh layers, with a scalar value head
 (``LlamaForTokenClassification``, one label), in the Skywork-o1-Open-PRM input format with the toy step token
@@ -44,7 +44,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .problems import ANSWER_TEMPLATE, Difficulty, ToyProblem, apply, generate_problem
+import prompts
+from reasoner.backends import SamplingParams, load_lm
+from reasoner.toy import model_path
+from reasoner.toy.problems import ANSWER_TEMPLATE, Difficulty, ToyProblem, apply, generate_problem
+from verifiers.base import aggregate
+from verifiers.math import extract_answer
+from verifiers.prm import PRMVerifier, SkyworkPRM
+
+from .tokenizer import save_tokenizer
+from .train import corrupt_step
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +63,7 @@ _OPERATION = re.compile(r"^(\d+)([-+*])(\d+)=(-?\d+)$")
 
 
 @dataclass
-class Recipe:
+class PRMTraining:
     """How the toy PRM is trained (recorded in ``training.json``)."""
 
     steps: int = 400
@@ -82,7 +91,6 @@ def label_steps(problem: ToyProblem, steps: list[str]) -> list[int]:
 
 def trajectory(rng: random.Random, problem: ToyProblem) -> list[str]:
     """The reference solution, or (half the time) one with a corrupted step, continued from the wrong value."""
-    from .train import corrupt_step
 
     steps = problem.steps
     if rng.random() < 0.5:
@@ -107,18 +115,16 @@ def _mixed_difficulty(rng: random.Random) -> Difficulty:
     return Difficulty(n, n, rng.choices([1, 2], weights=[0.25, 0.75])[0])
 
 
-def sample_pool(rng: random.Random, recipe: Recipe) -> dict[Difficulty, list[tuple[ToyProblem, list[str]]]]:
+def sample_pool(rng: random.Random, setup: PRMTraining) -> dict[Difficulty, list[tuple[ToyProblem, list[str]]]]:
     """On-policy trajectories: whole solutions sampled by ``toy:draft`` (T 0.8-1.0) and ``toy:target`` (T 1.0)
     on fresh problems, split at the step token, keyed by difficulty so a batch pads little. The PRM then
     learns from the mistakes the policy really makes, not only from synthetic ones (Math-Shepherd, Qwen PRM)."""
-    import prompts
-    from reasoner.backends import SamplingParams, load_lm
 
     template = prompts.load("toy")
     pool: dict[Difficulty, list[tuple[ToyProblem, list[str]]]] = {}
     for name, count, samples in (
-        ("draft", recipe.pool_problems, recipe.pool_samples),
-        ("target", recipe.target_problems, recipe.target_samples),
+        ("draft", setup.pool_problems, setup.pool_samples),
+        ("target", setup.target_problems, setup.target_samples),
     ):
         lm = load_lm("transformers", f"toy:{name}", name, seed=rng.randrange(2**31))
         drawn = [_mixed_difficulty(rng) for _ in range(count)]
@@ -209,7 +215,7 @@ def _deepen(model, extra: int):
     return deeper
 
 
-def train(out: Path, recipe: Recipe | None = None, heldout: int = 40, init: str | None = None) -> dict:
+def train(out: Path, setup: PRMTraining | None = None, heldout: int = 40, init: str | None = None) -> dict:
     """Fine-tune ``toy:target``'s body (plus ``extra_layers`` fresh ones) with a value head on synthetic and
     on-policy trajectories, or continue training the PRM at ``init`` (a second phase, fresh data from its own
     seed); logs the step ROC-AUC on held-out draft samples as it goes."""
@@ -217,14 +223,9 @@ def train(out: Path, recipe: Recipe | None = None, heldout: int = 40, init: str 
 
     from transformers import AutoTokenizer, LlamaForTokenClassification
 
-    from verifiers.prm import SkyworkPRM
-
-    from . import model_path
-    from .tokenizer import save_tokenizer
-
-    recipe = recipe or Recipe()
-    torch.manual_seed(recipe.seed)
-    rng = random.Random(recipe.seed)
+    setup = setup or PRMTraining()
+    torch.manual_seed(setup.seed)
+    rng = random.Random(setup.seed)
     start = time.time()
     source = model_path("target")
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -235,11 +236,11 @@ def train(out: Path, recipe: Recipe | None = None, heldout: int = 40, init: str 
     if init:
         before = json.loads((Path(init) / "training.json").read_text())
         model = LlamaForTokenClassification.from_pretrained(init, dtype=torch.float32)
-        recipe = replace(recipe, extra_layers=model.config.num_hidden_layers - body_layers)
+        setup = replace(setup, extra_layers=model.config.num_hidden_layers - body_layers)
     else:
-        model = _deepen(model, recipe.extra_layers)
+        model = _deepen(model, setup.extra_layers)
     fmt = SkyworkPRM(tokenizer, STEP_TOKEN)
-    pool = sample_pool(rng, recipe) if recipe.on_policy > 0 else None
+    pool = sample_pool(rng, setup) if setup.on_policy > 0 else None
     pool_secs = time.time() - start
     if pool:
         log.info("on-policy pool: %d trajectories in %.0fs", sum(len(v) for v in pool.values()), pool_secs)
@@ -252,46 +253,46 @@ def train(out: Path, recipe: Recipe | None = None, heldout: int = 40, init: str 
         n
         for n, _ in model.named_parameters()
         if n.startswith("score.")
-        or any(f"layers.{i}." in n for i in range(body_layers, body_layers + recipe.extra_layers))
+        or any(f"layers.{i}." in n for i in range(body_layers, body_layers + setup.extra_layers))
     }
     groups = [
         {
             "params": [p for n, p in model.named_parameters() if n not in fresh],
-            "lr": recipe.body_lr,
+            "lr": setup.body_lr,
             "weight_decay": 0.1,
         },
-        {"params": [p for n, p in model.named_parameters() if n in fresh], "lr": recipe.head_lr, "weight_decay": 0.0},
+        {"params": [p for n, p in model.named_parameters() if n in fresh], "lr": setup.head_lr, "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.98))
     warm = 30
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         lambda s: (
-            min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, recipe.steps) / recipe.steps)))
+            min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, setup.steps) / setup.steps)))
         ),
     )
-    data = batches(fmt, rng, pool, recipe.on_policy)
+    data = batches(fmt, rng, pool, setup.on_policy)
     model.train()
     embed = model.model.embed_tokens.weight
     running: dict[str, float] = {}
-    for step in range(1, recipe.steps + 1):
+    for step in range(1, setup.steps + 1):
         ids, mask, target, lm_weight, tokens = next(data)
         hidden = model.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         values = model.score(hidden)[..., 0]
         keep = target >= 0
         loss = value_loss = F.binary_cross_entropy_with_logits(values[keep], target[keep])
         losses = {"value": value_loss.item()}
-        if recipe.token_weight > 0:
+        if setup.token_weight > 0:
             dense = tokens >= 0
             token_loss = F.binary_cross_entropy_with_logits(values[dense], tokens[dense])
-            loss = loss + recipe.token_weight * token_loss
+            loss = loss + setup.token_weight * token_loss
             losses["token"] = token_loss.item()
-        if recipe.lm_weight > 0:
+        if setup.lm_weight > 0:
             logits = body_norm(captured["h"])[:, :-1] @ embed.T
             w = lm_weight[:, 1:]
             nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none")
             lm_loss = (nll * w.reshape(-1)).sum() / w.sum().clamp(min=1)
-            loss = loss + recipe.lm_weight * lm_loss
+            loss = loss + setup.lm_weight * lm_loss
             losses["lm"] = lm_loss.item()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -299,16 +300,16 @@ def train(out: Path, recipe: Recipe | None = None, heldout: int = 40, init: str 
         sched.step()
         opt.zero_grad(set_to_none=True)
         running = {k: v if k not in running else 0.95 * running[k] + 0.05 * v for k, v in losses.items()}
-        if step % 50 == 0 or step == recipe.steps:
+        if step % 50 == 0 or step == setup.steps:
             extra = ""
-            if check and (step % 100 == 0 or step == recipe.steps):
+            if check and (step % 100 == 0 or step == setup.steps):
                 model.eval()
                 extra = f" held-out draft step AUC {check(model, fmt):.4f}"
                 model.train()
             log.info(
                 "prm step %d/%d loss %s %.0fs%s",
                 step,
-                recipe.steps,
+                setup.steps,
                 {k: round(v, 4) for k, v in running.items()},
                 time.time() - start,
                 extra,
@@ -323,7 +324,7 @@ def train(out: Path, recipe: Recipe | None = None, heldout: int = 40, init: str 
         "init": "toy:target",
         "format": "skywork",
         "step_token": STEP_TOKEN,
-        "recipe": asdict(recipe),
+        "recipe": asdict(setup),
         "batch": BATCH,
         "pool_trajectories": sum(len(v) for v in pool.values()) if pool else 0,
         "pool_seconds": round(pool_secs),
@@ -340,9 +341,6 @@ def train(out: Path, recipe: Recipe | None = None, heldout: int = 40, init: str 
 def _heldout(n: int, seed: int = 777):
     """A small check set of draft samples on problems the measurement does not use (seed 777, not 4321)."""
     from sklearn.metrics import roc_auc_score
-
-    import prompts
-    from reasoner.backends import SamplingParams, load_lm
 
     rng = random.Random(seed)
     problems = [generate_problem(rng, Difficulty.parse("hard")) for _ in range(n)]
@@ -366,8 +364,6 @@ def _heldout(n: int, seed: int = 777):
 
 def _select(problems: list[ToyProblem], texts: list[list[str]], scores: list[list[list[float]]]) -> dict:
     """Accuracy of majority vote, the PRM's best sample (aggregate last / min), PRM-weighted vote, the oracle."""
-    from verifiers.base import aggregate
-    from verifiers.math import extract_answer
 
     right = {k: 0 for k in ("majority", "best_last", "best_min", "weighted_last", "weighted_min", "oracle")}
     for p, ts, ss in zip(problems, texts, scores):
@@ -375,7 +371,7 @@ def _select(problems: list[ToyProblem], texts: list[list[str]], scores: list[lis
         truth = str(p.answer)
         right["oracle"] += truth in answers
 
-        def vote(weights: list[float]) -> str | None:
+        def vote(weights: list[float], answers: list = answers) -> str | None:
             totals: dict[str, float] = {}
             for a, w in zip(answers, weights):
                 if a is not None:
@@ -403,10 +399,6 @@ def measure(
     then what a search user sees: on the same problems, ``select_samples`` more draft samples each, the
     accuracy of majority vote, of the PRM's best sample, of the PRM-weighted vote and of the oracle."""
     from sklearn.metrics import roc_auc_score
-
-    import prompts
-    from reasoner.backends import SamplingParams, load_lm
-    from verifiers.prm import PRMVerifier
 
     prm = PRMVerifier(path, family="skywork", step_token=STEP_TOKEN)
     rng = random.Random(seed)
@@ -444,9 +436,9 @@ def measure(
 
 
 def main(argv=None) -> None:
-    defaults = Recipe()
+    defaults = PRMTraining()
     parser = argparse.ArgumentParser(
-        prog="python -m reasoner.toy.prm", description="Train (seeded) and measure the toy PRM."
+        prog="python -m evals.toy.prm", description="Train (seeded) and measure the toy PRM."
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "models" / "prm"))
     parser.add_argument("--steps", type=int, default=defaults.steps)
@@ -472,7 +464,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)
     if not args.measure_only:
-        recipe = Recipe(
+        setup = PRMTraining(
             steps=args.steps,
             body_lr=args.body_lr,
             head_lr=args.head_lr,
@@ -483,7 +475,7 @@ def main(argv=None) -> None:
             pool_problems=args.pool_problems,
             seed=args.seed,
         )
-        train(Path(args.out), recipe, init=args.init)
+        train(Path(args.out), setup, init=args.init)
     result = measure(args.out, n=args.n)
     print(json.dumps(result, indent=2))
     meta_path = Path(args.out) / "training.json"

@@ -1,9 +1,5 @@
-"""Step-level speculative reasoning: the draft writes each step, the target only judges it.
-
-``SpeculativeStepEngine.expand(nodes, k)`` has the plain engine's interface, so every search runs speculatively
-without knowing it. One round, batched over every node of every problem: the draft proposes ``k`` steps per
-node (one call), an acceptor scores all of them (one target call), and the target rewrites only the rejected
-ones (one call). Acceptors:
+"""Acceptors: the decision rules of step-level speculation. Each scores a draft step (the last step of a child
+node) and says whether to keep it; ``reasoner.engine.speculative`` asks for the target's rewrite of the rejected.
 
 - ``JudgeAcceptor`` (SpecReason): the target reads the steps with the candidate last, then a judge turn, and
   the next-token distribution over the digits 0-9 gives the score: ``greedy`` (the most likely digit) or
@@ -20,15 +16,16 @@ the backend returns the digits' log-probabilities only, so we take the most like
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Protocol
 
 from prompts import PromptTemplate
+from reasoner.core.lm import LM
+from reasoner.core.types import Node
 
-from .backends import LM
-from .engine import StepEngine
-from .types import Node
+from .judge import judge_scores
+from .likelihood import LikelihoodVerifier
+from .router import Router
 
 
 class Acceptor(Protocol):
@@ -50,8 +47,6 @@ class JudgeAcceptor:
         self.name = f"judge-{score}"
 
     def judge(self, children: Sequence[Node]) -> list[tuple[float, bool]]:
-        from verifiers.judge import judge_scores
-
         scores = [9 * s for s in judge_scores(self.target, self.template, children, self.score)]
         return [(s, s >= self.threshold) for s in scores]
 
@@ -80,73 +75,6 @@ class RouterAcceptor:
         return [(p, p < self.threshold) for p in probs]
 
 
-class SpeculativeStepEngine:
-    """The draft engine writes steps, ``acceptor`` judges them, the target engine rewrites the rejected ones.
-
-    ``first_n_target_steps``: the target writes the first n steps of every trajectory itself (SpecReason's option:
-    early steps set the plan). Each step records its source, the acceptor's score and verdict (and the rejected
-    draft's text) in ``step.speculation``; each tree counts ``steps_accepted``, ``steps_rejected``, ``steps_total``.
-    """
-
-    def __init__(self, draft: StepEngine, target: StepEngine, acceptor: Acceptor, first_n_target_steps: int = 0):
-        self.draft, self.target, self.acceptor = draft, target, acceptor
-        self.first_n_target_steps = first_n_target_steps
-        self.template = target.template
-        self.budget = target.budget
-
-    def prompt(self, node: Node) -> str:
-        return self.target.prompt(node)
-
-    def is_terminal(self, parent: Node, step) -> bool:
-        return self.target.is_terminal(parent, step)
-
-    def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
-        if not nodes:
-            return []
-        out: list[list[Node]] = [[] for _ in nodes]
-        early = [i for i, n in enumerate(nodes) if n.depth < self.first_n_target_steps]
-        late = [i for i, n in enumerate(nodes) if n.depth >= self.first_n_target_steps]
-        for i, steps in zip(early, self.target.propose([nodes[i] for i in early], k)):
-            for step in steps:
-                nodes[i].tree.stats.count("steps_total")
-                out[i].append(nodes[i].add_child(step, self.is_terminal(nodes[i], step)))
-        children = []
-        for i, steps in zip(late, self.draft.propose([nodes[i] for i in late], k)):
-            out[i] += [nodes[i].add_child(step, False) for step in steps]
-            children += out[i]
-        if children:
-            self._judge(children)
-        return out
-
-    def _judge(self, children: list[Node]) -> None:
-        """Score every draft step in one acceptor call; the target rewrites the rejected ones in one call."""
-        start = time.perf_counter()
-        verdicts = self.acceptor.judge(children)
-        judge_seconds = (time.perf_counter() - start) / len(children)
-        rejected = []
-        for child, (score, accepted) in zip(children, verdicts):
-            step = child.step
-            step.seconds += judge_seconds
-            step.speculation = {
-                "acceptor": self.acceptor.name,
-                "score": round(float(score), 4),
-                "accepted": bool(accepted),
-            }
-            stats = child.tree.stats
-            stats.count("steps_total")
-            stats.count("steps_accepted" if accepted else "steps_rejected")
-            if accepted:
-                child.terminal = self.is_terminal(child.parent, step)
-            else:
-                rejected.append(child)
-        for child, (step,) in zip(rejected, self.target.propose([c.parent for c in rejected], 1)):
-            draft = child.step
-            step.seconds += draft.seconds
-            step.speculation = dict(draft.speculation, draft=draft.text)
-            child.step = step
-            child.terminal = self.is_terminal(child.parent, step)
-
-
 DEFAULT_THRESHOLDS = {"judge": 7.0, "prm": 0.7, "likelihood": 0.5, "router": 0.5}
 
 
@@ -160,9 +88,5 @@ def make_acceptor(config, target: LM, template: PromptTemplate, verifier=None) -
             raise ValueError("step_speculation.acceptor=prm needs a verifier: set the recipe's verifier section")
         return VerifierAcceptor(verifier, threshold)
     if config.acceptor == "likelihood":
-        from verifiers.likelihood import LikelihoodVerifier
-
         return VerifierAcceptor(LikelihoodVerifier(target, template, config.reduce), threshold)
-    from verifiers.router import Router
-
     return RouterAcceptor(Router.load(config.router, target, template), threshold)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 
 
 @dataclass
 class RoleStats:
-    """What one model role (target, draft, verifier) spent."""
+    """What one model role (target, draft, verifier) spent: in one call (an ``Output``'s usage), on one problem,
+    or over a run."""
 
     calls: int = 0
     prefill_tokens: int = 0  # prompt tokens run through the model
@@ -21,6 +23,9 @@ class RoleStats:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
+
+    def __sub__(self, other: RoleStats) -> RoleStats:
+        return RoleStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
 
 
 class Stats:
@@ -37,6 +42,10 @@ class Stats:
     def count(self, name: str, value: float = 1) -> None:
         self.counters[name] += value
 
+    def book(self, role: str, usage: RoleStats) -> None:
+        """Add what a call (or one prompt of it) cost to ``role``."""
+        self.roles[role] += usage
+
     def merge(self, other: Stats) -> Stats:
         for name, r in other.roles.items():
             self.roles[name] += r
@@ -44,6 +53,22 @@ class Stats:
             self.counters[name] += v
         self.wall_s += other.wall_s
         return self
+
+    def snapshot(self) -> Stats:
+        return copy.deepcopy(self)
+
+    def since(self, before: Stats) -> Stats:
+        """What was spent after ``before`` (a ``snapshot`` of this object) was taken."""
+        out = Stats()
+        for name, r in self.roles.items():
+            spent = r - before.roles[name] if name in before.roles else copy.copy(r)
+            if spent != RoleStats():  # a role that did nothing since is left out, as in a fresh Stats
+                out.roles[name] = spent
+        for name, v in self.counters.items():
+            if v != before.counters.get(name, 0):
+                out.counters[name] = v - before.counters.get(name, 0)
+        out.wall_s = self.wall_s - before.wall_s
+        return out
 
     def tokens(self) -> dict[str, int]:
         """Generated tokens per role."""

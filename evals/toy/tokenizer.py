@@ -12,7 +12,8 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from .problems import Difficulty, generate_problem
+from prompts import load
+from reasoner.toy.problems import Difficulty, generate_problem
 
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 SPECIAL_TOKENS = [PAD, IM_START, IM_END]
@@ -27,7 +28,6 @@ VOCAB_SIZE = 384
 
 def _corpus(n: int, seed: int) -> list[str]:
     """Texts the toy models will see: chat-rendered problems, solutions and judge prompts."""
-    from prompts import load
 
     template = load("toy")
     rng = random.Random(seed)

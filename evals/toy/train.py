@@ -1,4 +1,4 @@
-"""Rebuild the toy world's models from scratch: ``python -m reasoner.toy.train --out DIR`` (or ``reasoner toy train``).
+"""Rebuild the toy world's models from scratch: ``python -m evals.toy.train --out DIR`` (or ``reasoner toy train``).
 
 Seeded and CPU-only (under an hour on a 2-core CPU: the README's table has the measured times). Three stages:
 
@@ -27,7 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .problems import ANSWER_TEMPLATE, Difficulty, Operation, ToyProblem, generate_problem
+from prompts import load
+from reasoner.toy.problems import ANSWER_TEMPLATE, Difficulty, Operation, ToyProblem, generate_problem
+from verifiers.math import extract_answer
+
 from .tokenizer import build_tokenizer, save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -258,7 +261,6 @@ def greedy_solutions(
 
 
 def make_probe(tokenizer, template, seed: int, n: int = 64):
-    from verifiers.math import extract_answer
 
     problems = [generate_problem(random.Random(seed + i), Difficulty(2, 6, 2)) for i in range(n)]
 
@@ -282,7 +284,6 @@ def save(model, tokenizer, path: Path, meta: dict) -> None:
 
 
 def main(argv=None) -> None:
-    from prompts import load
 
     parser = argparse.ArgumentParser(prog="reasoner toy train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "models"), help="folder for target/ and draft/")

@@ -41,17 +41,16 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from reasoner.core.lm import SamplingParams
+from verifiers.importance import importance_scores
+from verifiers.math import extract_answer, is_equivalent
 
 log = logging.getLogger(__name__)
 
-Q_STATEMENT = "We can get the solution to this question in the given thought step."
-S_STATEMENT = "We can get this solution in the given thought step."
 THINK_END = "</think>"
 
 
@@ -91,7 +90,8 @@ class CompressConfig:
             raise ValueError("expand_size, attn_batch_size and max_tokens must be >= 1 and neighbours >= 0")
         if not 1 <= self.min_search_steps <= self.max_search_steps:
             raise ValueError(
-                f"need 1 <= min_search_steps <= max_search_steps, got {self.min_search_steps} and {self.max_search_steps}"
+                f"need 1 <= min_search_steps <= max_search_steps, got {self.min_search_steps} and "
+                f"{self.max_search_steps}"
             )
 
 
@@ -141,18 +141,12 @@ class Compressed:
         }
 
 
-# ----------------------------------------------------------------------------------------------------------
-# reading traces
-
-
 def split_trace(
     steps: list[str], answer: str | None = None, delimiter: str = "\n\n"
 ) -> tuple[list[str], str, str | None]:
     """``(thought, solution, answer)`` of a finished trace's steps. The solution is what follows ``</think>``
     when the trace has one, else the step with the last ``\\boxed{}`` and any after it; with neither, the last
     step. The answer is the solution's last boxed answer, else ``answer``."""
-    from verifiers.math import extract_answer
-
     text = delimiter.join(steps)
     if THINK_END in text:
         head, _, tail = text.partition(THINK_END)
@@ -163,143 +157,6 @@ def split_trace(
         cut = boxed[-1] if boxed else len(steps) - 1
         thought, solution = list(steps[:cut]), delimiter.join(steps[cut:])
     return thought, solution, extract_answer(solution) or extract_answer(text) or answer
-
-
-def read_traces(path: str | Path, delimiter: str = "\n\n", limit: int | None = None) -> tuple[list[Trace], list[dict]]:
-    """Traces from a JSONL file: the ``results.jsonl`` of ``reasoner eval`` (problem, reference, answer and the
-    chosen trajectory's ``steps``) or plain lines ``{"problem", "steps" | "text", "answer"?, "reference"?}``.
-    ``answer`` is the trace's own answer (used when the trace has no ``\\boxed{}``); the gold answer is
-    ``reference`` (or ``gold``). Returns the traces and the skipped lines (no final answer: nothing to keep)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"trace file {path} not found: give the results.jsonl of `reasoner eval --out DIR` or a JSONL of "
-            '{"problem", "steps" or "text", "answer"} lines'
-        )
-    fix = 'each line needs "problem" and "steps" (a list of strings or of {"text"}) or "text"'
-    traces, skipped = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if limit is not None and len(traces) + len(skipped) >= limit:
-                break
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n} is not valid JSON ({e.msg}): fix or remove that line") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path} line {n} is a JSON {type(row).__name__}, not an object: {fix}")
-            problem = row.get("problem")
-            if not isinstance(problem, str) or not problem.strip():
-                raise ValueError(f'{path} line {n} has no "problem" text: {fix}')
-            steps = _steps_of(row, delimiter)
-            if steps is None:
-                raise ValueError(f'{path} line {n} has neither "steps" nor "text": {fix}')
-            if not steps:
-                raise ValueError(
-                    f"{path} line {n} is an empty trace (no steps, no text): compress only finished traces; remove that line"
-                )
-            thought, solution, answer = split_trace(steps, _str(row.get("answer")), delimiter)
-            if answer is None:
-                skipped.append({"line": n, "id": row.get("id"), "reason": "no final answer"})
-                continue
-            reference = _str(row.get("reference", row.get("gold")))
-            traces.append(Trace(problem, thought, solution, answer, reference, _str(row.get("id")) or f"line-{n}", n))
-    if not traces and not skipped:
-        raise ValueError(f"trace file {path} has no traces: {fix}")
-    return traces, skipped
-
-
-def _steps_of(row: dict, delimiter: str) -> list[str] | None:
-    steps = row.get("steps")
-    if isinstance(steps, list):
-        out = [s.get("text", "") if isinstance(s, dict) else str(s) for s in steps]
-        return [s for s in out if s.strip()]
-    text = row.get("text")
-    if isinstance(text, str):
-        return [s for s in text.split(delimiter) if s.strip()]
-    return None
-
-
-def _str(value) -> str | None:
-    return None if value is None else str(value)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# importance (the scorer's attention and perplexity)
-
-
-def importance_scores(scorer, traces: Sequence[Trace], alpha: float = 0.5, batch_size: int = 8) -> list[list[float]]:
-    """BIS of every thought step of every trace (see the module docstring), from ``scorer``, a
-    ``TransformersLM`` (its HF model gives the attention weights)."""
-    model = getattr(scorer, "model", None)
-    if model is None or not hasattr(model, "set_attn_implementation"):
-        raise ValueError(
-            "the A*-Thought scorer needs attention weights: use a transformers model for it (--scorer PATH)"
-        )
-    tok = scorer.tokenizer
-    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []  # the attention sink, kept out of the step
-    items: list[tuple[int, int, int, list[int], list[int]]] = []  # (trace, step, direction, step ids, query ids)
-    for t, trace in enumerate(traces):
-        queries = [scorer.encode(f"{trace.problem} {Q_STATEMENT}"), scorer.encode(f"{trace.solution} {S_STATEMENT}")]
-        for i, step in enumerate(trace.steps):
-            ids = scorer.encode(step + "\n\n")
-            for d, q in enumerate(queries):
-                items.append((t, i, d, bos + ids, q))
-    attn = [[[0.0, 0.0] for _ in tr.steps] for tr in traces]
-    ppl = [[[1.0, 1.0] for _ in tr.steps] for tr in traces]
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        for (t, i, d, _, _), a, p in zip(
-            chunk, *_attention_and_perplexity(scorer, [(s, q) for *_, s, q in chunk], len(bos))
-        ):
-            attn[t][i][d], ppl[t][i][d] = a, p
-    return [
-        [((1 - alpha) * a[0] + alpha * a[1]) / ((1 - alpha) * p[0] + alpha * p[1]) for a, p in zip(attn[t], ppl[t])]
-        for t in range(len(traces))
-    ]
-
-
-def _attention_and_perplexity(
-    scorer, pairs: list[tuple[list[int], list[int]]], skip: int = 0
-) -> tuple[list[float], list[float]]:
-    """For each ``(step ids, query ids)``: the attention mass the query's tokens give the step's tokens (mean over
-    layers, heads and query tokens; the first ``skip`` step ids, a BOS, left out) and the query's perplexity given
-    the step; one eager-attention forward."""
-    import torch
-
-    model = scorer.model
-    seqs = [s + q for s, q in pairs]
-    width = max(len(x) for x in seqs)
-    pad = scorer.tokenizer.pad_token_id if scorer.tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(x)) + x for x in seqs], device=model.device)
-    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in seqs], device=model.device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    previous = model.config._attn_implementation
-    try:
-        if previous != "eager":
-            model.set_attn_implementation("eager")
-        with torch.inference_mode():
-            out = model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, output_attentions=True, use_cache=False
-            )
-    finally:
-        if previous != "eager":
-            model.set_attn_implementation(previous)
-    role = scorer.stats.role(scorer.role)
-    role.prefill_tokens += int(mask.sum())
-    role.forward_passes += 1
-    weights = sum(a.float().mean(1) for a in out.attentions) / len(out.attentions)  # (batch, query pos, key pos)
-    attn, ppl = [], []
-    for r, (s, q) in enumerate(pairs):
-        q0 = width - len(q)  # first query position
-        first = q0 - len(s) + skip
-        attn.append(float(weights[r, q0:, first:q0].sum(-1).mean()))
-        logprobs = torch.log_softmax(out.logits[r, q0 - 1 : width - 1].float(), dim=-1)  # only the query's rows
-        lp = logprobs.gather(-1, ids[r, q0:, None]).squeeze(-1)
-        ppl.append(math.exp(min(700.0, -float(lp.mean()))))
-    return attn, ppl
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -386,9 +243,6 @@ class AStarThought:
 
     def answers(self, items: list[tuple[Trace, Iterable[int]]]) -> list[str | None]:
         """The validator's final answer when it continues from each (trace, kept steps), one ``generate`` call."""
-        from reasoner.backends import SamplingParams
-        from verifiers.math import extract_answer
-
         if not items:
             return []
         cfg = self.cfg
@@ -400,8 +254,6 @@ class AStarThought:
 
     def compress(self, traces: Sequence[Trace], progress=None) -> list[Compressed]:
         """Compress ``traces`` together (lock step); ``progress`` (a tqdm bar) advances as each one finishes."""
-        from verifiers.math import is_equivalent
-
         traces = list(traces)
         searchable = [t for t in traces if t.steps]
         scores = (
@@ -440,8 +292,6 @@ class AStarThought:
         """Searches whose open list ran out (short traces have few step sets): the nodes popped before
         ``min_search_steps`` were never validated; accept the lowest-f one the validator reaches the answer from
         (one ``generate`` call for all), else the full trace."""
-        from verifiers.math import is_equivalent
-
         items = [(s, f, n) for s in states for f, n in sorted(s.early, key=lambda e: e[0])]
         answers = self.answers([(s.trace, n) for s, _, n in items])
         for (s, _, n), answer in zip(items, answers):
@@ -454,8 +304,6 @@ class AStarThought:
     def _results(self, states: list[_State]) -> list[Compressed]:
         """Check every returned thought with the validator (the accepted ones were; the full traces are checked
         here, one batch) and count tokens."""
-        from verifiers.math import is_equivalent
-
         results = []
         for s in states:
             kept, validated, reason = s.result
@@ -482,120 +330,3 @@ class AStarThought:
 def _advance(progress) -> None:
     if progress is not None:
         progress.update(1)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# files
-
-
-def summarize(results: list[Compressed], skipped: list[dict] | None = None) -> dict:
-    """Mean tokens before/after, their ratio, and how often answers still hold (trace's answer, gold answer)."""
-    n = len(results)
-    mean = lambda xs: round(sum(xs) / len(xs), 2) if xs else 0.0
-    before, after = mean([r.tokens_before for r in results]), mean([r.tokens_after for r in results])
-    t_before, t_after = (
-        mean([r.thought_tokens_before for r in results]),
-        mean([r.thought_tokens_after for r in results]),
-    )
-    gold = [r for r in results if r.correct is not None]
-    reasons: dict[str, int] = {}
-    for r in results:
-        reasons[r.reason] = reasons.get(r.reason, 0) + 1
-    return {
-        "n": n,
-        "skipped": len(skipped or []),
-        "compressed": sum(r.validated and len(r.kept) < len(r.trace.steps) for r in results),
-        "tokens_before": before,
-        "tokens_after": after,
-        "ratio": round(after / before, 4) if before else 1.0,
-        "thought_tokens_before": t_before,
-        "thought_tokens_after": t_after,
-        "thought_ratio": round(t_after / t_before, 4) if t_before else 1.0,
-        "steps_before": mean([len(r.trace.steps) for r in results]),
-        "steps_after": mean([len(r.kept) for r in results]),
-        "answer_holds": round(sum(r.answer_holds for r in results) / n, 4) if n else 0.0,
-        "gold_correct_before": round(sum(_gold(r.trace) for r in gold) / len(gold), 4) if gold else None,
-        "gold_correct_after": round(sum(bool(r.correct) for r in gold) / len(gold), 4) if gold else None,
-        "iterations": mean([r.iterations for r in results]),
-        "reasons": reasons,
-    }
-
-
-def _gold(trace: Trace) -> bool:
-    from verifiers.math import is_equivalent
-
-    return is_equivalent(trace.answer, trace.reference)
-
-
-def compress_file(
-    path: str | Path,
-    out: str | Path,
-    compressor: AStarThought,
-    limit: int | None = None,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> dict:
-    """Compress the traces in ``path`` into ``out`` (JSONL, one line per trace, in input order); the summary is
-    returned and written next to it (``<out>.summary.json``)."""
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    delimiter = compressor.template.step_delimiter
-    traces, skipped = read_traces(path, delimiter, limit)
-    for s in skipped:
-        log.warning('%s line %d has no final answer (no \\boxed{} and no "answer"); skipped', path, s["line"])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results: list[Compressed] = []
-    bar = tqdm(total=len(traces), desc="compress", unit="trace", disable=not progress, dynamic_ncols=True)
-    try:
-        with open(out, "w", encoding="utf-8") as f:
-            for start in range(0, len(traces), batch_size):
-                batch = compressor.compress(traces[start : start + batch_size], progress=bar)
-                f.writelines(json.dumps(r.to_dict(delimiter)) + "\n" for r in batch)
-                f.flush()
-                results += batch
-                done = summarize(results)
-                bar.set_postfix(ratio=f"{done['ratio']:.2f}", holds=f"{done['answer_holds']:.2f}")
-    finally:
-        bar.close()
-    summary = summarize(results, skipped) | {"input": str(path), "out": str(out)}
-    roles = {**compressor.scorer.stats.roles, **compressor.validator.stats.roles}
-    summary["cost"] = {
-        k: {
-            "prefill_tokens": r.prefill_tokens,
-            "generated_tokens": r.generated_tokens,
-            "forward_passes": r.forward_passes,
-        }
-        for k, r in sorted(roles.items())
-    }
-    summary_path = out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    summary["summary_path"] = str(summary_path)
-    return summary
-
-
-def from_recipe(
-    recipe,
-    config: CompressConfig | None = None,
-    validator: str | None = None,
-    scorer: str | None = None,
-    prompt: str | None = None,
-) -> AStarThought:
-    """An ``AStarThought`` from a recipe: the validator is the recipe's policy model (``validator``: another
-    path, transformers backend), the scorer the same weights through transformers (``scorer``: another path),
-    the template the recipe's prompt (``prompt``: another)."""
-    import prompts
-    from reasoner.backends import load_lm
-
-    spec = getattr(recipe.models, recipe.search.policy)
-    if validator:
-        spec = spec.model_copy(update={"path": validator, "backend": "transformers", "engine_args": {}, "base_url": []})
-    options = {"dtype": spec.dtype, "device": spec.device, "max_batch_size": spec.max_batch_size}
-    lm = load_lm(spec.backend, spec.path, "validator", seed=recipe.seed, **options, **spec.backend_options())
-    if scorer is None and spec.backend == "transformers":
-        score_lm = lm
-    else:
-        score_lm = load_lm("transformers", scorer or spec.path, "scorer", seed=recipe.seed, **options)
-    return AStarThought(lm, prompts.load(prompt or recipe.prompt), config, scorer=score_lm)

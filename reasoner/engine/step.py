@@ -7,13 +7,12 @@ model ended its answer (EOS), ran out of step tokens, or the trajectory hit the 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from prompts import PromptTemplate
 
-from .backends import LM, SamplingParams
-from .types import Node, Step
+from ..core.lm import LM, SamplingParams
+from ..core.types import Node, Step
 
 
 @dataclass
@@ -70,15 +69,11 @@ class StepEngine:
             stop=(self.template.step_delimiter,),
             max_tokens=self.sampling.max_step_tokens,
         )
-        start = time.perf_counter()
         generations = self.lm.generate([self.prompt(n) for n in nodes], params)
-        seconds = (time.perf_counter() - start) / max(1, len(nodes) * k)
+        seconds = generations.total.wall_s / max(1, len(nodes) * k)
         out = []
-        for node, gens in zip(nodes, generations):
-            role = node.tree.stats.role(self.lm.role)
-            role.prefill_tokens += gens[0].prompt_tokens - gens[0].cached_tokens if gens else 0
-            role.prefix_cached_tokens += gens[0].cached_tokens if gens else 0
-            role.generated_tokens += sum(len(g.token_ids) for g in gens)
+        for node, gens, usage in zip(nodes, generations, generations.usage):
+            node.tree.stats.book(self.lm.role, usage)
             out.append(
                 [
                     Step(

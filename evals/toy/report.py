@@ -16,15 +16,19 @@ from pathlib import Path
 
 import torch
 
-from . import MODELS, model_path
-from .problems import Difficulty, generate_problem
+from prompts import load
+from reasoner.api import Reasoner
+from reasoner.backends import SamplingParams, load_lm
+from reasoner.core.types import Problem
+from reasoner.toy import MODELS, model_path
+from reasoner.toy.problems import Difficulty, generate_problem
+
+from .train import corrupt_step
 
 GRID = [Difficulty(1, 3, 1)] + [Difficulty(k, k, 2) for k in range(1, 8)] + [Difficulty(2, 6, 2)]
 
 
 def accuracy(model: str, difficulty: Difficulty, n: int, seed: int) -> float:
-    from ..api import Reasoner
-    from ..types import Problem
 
     reasoner = Reasoner(models={"target": {"path": f"toy:{model}"}}, seed=seed)
     rng = random.Random(seed)
@@ -37,10 +41,6 @@ def accuracy(model: str, difficulty: Difficulty, n: int, seed: int) -> float:
 
 def judge_quality(n: int, seed: int) -> dict:
     """Greedy-digit accuracy and ROC-AUC of the target's judge on correct and corrupted candidate steps."""
-    from prompts import load
-
-    from ..backends import load_lm
-    from .train import corrupt_step
 
     lm = load_lm("transformers", "toy:target", "target")
     template = load("toy")
@@ -74,9 +74,6 @@ def _auc(scores: list[float], labels: list[bool]) -> float:
 
 def speed(model: str, batch: int, seed: int, new_tokens: int = 64) -> float:
     """Decoded tokens per second of our backend (greedy, no stop, ``new_tokens`` per row)."""
-    from prompts import load
-
-    from ..backends import SamplingParams, load_lm
 
     lm = load_lm("transformers", f"toy:{model}", model)
     template = load("toy")
@@ -144,7 +141,8 @@ def markdown(report: dict) -> str:
     j = report["judge"]
     lines.append("")
     lines.append(
-        f"toy-target as a judge ({j['n']} candidate steps, half corrupted): greedy digit >= 7 right {100 * j['greedy_accuracy']:.1f} %, "
+        f"toy-target as a judge ({j['n']} candidate steps, half corrupted): greedy digit >= 7 right "
+        f"{100 * j['greedy_accuracy']:.1f} %, "
         f"ROC-AUC of the expected score {j['roc_auc']:.3f}."
     )
     lines.append(

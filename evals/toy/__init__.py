@@ -1,0 +1,1 @@
+"""Jobs that build the toy world: its tokenizer, models, PRM and their measurements."""

@@ -1,0 +1,23 @@
+"""Where a model's weights come from: ``toy:NAME`` (a model shipped in the package), a local transformers folder,
+or a hub id (left to the library to resolve)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..toy import model_path
+
+
+def resolve_path(path: str) -> str:
+    """``toy:NAME`` names a shipped toy model; a local folder must exist; anything else is a hub id."""
+    if path.startswith("toy:"):
+        return str(model_path(path[4:]))
+    local = Path(path).expanduser()
+    if local.exists() or path.startswith((".", "/", "~")) or path.count("/") > 1:
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model path {path!r} has no config.json: point it at a transformers model folder, a hub id, "
+                "or toy:target / toy:draft"
+            )
+        return str(local)
+    return path

@@ -1,0 +1,84 @@
+"""Step-level speculative reasoning: the draft writes each step, the target only judges it.
+
+``SpeculativeStepEngine.expand(nodes, k)`` has the plain engine's interface, so every search runs speculatively
+without knowing it. One round, batched over every node of every problem: the draft proposes ``k`` steps per
+node (one call), an acceptor (``verifiers.acceptors``: SpecReason's judge, RSD's PRM threshold, Arbitrage's
+router, the target's likelihood) scores all of them (one target call), and the target rewrites only the
+rejected ones (one call).
+"""
+
+from __future__ import annotations
+
+import time
+
+from verifiers.acceptors import Acceptor
+
+from ..core.types import Node
+from .step import StepEngine
+
+
+class SpeculativeStepEngine:
+    """The draft engine writes steps, ``acceptor`` judges them, the target engine rewrites the rejected ones.
+
+    ``first_n_target_steps``: the target writes the first n steps of every trajectory itself (SpecReason's option:
+    early steps set the plan). Each step records its source, the acceptor's score and verdict (and the rejected
+    draft's text) in ``step.speculation``; each tree counts ``steps_accepted``, ``steps_rejected``, ``steps_total``.
+    """
+
+    def __init__(self, draft: StepEngine, target: StepEngine, acceptor: Acceptor, first_n_target_steps: int = 0):
+        self.draft, self.target, self.acceptor = draft, target, acceptor
+        self.first_n_target_steps = first_n_target_steps
+        self.template = target.template
+        self.budget = target.budget
+
+    def prompt(self, node: Node) -> str:
+        return self.target.prompt(node)
+
+    def is_terminal(self, parent: Node, step) -> bool:
+        return self.target.is_terminal(parent, step)
+
+    def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
+        if not nodes:
+            return []
+        out: list[list[Node]] = [[] for _ in nodes]
+        early = [i for i, n in enumerate(nodes) if n.depth < self.first_n_target_steps]
+        late = [i for i, n in enumerate(nodes) if n.depth >= self.first_n_target_steps]
+        for i, steps in zip(early, self.target.propose([nodes[i] for i in early], k)):
+            for step in steps:
+                nodes[i].tree.stats.count("steps_total")
+                out[i].append(nodes[i].add_child(step, self.is_terminal(nodes[i], step)))
+        children = []
+        for i, steps in zip(late, self.draft.propose([nodes[i] for i in late], k)):
+            out[i] += [nodes[i].add_child(step, False) for step in steps]
+            children += out[i]
+        if children:
+            self._judge(children)
+        return out
+
+    def _judge(self, children: list[Node]) -> None:
+        """Score every draft step in one acceptor call; the target rewrites the rejected ones in one call."""
+        start = time.perf_counter()
+        verdicts = self.acceptor.judge(children)
+        judge_seconds = (time.perf_counter() - start) / len(children)
+        rejected = []
+        for child, (score, accepted) in zip(children, verdicts):
+            step = child.step
+            step.seconds += judge_seconds
+            step.speculation = {
+                "acceptor": self.acceptor.name,
+                "score": round(float(score), 4),
+                "accepted": bool(accepted),
+            }
+            stats = child.tree.stats
+            stats.count("steps_total")
+            stats.count("steps_accepted" if accepted else "steps_rejected")
+            if accepted:
+                child.terminal = self.is_terminal(child.parent, step)
+            else:
+                rejected.append(child)
+        for child, (step,) in zip(rejected, self.target.propose([c.parent for c in rejected], 1)):
+            draft = child.step
+            step.seconds += draft.seconds
+            step.speculation = dict(draft.speculation, draft=draft.text)
+            child.step = step
+            child.terminal = self.is_terminal(child.parent, step)

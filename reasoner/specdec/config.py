@@ -1,0 +1,49 @@
+"""The ``token_speculation`` section: which drafter proposes token trees and how large they grow."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..core.config import Section
+
+
+class TokenSpeculation(Section):
+    """Token-level speculative decoding inside the backend: drafted token trees verified by the generating model,
+    losslessly (greedy output identical, sampled output identically distributed). See ``reasoner/specdec``."""
+
+    method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose"] = Field(
+        description="draft_model: a smaller model; prompt_lookup: n-gram match in prompt + output; ngram_pool: "
+        "n-grams with the "
+        "target's own probabilities, shared by all rows (STAND); suffix: suffix trees over this and earlier outputs "
+        "(SuffixDecoding); "
+        "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table "
+        "branches"
+    )
+    draft: str | None = Field(None, description="draft_model: the draft model's path (default: models.draft)")
+    tree: Literal["chain", "dynamic"] = Field(
+        "chain", description="draft_model: a chain, or a tree grown best-first by draft probability"
+    )
+    num_tokens: int = Field(6, ge=1, le=64, description="longest draft (chain length, tree depth, spine length)")
+    nodes: int = Field(24, ge=1, le=256, description="tree size budget in draft tokens per row and forward")
+    top_k: int = Field(4, ge=1, le=32, description="most children per node (and successors kept per token)")
+    ngram: int = Field(3, ge=1, le=8, description="longest n-gram context matched (prompt_lookup, ngram_pool, goose)")
+    min_score: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="draft_model, suffix: stop growing a branch below this cumulative draft probability (default: "
+        "draft_model 0, suffix 0.1)",
+    )
+    shared: bool = Field(
+        True,
+        description="ngram_pool: one pool for all rows and calls (false: one per row); suffix and recycling always "
+        "share theirs",
+    )
+    cache_size: int = Field(1000, ge=0, description="suffix: earlier outputs kept in the global suffix tree")
+    adaptive: bool = Field(
+        False,
+        description="size trees per step by measured goodput (SmartSpec), down to no speculation when it does not pay",
+    )
+    seed: int = Field(0, description="seeds the drafters that sample (draft_model, ngram_pool)")

@@ -1,0 +1,267 @@
+"""What a recipe's ``search`` section can say: one model per search, holding only that search's knobs, told apart
+by ``method`` (a pydantic discriminated union). A knob of another search is an error naming both."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from reasoner.core.config import Section
+
+from .astar import AStar
+from .beam import DVTS, BeamSearch
+from .best_of_n import BestOfN, ChainOfThought
+from .ets import ETS, Rebase
+from .fetch import Fetch, Merger
+from .mcts import MCTS
+from .rethink import RethinkMCTS
+
+MAX_N = 1024  # trajectories (or iterations) per problem: past this a run needs more memory than one machine has
+MAX_WIDTH = 64
+
+
+class SearchBase(Section):
+    """The knobs every search has."""
+
+    vote: Literal["majority", "weighted", "best"] = Field(
+        "majority", description="how the answer is chosen among finished trajectories"
+    )
+    policy: Literal["target", "draft"] = Field("target", description="the model role that writes the steps")
+
+    def build(self, engine, verifier, aggregate: str, seed: int):
+        """The search this section describes, over ``engine`` and ``verifier``."""
+        raise NotImplementedError
+
+
+class CoTConfig(SearchBase):
+    """Chain of thought: one trajectory, greedy or sampled."""
+
+    method: Literal["cot"] = Field("cot", description="the search")
+
+    @property
+    def n(self) -> int:
+        """One trajectory (sampling several is best_of_n)."""
+        return 1
+
+    def build(self, engine, verifier, aggregate, seed):
+        return ChainOfThought(engine)
+
+
+class BestOfNConfig(SearchBase):
+    """Best-of-N: n independent trajectories, then the vote."""
+
+    method: Literal["best_of_n"] = Field("best_of_n", description="the search")
+    n: int = Field(8, ge=1, le=MAX_N, description="trajectories per problem")
+
+    def build(self, engine, verifier, aggregate, seed):
+        return BestOfN(engine, self.n)
+
+
+class _Beams(SearchBase):
+    n: int = Field(8, ge=1, le=MAX_N, description="trajectories per problem")
+    width: int = Field(4, ge=1, le=MAX_WIDTH, description="children per kept beam (n / width beams are kept)")
+
+    @model_validator(mode="after")
+    def _multiple(self):
+        if self.n < self.width or self.n % self.width:
+            raise ValueError(
+                f"{self.method} keeps n/width beams: search.n ({self.n}) must be a positive multiple of "
+                f"search.width ({self.width})"
+            )
+        return self
+
+
+class BeamConfig(_Beams):
+    """Beam search (search-and-learn): keep the best n/width paths each step, expand each width times."""
+
+    method: Literal["beam"] = Field("beam", description="the search")
+    filter_duplicates: bool = Field(False, description="drop candidates whose whole text repeats another's")
+    lookahead: int = Field(0, ge=0, le=16, description="rank each candidate by a rollout this many steps further")
+    merge: bool = Field(False, description="merge equivalent sibling states first (FETCH's state merging)")
+    merge_distance: float = Field(0.15, ge=0, description="cosine distance under which sibling steps merge")
+
+    def build(self, engine, verifier, aggregate, seed):
+        merger = Merger(self.merge_distance) if self.merge else None
+        return BeamSearch(
+            engine, verifier, self.n, self.width, aggregate, self.filter_duplicates, self.lookahead, merger
+        )
+
+
+class DVTSConfig(_Beams):
+    """DVTS: n/width independent subtrees, each moving greedily to its best-scored child."""
+
+    method: Literal["dvts"] = Field("dvts", description="the search")
+
+    def build(self, engine, verifier, aggregate, seed):
+        return DVTS(engine, verifier, self.n, self.width, aggregate)
+
+
+class FetchConfig(_Beams):
+    """FETCH: beam search whose equivalent sibling states merge, without refilling to n."""
+
+    method: Literal["fetch"] = Field("fetch", description="the search")
+    merge_distance: float = Field(0.15, ge=0, description="cosine distance under which sibling steps merge")
+    filter_duplicates: bool = Field(False, description="drop candidates whose whole text repeats another's")
+    lookahead: int = Field(0, ge=0, le=16, description="rank each candidate by a rollout this many steps further")
+
+    def build(self, engine, verifier, aggregate, seed):
+        return Fetch(
+            engine, verifier, self.n, self.width, aggregate, self.merge_distance, self.filter_duplicates, self.lookahead
+        )
+
+
+class MCTSConfig(SearchBase):
+    """Monte Carlo tree search with OpenR's PUCT and llm-reasoners' rollouts."""
+
+    method: Literal["mcts"] = Field("mcts", description="the search")
+    n: int = Field(8, ge=1, le=MAX_N, description="iterations per problem")
+    width: int = Field(4, ge=1, le=MAX_WIDTH, description="children per expansion")
+    rollout: Literal["sample", "greedy"] = Field(
+        "sample", description="one sampled step at a time, or follow the best-scored of width children"
+    )
+    select: Literal["vote", "value", "visits"] = Field(
+        "vote", description="vote over all finished trajectories, or follow max mean value / max visits"
+    )
+    puct_base: float = Field(19652.0, gt=0, description="PUCT c_base (OpenR's default)")
+    puct_init: float = Field(1.25, ge=0, description="PUCT c_init (OpenR's default)")
+    root_noise: bool = Field(False, description="Dirichlet noise (alpha 0.3, weight 0.25) on the root's priors")
+    merge: bool = Field(False, description="merge equivalent sibling states (FETCH's state merging)")
+    merge_distance: float = Field(0.15, ge=0, description="cosine distance under which sibling steps merge")
+
+    def build(self, engine, verifier, aggregate, seed):
+        merger = Merger(self.merge_distance) if self.merge else None
+        return MCTS(
+            engine,
+            verifier,
+            self.n,
+            self.width,
+            aggregate,
+            self.rollout,
+            self.select,
+            self.puct_base,
+            self.puct_init,
+            self.root_noise,
+            seed,
+            merger,
+        )
+
+
+class RethinkMCTSConfig(SearchBase):
+    """RethinkMCTS: MCTS over thoughts and code, guided by public tests; a failing rollout's thought is rethought."""
+
+    method: Literal["rethink_mcts"] = Field("rethink_mcts", description="the search")
+    n: int = Field(16, ge=1, le=MAX_N, description="iterations per problem")
+    width: int = Field(3, ge=1, le=MAX_WIDTH, description="children per expansion")
+    max_think_times: int = Field(
+        2, ge=0, le=16, description="rethinks (regenerate a thought, roll out again) after a rollout fails the tests"
+    )
+    rethink_pick: Literal["least_likely", "deepest"] = Field(
+        "least_likely", description="the thought to regenerate: the one with the least likely token, or the deepest"
+    )
+    rethink_prompt: str | None = Field(
+        None,
+        description="for models that read feedback: the problem text while a thought is regenerated, with "
+        "{problem} and {feedback}",
+    )
+    stop_on_pass: bool = Field(True, description="stop a problem's search once a program passes every public test")
+    puct_base: float = Field(10.0, gt=0, description="var_p_uct's ucb_base (RethinkMCTS: 10)")
+    puct_init: float = Field(4.0, ge=0, description="var_p_uct's ucb_constant (RethinkMCTS: 4)")
+
+    def build(self, engine, verifier, aggregate, seed):
+        return RethinkMCTS(
+            engine,
+            verifier,
+            self.n,
+            self.width,
+            self.max_think_times,
+            self.rethink_pick,
+            self.stop_on_pass,
+            self.puct_base,
+            self.puct_init,
+            self.rethink_prompt,
+            seed,
+        )
+
+
+class AStarConfig(SearchBase):
+    """A* over steps: f = the path's mean negative log-likelihood (weighted) + the verifier's cost-to-go."""
+
+    method: Literal["astar"] = Field("astar", description="the search")
+    n: int = Field(1, ge=1, le=MAX_N, description="finished candidates to collect")
+    width: int = Field(4, ge=1, le=MAX_WIDTH, description="children per expansion")
+    beta: float = Field(0.1, ge=0, description="weight of the path's mean negative log-likelihood in g")
+    max_expansions: int = Field(64, ge=1, le=100_000, description="node expansions per problem at most")
+
+    def build(self, engine, verifier, aggregate, seed):
+        return AStar(engine, verifier, self.n, self.width, aggregate, self.beta, self.max_expansions)
+
+
+class RebaseConfig(SearchBase):
+    """REBASE: level by level, the width split among the open leaves by a softmax of their scores."""
+
+    method: Literal["rebase"] = Field("rebase", description="the search")
+    n: int = Field(16, ge=1, le=MAX_N, description="width: trajectories per problem")
+    temperature: float = Field(0.2, gt=0, description="softmax temperature of the width allocation")
+
+    def build(self, engine, verifier, aggregate, seed):
+        return Rebase(engine, verifier, self.n, aggregate, self.temperature)
+
+
+class ETSConfig(SearchBase):
+    """ETS: REBASE after pruning by an integer program that trades reward, retained KV and semantic coverage."""
+
+    method: Literal["ets"] = Field("ets", description="the search")
+    n: int = Field(16, ge=1, le=MAX_N, description="width: trajectories per problem")
+    temperature: float = Field(0.2, gt=0, description="softmax temperature of the width allocation")
+    lambda_c: float = Field(1.0, ge=0, description="weight of the retained KV cost")
+    lambda_s: float = Field(1.5, ge=0, description="weight of semantic coverage")
+    cluster_distance: float = Field(0.05, ge=0, description="cosine distance that cuts the step clusters")
+
+    def build(self, engine, verifier, aggregate, seed):
+        return ETS(
+            engine,
+            verifier,
+            self.n,
+            aggregate,
+            self.temperature,
+            self.lambda_c,
+            self.lambda_s,
+            self.cluster_distance,
+        )
+
+
+SEARCH_CONFIGS: tuple[type[SearchBase], ...] = (
+    CoTConfig,
+    BestOfNConfig,
+    BeamConfig,
+    DVTSConfig,
+    MCTSConfig,
+    AStarConfig,
+    RebaseConfig,
+    ETSConfig,
+    FetchConfig,
+    RethinkMCTSConfig,
+)
+BY_METHOD: dict[str, type[SearchBase]] = {c.model_fields["method"].default: c for c in SEARCH_CONFIGS}
+SEARCHES = tuple(BY_METHOD)
+TREE_SEARCHES = tuple(m for m in SEARCHES if m not in ("cot", "best_of_n"))  # they rank steps with a verifier
+
+SearchConfig = Annotated[
+    CoTConfig
+    | BestOfNConfig
+    | BeamConfig
+    | DVTSConfig
+    | MCTSConfig
+    | AStarConfig
+    | RebaseConfig
+    | ETSConfig
+    | FetchConfig
+    | RethinkMCTSConfig,
+    Field(discriminator="method"),
+]
+
+
+def knob_owners(knob: str) -> list[str]:
+    """The searches that have ``knob``."""
+    return [m for m, c in BY_METHOD.items() if knob in c.model_fields]
