@@ -54,6 +54,7 @@ def hostile(program: str, tests: str = "", timeout_s: float = 5.0, **limits) -> 
     result = check(textwrap.dedent(program), textwrap.dedent(tests), timeout_s, Limits(**limits))
     assert result.passed is False, result
     assert result.reason and result.reason != "passed"
-    assert leftover_processes() == []
-    assert check_files() <= before
+    left = leftover_processes()
+    assert left == [], f"processes of the check still alive: {left}"
+    assert check_files() <= before, f"files of the check left in the temp dir: {check_files() - before}"
     return result
