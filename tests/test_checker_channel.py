@@ -181,3 +181,10 @@ def test_a_judge_that_cannot_run_raises_instead_of_failing_every_program(monkeyp
     monkeypatch.setattr(verifiers.code, "_JUDGE_BOOT", "raise SystemExit('no judge here')")
     with pytest.raises(RuntimeError, match="no judge here"):
         check("def f():\n    return 1\n", "assert f() == 1\n", 5)
+
+
+def test_broken_source_is_a_verdict_not_a_crash():
+    assert check("def f(:\n", "assert f() == 1\n", 5).reason == "SyntaxError: invalid syntax (solution.py, line 1)"
+    surrogate = check('x = "\ud800"\n', "assert len(x) == 1\n", 5)  # a lone surrogate, as a model's answer can hold
+    assert not surrogate.passed and "surrogates not allowed" in surrogate.reason
+    assert "the tests do not compile" in check("x = 1\n", 'assert x == "\ud800"\n', 5).reason

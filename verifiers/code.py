@@ -219,7 +219,8 @@ def _check_safe(program: str, tests: str, timeout_s: float, limits: Limits) -> C
                 judge.stdin.close()
             except BrokenPipeError:
                 pass
-            run = run_python(_worker_source(), timeout_s, limits, stdin=program, channel=(requests_r, answers_w))
+            stdin = json.dumps(program)  # ASCII: a lone surrogate in a model's answer fails to compile, not to start
+            run = run_python(_worker_source(), timeout_s, limits, stdin=stdin, channel=(requests_r, answers_w))
             try:
                 judge.wait(timeout=max(0.0, start + timeout_s + JUDGE_GRACE_S - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -381,8 +382,6 @@ def _describe(e, source_lines):
     if frames and frames[-1].lineno and frames[-1].lineno <= len(source_lines):
         n = frames[-1].lineno
         out["where"] = f"line {n}, program: {source_lines[n - 1].strip()[:200]}"
-    elif isinstance(e, SyntaxError) and e.lineno:
-        out["where"] = f"line {e.lineno}, program"
     return out
 
 
@@ -426,7 +425,7 @@ def _worker_main():
         del buffer[: i + 1]
         return json.loads(line)
 
-    source = sys.stdin.read()
+    source = json.loads(sys.stdin.read())
     lines = source.splitlines()
     namespace = {"__name__": "solution", "__builtins__": builtins}
     try:
@@ -711,7 +710,7 @@ def _judge(program: _Program, tests: str) -> dict:
             {n.id for n in ast.walk(ast.parse(tests)) if isinstance(n, ast.Name)}
             - set(dir(builtins))  # a program's ``abs`` or ``all`` never replaces the tests' builtins
         )
-    except SyntaxError as e:
+    except (SyntaxError, ValueError) as e:  # ValueError: null bytes, lone surrogates
         return {"passed": False, "reason": f"the tests do not compile: {e}"}
     try:
         ((kind, body),) = program.receive().items()
