@@ -1,41 +1,24 @@
 """The sandbox against hostile programs: every one contained, the evaluator alive, the verdict "failed" with a
-reason, and no process of the sandbox left afterwards. Each attack is bounded (a fork bomb stops at a few
-hundred processes, a memory bomb at 4 GB) so a broken sandbox cannot take the machine down."""
+reason, and no process or file of the check left afterwards (``hostile``: counted by the marker in their
+environment, so without root too). Each attack is bounded (a fork bomb stops at a few hundred processes, a memory
+bomb at 4 GB) so a broken sandbox cannot take the machine down. The attacks on the checker itself (forging the
+verdict, reading the tests, objects equal to anything) are in test_checker_attacks.py."""
 
 import os
 import socket
+import subprocess
 import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+from hostile import hostile, leftover_processes
 
 from verifiers.code import check, check_many, extract_code
-from verifiers.sandbox import UID_BASE, Limits
+from verifiers.sandbox import UID_BASE
 
 ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not ROOT, reason="namespaces and the uid switch need root (CI runs as root)")
-
-
-def sandbox_processes() -> list[str]:
-    """Command lines of live processes owned by a sandbox uid."""
-    out = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            uid = int(next(line for line in status.read_text().splitlines() if line.startswith("Uid:")).split()[1])
-            if uid >= UID_BASE:
-                out.append((status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except (OSError, StopIteration, ValueError):
-            pass
-    return out
-
-
-def hostile(program: str, tests: str = "", timeout_s: float = 5.0, **limits):
-    result = check(textwrap.dedent(program), textwrap.dedent(tests), timeout_s, Limits(**limits))
-    assert not result.passed, result
-    assert result.reason and result.reason != "passed"
-    assert sandbox_processes() == []
-    return result
 
 
 def test_a_correct_program_passes_and_a_wrong_one_fails_naming_the_test():
@@ -150,22 +133,31 @@ def test_sockets_reach_nothing():
 
 
 def test_killing_the_parent_and_everyone_else_does_not_reach_the_evaluator():
-    r = hostile(
+    if not {"pid", "uid"} & set(check("", "", 5).isolation):
+        pytest.skip("without a PID namespace or a uid of its own, kill(-1) would reach this user's processes")
+    sentinel = subprocess.Popen(["sleep", "600"])  # "everyone else": a process of the evaluator's user
+    kills = textwrap.dedent(
         f"""
         import os, signal
-        hits = []
-        for pid in (os.getppid(), {os.getpid()}, 1, -1):
+        for pid in (os.getppid(), {os.getpid()}, {sentinel.pid}, 1, -1):
             try:
                 os.kill(pid, signal.SIGKILL)
-                hits.append(pid)
             except OSError:
                 pass
-        """,
-        "assert False, 'the tests ran'\n",
+        """
     )
-    assert os.getpid() > 0  # we are alive to read the verdict, and the sandbox still works:
-    assert check("x = 1\n", "assert x == 1\n", 5).passed
-    assert r.reason
+    tests = "assert f(2) == 4\nassert f(5) == 10\n"
+    try:
+        # tests that pass only if the kills hit nothing the check needs (judge, launcher, init, the pipes)
+        right = check(kills + "def f(x):\n    return 2 * x\n", tests, 10)
+        assert right.passed, right
+        wrong = hostile(kills + "def f(x):\n    return x + 2\n", tests, 10)
+        assert wrong.reason == "AssertionError (line 2, tests: assert f(5) == 10)"  # the tests' verdict, no crash
+        assert sentinel.poll() is None
+        assert leftover_processes() == []
+    finally:
+        sentinel.kill()
+        sentinel.wait()
 
 
 def test_flooding_stdout_is_stopped_at_the_output_cap():
@@ -205,8 +197,7 @@ def test_an_orphan_that_escapes_its_process_group_does_not_outlive_the_check():
             return None
         """,
         "assert f() == 42\n",
-    )
-    assert not [c for c in sandbox_processes() if "987.654" in c]
+    )  # hostile() found no process of the check left, the escaped sleep included
 
 
 @pytest.mark.parametrize("how", ["import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n", "raise SystemExit\n"])
@@ -245,3 +236,20 @@ def test_extract_code_from_fenced_blocks_and_completions():
 def test_bad_timeout_is_a_clear_error():
     with pytest.raises(ValueError, match="timeout_s must be positive"):
         check("x = 1\n", "", 0)
+
+
+def test_the_leftover_count_sees_a_marked_process_that_left_its_session():
+    # the count behind hostile(): it must see a process of a check whatever its uid, group or session
+    from hostile import sandbox_processes
+
+    from verifiers.sandbox import MARKER
+
+    stray = subprocess.Popen(
+        ["sleep", "123.456"], env={"PATH": os.environ["PATH"], MARKER: str(os.getpid())}, start_new_session=True
+    )
+    try:
+        assert [c for c in sandbox_processes() if "123.456" in c]
+    finally:
+        stray.kill()
+        stray.wait()
+    assert not [c for c in sandbox_processes() if "123.456" in c]

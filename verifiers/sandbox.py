@@ -20,6 +20,12 @@
 
 Output is capped (the run is stopped when a stream exceeds it). The launcher reports how the program ended on
 a status pipe of its own, so a program cannot fake a verdict by printing or by its exit code.
+
+``channel=(read_fd, write_fd)`` hands the program two pipe ends as fds 3 and 4, for a conversation with a
+process outside the sandbox while it runs (``verifiers.code`` calls the program's functions through them).
+Every process of a run (launcher, init, program and what it starts) carries ``MARKER=<evaluator pid>`` in its
+environment, so leftovers can be counted through ``/proc/*/environ`` without root (tests/hostile.py); a process
+that execs with an emptied environment drops it, which hides it from the count, not from the kill.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC,
 )
 PR_SET_PDEATHSIG = 1
 WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+MARKER = "REASONER_SANDBOX"  # environment variable on every process of a run; its value: the evaluator's pid
+CHANNEL_FDS = (3, 4)  # where the program finds ``channel``: requests to read, answers to write
 
 
 @dataclass(frozen=True)
@@ -85,12 +93,21 @@ class RunResult:
         return asdict(self)
 
 
-def run_python(source: str, timeout_s: float = 10.0, limits: Limits = Limits(), stdin: str = "") -> RunResult:
-    """Run ``source`` with ``python -I`` in the sandbox; ``stdin`` is fed to it. Never raises for what the
-    program does; raises ``ValueError`` for a bad timeout and ``RuntimeError`` when the sandbox itself could not
-    start the program (a broken setup would otherwise read as every program failing)."""
+def run_python(
+    source: str,
+    timeout_s: float = 10.0,
+    limits: Limits = Limits(),
+    stdin: str = "",
+    channel: tuple[int, int] | None = None,
+) -> RunResult:
+    """Run ``source`` with ``python -I`` in the sandbox; ``stdin`` is fed to it. ``channel``: a pipe's read end
+    and another's write end, given to the program as fds 3 and 4 and closed here (so the process at their other
+    ends sees EOF once the program is gone). Never raises for what the program does; raises ``ValueError`` for a
+    bad timeout and ``RuntimeError`` when the sandbox itself could not start the program (a broken setup would
+    otherwise read as every program failing)."""
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    channel = tuple(channel or ())
     status_r, status_w = os.pipe()
     job = {
         "source": source,
@@ -100,18 +117,23 @@ def run_python(source: str, timeout_s: float = 10.0, limits: Limits = Limits(), 
         "status_fd": status_w,
         "python": os.path.realpath(sys.executable),
         "prefix": sys.base_prefix,
+        "channel": channel,
+        "marker": str(os.getpid()),
     }
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", os.path.abspath(__file__)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        pass_fds=(status_w,),
-        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        start_new_session=True,
-    )
-    os.close(status_w)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", os.path.abspath(__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(status_w, *channel),
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", MARKER: job["marker"]},
+            start_new_session=True,
+        )
+    finally:
+        for fd in (status_w, *channel):
+            os.close(fd)
     out, err, exceeded = _communicate(
         proc, json.dumps(job).encode(), limits.output_bytes, deadline=start + timeout_s + 15
     )
@@ -316,6 +338,7 @@ def _init(libc, job: dict, isolation: list[str], lifeline: int, uid: int | None)
                 os.dup2(r, 0)
                 for fd in (r, w, failed_r, job["status_fd"]):
                     os.close(fd)
+                failed_w = _place_channel(job["channel"], failed_w)
                 _set_limits(job["limits"], job["timeout_s"], count_processes=uid is not None)
                 if uid is not None:
                     os.setgroups([])
@@ -328,6 +351,7 @@ def _init(libc, job: dict, isolation: list[str], lifeline: int, uid: int | None)
                     "TMPDIR": workdir,
                     "LANG": "C.UTF-8",
                     "PYTHONDONTWRITEBYTECODE": "1",
+                    MARKER: job["marker"],
                 }
                 with open(os.path.join(workdir, "main.py"), "w") as f:
                     f.write(job["source"])
@@ -338,6 +362,8 @@ def _init(libc, job: dict, isolation: list[str], lifeline: int, uid: int | None)
                 os._exit(71)
         os.close(r)
         os.close(failed_w)
+        for fd in job["channel"]:  # the program's alone: its peer sees EOF when the program is gone
+            os.close(fd)
         failure = b""
         while chunk := os.read(failed_r, 4096):
             failure += chunk
@@ -363,6 +389,21 @@ def _init(libc, job: dict, isolation: list[str], lifeline: int, uid: int | None)
             os.write(job["status_fd"], (json.dumps({"setup_error": f"sandbox init failed: {e!r}"}) + "\n").encode())
         finally:
             os._exit(71)
+
+
+def _place_channel(channel: list[int], keep: int) -> int:
+    """In the program's process, before exec: move the channel's fds to ``CHANNEL_FDS`` (inherited by the program)
+    without clobbering ``keep`` (init's close-on-exec error pipe), which is returned at its new number."""
+    import fcntl
+
+    keep_high = fcntl.fcntl(keep, fcntl.F_DUPFD_CLOEXEC, 100)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in channel]
+    for fd in (keep, *channel):
+        os.close(fd)
+    for fd, target in zip(high, CHANNEL_FDS):
+        os.dup2(fd, target)  # inheritable
+        os.close(fd)
+    return keep_high
 
 
 def _kill_leftovers(group: int, uid: int | None) -> None:
@@ -401,6 +442,8 @@ def _launch() -> None:
         os.close(alive)
         _init(libc, job, isolation, lifeline, uid)
     os.close(lifeline)
+    for fd in job["channel"]:
+        os.close(fd)
     timed_out = False
 
     def stop(signum, _frame):
