@@ -23,13 +23,14 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from reasoner.backends import resolve_path
-from reasoner.backends.transformers import resolve_dtype
+from reasoner.backends.sources import resolve_dtype, resolve_path
 from reasoner.core.stats import Stats
 from reasoner.core.types import Node
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class QwenPRM(PRMFormat):
         return ids, [i for i, t in enumerate(ids) if t == sep]
 
     def read(self, output):
-        return torch.softmax(output[:, :2].float(), dim=-1)[:, 1]
+        return output[:, :2].float().softmax(dim=-1)[:, 1]
 
 
 class SkyworkPRM(PRMFormat):
@@ -101,7 +102,7 @@ class SkyworkPRM(PRMFormat):
         return ids, positions
 
     def read(self, output):
-        return torch.sigmoid(output[:, 0].float())
+        return output[:, 0].float().sigmoid()
 
 
 class MathShepherdPRM(PRMFormat):
@@ -120,7 +121,7 @@ class MathShepherdPRM(PRMFormat):
         return ids, [i for i, t in enumerate(ids) if t == self.tag]
 
     def read(self, output):
-        return torch.softmax(output[:, self.labels].float(), dim=-1)[:, 0]
+        return output[:, self.labels].float().softmax(dim=-1)[:, 0]
 
 
 class RLHFlowPRM(PRMFormat):
@@ -152,7 +153,7 @@ class RLHFlowPRM(PRMFormat):
         return ids, positions
 
     def read(self, output):
-        return torch.softmax(output[:, self.labels].float(), dim=-1)[:, 0]
+        return output[:, self.labels].float().softmax(dim=-1)[:, 0]
 
 
 FAMILIES = {f.family: f for f in (QwenPRM, SkyworkPRM, MathShepherdPRM, RLHFlowPRM)}
@@ -202,6 +203,7 @@ class PRMVerifier:
         device: str = "auto",
         max_batch_size: int = 64,
     ):
+        import torch  # not at the top: the code checker's judge process imports this package and needs no torch
         from transformers import AutoConfig, AutoTokenizer
 
         resolved = resolve_path(path)
@@ -225,6 +227,8 @@ class PRMVerifier:
         return self._run([self.format.build(p, s) for p, s in zip(problems, paths)], [len(s) for s in paths])
 
     def _run(self, built: list[tuple[list[int], list[int]]], n_steps: list[int]) -> list[list[float]]:
+        import torch
+
         out: list[list[float]] = [[] for _ in built]
         order = sorted(range(len(built)), key=lambda i: len(built[i][0]))
         role = self.stats.role(self.role)

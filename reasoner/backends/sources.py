@@ -21,3 +21,15 @@ def resolve_path(path: str) -> str:
             )
         return str(local)
     return path
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The torch dtype a recipe's ``dtype`` names on ``device`` (auto: bfloat16 on a GPU, float32 on a CPU)."""
+    import torch  # the sources are read before any model loads
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16") from None

@@ -26,18 +26,10 @@ from ..core.stats import RoleStats
 from ..specdec.verify import sampling_probs
 from .common import Backend, make_generation, score_pairs, single_token_ids
 from .prefix_cache import Entry, PrefixCache
+from .sources import resolve_dtype
 from .speculative import SpeculativeDecoding, build_drafter
 
 log = logging.getLogger(__name__)
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16") from None
 
 
 class _Batch:

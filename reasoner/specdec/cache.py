@@ -92,6 +92,40 @@ class RaggedCache:
         self.cache.batch_select_indices(index)
         self.valid, self.lengths, self.spec = self.valid[index], self.lengths[index], self.spec[index]
 
+    def extend(self, other: RaggedCache) -> None:
+        """Append ``other``'s rows (sequences that join a running batch): the narrower of the two gets invalid
+        columns on the left, so both hold the same number of columns; no speculative columns may be pending."""
+        if self.spec.shape[-1] or other.spec.shape[-1]:
+            raise RuntimeError("RaggedCache.extend: commit speculative columns first")
+        if not self.batch_size:
+            self.cache, self.valid, self.lengths, self.spec = other.cache, other.valid, other.lengths, other.spec
+            return
+        width = max(self.valid.shape[1], other.valid.shape[1])
+        mine, theirs = self._padded_layers(width), other._padded_layers(width)
+        for layer, ((k1, v1), (k2, v2)) in zip(self.cache.layers, zip(mine, theirs)):
+            layer.keys, layer.values = torch.cat([k1, k2]), torch.cat([v1, v2])
+        self.valid = torch.cat([self._pad_valid(width), other._pad_valid(width)])
+        self.lengths = torch.cat([self.lengths, other.lengths])
+        self.spec = torch.zeros((self.batch_size, 0, 0), dtype=torch.bool, device=self.device)
+
+    def _padded_layers(self, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's keys and values with invalid (zero) columns added on the left up to ``width``."""
+        pad = width - self.valid.shape[1]
+        out = []
+        for layer in self.cache.layers:
+            k, v = layer.keys, layer.values
+            if pad:
+                k = torch.cat([k.new_zeros((k.shape[0], k.shape[1], pad, k.shape[3])), k], dim=2)
+                v = torch.cat([v.new_zeros((v.shape[0], v.shape[1], pad, v.shape[3])), v], dim=2)
+            out.append((k, v))
+        return out
+
+    def _pad_valid(self, width: int) -> torch.Tensor:
+        pad = width - self.valid.shape[1]
+        if not pad:
+            return self.valid
+        return torch.cat([self.valid.new_zeros((self.batch_size, pad)), self.valid], dim=1)
+
     def repeat_rows(self, n: int) -> None:
         self.cache.batch_repeat_interleave(n)
         self.valid, self.lengths = self.valid.repeat_interleave(n, 0), self.lengths.repeat_interleave(n, 0)
