@@ -3,8 +3,12 @@
 Every configuration solves the same toy problems (default: 200 at the default difficulty, where the draft alone is
 wrong about a third of the time) through the eval runner, one after the other in this process, after a warm-up.
 For each: accuracy, wall time, target-generated tokens, the fraction of steps accepted from the draft, the
-wall-clock speedup and the reduction of target-generated tokens against target-only chain of thought.
-Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png`` (accuracy vs speedup).
+wall-clock speedup and the reduction of target-generated tokens against target-only chain of thought, and the
+fraction of the ceiling reached (speedup / draft CoT's speedup: what speculation accepting every step would give).
+Every configuration, the baselines included, goes through the same scheduler with the same model workers
+(``--model-workers``) and torch threads (``--threads``). Where the time went: each model's busy seconds (its
+worker computing) and forward passes. Writes ``bench.json`` (one row per configuration), ``bench.md`` and
+``bench.png`` (accuracy vs speedup).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import torch
 
 from reasoner.recipe import Recipe
 
@@ -45,9 +51,13 @@ def run(
     batch_size: int = 32,
     quick: bool = False,
     progress: bool = True,
+    model_workers: str = "process",
+    threads: int = 1,
 ) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
     suite = [f"suite.seed={seed}", f"suite.difficulty={difficulty}", f"suite.size={max(limit, 1)}"]
+    suite.append(f"scheduler.model_workers={model_workers}")
     configs = [c for c in CONFIGS if not quick or c[0] in QUICK]
     evaluate(
         Recipe.load("toy-cot", suite), None, limit=min(limit, batch_size), batch_size=batch_size, progress=False
@@ -78,16 +88,28 @@ def run(
                 "accepted_fraction": round(counters.get("steps_accepted", 0) / counters["steps_total"], 4)
                 if counters.get("steps_total")
                 else None,
+                "busy_s": {role: round(b, 2) for role, b in s.get("busy_s", {}).items()},
+                "forward_passes": s["forward_passes"],
             }
         )
     base = rows[0]
     for r in rows:
         r["speedup_vs_target"] = round(base["wall_s"] / r["wall_s"], 3) if r["wall_s"] else None
+    ceiling = next(r["speedup_vs_target"] for r in rows if r["method"] == "draft CoT")
+    for r in rows:
+        r["fraction_of_ceiling"] = round(r["speedup_vs_target"] / ceiling, 3) if ceiling else None
         r["target_token_reduction"] = (
             round(base["target_tokens"] / r["target_tokens"], 2) if r["target_tokens"] else None
         )
         r["accuracy_delta_points"] = round(100 * (r["accuracy"] - base["accuracy"]), 1)
-    meta = {"problems": limit, "seed": seed, "difficulty": difficulty, "batch_size": batch_size}
+    meta = {
+        "problems": limit,
+        "seed": seed,
+        "difficulty": difficulty,
+        "batch_size": batch_size,
+        "model_workers": model_workers,
+        "threads": threads,
+    }
     (out / "bench.json").write_text(json.dumps({"setup": meta, "rows": rows}, indent=2) + "\n")
     (out / "bench.md").write_text(table(rows, meta))
     plot(rows, out / "bench.png")
@@ -96,20 +118,25 @@ def run(
 
 def table(rows: list[dict], meta: dict) -> str:
     head = (
-        "| method | accuracy | Δ pts | wall s | speedup | target tokens | fewer target tokens | steps accepted |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "| method | accuracy | Δ pts | wall s | speedup | of ceiling | target tokens | fewer target tokens "
+        "| steps accepted | busy s (target / draft) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
         acc = "" if r["accepted_fraction"] is None else f"{100 * r['accepted_fraction']:.0f} %"
         fewer = "∞" if r["target_token_reduction"] is None else f"{r['target_token_reduction']:.1f}x"
+        busy = " / ".join(f"{r.get('busy_s', {}).get(role, 0):.1f}" for role in ("target", "draft"))
         lines.append(
             f"| {r['method']} | {100 * r['accuracy']:.1f} % | {r['accuracy_delta_points']:+.1f} | {r['wall_s']:.1f} | "
-            f"{r['speedup_vs_target']:.2f}x | {r['target_tokens']} | {fewer} | {acc} |"
+            f"{r['speedup_vs_target']:.2f}x | {r['fraction_of_ceiling']:.2f} | {r['target_tokens']} | {fewer} | "
+            f"{acc} | {busy} |"
         )
     note = (
         f"\n{meta['problems']} toy problems (difficulty {meta['difficulty']}, seed {meta['seed']}), batches of "
-        f"{meta['batch_size']}, greedy; speedup and token reduction against target CoT, measured in one run.\n"
+        f"{meta['batch_size']}, greedy, model workers: {meta['model_workers']}, {meta['threads']} torch thread(s) "
+        "per model; speedup and token reduction against target CoT, measured in one run; of ceiling = speedup / "
+        "draft CoT's speedup; busy = seconds each model's worker computed.\n"
     )
     return head + "\n".join(lines) + "\n" + note
 
@@ -146,17 +173,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--difficulty", default="medium", help="toy difficulty preset or spec (default medium)")
     p.add_argument("--batch-size", type=int, default=32, help="problems solved together (default 32)")
     p.add_argument("--quick", action="store_true", help="one threshold per acceptor")
+    p.add_argument(
+        "--model-workers",
+        choices=["auto", "thread", "process"],
+        default="process",
+        help="where each model's worker runs, the same for every configuration (default process)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads per model (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args) -> None:
-    rows = run(
-        Path(args.out), args.limit, args.seed, args.difficulty, args.batch_size, args.quick, not args.no_progress
+    out = Path(args.out)
+    run(
+        out,
+        args.limit,
+        args.seed,
+        args.difficulty,
+        args.batch_size,
+        args.quick,
+        not args.no_progress,
+        args.model_workers,
+        args.threads,
     )
-    print(
-        table(
-            rows,
-            {"problems": args.limit, "seed": args.seed, "difficulty": args.difficulty, "batch_size": args.batch_size},
-        )
-    )
+    print((out / "bench.md").read_text())
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

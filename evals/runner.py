@@ -132,6 +132,7 @@ def solve_batch(reasoner, batch: list[Problem]) -> list[dict]:
         "size": len(batch),
         "wall_s": round(reasoner.last_run.wall_s, 4),
         "forward_passes": {k: r.forward_passes for k, r in reasoner.last_run.roles.items()},
+        "busy_s": {k: round(r.wall_s, 4) for k, r in reasoner.last_run.roles.items()},  # each model computing
     }
     rows = []
     for problem, s in zip(batch, solutions):
@@ -246,6 +247,7 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
     n = len(rows)
     correct = sum(bool(r["correct"]) for r in rows)
     tokens, prefill, forwards, cached = defaultdict(int), defaultdict(int), defaultdict(float), defaultdict(int)
+    busy = defaultdict(float)
     wall = 0.0
     for r in rows:
         for role, s in r["stats"]["roles"].items():
@@ -255,6 +257,8 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
         wall += r["batch"]["wall_s"] / r["batch"]["size"]
         for role, f in r["batch"]["forward_passes"].items():
             forwards[role] += f / r["batch"]["size"]
+        for role, b in r["batch"].get("busy_s", {}).items():
+            busy[role] += b / r["batch"]["size"]
     counters = defaultdict(float)
     for r in rows:
         for k, v in r["stats"].get("counters", {}).items():
@@ -273,6 +277,7 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
         "prefill_tokens": dict(sorted(prefill.items())),
         **({"prefix_cached_tokens": dict(sorted(cached.items()))} if any(cached.values()) else {}),
         "forward_passes": {k: round(v) for k, v in sorted(forwards.items())},
+        "busy_s": {k: round(v, 3) for k, v in sorted(busy.items())},
         "per_problem": {"tokens": per(tokens), "prefill_tokens": per(prefill), "forward_passes": per(forwards)},
         "counters": {k: round(v, 6) for k, v in sorted(counters.items())},
         **_kv_summary(rows),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import prompts
@@ -14,11 +16,11 @@ from verifiers.acceptors import make_acceptor
 from verifiers.base import aggregate
 from verifiers.math import extract_answer, is_equivalent
 
-from .backends import load_lm
 from .core.lm import LM
 from .core.stats import Stats
 from .core.types import Candidate, Node, Problem, Solution, Tree
 from .engine import SpeculativeStepEngine, StepBudget, StepEngine, StepSampling
+from .engine.scheduler import Scheduler
 from .recipe import Recipe
 
 
@@ -39,6 +41,19 @@ def token_speculation_options(recipe: Recipe, role: str) -> dict:
     return {"token_speculation": spec}
 
 
+def model_processes(recipe: Recipe, models: int) -> bool:
+    """Whether the models run in processes of their own (``scheduler.model_workers``; auto: on a CPU, when two or
+    more models compute at once: the interpreter lock would otherwise serialize their per-token work)."""
+    choice = recipe.scheduler.model_workers
+    if choice != "auto":
+        return choice == "process"
+    if models < 2:
+        return False
+    import torch  # to ask whether there is a GPU
+
+    return not torch.cuda.is_available()
+
+
 class Reasoner:
     """Solve problems with a recipe.
 
@@ -56,16 +71,16 @@ class Reasoner:
         self.template = prompts.load(r.prompt)
         self.stats = Stats()  # everything this reasoner has spent, over all calls
         self.last_run = Stats()  # what the last solve/solve_many spent
-        self.models: dict[str, LM] = {}
+        load_args = {}
         for role in ("target", "draft", "verifier"):
             spec = getattr(r.models, role)
             needed = role == r.search.policy or role in verifiers.lm_roles(r.verifier)
             needed = needed or (r.step_speculation is not None and role in ("draft", "target"))
             if spec is not None and needed:
-                self.models[role] = load_lm(
-                    spec.backend,
-                    spec.path,
-                    role,
+                load_args[role] = dict(
+                    backend=spec.backend,
+                    path=spec.path,
+                    role=role,
                     seed=r.seed,
                     dtype=spec.dtype,
                     device=spec.device,
@@ -73,19 +88,37 @@ class Reasoner:
                     **spec.backend_options(),
                     **token_speculation_options(r, role),
                 )
+        # every engine, verifier and search calls the models through the scheduler: one worker per model batches
+        # what the problems (one thread each) ask of it
+        self.scheduler = Scheduler(load_args, processes=model_processes(r, len(load_args)))
+        self._closer = weakref.finalize(self, self.scheduler.close)  # model workers and processes end with us
+        self.models: dict[str, LM] = self.scheduler.models
+        lms = self.scheduler.wrapped
         sampling = StepSampling(r.sampling.temperature, r.sampling.top_p, r.sampling.max_step_tokens)
         budget = StepBudget(r.budget.max_steps, r.budget.max_tokens, r.budget.stop_on_repeat)
-        self.engine = StepEngine(self.models[r.search.policy], self.template, sampling, budget)
-        self.verifier = verifiers.build(r.verifier, self.models, self.template, r.models)
+        self.engine = StepEngine(lms[r.search.policy], self.template, sampling, budget)
+        self.verifier = verifiers.build(r.verifier, lms, self.template, r.models)
         if r.step_speculation is not None:
-            target = StepEngine(self.models["target"], self.template, sampling, budget)
-            acceptor = make_acceptor(r.step_speculation, self.models["target"], self.template, self.verifier)
-            self.engine = SpeculativeStepEngine(self.engine, target, acceptor, r.step_speculation.first_n_target_steps)
+            target = StepEngine(lms["target"], self.template, sampling, budget)
+            acceptor = make_acceptor(r.step_speculation, lms["target"], self.template, self.verifier)
+            first = r.step_speculation.first_n_target_steps
+            self.engine = SpeculativeStepEngine(self.engine, target, acceptor, first, parallel=True)
+        # one search, run once per problem, each in its own thread
         self.search = search.build(r.search, self.engine, self.verifier, r.verifier.aggregate, r.seed)
         # everything that counts its own costs: the backends and the models verifiers loaded themselves
         self._meters = [lm.stats for lm in self.models.values()] + [
             m.stats for m in verifiers.own_models(self.verifier)
         ]
+
+    def close(self) -> None:
+        """Stop the models' workers (and their processes); the reasoner cannot solve afterwards."""
+        self._closer()
+
+    def __enter__(self) -> Reasoner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def solve(self, problem: str | Problem) -> Solution:
         """Solve one problem; its ``stats`` hold everything spent on it."""
@@ -103,7 +136,8 @@ class Reasoner:
             lm.clear_prefix_cache()
         before = [m.snapshot() for m in self._meters]
         start = time.perf_counter()
-        leaves = self.search.run(trees)
+        with ThreadPoolExecutor(len(trees), thread_name_prefix="problem") as pool:
+            leaves = list(pool.map(lambda tree: self.search.run([tree])[0], trees))
         for tree in trees:  # the KV a tree search retains, in bytes of the policy model's KV
             book_bytes(tree.stats, self.models[self.recipe.search.policy].kv_bytes_per_token)
         solutions = [self._solution(tree, lv) for tree, lv in zip(trees, leaves)]
@@ -140,6 +174,5 @@ class Reasoner:
         answer = best.answer if best else None
         problem = tree.problem
         correct = is_equivalent(answer, problem.answer) if problem.answer is not None else None
-        return Solution(
-            problem, answer, best.text if best else "", best.steps if best else [], candidates, tree.stats, correct
-        )
+        text, steps = (best.text, best.steps) if best else ("", [])
+        return Solution(problem, answer, text, steps, candidates, tree.stats, correct, tree)

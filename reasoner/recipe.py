@@ -171,6 +171,16 @@ class StepSpeculation(Section):
     first_n_target_steps: int = Field(0, ge=0, description="the target writes the first n steps itself")
 
 
+class SchedulerConfig(Section):
+    """How the models are served: each by a worker that batches what every problem asks of it, continuously."""
+
+    model_workers: Literal["auto", "thread", "process"] = Field(
+        "auto",
+        description="where each model's worker runs: a thread of this process, or a process of its own (transformers "
+        "models); auto: processes on a CPU when two or more models compute at once, else threads",
+    )
+
+
 class AnswerConfig(Section):
     """How answers are read."""
 
@@ -226,6 +236,7 @@ class Recipe(Section):
     step_speculation: StepSpeculation | None = None
     token_speculation: TokenSpeculation | None = None
     suite: SuiteConfig = SuiteConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
     seed: int = Field(0, description="seeds the models' samplers and the searches' randomness")
 
     @model_validator(mode="before")

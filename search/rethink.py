@@ -148,9 +148,8 @@ class RethinkMCTS(MCTS):
             for t, p in saved:
                 t.problem = p
 
-    def run(self, trees: list[Tree]) -> list[list[Node]]:
+    def _run(self, trees: list[Tree]) -> list[list[Node]]:
         self._begin()
-        self.rethought: list[tuple[Node, Node]] = []  # (the thought rethought, its regenerated sibling), for inspection
         meter = KVMeter()
         active = list(trees)
         for _ in range(self.n):
@@ -180,7 +179,8 @@ class RethinkMCTS(MCTS):
                     groups = self._expand([(t.parent, 1) for t in targets])
                 new = [g[0] for g in groups]
                 fresh.update(new)
-                self.rethought.extend(zip(targets, new))
+                for old, node in zip(targets, new):
+                    node.notes = {"rethought": old}  # the thought this sibling was regenerated for
                 ends = self._rollout(new, fresh)
                 rewards = self._evaluate(ends)
                 for (old, r_old), r in zip(failing, rewards):

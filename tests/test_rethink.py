@@ -81,10 +81,14 @@ CODE = load_suite(SuiteConfig(name="toy-code", size=8))  # 0: toy:code gets it w
 
 def solve(overrides, problems):
     r = Reasoner(Recipe.load("toy-code-rethink", overrides))
-    trees = []
-    run = r.search.run
-    r.search.run = lambda ts: trees.extend(ts) or run(ts)
-    return r, r.solve_many(problems), trees
+    solutions = r.solve_many(problems)
+    return r, solutions, [s.tree for s in solutions]
+
+
+def nodes(node):
+    yield node
+    for c in node.children:
+        yield from nodes(c)
 
 
 def test_rethink_regenerates_a_thought_of_each_failing_rollout():
@@ -94,7 +98,7 @@ def test_rethink_regenerates_a_thought_of_each_failing_rollout():
     assert c["iterations"] == 2 and c["rethinks"] == 2 * 2  # never passes: every rollout is rethought twice
     assert hard.root.visits == c["rollouts"] == 2 + 4  # every rollout is backed up
     assert sum(x.visits for x in leaves(hard.root) if x.terminal) == hard.root.visits
-    pairs = [(old, new) for old, new in r.search.rethought if old.tree is hard]
+    pairs = [(n.notes["rethought"], n) for n in nodes(hard.root) if n.notes and "rethought" in n.notes]
     assert len(pairs) == 4
     for old, new in pairs:  # the regenerated thought is a sibling of the rethought one; both stay in the tree
         assert new is not old and new.parent is old.parent and old in old.parent.children and new in old.parent.children
@@ -113,9 +117,9 @@ def test_rethink_puts_the_feedback_in_the_regeneration_prompt_when_asked():
             ["search.n=1", "search.max_think_times=1", "search.rethink_prompt={problem} Failed: {feedback}"],
         )
     )
-    prompts = []
-    prompt = r.engine.prompt
-    r.engine.prompt = lambda node: prompts.append(prompt(node)) or prompts[-1]
+    prompts, lm = [], r.engine.lm
+    generate = lm.generate
+    lm.generate = lambda ids, params: prompts.extend(map(lm.decode, ids)) or generate(ids, params)
     solution = r.solve(CODE[0])
     assert sum("Failed: AssertionError" in p and "assert f(1) == 22" in p for p in prompts) == 1  # the one regeneration
     assert solution.problem.text == CODE[0].text  # the problem text is restored

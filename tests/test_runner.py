@@ -19,7 +19,7 @@ SUITE = [
     "--set",
     "suite.size=24",
 ]  # large enough to outlive three kills on a fast machine
-TIMING = ("wall_s", "s_per_problem")
+TIMING = ("wall_s", "s_per_problem", "busy_s")
 
 
 def eval_cmd(out: Path, *extra: str) -> list[str]:

@@ -12,9 +12,8 @@ PROBLEMS = [Problem(p.question, str(p.answer)) for p in generate_problems(2, see
 def solve(recipe, **search):
     """The reasoner, its solutions and the search trees behind them."""
     r = Reasoner(recipe, search=search) if search else Reasoner(recipe)
-    trees, run = [], r.search.run
-    r.search.run = lambda ts: trees.extend(ts) or run(ts)
-    return r, r.solve_many(PROBLEMS), trees
+    solutions = r.solve_many(PROBLEMS)
+    return r, solutions, [s.tree for s in solutions]
 
 
 def levels(tree):

@@ -16,12 +16,18 @@ from reasoner.core.types import Node, Step
 
 
 def step_token_ids(lm: LM, template: PromptTemplate, step: Step) -> list[int]:
-    """The tokens ``lm`` would write for ``step``: its text, then the delimiter that ended it (or EOS)."""
-    ids = lm.encode(step.text)
-    if step.finish_reason == "stop":
-        return ids + lm.encode(template.step_delimiter)
-    eos = lm.tokenizer.eos_token_id
-    return ids + ([eos] if step.finish_reason == "eos" and eos is not None else [])
+    """The tokens ``lm`` writes for ``step``: its text, then the delimiter that ended it (or EOS). These are the
+    tokens the step was generated as, where they are ``lm``'s tokens for that text (the same tokenizer wrote it),
+    never a re-encoding of the text and the delimiter apart: real tokenizers merge them (Qwen writes ``.\n\n`` as
+    one token), and the split sequence is one the model never produces. A step another tokenizer wrote is encoded
+    from its text and delimiter together."""
+    eos = lm.tokenizer.eos_token_id if step.finish_reason == "eos" else None
+    text = step.text + (template.step_delimiter if step.finish_reason == "stop" else "")
+    if step.token_ids:
+        body = step.token_ids[:-1] if eos is not None and step.token_ids[-1] == eos else step.token_ids
+        if lm.decode(body) == text:
+            return list(body) + ([eos] if eos is not None else [])
+    return lm.encode(text) + ([eos] if eos is not None else [])
 
 
 class LikelihoodVerifier:

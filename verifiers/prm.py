@@ -20,6 +20,7 @@ A step's score depends only on its path up to it (all four read causal positions
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -220,6 +221,7 @@ class PRMVerifier:
         self.role, self.max_batch_size = role, max_batch_size
         self.name = f"prm:{Path(path).name}"
         self.stats = Stats()
+        self.lock = threading.Lock()  # problems are searched in threads; the model runs one batch at a time
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def score_steps(self, problems: Sequence[str], paths: Sequence[Sequence[str]]) -> list[list[float]]:
@@ -227,6 +229,10 @@ class PRMVerifier:
         return self._run([self.format.build(p, s) for p, s in zip(problems, paths)], [len(s) for s in paths])
 
     def _run(self, built: list[tuple[list[int], list[int]]], n_steps: list[int]) -> list[list[float]]:
+        with self.lock:
+            return self._forward(built, n_steps)
+
+    def _forward(self, built: list[tuple[list[int], list[int]]], n_steps: list[int]) -> list[list[float]]:
         import torch
 
         out: list[list[float]] = [[] for _ in built]

@@ -18,6 +18,7 @@ class Backend:
     accounting of one call. Subclasses set ``name``, ``role``, ``tokenizer`` and ``add_special_tokens``."""
 
     kv_bytes_per_token: int | None = None  # unknown unless the backend holds the model
+    batch = None  # a continuous decode batch a scheduler may drive (the transformers backend has one)
     add_special_tokens = False
 
     def __init__(self):

@@ -1,9 +1,10 @@
 """The transformers backend: our own batched decoding loop over a stock ``AutoModelForCausalLM``.
 
 Why our own loop rather than ``model.generate``: we need per-row stop strings with exact finish reasons,
-the model's raw log-probabilities of every sampled token, rows that leave the batch as soon as they finish
-(their KV rows are dropped), one prefill per distinct prompt shared by its ``n`` samples, and token-level
-speculative decoding (``reasoner.specdec``) in the same loop's place when a recipe asks for it.
+the model's raw log-probabilities of every sampled token, continuous batching (``continuous.ContinuousBatch``:
+rows join and leave the running batch at any step, so concurrent callers share every forward), one prefill per
+distinct prompt shared by its ``n`` samples, and token-level speculative decoding (``speculative``) in the
+decoding loop's place when a recipe asks for it.
 
 With ``prefix_cache_tokens > 0`` every call looks up the KV of the longest prefix of each prompt it has already
 computed (``prefix_cache.PrefixCache``) and prefills only the rest: the batch cache holds each row's cached prefix
@@ -23,8 +24,8 @@ import torch
 
 from ..core.lm import Generation, Output, Prompt, SamplingParams
 from ..core.stats import RoleStats
-from ..specdec.verify import sampling_probs
 from .common import Backend, make_generation, score_pairs, single_token_ids
+from .continuous import ContinuousBatch, GenerateRequest
 from .prefix_cache import Entry, PrefixCache
 from .sources import resolve_dtype
 from .speculative import SpeculativeDecoding, build_drafter
@@ -76,7 +77,9 @@ class TransformersLM(SpeculativeDecoding, Backend):
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
-        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.seed = seed
+        self.generator = torch.Generator(self.device).manual_seed(seed)  # token speculation's sampler
+        self._decoding = ContinuousBatch(self)
         self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 and self._plain_kv() else None
         self.drafter = build_drafter(token_speculation, self) if token_speculation is not None else None
 
@@ -102,6 +105,11 @@ class TransformersLM(SpeculativeDecoding, Backend):
             )
             return False
         return True
+
+    @property
+    def batch(self) -> ContinuousBatch | None:
+        """The running decode batch a scheduler may drive (None while token speculation decodes instead)."""
+        return self._decoding if self.drafter is None else None
 
     def clear_prefix_cache(self) -> None:
         if self.prefix_cache is not None:
@@ -191,87 +199,37 @@ class TransformersLM(SpeculativeDecoding, Backend):
         )
         return out.logits.float(), out.past_key_values
 
-    def _sample(self, logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-        if params.temperature == 0:
-            return logits.argmax(-1)
-        probs = sampling_probs(logits, params.temperature, params.top_p)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
-
     # -- LM protocol ---------------------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
-        if params.seed is not None:
-            self.generator.manual_seed(params.seed)
         encoded = [self.encode(p) for p in prompts]
         for i, ids in enumerate(encoded):
             if not ids:
                 raise ValueError(f"prompt {i} is empty: give at least one token to continue")
+        if self.drafter is not None:
+            return self._speculative_generate(encoded, params)
+        before = self.stats.snapshot()
+        request = GenerateRequest(encoded, params)
+        self._decoding.add(request)
+        while request.remaining:
+            self._decoding.step()
+        return Output(request.results, request.usage, self.stats.since(before).roles.get(self.role, RoleStats()))
+
+    def _speculative_generate(self, encoded: list[list[int]], params: SamplingParams) -> Output:
+        """Token-level speculation: each forward verifies every row's drafted tree (``backends.speculative``)."""
+        if params.seed is not None:
+            self.generator.manual_seed(params.seed)
         n = params.n
-        results: list[list[Generation]] = [[None] * n for _ in prompts]  # type: ignore[list-item]
-        usage = [RoleStats() for _ in prompts]
+        results: list[list[Generation]] = [[None] * n for _ in encoded]  # type: ignore[list-item]
+        usage = [RoleStats() for _ in encoded]
         per_chunk = max(1, self.max_batch_size // n)
         with self._account() as call:
             for start in range(0, len(encoded), per_chunk):
                 chunk, chunk_usage = encoded[start : start + per_chunk], usage[start : start + per_chunk]
-                if self.drafter is None:
-                    rows = self._generate_chunk(chunk, params, call, chunk_usage)
-                else:
-                    rows = self._speculative_chunk(chunk, params, call, chunk_usage, self.drafter)
-                for slot, gen in rows:
+                for slot, gen in self._speculative_chunk(chunk, params, call, chunk_usage, self.drafter):
                     results[start + slot // n][slot % n] = gen
                     usage[start + slot // n].generated_tokens += len(gen.token_ids)
         return Output(results, usage, call)
-
-    def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams, call, usage):
-        """Prefill each distinct prompt once, repeat its KV for the ``n`` samples, decode until every row ends.
-        Yields ``(slot, generation)`` as rows finish; slot ``i * n + j`` is sample ``j`` of prompt ``i``."""
-        matches = [self._match(p) for p in prompts]
-        batch = self._batch(
-            prompts, [min(m, len(p) - 1) for p, (_, m) in zip(prompts, matches)], [e for e, _ in matches]
-        )
-        ids, mask, positions = batch.ids, batch.mask, batch.positions
-        logits, cache = self._forward(ids, mask, positions, cache=self._cache_for(batch))
-        self._book_prefill(call, usage, prompts, batch)
-        call.forward_passes += 1
-        n = params.n
-        if n > 1:
-            cache.batch_repeat_interleave(n)
-            logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
-            positions = positions.repeat_interleave(n, 0)
-        slots = len(prompts) * n
-        out_ids: list[list[int]] = [[] for _ in range(slots)]
-        out_lps: list[list[float]] = [[] for _ in range(slots)]
-        live = list(range(slots))  # output slot of each row still in the batch
-        next_pos = positions[:, -1:] + 1
-        while True:
-            last = logits[:, -1, :]
-            tokens = self._sample(last, params)
-            lps = torch.log_softmax(last, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-            call.generated_tokens += len(live)
-            keep = []
-            for r, (slot, tok, lp) in enumerate(zip(live, tokens.tolist(), lps.tolist())):
-                out_ids[slot].append(tok)
-                out_lps[slot].append(lp)
-                finish = self._finished(out_ids[slot], tok, params)
-                if finish:
-                    i = slot // n
-                    if self.prefix_cache is not None:  # prompt + generated tokens but the last (not run yet)
-                        lps = self._inherited(batch.entries[i], batch.cached[i], len(prompts[i])) + out_lps[slot][:-1]
-                        self._store(cache, mask, r, prompts[i] + out_ids[slot][:-1], lps)
-                    yield slot, self._result(out_ids[slot], out_lps[slot], finish)
-                else:
-                    keep.append(r)
-            if not keep:
-                return
-            if len(keep) < len(live):
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                tokens, mask, next_pos = tokens[index], mask[index], next_pos[index]
-                live = [live[r] for r in keep]
-            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-            logits, cache = self._forward(tokens[:, None], mask, next_pos, cache=cache)
-            call.forward_passes += 1
-            next_pos = next_pos + 1
 
     def _new_cache(self):
         from transformers import DynamicCache

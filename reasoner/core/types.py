@@ -54,7 +54,7 @@ class Node:
     """A node of a search tree: the root holds no step; every other node adds one step to its parent's path.
     Prefixes are shared by reference, so the tree is visible to KV reuse and cost accounting."""
 
-    __slots__ = ("tree", "parent", "step", "depth", "children", "value", "visits", "terminal")
+    __slots__ = ("tree", "parent", "step", "depth", "children", "value", "visits", "terminal", "notes")
 
     def __init__(self, tree: Tree, parent: Node | None = None, step: Step | None = None, terminal: bool = False):
         self.tree = tree
@@ -65,6 +65,7 @@ class Node:
         self.value: float | None = None
         self.visits = 0
         self.terminal = terminal
+        self.notes: dict | None = None  # what a search noted about this node (e.g. the thought a rethink replaced)
 
     def add_child(self, step: Step, terminal: bool) -> Node:
         child = Node(self.tree, self, step, terminal)
@@ -90,12 +91,14 @@ class Node:
 
 
 class Tree:
-    """The search tree of one problem, with the stats of the compute spent on it."""
+    """The search tree of one problem, with the stats of the compute spent on it. ``prompt_ids`` is where step
+    engines keep, per (model, node), the token ids that model continues from at that node."""
 
     def __init__(self, problem: Problem):
         self.problem = problem
         self.root = Node(self)
         self.stats = Stats()
+        self.prompt_ids: dict[tuple[str, str, Node], list[int]] = {}
 
 
 @dataclass
@@ -129,6 +132,7 @@ class Solution:
     candidates: list[Candidate]
     stats: Stats
     correct: bool | None = None  # set when the problem has a reference answer
+    tree: Tree | None = field(default=None, repr=False, compare=False)  # the search tree behind it (not serialized)
 
     def to_dict(self) -> dict:
         return {

@@ -1,15 +1,17 @@
 """Step-level speculative reasoning: the draft writes each step, the target only judges it.
 
 ``SpeculativeStepEngine.expand(nodes, k)`` has the plain engine's interface, so every search runs speculatively
-without knowing it. One round, batched over every node of every problem: the draft proposes ``k`` steps per
-node (one call), an acceptor (``verifiers.acceptors``: SpecReason's judge, RSD's PRM threshold, Arbitrage's
-router, the target's likelihood) scores all of them (one target call), and the target rewrites only the
-rejected ones (one call).
+without knowing it. A round: the draft proposes ``k`` steps per node, an acceptor (``verifiers.acceptors``:
+SpecReason's judge, RSD's PRM threshold, Arbitrage's router, the target's likelihood) scores them, and the target
+rewrites only the rejected ones. With ``parallel`` (the models behind a ``Scheduler``) each node runs its own round
+in a thread, so a node whose draft was accepted is done while another's is still being rewritten, and the
+scheduler batches what all of them ask of each model; without it, one round covers every node (lock-step).
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from verifiers.acceptors import Acceptor
 
@@ -25,19 +27,33 @@ class SpeculativeStepEngine:
     draft's text) in ``step.speculation``; each tree counts ``steps_accepted``, ``steps_rejected``, ``steps_total``.
     """
 
-    def __init__(self, draft: StepEngine, target: StepEngine, acceptor: Acceptor, first_n_target_steps: int = 0):
+    def __init__(
+        self,
+        draft: StepEngine,
+        target: StepEngine,
+        acceptor: Acceptor,
+        first_n_target_steps: int = 0,
+        parallel: bool = False,
+    ):
         self.draft, self.target, self.acceptor = draft, target, acceptor
         self.first_n_target_steps = first_n_target_steps
         self.template = target.template
         self.budget = target.budget
+        self.pool = ThreadPoolExecutor(256, thread_name_prefix="node") if parallel else None
 
-    def prompt(self, node: Node) -> str:
+    def prompt(self, node: Node) -> list[int]:
         return self.target.prompt(node)
 
     def is_terminal(self, parent: Node, step) -> bool:
         return self.target.is_terminal(parent, step)
 
     def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
+        if self.pool is None or len(nodes) < 2:
+            return self._round(nodes, k)
+        return list(self.pool.map(lambda node: self._round([node], k)[0], nodes))
+
+    def _round(self, nodes: list[Node], k: int) -> list[list[Node]]:
+        """Draft, judge and rewrite ``k`` children of every node, each phase one call for all of them."""
         if not nodes:
             return []
         out: list[list[Node]] = [[] for _ in nodes]

@@ -3,6 +3,11 @@
 ``StepEngine.expand(nodes, k)`` returns ``k`` children for each node, generated in one batched backend call
 for all nodes (of any problems). A step is the text up to the step delimiter; a child is terminal when the
 model ended its answer (EOS), ran out of step tokens, or the trajectory hit the budget.
+
+Prompts are token ids kept across steps: a node's prompt is its parent's followed by the step's own tokens, as
+the model wrote them (the delimiter's token included), so a trajectory written step by step is exactly the one
+the model writes in one go, and nothing is re-rendered or re-tokenized. A step written by a model with another
+tokenizer is encoded from its text instead.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prompts import PromptTemplate
+from verifiers.likelihood import step_token_ids
 
 from ..core.lm import LM, SamplingParams
 from ..core.types import Node, Step
@@ -44,8 +50,18 @@ class StepEngine:
         self.sampling = sampling or StepSampling()
         self.budget = budget or StepBudget()
 
-    def prompt(self, node: Node) -> str:
-        return self.template.prompt(self.lm.tokenizer, node.tree.problem.text, node.steps())
+    def prompt(self, node: Node) -> list[int]:
+        """The token ids ``self.lm`` continues from at ``node`` (kept on the tree, per model and problem text: a
+        search may rewrite the problem for a while, as RethinkMCTS does to add feedback)."""
+        key = (self.lm.name, node.tree.problem.text, node)
+        ids = node.tree.prompt_ids.get(key)
+        if ids is None:
+            if node.parent is None:
+                ids = self.lm.encode(self.template.prompt(self.lm.tokenizer, node.tree.problem.text))
+            else:
+                ids = self.prompt(node.parent) + step_token_ids(self.lm, self.template, node.step)
+            node.tree.prompt_ids[key] = ids
+        return ids
 
     def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
         """``k`` new children for every node, from one batched call."""

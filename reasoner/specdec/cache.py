@@ -89,7 +89,8 @@ class RaggedCache:
     def select_rows(self, rows: list[int]) -> None:
         """Keep only these rows (finished rows leave the batch); a row may be repeated."""
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        self.cache.batch_select_indices(index)
+        if self._filled():
+            self.cache.batch_select_indices(index)
         self.valid, self.lengths, self.spec = self.valid[index], self.lengths[index], self.spec[index]
 
     def extend(self, other: RaggedCache) -> None:
@@ -101,22 +102,34 @@ class RaggedCache:
             self.cache, self.valid, self.lengths, self.spec = other.cache, other.valid, other.lengths, other.spec
             return
         width = max(self.valid.shape[1], other.valid.shape[1])
-        mine, theirs = self._padded_layers(width), other._padded_layers(width)
-        for layer, ((k1, v1), (k2, v2)) in zip(self.cache.layers, zip(mine, theirs)):
-            layer.keys, layer.values = torch.cat([k1, k2]), torch.cat([v1, v2])
+        holder = self.cache if self._filled() else other.cache if other._filled() else None
+        if holder is not None:  # (a cache of rows that hold no column yet has no tensors to pad)
+            like = [layer.keys for layer in holder.layers]
+            mine, theirs = self._padded_layers(width, like), other._padded_layers(width, like)
+            for layer, ((k1, v1), (k2, v2)) in zip(holder.layers, zip(mine, theirs)):
+                layer.keys, layer.values = torch.cat([k1, k2]), torch.cat([v1, v2])
+            self.cache = holder
         self.valid = torch.cat([self._pad_valid(width), other._pad_valid(width)])
         self.lengths = torch.cat([self.lengths, other.lengths])
         self.spec = torch.zeros((self.batch_size, 0, 0), dtype=torch.bool, device=self.device)
 
-    def _padded_layers(self, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's keys and values with invalid (zero) columns added on the left up to ``width``."""
+    def _filled(self) -> bool:
+        """Whether the cache holds tensors (a batch whose rows have no column yet has none)."""
+        return bool(self.cache.layers) and all(layer.is_initialized for layer in self.cache.layers)
+
+    def _padded_layers(self, width: int, like: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's keys and values with invalid (zero) columns added on the left up to ``width`` (``like``: a
+        filled cache's keys per layer, the template for rows that have no tensors yet)."""
         pad = width - self.valid.shape[1]
         out = []
-        for layer in self.cache.layers:
-            k, v = layer.keys, layer.values
+        for layer, template in zip(self.cache.layers if self._filled() else like, like):
+            if self._filled():
+                k, v = layer.keys, layer.values
+            else:
+                k = v = template.new_zeros((self.batch_size, template.shape[1], 0, template.shape[3]))
             if pad:
-                k = torch.cat([k.new_zeros((k.shape[0], k.shape[1], pad, k.shape[3])), k], dim=2)
-                v = torch.cat([v.new_zeros((v.shape[0], v.shape[1], pad, v.shape[3])), v], dim=2)
+                zeros = k.new_zeros((k.shape[0], k.shape[1], pad, k.shape[3]))
+                k, v = torch.cat([zeros, k], dim=2), torch.cat([zeros.to(v.dtype), v], dim=2)
             out.append((k, v))
         return out
 

@@ -1,0 +1,287 @@
+"""Continuous batching in the transformers backend (Orca's iteration-level scheduling, as vLLM does it).
+
+Sequences join the running decode batch as soon as their prompt is prefilled and leave as soon as they finish (a
+stop string, EOS, their token budget), so no sequence waits for the slowest one of its call and a new call does not
+wait for an old one. Each ``step`` admits the sequences that arrived (one batched prefill, prefix cache served) and
+runs one forward of every live row. The KV cache is ragged (``specdec.cache.RaggedCache``): rows of different
+lengths side by side, joined and dropped without recomputation.
+
+Hot path: stop strings are found in a per-row tail of decoded token pieces (each token id decoded once per model),
+not by detokenizing every row each step; rows are sampled together per distinct (temperature, top-p). Sampled rows
+draw from their own generator, seeded from the prompt, the sample index and how often that prompt was asked for,
+so a run samples the same whatever order its requests are batched in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..core.lm import Generation, SamplingParams
+from ..core.stats import RoleStats
+from ..specdec.cache import RaggedCache
+from ..specdec.verify import sampling_probs
+
+TAIL_CHARS = 64  # decoded text kept per row for stop strings (longer stops fall back to decoding the tail)
+MIX_TOKENS = 32  # admitted prompts with at most this many uncached tokens join a decode forward
+
+
+@dataclass(eq=False)
+class GenerateRequest:
+    """One ``generate`` call's prompts; filled in as its sequences finish."""
+
+    prompts: list[list[int]]
+    params: SamplingParams
+    results: list[list[Generation | None]] = field(init=False)
+    usage: list[RoleStats] = field(init=False)
+    remaining: int = field(init=False)
+    asked: dict[tuple, int] = field(default_factory=dict)  # a seeded call's own count of repeated prompts
+
+    def __post_init__(self):
+        self.results = [[None] * self.params.n for _ in self.prompts]
+        self.usage = [RoleStats() for _ in self.prompts]
+        self.remaining = len(self.prompts) * self.params.n
+
+
+@dataclass(eq=False)
+class _Seq:
+    request: GenerateRequest
+    prompt_index: int
+    sample: int
+    generator: torch.Generator | None
+    entry: object = None  # the prefix-cache entry its prompt's prefill started from, and how much of it
+    cached: int = 0
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    tail: str = ""
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.request.prompts[self.prompt_index]
+
+
+class ContinuousBatch:
+    """The running decode batch of one ``TransformersLM``: ``add`` queues a request, ``step`` admits what is queued
+    (up to ``lm.max_batch_size`` live rows) and decodes one token for every live row, returning the requests that
+    completed. Not thread-safe: one thread drives it (the scheduler's worker of this model, or ``generate``)."""
+
+    def __init__(self, lm):
+        self.lm = lm
+        self.waiting: list[tuple[GenerateRequest, int]] = []  # (request, prompt index), in arrival order
+        self.live: list[_Seq] = []
+        self.cache: RaggedCache | None = None
+        self.asked: dict[tuple, int] = {}  # (seed, prompt) -> times sampled: repeated prompts draw fresh samples
+        self.pieces: dict[int, str] = {}  # token id -> its text, decoded once
+
+    def add(self, request: GenerateRequest) -> None:
+        for i, prompt in enumerate(request.prompts):
+            if not prompt:
+                raise ValueError(f"prompt {i} is empty: give at least one token to continue")
+        self.waiting += [(request, i) for i in range(len(request.prompts))]
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.live)
+
+    def reset(self) -> None:
+        """Drop every sequence (after a failed step: their requests have failed)."""
+        self.waiting, self.live, self.cache = [], [], None
+
+    def step(self) -> list[GenerateRequest]:
+        """Admit waiting prompts, then one decode forward of every live row; the requests now complete."""
+        call = RoleStats()
+        start = time.perf_counter()
+        done: list[GenerateRequest] = []
+        with torch.inference_mode():
+            taken = self._take()
+            prompts, batch = self._prefix(taken, call) if taken else ([], None)
+            # admitted prompts with few uncached tokens ride along in the decode forward; padding every live row
+            # to a long prompt would cost more than a prefill forward of its own
+            if taken and self.live and max(len(p) - c for p, c in zip(prompts, batch.cached)) <= MIX_TOKENS:
+                self._mixed(taken, prompts, batch, call, done)
+            else:
+                if taken:
+                    self._admit(taken, batch, call, done)
+                if self.live:
+                    self._decode(call, done)
+        call.wall_s = time.perf_counter() - start
+        call.calls = len(done)
+        self.lm.stats.book(self.lm.role, call)
+        return done
+
+    # -- admission ------------------------------------------------------------------------------------------------
+
+    def _take(self) -> list[tuple[GenerateRequest, int]]:
+        """The waiting prompts that fit in the batch (``lm.max_batch_size`` rows), in arrival order."""
+        room, taken = self.lm.max_batch_size - len(self.live), []
+        while self.waiting and room >= self.waiting[0][0].params.n:
+            request, i = self.waiting.pop(0)
+            taken.append((request, i))
+            room -= request.params.n
+        if not taken and not self.live and self.waiting:  # n larger than the batch: admit it alone
+            taken.append(self.waiting.pop(0))
+        return taken
+
+    def _prefix(self, taken: list[tuple[GenerateRequest, int]], call: RoleStats):
+        """The prompts, their prefix-cache matches and prefill batch (each keeps its last token uncached); their
+        tokens are booked as prefilled or cached."""
+        lm = self.lm
+        prompts = [r.prompts[i] for r, i in taken]
+        matches = [lm._match(p) for p in prompts]
+        batch = lm._batch(prompts, [min(m, len(p) - 1) for p, (_, m) in zip(prompts, matches)], [e for e, _ in matches])
+        lm._book_prefill(call, [r.usage[i] for r, i in taken], prompts, batch)
+        return prompts, batch
+
+    def _seqs(self, taken, batch) -> tuple[list[_Seq], list[int]]:
+        """One row per sample (a prompt's prefill serves its ``n`` samples) and the prefill row of each."""
+        seqs, rows = [], []
+        for row, (request, i) in enumerate(taken):
+            for j in range(request.params.n):
+                generator = self._generator(request, request.prompts[i], j)
+                seqs.append(_Seq(request, i, j, generator, batch.entries[row], batch.cached[row]))
+                rows.append(row)
+        return seqs, rows
+
+    def _admit(self, taken, batch, call: RoleStats, done: list[GenerateRequest]) -> None:
+        """A prefill forward of its own for the admitted prompts; their first tokens come from it."""
+        lm = self.lm
+        logits, kv = lm._forward(batch.ids, batch.mask, batch.positions, cache=lm._cache_for(batch))
+        call.forward_passes += 1
+        seqs, rows = self._seqs(taken, batch)
+        cache = RaggedCache.from_prefill(lm.model, kv, batch.mask)
+        cache.select_rows(rows)
+        keep = self._emit(seqs, logits[rows, -1, :], cache, call, done)
+        if keep:
+            cache.select_rows(keep)
+            self._join(cache, [seqs[r] for r in keep])
+
+    def _mixed(self, taken, prompts, batch, call: RoleStats, done: list[GenerateRequest]) -> None:
+        """One forward for everything (Orca's selective batching): every live row's next token and the admitted
+        prompts' uncached tokens, each row its own causal chain at its own positions."""
+        lm, device = self.lm, self.lm.device
+        seqs, rows = self._seqs(taken, batch)
+        C = max(batch.cached, default=0)
+        cache = RaggedCache.from_prefill(lm.model, lm._cache_for(batch), batch.mask[:, :C])  # the cached prefixes
+        cache.select_rows(rows)
+        first = len(self.live)
+        self._join(cache, seqs)
+        chains = [[s.ids[-1]] for s in self.live[:first]] + [prompts[r][batch.cached[r] :] for r in rows]
+        B, Q = len(chains), max(len(c) for c in chains)
+        ids = torch.full((B, Q), lm.pad_id, dtype=torch.long)
+        depth = torch.zeros((B, Q), dtype=torch.long)
+        sees = torch.eye(Q, dtype=torch.bool).repeat(B, 1, 1)  # padding sees only itself
+        for b, chain in enumerate(chains):
+            q = len(chain)
+            ids[b, :q] = torch.tensor(chain)
+            depth[b, :q] = torch.arange(q)
+            sees[b, :q, :q] = torch.tril(torch.ones((q, q), dtype=torch.bool))
+        last = torch.tensor([len(c) - 1 for c in chains])
+        logits = self.cache.forward(ids.to(device), depth.to(device), sees.to(device))
+        self.cache.commit([list(range(len(c))) for c in chains])
+        call.forward_passes += 1
+        self._after(self._emit(self.live, logits[torch.arange(B), last.to(device)], self.cache, call, done))
+
+    def _join(self, cache: RaggedCache, seqs: list[_Seq]) -> None:
+        """Rows (their cache and sequences) join the running batch."""
+        if self.cache is None or not self.live:
+            self.cache, self.live = cache, list(seqs)
+        else:
+            self.cache.extend(cache)
+            self.live += seqs
+
+    def _generator(self, request: GenerateRequest, prompt: list[int], sample: int) -> torch.Generator | None:
+        """A sampled row's generator: seeded by the call's seed (else the backend's), the prompt, the sample index and
+        how often that was asked before (by this call when it has a seed: a seeded call samples the same every
+        time; else by this backend: asking again draws fresh samples)."""
+        params = request.params
+        if params.temperature == 0:
+            return None
+        key = (params.seed if params.seed is not None else self.lm.seed, tuple(prompt), sample)
+        asked = request.asked if params.seed is not None else self.asked
+        times = asked.get(key, 0)
+        asked[key] = times + 1
+        return torch.Generator(self.lm.device).manual_seed(hash((key, times)) & (2**63 - 1))
+
+    # -- decoding ---------------------------------------------------------------------------------------------
+
+    def _decode(self, call: RoleStats, done: list[GenerateRequest]) -> None:
+        B = len(self.live)
+        device = self.lm.device
+        last = torch.tensor([[s.ids[-1]] for s in self.live], device=device)
+        logits = self.cache.forward(
+            last,
+            torch.zeros((B, 1), dtype=torch.long, device=device),
+            torch.ones((B, 1, 1), dtype=torch.bool, device=device),
+        )
+        self.cache.commit([[0]] * B)
+        call.forward_passes += 1
+        self._after(self._emit(self.live, logits[:, -1, :], self.cache, call, done))
+
+    def _after(self, keep: list[int]) -> None:
+        """Only the rows that go on stay in the batch."""
+        if len(keep) < len(self.live):
+            self.live = [self.live[r] for r in keep]
+            if keep:
+                self.cache.select_rows(keep)
+            else:
+                self.cache = None
+
+    def _emit(self, seqs: list[_Seq], logits: torch.Tensor, cache: RaggedCache, call, done) -> list[int]:
+        """Sample the next token of every row, append it, finish the rows that ended; the rows that go on."""
+        tokens = self._sample(seqs, logits)
+        lps = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1).tolist()
+        call.generated_tokens += len(seqs)
+        keep = []
+        for r, (seq, tok, lp) in enumerate(zip(seqs, tokens.tolist(), lps)):
+            seq.ids.append(tok)
+            seq.logprobs.append(lp)
+            finish = self._finished(seq, tok)
+            if not finish:
+                keep.append(r)
+                continue
+            request = seq.request
+            if self.lm.prefix_cache is not None:  # prompt + generated tokens but the last (not run yet)
+                known = self.lm._inherited(seq.entry, seq.cached, len(seq.prompt)) + seq.logprobs[:-1]
+                self.lm._store(cache.cache, cache.valid, r, seq.prompt + seq.ids[:-1], known)
+            request.results[seq.prompt_index][seq.sample] = self.lm._result(seq.ids, seq.logprobs, finish)
+            request.usage[seq.prompt_index].generated_tokens += len(seq.ids)
+            request.remaining -= 1
+            if request.remaining == 0:
+                done.append(request)
+        return keep
+
+    def _sample(self, seqs: list[_Seq], logits: torch.Tensor) -> torch.Tensor:
+        """Greedy rows take the argmax; sampled rows, grouped by (temperature, top-p), draw from their own
+        generator."""
+        tokens = logits.argmax(-1)
+        groups: dict[tuple[float, float], list[int]] = {}
+        for r, seq in enumerate(seqs):
+            p = seq.request.params
+            if p.temperature > 0:
+                groups.setdefault((p.temperature, p.top_p), []).append(r)
+        for (temperature, top_p), rows in groups.items():
+            probs = sampling_probs(logits[rows], temperature, top_p)
+            for k, r in enumerate(rows):
+                tokens[r] = torch.multinomial(probs[k], 1, generator=seqs[r].generator)[0]
+        return tokens
+
+    def _finished(self, seq: _Seq, tok: int) -> tuple[str, str | None] | None:
+        params = seq.request.params
+        if tok in self.lm.eos_ids and not params.ignore_eos:
+            return "eos", None
+        if params.stop:
+            piece = self.pieces.get(tok)
+            if piece is None:
+                piece = self.pieces[tok] = self.lm.tokenizer.decode([tok], skip_special_tokens=False)
+            seq.tail = (seq.tail + piece)[-TAIL_CHARS:]
+            for s in params.stop:
+                if len(s) > TAIL_CHARS // 2 or not s.isascii():  # pieces of multi-byte characters do not add up
+                    if s in self.lm.tokenizer.decode(seq.ids[-(8 + len(s)) :]):
+                        return "stop", s
+                elif s in seq.tail:
+                    return "stop", s
+        if len(seq.ids) >= params.max_tokens:
+            return "length", None
+        return None

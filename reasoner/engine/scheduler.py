@@ -1,0 +1,378 @@
+"""The scheduler every step engine and search goes through: one worker thread per model serves that model's queue.
+
+Searches run one thread per problem (``Reasoner.solve_many``), and speculative expansions one thread per node, so
+every trajectory moves on as soon as its own work is done: an accepted row drafts its next step while other rows
+are still being judged or rewritten. What they ask of a model arrives at its worker, which batches it:
+
+- ``generate`` joins the model's running decode batch at the next step and leaves it when its rows finish
+  (continuous batching at token granularity, ``backends.continuous``; backends without one, vLLM and remote
+  servers, batch their own requests: the calls that arrived together go as one call);
+- ``score`` and ``next_token_logprobs`` that arrived together are merged into one batched prefill, run between two
+  decode steps.
+
+The draft and the target run concurrently, each worker a thread (torch releases the GIL in its kernels); on a CPU the
+cores are split between the models that work at the same time. Threads rather than processes: both models and
+every search share the trees and the prefix caches of this process, and on this project's 2-core CPU a process per
+model would only add copying.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+
+from ..backends import load_lm
+from ..backends.continuous import GenerateRequest
+from ..backends.sources import resolve_path
+from ..core.lm import LM, Output, Prompt, SamplingParams
+from ..core.logs import quiet_libraries
+from ..core.stats import RoleStats, Stats
+
+
+class _Call:
+    __slots__ = ("kind", "args", "future", "submitted")
+
+    def __init__(self, kind: str, args: tuple):
+        self.kind, self.args, self.future, self.submitted = kind, args, Future(), time.perf_counter()
+
+
+class ModelWorker:
+    """One model's queue and the thread that serves it."""
+
+    def __init__(self, lm: LM):
+        self.lm = lm
+        self.pending: list[_Call] = []
+        self.running: dict[GenerateRequest, _Call] = {}
+        self.wake = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._serve, name=f"model-{lm.role}", daemon=True)
+        self.thread.start()
+
+    def submit(self, kind: str, *args) -> Future:
+        call = _Call(kind, args)
+        with self.wake:
+            if self.closed:
+                raise RuntimeError(f"the scheduler of {self.lm.name} is closed")
+            self.pending.append(call)
+            self.wake.notify()
+        return call.future
+
+    def close(self) -> None:
+        with self.wake:
+            self.closed = True
+            self.wake.notify()
+        if threading.current_thread() is not self.thread:  # (a reasoner collected on this thread closes it too)
+            self.thread.join()
+
+    # -- the worker thread --------------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        batch = self.lm.batch
+        while True:
+            with self.wake:
+                while not self.pending and not self.running and not self.closed:
+                    self.wake.wait()
+                if self.closed and not self.pending and not self.running:
+                    return
+                calls, self.pending = self.pending, []
+            self._prefills([c for c in calls if c.kind in ("score", "next_token_logprobs")])
+            for call in calls:
+                if call.kind == "clear":
+                    self._settle(call, self.lm.clear_prefix_cache)
+            generates = [c for c in calls if c.kind == "generate"]
+            if batch is None:
+                self._generate_whole(generates)
+                continue
+            for call in generates:
+                request = GenerateRequest(*call.args)
+                try:
+                    batch.add(request)
+                except Exception as e:  # a bad request fails alone
+                    call.future.set_exception(e)
+                    continue
+                self.running[request] = call
+            if self.running:
+                try:
+                    done = batch.step()
+                except BaseException as e:  # the batch is lost: every request in it fails
+                    for call in self.running.values():
+                        call.future.set_exception(e)
+                    self.running.clear()
+                    batch.reset()
+                    continue
+                for request in done:
+                    call = self.running.pop(request)
+                    call.future.set_result(self._output(request.results, request.usage, call))
+
+    def _prefills(self, calls: list[_Call]) -> None:
+        """Calls of one kind (and, for judges, the same candidates) merged into one batched call, split back."""
+        groups: dict[tuple, list[_Call]] = {}
+        for call in calls:
+            key = (call.kind,) if call.kind == "score" else (call.kind, tuple(call.args[1]))
+            groups.setdefault(key, []).append(call)
+        for key, group in groups.items():
+            prompts = [p for c in group for p in c.args[0]]
+            if key[0] == "score":
+                conts = [x for c in group for x in c.args[1]]
+                self._split(group, self.lm.score, prompts, conts)
+            else:
+                self._split(group, self.lm.next_token_logprobs, prompts, list(key[1]))
+
+    def _generate_whole(self, calls: list[_Call]) -> None:
+        """For backends that batch their own requests: the calls with the same sampling go as one call."""
+        groups: dict[str, list[_Call]] = {}
+        for call in calls:
+            groups.setdefault(repr(call.args[1]), []).append(call)
+        for group in groups.values():
+            prompts = [p for c in group for p in c.args[0]]
+            self._split(group, self.lm.generate, prompts, group[0].args[1])
+
+    def _split(self, calls: list[_Call], method, *args) -> None:
+        """One call of ``method`` for all of ``calls``; each gets its rows back (or the error)."""
+        try:
+            out = method(*args)
+        except Exception as e:
+            for call in calls:
+                call.future.set_exception(e)
+            return
+        start = 0
+        for call in calls:
+            n = len(call.args[0])
+            call.future.set_result(self._output(out[start : start + n], out.usage[start : start + n], call))
+            start += n
+
+    @staticmethod
+    def _settle(call: _Call, method) -> None:
+        try:
+            call.future.set_result(method())
+        except Exception as e:
+            call.future.set_exception(e)
+
+    @staticmethod
+    def _output(rows: Sequence, usage: Sequence[RoleStats], call: _Call) -> Output:
+        """A caller's rows with their usage; its total: their tokens, one call, and the seconds it waited (forward
+        passes are shared with other callers: the model's own stats count them)."""
+        total = RoleStats(calls=1, wall_s=time.perf_counter() - call.submitted)
+        for u in usage:
+            total.prefill_tokens += u.prefill_tokens
+            total.prefix_cached_tokens += u.prefix_cached_tokens
+            total.generated_tokens += u.generated_tokens
+        return Output(list(rows), list(usage), total)
+
+
+class ScheduledLM:
+    """A model whose calls go through its worker: the ``LM`` protocol, callable from any thread at once."""
+
+    def __init__(self, lm: LM, worker: ModelWorker):
+        self.lm, self.worker = lm, worker
+        self.name, self.role, self.tokenizer = lm.name, lm.role, lm.tokenizer
+        self.stats, self.kv_bytes_per_token, self.batch = lm.stats, lm.kv_bytes_per_token, None
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        return self.lm.encode(prompt)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.lm.decode(ids)
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
+        return self.worker.submit("generate", [self.lm.encode(p) for p in prompts], params).result()
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
+        return self.worker.submit("score", list(prompts), list(continuations)).result()
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
+        return self.worker.submit("next_token_logprobs", list(prompts), list(candidates)).result()
+
+    def clear_prefix_cache(self) -> None:
+        self.worker.submit("clear").result()
+
+
+class RemoteModel:
+    """A transformers model in a process of its own, served there by a ``ModelWorker``: the ``LM`` protocol here,
+    callable from any thread, with this process's tokenizer for ``encode``/``decode`` and a mirror of the model's
+    running ``stats`` (each reply carries them). Requests and replies cross a pipe as token ids and results."""
+
+    def __init__(self, load_args: dict, threads: int | None):
+        # a fresh interpreter (not multiprocessing's spawn: it would re-run the user's main script) holding one end
+        # of a socket pair; requests and replies are pickled over it
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "reasoner.engine.scheduler", str(theirs.fileno())], pass_fds=[theirs.fileno()]
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.conn.send((load_args, threads))
+        self.load_args = load_args
+
+    def connect(self) -> RemoteModel:
+        """Wait until the model is loaded in its process (started by the constructor, so that several load at
+        once); its load error, if any, is raised here."""
+        from transformers import AutoTokenizer
+
+        try:
+            status, info = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the process of model {self.load_args['path']} exited while loading it") from None
+        if status == "error":
+            self.process.wait()
+            raise info
+        self.name, self.role, self.kv_bytes_per_token = info["name"], self.load_args["role"], info["kv_bytes_per_token"]
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_path(self.load_args["path"]))
+        self.stats, self.batch = Stats(), None
+        self.futures: dict[int, Future] = {}
+        self.ids = itertools.count()
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, name=f"replies-{self.role}", daemon=True)
+        self.reader.start()
+        return self
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return list(prompt)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def submit(self, kind: str, *args) -> Future:
+        future: Future = Future()
+        with self.lock:
+            rid = next(self.ids)
+            self.futures[rid] = future
+            self.conn.send((rid, kind, args))
+        return future
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
+        return self.submit("generate", [self.encode(p) for p in prompts], params).result()
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
+        return self.submit("score", [self.encode(p) for p in prompts], [self.encode(c) for c in continuations]).result()
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
+        return self.submit("next_token_logprobs", [self.encode(p) for p in prompts], list(candidates)).result()
+
+    def clear_prefix_cache(self) -> None:
+        self.submit("clear").result()
+
+    def close(self) -> None:
+        try:
+            with self.lock:
+                self.conn.send(None)
+            self.process.wait(10)
+        except (OSError, subprocess.TimeoutExpired):  # gone already, or stuck
+            self.process.kill()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                rid, ok, value, stats = self.conn.recv()
+            except (EOFError, OSError):  # the model's process ended: what it owed fails
+                error = RuntimeError(f"the process of model {self.name} ({self.role}) ended")
+                with self.lock:
+                    for future in self.futures.values():
+                        future.set_exception(error)
+                    self.futures.clear()
+                return
+            self.stats.roles.clear()
+            self.stats.roles.update(stats.roles)
+            self.stats.counters.clear()
+            self.stats.counters.update(stats.counters)
+            with self.lock:
+                future = self.futures.pop(rid)
+            (future.set_result if ok else future.set_exception)(value)
+
+
+def _serve_process(conn: Connection) -> None:
+    """A model process: load the model, then serve requests from the socket through a ``ModelWorker`` until told to
+    stop (or the parent is gone)."""
+    import torch
+
+    load_args, threads = conn.recv()
+    quiet_libraries()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        lm = load_lm(**load_args)
+    except BaseException as e:
+        conn.send(("error", e))
+        return
+    conn.send(("ready", {"name": lm.name, "kv_bytes_per_token": lm.kv_bytes_per_token}))
+    worker, lock = ModelWorker(lm), threading.Lock()
+
+    def reply(rid: int, future: Future) -> None:
+        error = future.exception()
+        with lock:
+            try:
+                conn.send((rid, error is None, error if error is not None else future.result(), lm.stats))
+            except Exception as e:  # an error that cannot be pickled still reaches the caller, as its text
+                conn.send((rid, False, RuntimeError(f"{type(error or e).__name__}: {error or e}"), lm.stats))
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        if message is None:
+            break
+        rid, kind, args = message
+        worker.submit(kind, *args).add_done_callback(lambda future, rid=rid: reply(rid, future))
+    worker.close()
+
+
+class Scheduler:
+    """Loads the models and serves each with a worker: a thread here (``ScheduledLM`` over the backend) or, with
+    ``processes``, a process of its own (``RemoteModel``: a transformers model computes there, free of this
+    process's interpreter lock; on a CPU that is what lets two models run at once). ``models``: by role, what was
+    loaded (the backend, or its ``RemoteModel``); ``wrapped``: what every engine, verifier and search calls."""
+
+    def __init__(self, load_args: dict[str, dict], processes: bool = False):
+        remote = {r for r, a in load_args.items() if processes and a["backend"] == "transformers"}
+        self.threads = _split_cpu(len(load_args), in_process=not remote)
+        self.models: dict[str, LM] = {r: RemoteModel(load_args[r], self.threads) for r in remote}
+        self.workers: list[ModelWorker] = []
+        self.wrapped: dict[str, LM] = {}
+        for role, args in load_args.items():
+            if role in remote:
+                continue
+            lm = self.models[role] = load_lm(**args)
+            self.workers.append(ModelWorker(lm))
+            self.wrapped[role] = ScheduledLM(lm, self.workers[-1])
+        for role in remote:
+            self.wrapped[role] = self.models[role].connect()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+        for model in self.models.values():
+            if isinstance(model, RemoteModel):
+                model.close()
+
+
+def _split_cpu(models: int, in_process: bool) -> int | None:
+    """On a CPU, the cores are shared among the models that compute at once: each model's kernels get at most
+    ``cores // models`` threads, and never more than this process was given (``torch.set_num_threads``): set here
+    for models in this process (whose intra-op pool is shared), and passed to each model process."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) // max(1, models)))
+    if in_process:
+        torch.set_num_threads(threads)
+    return threads
+
+
+if __name__ == "__main__":  # a model process (``RemoteModel``): its end of the socket pair is argv[1]
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the process that started it
+    _serve_process(Connection(int(sys.argv[1])))
