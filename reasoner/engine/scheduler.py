@@ -1,4 +1,4 @@
-"""The scheduler every step engine and search goes through: one worker thread per model serves that model's queue.
+"""The scheduler every step engine and search goes through: one worker per model serves that model's queue.
 
 Searches run one thread per problem (``Reasoner.solve_many``), and speculative expansions one thread per node, so
 every trajectory moves on as soon as its own work is done: an accepted row drafts its next step while other rows
@@ -10,10 +10,12 @@ are still being judged or rewritten. What they ask of a model arrives at its wor
 - ``score`` and ``next_token_logprobs`` that arrived together are merged into one batched prefill, run between two
   decode steps.
 
-The draft and the target run concurrently, each worker a thread (torch releases the GIL in its kernels); on a CPU the
-cores are split between the models that work at the same time. Threads rather than processes: both models and
-every search share the trees and the prefix caches of this process, and on this project's 2-core CPU a process per
-model would only add copying.
+The draft and the target run concurrently. A worker is a thread in this process (``ScheduledLM``) or, for a
+transformers model with ``scheduler.model_workers: process``, a process of its own (``RemoteModel``), free of this
+process's interpreter lock. Measured on the project's 2-core CPU (docs/benchmarks.md, ``reasoner bench steps``), a
+process per model is the faster (likelihood acceptor 1.1-1.3x target CoT against 0.9x with threads): the searches'
+Python and two models' kernel launches otherwise take turns on one interpreter lock; ``auto`` (the default) picks
+processes on a CPU with two or more models, threads on GPUs. On a CPU the cores are split between the models.
 """
 
 from __future__ import annotations
