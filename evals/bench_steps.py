@@ -8,7 +8,8 @@ fraction of the ceiling reached (speedup / draft CoT's speedup: what speculation
 Every configuration, the baselines included, goes through the same scheduler with the same model workers
 (``--model-workers``) and torch threads (``--threads``). Where the time went: each model's busy seconds (its
 worker computing) and forward passes. Writes ``bench.json`` (one row per configuration), ``bench.md`` and
-``bench.png`` (accuracy vs speedup).
+``bench.png`` (accuracy vs speedup). ``--repeats N`` runs the configurations round-robin N times and reports each
+one's median run (on a shared machine one run's wall time is at the mercy of its neighbours).
 """
 
 from __future__ import annotations
@@ -53,45 +54,36 @@ def run(
     progress: bool = True,
     model_workers: str = "process",
     threads: int = 1,
+    repeats: int = 1,
+    lookahead_steps: int | None = None,
 ) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
     suite = [f"suite.seed={seed}", f"suite.difficulty={difficulty}", f"suite.size={max(limit, 1)}"]
     suite.append(f"scheduler.model_workers={model_workers}")
+    if lookahead_steps is not None:
+        suite.append(f"scheduler.lookahead_steps={lookahead_steps}")
     configs = [c for c in CONFIGS if not quick or c[0] in QUICK]
     evaluate(
         Recipe.load("toy-cot", suite), None, limit=min(limit, batch_size), batch_size=batch_size, progress=False
     )  # warm-up
+    runs: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
+    for k in range(repeats):
+        for label, recipe_name, overrides in configs:
+            folder = out / "runs" / label.replace(" ", "_").replace(">=", "ge")
+            if repeats > 1:
+                folder = folder / f"run{k + 1}"
+            if progress:
+                print(f"== {label}" + (f" (run {k + 1} of {repeats})" if repeats > 1 else ""), flush=True)
+            recipe = Recipe.load(recipe_name, suite + overrides)
+            s = evaluate(recipe, folder, limit=limit, batch_size=batch_size, progress=progress)
+            runs[label].append(_row(label, recipe_name, recipe, s))
     rows = []
-    for label, recipe_name, overrides in configs:
-        recipe = Recipe.load(recipe_name, suite + overrides)
-        folder = out / "runs" / label.replace(" ", "_").replace(">=", "ge")
-        if progress:
-            print(f"== {label}", flush=True)
-        s = evaluate(recipe, folder, limit=limit, batch_size=batch_size, progress=progress)
-        counters = s["counters"]
-        spec = recipe.step_speculation
-        rows.append(
-            {
-                "method": label,
-                "recipe": recipe_name,
-                "acceptor": spec.acceptor if spec else None,
-                "threshold": (spec.threshold if spec else None),
-                "n": s["n"],
-                "accuracy": round(s["accuracy"], 4),
-                "wall_s": s["wall_s"],
-                "target_tokens": s["tokens"].get("target", 0),
-                "draft_tokens": s["tokens"].get("draft", 0),
-                "target_prefill_tokens": s["prefill_tokens"].get("target", 0),
-                "steps_accepted": int(counters.get("steps_accepted", 0)),
-                "steps_total": int(counters.get("steps_total", 0)),
-                "accepted_fraction": round(counters.get("steps_accepted", 0) / counters["steps_total"], 4)
-                if counters.get("steps_total")
-                else None,
-                "busy_s": {role: round(b, 2) for role, b in s.get("busy_s", {}).items()},
-                "forward_passes": s["forward_passes"],
-            }
-        )
+    for done in runs.values():
+        walls = sorted(r["wall_s"] for r in done)
+        median = next(r for r in done if r["wall_s"] == walls[len(walls) // 2])
+        rows.append(dict(median, wall_s_runs=[r["wall_s"] for r in done]) if repeats > 1 else median)
+
     base = rows[0]
     for r in rows:
         r["speedup_vs_target"] = round(base["wall_s"] / r["wall_s"], 3) if r["wall_s"] else None
@@ -109,11 +101,37 @@ def run(
         "batch_size": batch_size,
         "model_workers": model_workers,
         "threads": threads,
+        "repeats": repeats,
+        "lookahead_steps": lookahead_steps,
     }
     (out / "bench.json").write_text(json.dumps({"setup": meta, "rows": rows}, indent=2) + "\n")
     (out / "bench.md").write_text(table(rows, meta))
     plot(rows, out / "bench.png")
     return rows
+
+
+def _row(label: str, recipe_name: str, recipe: Recipe, s: dict) -> dict:
+    counters = s["counters"]
+    spec = recipe.step_speculation
+    return {
+        "method": label,
+        "recipe": recipe_name,
+        "acceptor": spec.acceptor if spec else None,
+        "threshold": (spec.threshold if spec else None),
+        "n": s["n"],
+        "accuracy": round(s["accuracy"], 4),
+        "wall_s": s["wall_s"],
+        "target_tokens": s["tokens"].get("target", 0),
+        "draft_tokens": s["tokens"].get("draft", 0),
+        "target_prefill_tokens": s["prefill_tokens"].get("target", 0),
+        "steps_accepted": int(counters.get("steps_accepted", 0)),
+        "steps_total": int(counters.get("steps_total", 0)),
+        "accepted_fraction": round(counters.get("steps_accepted", 0) / counters["steps_total"], 4)
+        if counters.get("steps_total")
+        else None,
+        "busy_s": {role: round(b, 2) for role, b in s.get("busy_s", {}).items()},
+        "forward_passes": s["forward_passes"],
+    }
 
 
 def table(rows: list[dict], meta: dict) -> str:
@@ -136,7 +154,10 @@ def table(rows: list[dict], meta: dict) -> str:
         f"\n{meta['problems']} toy problems (difficulty {meta['difficulty']}, seed {meta['seed']}), batches of "
         f"{meta['batch_size']}, greedy, model workers: {meta['model_workers']}, {meta['threads']} torch thread(s) "
         "per model; speedup and token reduction against target CoT, measured in one run; of ceiling = speedup / "
-        "draft CoT's speedup; busy = seconds each model's worker computed.\n"
+        "draft CoT's speedup; busy = seconds each model's worker computed"
+        + (f"; each row the median of {meta['repeats']} runs, round-robin" if meta.get("repeats", 1) > 1 else "")
+        + (f"; lookahead steps {meta['lookahead_steps']}" if meta.get("lookahead_steps") is not None else "")
+        + ".\n"
     )
     return head + "\n".join(lines) + "\n" + note
 
@@ -180,6 +201,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="where each model's worker runs, the same for every configuration (default process)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads per model (default 1)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each configuration, round-robin; the median is kept")
+    p.add_argument(
+        "--lookahead-steps", type=int, default=None, help="scheduler.lookahead_steps for every configuration (0: off)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -195,6 +220,8 @@ def main(args) -> None:
         not args.no_progress,
         args.model_workers,
         args.threads,
+        args.repeats,
+        args.lookahead_steps,
     )
     print((out / "bench.md").read_text())
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

@@ -90,7 +90,9 @@ class Reasoner:
                 )
         # every engine, verifier and search calls the models through the scheduler: one worker per model batches
         # what the problems (one thread each) ask of it
-        self.scheduler = Scheduler(load_args, processes=model_processes(r, len(load_args)))
+        self.scheduler = Scheduler(
+            load_args, processes=model_processes(r, len(load_args)), lookahead_steps=r.scheduler.lookahead_steps
+        )
         self._closer = weakref.finalize(self, self.scheduler.close)  # model workers and processes end with us
         self.models: dict[str, LM] = self.scheduler.models
         lms = self.scheduler.wrapped
@@ -99,7 +101,7 @@ class Reasoner:
         self.engine = StepEngine(lms[r.search.policy], self.template, sampling, budget)
         self.verifier = verifiers.build(r.verifier, lms, self.template, r.models)
         if r.step_speculation is not None:
-            target = StepEngine(lms["target"], self.template, sampling, budget)
+            target = StepEngine(lms["target"], self.template, sampling, budget, lookahead=False)
             acceptor = make_acceptor(r.step_speculation, lms["target"], self.template, self.verifier)
             first = r.step_speculation.first_n_target_steps
             self.engine = SpeculativeStepEngine(self.engine, target, acceptor, first, parallel=True)

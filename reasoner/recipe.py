@@ -179,6 +179,13 @@ class SchedulerConfig(Section):
         description="where each model's worker runs: a thread of this process, or a process of its own (transformers "
         "models); auto: processes on a CPU when two or more models compute at once, else threads",
     )
+    lookahead_steps: int = Field(
+        3,
+        ge=0,
+        le=16,
+        description="steps a trajectory's row may write ahead of the search between its step calls (0: off); it "
+        "keeps its place in the decode batch instead of leaving at every step (greedy steps)",
+    )
 
 
 class AnswerConfig(Section):

@@ -120,3 +120,45 @@ def test_model_processes_give_what_threads_give():
         assert processes.last_run.roles["draft"].generated_tokens == threads.last_run.roles["draft"].generated_tokens
     finally:
         processes.scheduler.close()
+
+
+def test_a_row_writes_ahead_and_the_next_step_takes_it_over(toy_target, toy_prompts, template):
+    """Lookahead: a greedy row that ended its step writes on; the call for the next step (its prompt: the old one and
+    the step) takes the row over instead of being prefilled, and gets what it would get on its own."""
+    batch = toy_target.batch
+    params = SamplingParams(max_tokens=40, stop=(template.step_delimiter,), lookahead=True)
+    prompt = toy_target.encode(toy_prompts[0])
+
+    def run(request):
+        batch.add(request)
+        while request.remaining:
+            batch.step()
+        return request.results[0][0]
+
+    try:
+        batch.lookahead_steps = 2
+        first = run(GenerateRequest([prompt], params))
+        assert first.finish_reason == "stop" and batch.busy  # the row stayed to write the next step
+        following = GenerateRequest([prompt + first.token_ids], params)
+        second = run(following)
+        assert following.usage[0].prefill_tokens == 0  # taken over, not prefilled
+    finally:
+        batch.lookahead_steps = 0
+        batch.reset()
+    alone = toy_target.generate([prompt + first.token_ids], params)[0][0]
+    assert second.token_ids == alone.token_ids and second.text == alone.text
+
+
+def test_lookahead_changes_no_step_or_verdict():
+    """Step speculation with rows writing ahead (the default) and without: the same steps and verdicts, and the
+    draft's rows were taken over by the next step's call."""
+    problems = PROBLEMS[:8]
+    ahead = Reasoner("toy-likelihood", ["scheduler.model_workers=thread"])
+    got = ahead.solve_many(problems)
+    assert ahead.models["draft"].stats.counters["lookahead_claimed"] > 0
+    plain = Reasoner("toy-likelihood", ["scheduler.model_workers=thread", "scheduler.lookahead_steps=0"])
+    without = plain.solve_many(problems)
+    assert tokens(got) == tokens(without)
+    verdicts = [[[s.speculation for s in sol.steps] for sol in run] for run in (got, without)]
+    assert verdicts[0] == verdicts[1]
+    assert plain.models["draft"].stats.counters["lookahead_claimed"] == 0

@@ -10,6 +10,15 @@ Hot path: stop strings are found in a per-row tail of decoded token pieces (each
 not by detokenizing every row each step; rows are sampled together per distinct (temperature, top-p). Sampled rows
 draw from their own generator, seeded from the prompt, the sample index and how often that prompt was asked for,
 so a run samples the same whatever order its requests are batched in.
+
+Lookahead: a greedy row that ends at a stop string, asked with ``SamplingParams.lookahead`` (a step engine writing
+a trajectory step by step: its next call will continue this one), stays in the batch and writes on for up to
+``lookahead_steps`` more steps, so a trajectory keeps its place in the decode batch between its step calls. A
+request whose prompt is that row's prompt and tokens so far, with the same sampling, takes the row over (or, if
+the row has finished that step, its result at once); rows no request claims give way when the batch needs room,
+and their tokens are waste (counted: ``lookahead_tokens`` written, ``lookahead_claimed`` steps served). Greedy only
+(a sampled row would draw from another generator than a fresh request's), ``n == 1``, and only while a worker keeps
+stepping the batch (it sets ``lookahead_steps``). The tokens are those written without it; only their time moves.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from ..specdec.verify import sampling_probs
 
 TAIL_CHARS = 64  # decoded text kept per row for stop strings (longer stops fall back to decoding the tail)
 MIX_TOKENS = 32  # admitted prompts with at most this many uncached tokens join a decode forward
+READY_KEPT = 256  # finished lookahead steps kept for a claim (the oldest go first)
 
 
 @dataclass(eq=False)
@@ -47,19 +57,19 @@ class GenerateRequest:
 
 @dataclass(eq=False)
 class _Seq:
-    request: GenerateRequest
+    request: GenerateRequest | None  # None: a lookahead row no request has claimed
     prompt_index: int
     sample: int
     generator: torch.Generator | None
+    prompt: list[int]  # the tokens before ``ids[0]`` (its prompt when it was admitted)
+    params: SamplingParams
     entry: object = None  # the prefix-cache entry its prompt's prefill started from, and how much of it
     cached: int = 0
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     tail: str = ""
-
-    @property
-    def prompt(self) -> list[int]:
-        return self.request.prompts[self.prompt_index]
+    start: int = 0  # ids[start:] are its request's; ids[:start] end that request's prompt (written by lookahead)
+    ahead: int = 0  # steps written since the last claim
 
 
 class ContinuousBatch:
@@ -74,26 +84,59 @@ class ContinuousBatch:
         self.cache: RaggedCache | None = None
         self.asked: dict[tuple, int] = {}  # (seed, prompt) -> times sampled: repeated prompts draw fresh samples
         self.pieces: dict[int, str] = {}  # token id -> its text, decoded once
+        self.lookahead_steps = 0  # set by the one who keeps stepping the batch (the scheduler's worker)
+        self.parked: dict[tuple[int, ...], _Seq] = {}  # live lookahead rows, by the prompt that would claim them
+        self.ready: dict[tuple[int, ...], tuple] = {}  # finished lookahead steps, likewise
+        self.completed: list[GenerateRequest] = []  # requests served by ``ready`` alone, returned by the next step
 
     def add(self, request: GenerateRequest) -> None:
         for i, prompt in enumerate(request.prompts):
             if not prompt:
                 raise ValueError(f"prompt {i} is empty: give at least one token to continue")
-        self.waiting += [(request, i) for i in range(len(request.prompts))]
+        for i, prompt in enumerate(request.prompts):
+            if not self._claim(request, i, prompt):
+                self.waiting.append((request, i))
+
+    def _claim(self, request: GenerateRequest, i: int, prompt: list[int]) -> bool:
+        """Serve prompt ``i`` from a lookahead row (it takes the row over) or a finished lookahead step."""
+        if not (self.parked or self.ready) or not _continues(request.params):
+            return False
+        key = tuple(prompt)
+        seq = self.parked.get(key)
+        if seq is not None and _same_sampling(seq.params, request.params):
+            del self.parked[key]
+            seq.request, seq.prompt_index, seq.sample, seq.ahead = request, i, 0, 0
+            request.usage[i].prefix_cached_tokens += len(prompt)
+            self.lm.stats.count("lookahead_claimed")
+            return True
+        ready = self.ready.get(key)
+        if ready is not None and _same_sampling(ready[3], request.params):
+            del self.ready[key]
+            ids, logprobs, finish, _ = ready
+            request.results[i][0] = self.lm._result(ids, logprobs, finish)
+            request.usage[i].prefix_cached_tokens += len(prompt)
+            request.usage[i].generated_tokens += len(ids)
+            request.remaining -= 1
+            if request.remaining == 0:
+                self.completed.append(request)
+            self.lm.stats.count("lookahead_claimed")
+            return True
+        return False
 
     @property
     def busy(self) -> bool:
-        return bool(self.waiting or self.live)
+        return bool(self.waiting or self.live or self.completed)
 
     def reset(self) -> None:
         """Drop every sequence (after a failed step: their requests have failed)."""
         self.waiting, self.live, self.cache = [], [], None
+        self.parked, self.ready, self.completed = {}, {}, []
 
     def step(self) -> list[GenerateRequest]:
         """Admit waiting prompts, then one decode forward of every live row; the requests now complete."""
         call = RoleStats()
         start = time.perf_counter()
-        done: list[GenerateRequest] = []
+        done, self.completed = self.completed, []
         with torch.inference_mode():
             taken = self._take()
             prompts, batch = self._prefix(taken, call) if taken else ([], None)
@@ -115,6 +158,8 @@ class ContinuousBatch:
 
     def _take(self) -> list[tuple[GenerateRequest, int]]:
         """The waiting prompts that fit in the batch (``lm.max_batch_size`` rows), in arrival order."""
+        if self.parked and self.waiting:  # lookahead rows give way to requests
+            self._drop_parked(len(self.live) + sum(r.params.n for r, _ in self.waiting) - self.lm.max_batch_size)
         room, taken = self.lm.max_batch_size - len(self.live), []
         while self.waiting and room >= self.waiting[0][0].params.n:
             request, i = self.waiting.pop(0)
@@ -123,6 +168,13 @@ class ContinuousBatch:
         if not taken and not self.live and self.waiting:  # n larger than the batch: admit it alone
             taken.append(self.waiting.pop(0))
         return taken
+
+    def _drop_parked(self, rows: int) -> None:
+        """Drop up to ``rows`` lookahead rows (the newest first: the oldest are the likeliest to be claimed soon)."""
+        drop = {id(s) for s in [s for s in self.live if s.request is None][::-1][: max(0, rows)]}
+        if drop:
+            self.parked = {k: s for k, s in self.parked.items() if id(s) not in drop}
+            self._after([r for r, s in enumerate(self.live) if id(s) not in drop])
 
     def _prefix(self, taken: list[tuple[GenerateRequest, int]], call: RoleStats):
         """The prompts, their prefix-cache matches and prefill batch (each keeps its last token uncached); their
@@ -139,8 +191,10 @@ class ContinuousBatch:
         seqs, rows = [], []
         for row, (request, i) in enumerate(taken):
             for j in range(request.params.n):
-                generator = self._generator(request, request.prompts[i], j)
-                seqs.append(_Seq(request, i, j, generator, batch.entries[row], batch.cached[row]))
+                prompt = request.prompts[i]
+                generator = self._generator(request, prompt, j)
+                entry, cached = batch.entries[row], batch.cached[row]
+                seqs.append(_Seq(request, i, j, generator, prompt, request.params, entry, cached))
                 rows.append(row)
         return seqs, rows
 
@@ -231,6 +285,9 @@ class ContinuousBatch:
     def _emit(self, seqs: list[_Seq], logits: torch.Tensor, cache: RaggedCache, call, done) -> list[int]:
         """Sample the next token of every row, append it, finish the rows that ended; the rows that go on."""
         tokens = self._sample(seqs, logits)
+        ahead = sum(s.request is None for s in seqs)
+        if ahead:
+            self.lm.stats.count("lookahead_tokens", ahead)
         lps = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1).tolist()
         call.generated_tokens += len(seqs)
         keep = []
@@ -241,16 +298,36 @@ class ContinuousBatch:
             if not finish:
                 keep.append(r)
                 continue
-            request = seq.request
             if self.lm.prefix_cache is not None:  # prompt + generated tokens but the last (not run yet)
                 known = self.lm._inherited(seq.entry, seq.cached, len(seq.prompt)) + seq.logprobs[:-1]
                 self.lm._store(cache.cache, cache.valid, r, seq.prompt + seq.ids[:-1], known)
-            request.results[seq.prompt_index][seq.sample] = self.lm._result(seq.ids, seq.logprobs, finish)
-            request.usage[seq.prompt_index].generated_tokens += len(seq.ids)
+            mine = seq.ids[seq.start :], seq.logprobs[seq.start :]
+            request = seq.request
+            if request is None:  # a lookahead row finished its step: kept for a claim; it may write one more
+                key = tuple(seq.prompt + seq.ids[: seq.start])
+                if self.parked.pop(key, None) is seq:
+                    self.ready[key] = (*mine, finish, seq.params)
+                    while len(self.ready) > READY_KEPT:
+                        del self.ready[next(iter(self.ready))]
+                    if finish[0] == "stop" and seq.ahead < self.lookahead_steps:
+                        self._park(seq)
+                        keep.append(r)
+                continue
+            request.results[seq.prompt_index][seq.sample] = self.lm._result(*mine, finish)
+            request.usage[seq.prompt_index].generated_tokens += len(mine[0])
             request.remaining -= 1
             if request.remaining == 0:
                 done.append(request)
+            if self.lookahead_steps and finish[0] == "stop" and seq.params.lookahead and _continues(seq.params):
+                self._park(seq)
+                self.lm.stats.count("lookahead_rows")
+                keep.append(r)
         return keep
+
+    def _park(self, seq: _Seq) -> None:
+        """The row writes on, unclaimed, from where its tokens end."""
+        seq.request, seq.start, seq.tail, seq.ahead = None, len(seq.ids), "", seq.ahead + 1
+        self.parked[tuple(seq.prompt + seq.ids)] = seq
 
     def _sample(self, seqs: list[_Seq], logits: torch.Tensor) -> torch.Tensor:
         """Greedy rows take the argmax; sampled rows, grouped by (temperature, top-p), draw from their own
@@ -258,7 +335,7 @@ class ContinuousBatch:
         tokens = logits.argmax(-1)
         groups: dict[tuple[float, float], list[int]] = {}
         for r, seq in enumerate(seqs):
-            p = seq.request.params
+            p = seq.params
             if p.temperature > 0:
                 groups.setdefault((p.temperature, p.top_p), []).append(r)
         for (temperature, top_p), rows in groups.items():
@@ -268,7 +345,7 @@ class ContinuousBatch:
         return tokens
 
     def _finished(self, seq: _Seq, tok: int) -> tuple[str, str | None] | None:
-        params = seq.request.params
+        params = seq.params
         if tok in self.lm.eos_ids and not params.ignore_eos:
             return "eos", None
         if params.stop:
@@ -278,10 +355,19 @@ class ContinuousBatch:
             seq.tail = (seq.tail + piece)[-TAIL_CHARS:]
             for s in params.stop:
                 if len(s) > TAIL_CHARS // 2 or not s.isascii():  # pieces of multi-byte characters do not add up
-                    if s in self.lm.tokenizer.decode(seq.ids[-(8 + len(s)) :]):
+                    if s in self.lm.tokenizer.decode(seq.ids[max(seq.start, len(seq.ids) - 8 - len(s)) :]):
                         return "stop", s
                 elif s in seq.tail:
                     return "stop", s
-        if len(seq.ids) >= params.max_tokens:
+        if len(seq.ids) - seq.start >= params.max_tokens:
             return "length", None
         return None
+
+
+def _continues(params: SamplingParams) -> bool:
+    """Whether a request's rows may write ahead or be served by rows that did (greedy, one sample)."""
+    return params.temperature == 0 and params.n == 1
+
+
+def _same_sampling(a: SamplingParams, b: SamplingParams) -> bool:
+    return (a.stop, a.max_tokens, a.ignore_eos) == (b.stop, b.max_tokens, b.ignore_eos)

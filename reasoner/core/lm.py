@@ -27,6 +27,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()  # generation ends after the token that completes one of these
     seed: int | None = None  # reseed the backend's sampler for this call
     ignore_eos: bool = False  # keep going past EOS (benchmarks that need a fixed length)
+    lookahead: bool = False  # a hint: the next call will likely continue this one past its stop (write ahead)
 
     def __post_init__(self):
         if self.n < 1:

@@ -49,8 +49,8 @@ class _Call:
 class ModelWorker:
     """One model's queue and the thread that serves it."""
 
-    def __init__(self, lm: LM):
-        self.lm = lm
+    def __init__(self, lm: LM, lookahead_steps: int = 0):
+        self.lm, self.lookahead_steps = lm, lookahead_steps
         self.pending: list[_Call] = []
         self.running: dict[GenerateRequest, _Call] = {}
         self.wake = threading.Condition()
@@ -78,9 +78,11 @@ class ModelWorker:
 
     def _serve(self) -> None:
         batch = self.lm.batch
+        if batch is not None:
+            batch.lookahead_steps = self.lookahead_steps  # this thread steps the batch while anything is in it
         while True:
             with self.wake:
-                while not self.pending and not self.running and not self.closed:
+                while not self.pending and not self.running and not (batch and batch.busy) and not self.closed:
                     self.wake.wait()
                 if self.closed and not self.pending and not self.running:
                     return
@@ -101,7 +103,7 @@ class ModelWorker:
                     call.future.set_exception(e)
                     continue
                 self.running[request] = call
-            if self.running:
+            if self.running or batch.busy:
                 try:
                     done = batch.step()
                 except BaseException as e:  # the batch is lost: every request in it fails
@@ -202,7 +204,7 @@ class RemoteModel:
     callable from any thread, with this process's tokenizer for ``encode``/``decode`` and a mirror of the model's
     running ``stats`` (each reply carries them). Requests and replies cross a pipe as token ids and results."""
 
-    def __init__(self, load_args: dict, threads: int | None):
+    def __init__(self, load_args: dict, threads: int | None, lookahead_steps: int = 0):
         # a fresh interpreter (not multiprocessing's spawn: it would re-run the user's main script) holding one end
         # of a socket pair; requests and replies are pickled over it
         ours, theirs = socket.socketpair()
@@ -211,7 +213,7 @@ class RemoteModel:
         )
         theirs.close()
         self.conn = Connection(ours.detach())
-        self.conn.send((load_args, threads))
+        self.conn.send((load_args, threads, lookahead_steps))
         self.load_args = load_args
 
     def connect(self) -> RemoteModel:
@@ -297,7 +299,7 @@ def _serve_process(conn: Connection) -> None:
     stop (or the parent is gone)."""
     import torch
 
-    load_args, threads = conn.recv()
+    load_args, threads, lookahead_steps = conn.recv()
     quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
@@ -307,7 +309,7 @@ def _serve_process(conn: Connection) -> None:
         conn.send(("error", e))
         return
     conn.send(("ready", {"name": lm.name, "kv_bytes_per_token": lm.kv_bytes_per_token}))
-    worker, lock = ModelWorker(lm), threading.Lock()
+    worker, lock = ModelWorker(lm, lookahead_steps), threading.Lock()
 
     def reply(rid: int, future: Future) -> None:
         error = future.exception()
@@ -333,19 +335,20 @@ class Scheduler:
     """Loads the models and serves each with a worker: a thread here (``ScheduledLM`` over the backend) or, with
     ``processes``, a process of its own (``RemoteModel``: a transformers model computes there, free of this
     process's interpreter lock; on a CPU that is what lets two models run at once). ``models``: by role, what was
-    loaded (the backend, or its ``RemoteModel``); ``wrapped``: what every engine, verifier and search calls."""
+    loaded (the backend, or its ``RemoteModel``); ``wrapped``: what every engine, verifier and search calls.
+    ``lookahead_steps``: how far a row may write ahead of its trajectory (``backends.continuous``)."""
 
-    def __init__(self, load_args: dict[str, dict], processes: bool = False):
+    def __init__(self, load_args: dict[str, dict], processes: bool = False, lookahead_steps: int = 0):
         remote = {r for r, a in load_args.items() if processes and a["backend"] == "transformers"}
         self.threads = _split_cpu(len(load_args), in_process=not remote)
-        self.models: dict[str, LM] = {r: RemoteModel(load_args[r], self.threads) for r in remote}
+        self.models: dict[str, LM] = {r: RemoteModel(load_args[r], self.threads, lookahead_steps) for r in remote}
         self.workers: list[ModelWorker] = []
         self.wrapped: dict[str, LM] = {}
         for role, args in load_args.items():
             if role in remote:
                 continue
             lm = self.models[role] = load_lm(**args)
-            self.workers.append(ModelWorker(lm))
+            self.workers.append(ModelWorker(lm, lookahead_steps))
             self.wrapped[role] = ScheduledLM(lm, self.workers[-1])
         for role in remote:
             self.wrapped[role] = self.models[role].connect()

@@ -40,15 +40,23 @@ def path_tokens(node: Node) -> int:
 
 
 class StepEngine:
-    """One model (the policy) writes every step."""
+    """One model (the policy) writes every step. ``lookahead``: its calls ask the backend to write on past each step
+    (``SamplingParams.lookahead``), since the next call usually continues the step just written; off for an engine
+    whose steps are rarely continued by itself (the target that rewrites rejected drafts)."""
 
     def __init__(
-        self, lm: LM, template: PromptTemplate, sampling: StepSampling | None = None, budget: StepBudget | None = None
+        self,
+        lm: LM,
+        template: PromptTemplate,
+        sampling: StepSampling | None = None,
+        budget: StepBudget | None = None,
+        lookahead: bool = True,
     ):
         self.lm = lm
         self.template = template
         self.sampling = sampling or StepSampling()
         self.budget = budget or StepBudget()
+        self.lookahead = lookahead
 
     def prompt(self, node: Node) -> list[int]:
         """The token ids ``self.lm`` continues from at ``node`` (kept on the tree, per model and problem text: a
@@ -84,6 +92,7 @@ class StepEngine:
             top_p=self.sampling.top_p,
             stop=(self.template.step_delimiter,),
             max_tokens=self.sampling.max_step_tokens,
+            lookahead=self.lookahead,
         )
         generations = self.lm.generate([self.prompt(n) for n in nodes], params)
         seconds = generations.total.wall_s / max(1, len(nodes) * k)
