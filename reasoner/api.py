@@ -23,6 +23,8 @@ from .engine import SpeculativeStepEngine, StepBudget, StepEngine, StepSampling
 from .engine.scheduler import Scheduler
 from .recipe import Recipe
 
+DEFAULT = object()  # ``Reasoner()``: the default recipe (``None`` is refused: it is more likely a bug than a wish)
+
 
 def token_speculation_options(recipe: Recipe, role: str) -> dict:
     """Backend options that make the model of ``role`` speculate as ``recipe.token_speculation`` asks, if it
@@ -61,10 +63,13 @@ class Reasoner:
     loads a recipe; keyword arguments override sections, e.g. ``Reasoner(search={"method": "best_of_n", "n": 8})``.
     """
 
-    def __init__(
-        self, recipe: Recipe | str | Path | dict | None = None, overrides: list[str] | None = None, **sections
-    ):
-        self.recipe = Recipe.load(recipe, overrides)
+    def __init__(self, recipe: Recipe | str | Path | dict = DEFAULT, overrides: list[str] | None = None, **sections):
+        if recipe is None:
+            raise TypeError(
+                "Reasoner(None): give a recipe (a YAML path, a name in recipes/, a dict or a Recipe), or call "
+                "Reasoner() for the default recipe"
+            )
+        self.recipe = Recipe.load(None if recipe is DEFAULT else recipe, overrides)
         if sections:
             self.recipe = Recipe.load(self.recipe, sections)
         r = self.recipe
@@ -128,6 +133,8 @@ class Reasoner:
         """Solve problems together: their trajectories share every batched model call. Each solution's stats
         count the tokens spent on it; the batch's wall time and forward passes are in ``last_run`` (and, for a
         single problem, in its solution's stats too)."""
+        if isinstance(problems, (str, bytes, Problem)):
+            raise TypeError("solve_many takes a list of problems; solve takes one")
         problems = [p if isinstance(p, Problem) else Problem(p) for p in problems]
         if not problems:
             return []
