@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reasoner.api import Reasoner
+from reasoner.core.errors import PromptTooLong
 from reasoner.core.logs import quiet_libraries
 from reasoner.core.types import Problem
 from reasoner.recipe import Recipe
@@ -145,8 +146,15 @@ def _solve_in_worker(batch: list[Problem]) -> list[dict]:
 
 
 def solve_batch(reasoner, batch: list[Problem]) -> list[dict]:
-    """Solve a batch together and score it: one result row per problem."""
-    solutions = reasoner.solve_many(batch)
+    """Solve a batch together and score it: one result row per problem. A prompt too long for a model fails its
+    batch; the batch is then solved problem by problem, and each problem that fails alone is a row with its
+    ``error`` (the run goes on)."""
+    try:
+        solutions = reasoner.solve_many(batch)
+    except PromptTooLong as e:
+        if len(batch) > 1:
+            return [row for problem in batch for row in solve_batch(reasoner, [problem])]
+        return [error_row(batch[0], e)]
     shared = {
         "size": len(batch),
         "wall_s": round(reasoner.last_run.wall_s, 4),
@@ -162,6 +170,18 @@ def solve_batch(reasoner, batch: list[Problem]) -> list[dict]:
             score_math(row, problem)
         rows.append(row)
     return rows
+
+
+def error_row(problem: Problem, error: Exception) -> dict:
+    """The result of a problem that could not be attempted: what it was, and why (no answer, not correct, no cost)."""
+    return {
+        "id": problem.id,
+        "problem": problem.text,
+        "reference": problem.answer,
+        "answer": None,
+        "correct": False,
+        "error": str(error),
+    }
 
 
 def score_math(row: dict, problem: Problem) -> None:
@@ -338,10 +358,15 @@ def _check_same_run(out: Path, recipe: Recipe, identity: dict) -> None:
 
 def summarize(rows: list[dict], recipe: Recipe) -> dict:
     """Accuracy, sample metrics and cost over result lines (the one place the summary is built). Wall time and
-    forward passes are each batch's, shared evenly; every ``Stats`` counter of the solutions is summed."""
+    forward passes are each batch's, shared evenly; every ``Stats`` counter of the solutions is summed. Problems that
+    could not be attempted (rows with an ``error``) count as not solved in accuracy and pass@k, as they would in a
+    benchmark, and are left out of the costs (nothing was spent on them); ``errors`` says how many there are."""
 
     n = len(rows)
     correct = sum(bool(r["correct"]) for r in rows)
+    failed = sum(1 for r in rows if r.get("error"))
+    rows = [r for r in rows if not r.get("error")]  # the problems that ran: their costs
+    ran = len(rows)
     tokens, prefill, forwards, cached = defaultdict(int), defaultdict(int), defaultdict(float), defaultdict(int)
     busy = defaultdict(float)
     wall = 0.0
@@ -359,16 +384,17 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
     for r in rows:
         for k, v in r["stats"].get("counters", {}).items():
             counters[k] += v
-    per = lambda d: {k: round(v / n, 2) for k, v in sorted(d.items())} if n else {}  # noqa: E731
+    per = lambda d: {k: round(v / ran, 2) for k, v in sorted(d.items())} if ran else {}  # noqa: E731
     return {
         "recipe": recipe.name,
         "suite": recipe.suite.model_dump(),
         "n": n,
         "correct": correct,
         "accuracy": correct / n if n else 0.0,
-        "metrics": sample_metrics(rows),
+        "errors": failed,
+        "metrics": sample_metrics(rows, failed=failed),
         "wall_s": round(wall, 3),
-        "s_per_problem": round(wall / n, 4) if n else 0.0,
+        "s_per_problem": round(wall / ran, 4) if ran else 0.0,
         "tokens": dict(sorted(tokens.items())),
         "prefill_tokens": dict(sorted(prefill.items())),
         **({"prefix_cached_tokens": dict(sorted(cached.items()))} if any(cached.values()) else {}),

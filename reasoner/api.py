@@ -16,7 +16,7 @@ from verifiers.acceptors import make_acceptor
 from verifiers.base import aggregate
 from verifiers.math import extract_answer, is_equivalent
 
-from .core.lm import LM
+from .core.lm import LM, check_context
 from .core.stats import Stats
 from .core.types import Candidate, Node, Problem, Solution, Tree
 from .engine import SpeculativeStepEngine, StepBudget, StepEngine, StepSampling
@@ -138,6 +138,7 @@ class Reasoner:
         problems = [p if isinstance(p, Problem) else Problem(p) for p in problems]
         if not problems:
             return []
+        self.check_prompts(problems)
         trees = [Tree(p) for p in problems]
         for lm in self.models.values():  # a problem's costs must not depend on what ran before it
             lm.clear_prefix_cache()
@@ -166,6 +167,20 @@ class Reasoner:
                 )
             own.wall_s = run.wall_s
         return solutions
+
+    def check_prompts(self, problems: list[Problem]) -> None:
+        """Raise ``PromptTooLong`` for the first problem whose prompt, with one step's tokens
+        (``sampling.max_step_tokens``), does not fit in the context of a model that writes steps: before anything is
+        computed, so a batch holding it fails at once (the eval runner then solves the batch problem by problem, and
+        that problem's result is the error)."""
+        r = self.recipe
+        roles = {r.search.policy} | ({"target"} if r.step_speculation is not None else set())
+        for problem in problems:
+            for role in sorted(roles):
+                lm = self.scheduler.wrapped[role]
+                if lm.context_length is not None:
+                    ids = lm.encode(self.template.prompt(lm.tokenizer, problem.text))
+                    check_context(lm, ids, r.sampling.max_step_tokens)
 
     def _solution(self, tree: Tree, leaves: list[Node]) -> Solution:
         r = self.recipe

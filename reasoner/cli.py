@@ -217,6 +217,11 @@ def cmd_eval(args) -> int:
         *[str(v) for v in summary["tokens"].values()],
     )
     Console().print(table)
+    if summary.get("errors"):
+        print(
+            f"{summary['errors']} of {summary['n']} problems could not be attempted (counted as not solved): their "
+            "rows in results.jsonl say why (error)"
+        )
     if "speedup" in summary:
         sp = summary["speedup"]
         print(
@@ -256,7 +261,7 @@ def cmd_compress(args) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     s = summary
-    print(f"{s['n']} traces ({s['skipped']} skipped: no final answer); {s['compressed']} shortened")
+    print(f"{s['n']} traces ({s['skipped']} skipped: no final answer, or not attempted); {s['compressed']} shortened")
     print(
         f"tokens per trace {s['tokens_before']} -> {s['tokens_after']} (ratio {s['ratio']:.3f}); thought "
         f"{s['thought_tokens_before']} -> {s['thought_tokens_after']} (ratio {s['thought_ratio']:.3f})"

@@ -58,6 +58,12 @@ class ModelConfig(Section):
         default_factory=list,
         description="openai: server URLs (http://host:8000/v1); with several, requests spread over them",
     )
+    context_length: int | None = Field(
+        None,
+        ge=1,
+        description="openai: the served model's context in tokens, prompts checked against it (default: the "
+        "max_model_len the server's /v1/models reports; unknown: prompts go unchecked)",
+    )
     prefix_cache_tokens: int = Field(
         32768,
         ge=0,
@@ -85,13 +91,18 @@ class ModelConfig(Section):
             raise ValueError(
                 "backend: openai needs base_url (a server URL or a list), and base_url is only for backend: openai"
             )
+        if self.context_length is not None and self.backend != "openai":
+            raise ValueError(
+                "context_length is for backend: openai (a server's model); the transformers and vllm backends read "
+                "it from the model (vllm: cap it with engine_args.max_model_len)"
+            )
         return self
 
     def backend_options(self) -> dict:
         """The keyword arguments ``load_lm`` passes on to this backend only."""
         return {
             "vllm": {"engine_args": self.engine_args},
-            "openai": {"base_url": self.base_url},
+            "openai": {"base_url": self.base_url, "context_length": self.context_length},
             "transformers": {"prefix_cache_tokens": self.prefix_cache_tokens},
         }.get(self.backend, {})
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core.lm import Generation, SamplingParams
+from ..core.lm import Generation, SamplingParams, check_context
 from ..core.stats import RoleStats
 from ..specdec.cache import RaggedCache
 from ..specdec.verify import sampling_probs
@@ -74,11 +74,13 @@ class ContinuousBatch:
         self.cache: RaggedCache | None = None
         self.asked: dict[tuple, int] = {}  # (seed, prompt) -> times sampled: repeated prompts draw fresh samples
         self.pieces: dict[int, str] = {}  # token id -> its text, decoded once
+        self.context = lm.context_length  # a row ends ("length") when it fills the model's context
 
     def add(self, request: GenerateRequest) -> None:
         for i, prompt in enumerate(request.prompts):
             if not prompt:
                 raise ValueError(f"prompt {i} is empty: give at least one token to continue")
+            check_context(self.lm, prompt, 1)
         self.waiting += [(request, i) for i in range(len(request.prompts))]
 
     @property
@@ -283,5 +285,7 @@ class ContinuousBatch:
                 elif s in seq.tail:
                     return "stop", s
         if len(seq.ids) >= params.max_tokens:
+            return "length", None
+        if self.context is not None and len(seq.prompt) + len(seq.ids) >= self.context:
             return "length", None
         return None
