@@ -102,7 +102,10 @@ class ModelConfig(Section):
         """The keyword arguments ``load_lm`` passes on to this backend only."""
         return {
             "vllm": {"engine_args": self.engine_args},
-            "openai": {"base_url": self.base_url, "context_length": self.context_length},
+            "openai": {
+                "base_url": self.base_url,
+                **({"context_length": self.context_length} if self.context_length is not None else {}),
+            },
             "transformers": {"prefix_cache_tokens": self.prefix_cache_tokens},
         }.get(self.backend, {})
 

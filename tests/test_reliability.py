@@ -181,6 +181,44 @@ def test_the_transformers_backend_checks_prompts_and_ends_generation_at_its_cont
     assert gen.finish_reason == "length" and len(near) + len(gen.token_ids) == 512
 
 
+def test_the_openai_backend_takes_the_servers_context_or_the_recipes_and_cuts_max_tokens_to_it():
+    from test_backends_remote import Server
+
+    from reasoner.backends import load_lm, resolve_path
+
+    target, bodies = resolve_path("toy:target"), []
+
+    def reply(path, body):
+        if path.endswith("/models"):
+            return 200, {"data": [{"id": target, "max_model_len": 16}]}  # as vLLM's server reports it
+        bodies.append(body)
+        n = body["max_tokens"]
+        choice = {
+            "index": 0,
+            "token_ids": [5] * n,
+            "finish_reason": "length",
+            "logprobs": {"token_logprobs": [-1.0] * n},
+        }
+        return 200, {"choices": [choice], "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": n}}
+
+    server = Server(reply)
+    try:
+        lm = load_lm("openai", "toy:target", "target", base_url=[server.url])
+        assert lm.context_length == 16
+        with pytest.raises(PromptTooLong, match="prompt of 16 tokens exceeds the context of 16"):
+            lm.generate([[1] * 16], SamplingParams(max_tokens=4))
+        assert len(lm.generate([[1] * 10], SamplingParams(max_tokens=100))[0][0].token_ids) == 6
+        assert bodies[-1]["max_tokens"] == 6  # asked for no more than the context holds
+        recipe = Recipe.load(
+            "toy-cot",
+            ["models.target.backend=openai", f"models.target.base_url={server.url}", "models.target.context_length=8"],
+        )
+        lm = load_lm("openai", "toy:target", "target", **recipe.models.target.backend_options())
+        assert lm.context_length == 8
+    finally:
+        server.close()
+
+
 def test_a_problem_too_long_for_the_context_is_one_error_row_and_the_run_goes_on(tmp_path):
     data = tmp_path / "problems.jsonl"
     long = "Compute " + "+".join(["1"] * 400) + "."  # ~800 tokens: over the toy models' 512

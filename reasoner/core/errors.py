@@ -14,7 +14,7 @@ class PromptTooLong(ValueError):
         self.tokens, self.context, self.reserved = tokens, context, reserved
         message = f"prompt of {tokens} tokens exceeds the context of {context}"
         if tokens <= context:  # it fits alone, not with the room it must leave
-            message += f" less the {reserved} tokens it must leave for generation"
+            message += f" less the {reserved} token{'s' if reserved != 1 else ''} it must leave for generation"
         super().__init__(message)
 
     def __reduce__(self):
