@@ -179,6 +179,15 @@ def test_the_transformers_backend_checks_prompts_and_ends_generation_at_its_cont
     near = long[: 512 - 5]
     gen = toy_target.generate([near], SamplingParams(max_tokens=100, ignore_eos=True))[0][0]
     assert gen.finish_reason == "length" and len(near) + len(gen.token_ids) == 512
+    # the token-speculation decoding loop ends there too
+    from reasoner.backends import load_lm
+    from reasoner.specdec.config import TokenSpeculation
+
+    speculating = load_lm(
+        "transformers", "toy:target", "target", token_speculation=TokenSpeculation(method="prompt_lookup")
+    )
+    gen = speculating.generate([near], SamplingParams(max_tokens=100, ignore_eos=True))[0][0]
+    assert gen.finish_reason == "length" and len(near) + len(gen.token_ids) == 512
 
 
 def test_the_openai_backend_takes_the_servers_context_or_the_recipes_and_cuts_max_tokens_to_it():
