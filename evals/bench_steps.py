@@ -22,6 +22,7 @@ import torch
 
 from reasoner.recipe import Recipe
 
+from .args import count
 from .report import pyplot
 from .runner import evaluate
 
@@ -189,10 +190,22 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for bench.json, bench.md, bench.png and the runs")
-    p.add_argument("--limit", type=int, default=200, help="problems (default 200)")
-    p.add_argument("--seed", type=int, default=1234, help="toy suite seed (default 1234)")
+    p.add_argument(
+        "--limit",
+        type=count(1, 100_000, "each problem runs every configuration"),
+        default=200,
+        help="problems (default 200)",
+    )
+    p.add_argument(
+        "--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="toy suite seed (default 1234)"
+    )
     p.add_argument("--difficulty", default="medium", help="toy difficulty preset or spec (default medium)")
-    p.add_argument("--batch-size", type=int, default=32, help="problems solved together (default 32)")
+    p.add_argument(
+        "--batch-size",
+        type=count(1, 4096, "each problem is a thread"),
+        default=32,
+        help="problems solved together (default 32)",
+    )
     p.add_argument("--quick", action="store_true", help="one threshold per acceptor")
     p.add_argument(
         "--model-workers",
@@ -200,10 +213,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="process",
         help="where each model's worker runs, the same for every configuration (default process)",
     )
-    p.add_argument("--threads", type=int, default=1, help="torch threads per model (default 1)")
-    p.add_argument("--repeats", type=int, default=1, help="runs of each configuration, round-robin; the median is kept")
     p.add_argument(
-        "--lookahead-steps", type=int, default=None, help="scheduler.lookahead_steps for every configuration (0: off)"
+        "--threads", type=count(1, 1024, "torch threads"), default=1, help="torch threads per model (default 1)"
+    )
+    p.add_argument(
+        "--repeats",
+        type=count(1, 100, "each repeat runs every configuration"),
+        default=1,
+        help="runs of each configuration, round-robin; the median is kept",
+    )
+    p.add_argument(
+        "--lookahead-steps",
+        type=count(0, 16, "scheduler.lookahead_steps"),
+        default=None,
+        help="scheduler.lookahead_steps for every configuration (0: off)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -23,6 +23,7 @@ from reasoner.backends import SamplingParams, load_lm, resolve_path
 from reasoner.backends.speculative import build_drafter
 from reasoner.toy import Difficulty, generate_problems
 
+from .args import count
 from .report import pyplot
 
 OURS = [
@@ -305,13 +306,33 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for bench.json, bench.md and bench.png")
-    p.add_argument("--problems", type=int, default=12, help="toy problems timed at batch 1 (default 12)")
-    p.add_argument("--best-of-problems", type=int, default=8, help="problems for the best-of-8 comparison (default 8)")
     p.add_argument(
-        "--rounds", type=int, default=2, help="timed passes per configuration; the fastest is kept (default 2)"
+        "--problems",
+        type=count(1, 100_000, "each problem runs every configuration"),
+        default=12,
+        help="toy problems timed at batch 1 (default 12)",
     )
-    p.add_argument("--max-tokens", type=int, default=200, help="tokens per solution at most (default 200)")
-    p.add_argument("--seed", type=int, default=1234, help="toy suite seed (default 1234)")
+    p.add_argument(
+        "--best-of-problems",
+        type=count(1, 100_000, "each problem runs every configuration"),
+        default=8,
+        help="problems for the best-of-8 comparison (default 8)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=count(1, 100, "each round times every configuration"),
+        default=2,
+        help="timed passes per configuration; the fastest is kept (default 2)",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=count(1, 131072, "no model's context holds more"),
+        default=200,
+        help="tokens per solution at most (default 200)",
+    )
+    p.add_argument(
+        "--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="toy suite seed (default 1234)"
+    )
     p.add_argument("--difficulty", default="medium", help="toy difficulty preset or spec (default medium)")
     p.add_argument("--no-progress", action="store_true", help="no per-configuration lines")
 

@@ -21,7 +21,8 @@ def read_traces(path: str | Path, delimiter: str = "\n\n", limit: int | None = N
     """Traces from a JSONL file: the ``results.jsonl`` of ``reasoner eval`` (problem, reference, answer and the
     chosen trajectory's ``steps``) or plain lines ``{"problem", "steps" | "text", "answer"?, "reference"?}``.
     ``answer`` is the trace's own answer (used when the trace has no ``\\boxed{}``); the gold answer is
-    ``reference`` (or ``gold``). Returns the traces and the skipped lines (no final answer: nothing to keep)."""
+    ``reference`` (or ``gold``). Returns the traces and the skipped lines (no final answer: nothing to keep; or a
+    result row with an ``error``: a problem eval could not attempt)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -42,6 +43,9 @@ def read_traces(path: str | Path, delimiter: str = "\n\n", limit: int | None = N
                 raise ValueError(f"{path} line {n} is not valid JSON ({e.msg}): fix or remove that line") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path} line {n} is a JSON {type(row).__name__}, not an object: {fix}")
+            if row.get("error"):  # a problem eval could not attempt (e.g. its prompt was too long): no trace
+                skipped.append({"line": n, "id": row.get("id"), "reason": str(row["error"])})
+                continue
             problem = row.get("problem")
             if not isinstance(problem, str) or not problem.strip():
                 raise ValueError(f'{path} line {n} has no "problem" text: {fix}')

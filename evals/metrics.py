@@ -43,21 +43,25 @@ def vote_correct(candidates: list[dict], reference: str | None, vote: str) -> bo
     return best is not None and is_equivalent(best.answer, reference)
 
 
-def sample_metrics(rows: list[dict]) -> dict:
+def sample_metrics(rows: list[dict], failed: int = 0) -> dict:
     """pass@k / maj@k / weighted@k over rows that recorded ``n_samples`` (rows of a one-sample run give pass@1
-    = accuracy of that sample)."""
-    scored = [r for r in rows if r.get("n_samples")]
+    = accuracy of that sample). ``failed``: problems that could not be attempted (result rows with an ``error``),
+    counted as solved by none of their samples, so that pass@1 stays the accuracy; rows with an ``error`` among
+    ``rows`` are counted so too."""
+    failed += sum(1 for r in rows if r.get("error"))
+    scored = [r for r in rows if r.get("n_samples") and not r.get("error")]
     if not scored:
         return {}
     n = min(r["n_samples"] for r in scored)
+    total = len(scored) + failed
     out = {"samples": n}
     for k in ks_for(n):
-        out[f"pass@{k}"] = round(sum(pass_at_k(r["n_samples"], r["n_correct"], k) for r in scored) / len(scored), 4)
+        out[f"pass@{k}"] = round(sum(pass_at_k(r["n_samples"], r["n_correct"], k) for r in scored) / total, 4)
     if n > 1:
         for key in ("maj", "weighted"):
             votes = [r[f"{key}_correct"] for r in scored if r.get(f"{key}_correct") is not None]
             if votes:
-                out[f"{key}@{n}"] = round(sum(votes) / len(votes), 4)
+                out[f"{key}@{n}"] = round(sum(votes) / (len(votes) + failed), 4)
     return out
 
 

@@ -5,6 +5,11 @@ fsynced, by one writer (the main process). A run pointed at an ``--out`` folder 
 recipe and suite skips the problems already there (a line cut short by a crash is dropped and redone) and
 summarises every line, so a killed run, restarted, ends with each problem exactly once.
 
+One writer per folder: an eval holds an exclusive lock on ``eval.lock`` while it runs, and a second eval into the
+same folder stops at once, naming the holder's pid. ``run.json`` is the run's identity: the recipe with its
+overrides and the sha256 of the data file's bytes; results continue only a run with the same identity, so neither
+a changed recipe nor a file changed under the same path mixes its problems into earlier results.
+
 Parallel over problems: with ``workers > 1`` batches of problems go to worker processes, each with its own
 models (and ``cpu_count / workers`` torch threads); they die with the main process.
 
@@ -13,14 +18,17 @@ Problems with tests (code suites) are checked in the sandbox (``verifiers.code``
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 from reasoner.api import Reasoner
+from reasoner.core.errors import PromptTooLong
 from reasoner.core.logs import quiet_libraries
 from reasoner.core.types import Problem
 from reasoner.recipe import Recipe
@@ -32,6 +40,8 @@ from .suites import load_suite
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 10.0  # per candidate program
+LOCK_FILE = "eval.lock"  # flock'ed by the one eval writing the folder
+RUN_FILE = "run.json"  # the run's identity: the recipe with its overrides and the sha256 of the data file
 
 
 def evaluate(
@@ -44,20 +54,30 @@ def evaluate(
     baseline: str | Path | None = None,
 ) -> dict:
     """Run ``recipe`` on its suite (``recipe.suite``); returns the summary (also written to ``out``).
-    ``baseline``: a finished run's folder; the summary then holds the speedup against it."""
-    if batch_size < 1 or workers < 1:
-        raise ValueError(f"batch_size and workers must be at least 1, got {batch_size} and {workers}")
+    ``baseline``: a finished run's folder; the summary then holds the speedup against it. Bad arguments, data or
+    folders are a ``ValueError`` raised before anything is written."""
+    for name, value in (("limit", limit), ("batch_size", batch_size), ("workers", workers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     base = _read_summary(baseline) if baseline else None
-    problems = load_suite(recipe.suite)
+    problems = load_suite(recipe.suite)  # bad data fails here, before any folder is made
+    identity = {"recipe": recipe.model_dump(mode="json"), "data_sha256": problems.sha256}
     if limit is not None:
         problems = problems[:limit]
-    out = Path(out) if out else None
-    done: dict[str, dict] = {}
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        _check_same_run(out, recipe)
+    if not out:
+        return _run(recipe, problems, None, {}, batch_size, progress, workers, baseline, base)
+    out = Path(out)
+    _make_folder(out)
+    with _run_lock(out):
+        _check_same_run(out, recipe, identity)
         (out / "recipe.yaml").write_text(recipe.to_yaml())
+        (out / RUN_FILE).write_text(json.dumps(identity, indent=1) + "\n")
         done = read_results(out / "results.jsonl", repair=True)
+        return _run(recipe, problems, out, done, batch_size, progress, workers, baseline, base)
+
+
+def _run(recipe, problems, out, done, batch_size, progress, workers, baseline, base) -> dict:
+    """Solve what is not ``done`` yet (appending each row to ``out/results.jsonl``), then summarise every row."""
     todo = [p for p in problems if p.id not in done]
     rows = [done[p.id] for p in problems if p.id in done]
     if todo:
@@ -126,8 +146,15 @@ def _solve_in_worker(batch: list[Problem]) -> list[dict]:
 
 
 def solve_batch(reasoner, batch: list[Problem]) -> list[dict]:
-    """Solve a batch together and score it: one result row per problem."""
-    solutions = reasoner.solve_many(batch)
+    """Solve a batch together and score it: one result row per problem. A prompt too long for a model fails its
+    batch; the batch is then solved problem by problem, and each problem that fails alone is a row with its
+    ``error`` (the run goes on)."""
+    try:
+        solutions = reasoner.solve_many(batch)
+    except PromptTooLong as e:
+        if len(batch) > 1:
+            return [row for problem in batch for row in solve_batch(reasoner, [problem])]
+        return [error_row(batch[0], e)]
     shared = {
         "size": len(batch),
         "wall_s": round(reasoner.last_run.wall_s, 4),
@@ -143,6 +170,18 @@ def solve_batch(reasoner, batch: list[Problem]) -> list[dict]:
             score_math(row, problem)
         rows.append(row)
     return rows
+
+
+def error_row(problem: Problem, error: Exception) -> dict:
+    """The result of a problem that could not be attempted: what it was, and why (no answer, not correct, no cost)."""
+    return {
+        "id": problem.id,
+        "problem": problem.text,
+        "reference": problem.answer,
+        "answer": None,
+        "correct": False,
+        "error": str(error),
+    }
 
 
 def score_math(row: dict, problem: Problem) -> None:
@@ -227,25 +266,107 @@ def _read_summary(folder: str | Path) -> dict:
         ) from None
 
 
-def _check_same_run(out: Path, recipe: Recipe) -> None:
-    saved = out / "recipe.yaml"
-    if saved.is_file() and (out / "results.jsonl").is_file():
-        mine = recipe.model_dump()
-        theirs = Recipe.load(saved).model_dump()
-        if mine != theirs:
-            changed = [k for k in mine if mine[k] != theirs.get(k)]
+def _make_folder(out: Path) -> None:
+    """``out`` as a folder this process can write to, or a ``ValueError`` saying why not (before anything is
+    written)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a folder for results.jsonl and summary.json")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"cannot make the --out folder {out} ({e.strerror or e}): give a folder you can write to"
+        ) from None
+
+
+@contextmanager
+def _run_lock(out: Path):
+    """One writer per run folder: an exclusive ``flock`` on ``out/eval.lock``, held while the run lasts (the kernel
+    drops it when the process ends, however it ends). The file holds the holder's pid while it runs, so a second eval
+    can say whom it waits for; it is emptied again when the run ends (and never removed: removing a lock file lets
+    two processes lock two different files)."""
+    path = out / LOCK_FILE
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        raise ValueError(f"--out {out} is not writable ({e.strerror or e}): give a folder you can write to") from None
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             raise ValueError(
-                f"{out} holds results of a different recipe (sections differ: {', '.join(changed)}): use another "
+                f"--out {out} is in use by another eval (pid {_holder(path)}): wait for it to end or give another "
                 "--out folder"
-            )
+            ) from None
+        try:
+            f.truncate(0)
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            f.truncate(0)
+            f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        f.close()
+
+
+def _holder(path: Path) -> str:
+    """The pid in a held lock file (its holder writes it right after locking: wait a moment for it)."""
+    for _ in range(20):
+        try:
+            pid = path.read_text().strip()
+        except OSError:
+            pid = ""
+        if pid:
+            return pid
+        time.sleep(0.05)
+    return "unknown"
+
+
+def _check_same_run(out: Path, recipe: Recipe, identity: dict) -> None:
+    """Results in ``out`` continue only a run of the same recipe (overrides applied) on the same data: the same
+    file path and the same bytes (``run.json`` holds their sha256; folders of older versions have only
+    ``recipe.yaml``)."""
+    if not (out / "results.jsonl").is_file():
+        return
+    run, saved = out / RUN_FILE, out / "recipe.yaml"
+    if run.is_file():
+        try:
+            theirs = json.loads(run.read_text())
+            their_recipe = Recipe.validated(theirs["recipe"]).model_dump()
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{run} cannot be read ({e}): use another --out folder") from None
+        their_data = theirs.get("data_sha256")
+    elif saved.is_file():
+        their_recipe, their_data = Recipe.load(saved).model_dump(), identity["data_sha256"]
+    else:
+        return
+    mine = recipe.model_dump()
+    if mine != their_recipe:
+        changed = [k for k in mine if mine[k] != their_recipe.get(k)]
+        raise ValueError(
+            f"{out} holds results of a different recipe (sections differ: {', '.join(changed)}): use another "
+            "--out folder"
+        )
+    if their_data != identity["data_sha256"]:
+        raise ValueError(
+            f"{out} holds results of {recipe.suite.data} as it was (sha256 {str(their_data)[:12]}), and the file "
+            f"has changed since (sha256 {str(identity['data_sha256'])[:12]}): use another --out folder"
+        )
 
 
 def summarize(rows: list[dict], recipe: Recipe) -> dict:
     """Accuracy, sample metrics and cost over result lines (the one place the summary is built). Wall time and
-    forward passes are each batch's, shared evenly; every ``Stats`` counter of the solutions is summed."""
+    forward passes are each batch's, shared evenly; every ``Stats`` counter of the solutions is summed. Problems that
+    could not be attempted (rows with an ``error``) count as not solved in accuracy and pass@k, as they would in a
+    benchmark, and are left out of the costs (nothing was spent on them); ``errors`` says how many there are."""
 
     n = len(rows)
     correct = sum(bool(r["correct"]) for r in rows)
+    failed = sum(1 for r in rows if r.get("error"))
+    rows = [r for r in rows if not r.get("error")]  # the problems that ran: their costs
+    ran = len(rows)
     tokens, prefill, forwards, cached = defaultdict(int), defaultdict(int), defaultdict(float), defaultdict(int)
     busy = defaultdict(float)
     wall = 0.0
@@ -263,16 +384,17 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
     for r in rows:
         for k, v in r["stats"].get("counters", {}).items():
             counters[k] += v
-    per = lambda d: {k: round(v / n, 2) for k, v in sorted(d.items())} if n else {}  # noqa: E731
+    per = lambda d: {k: round(v / ran, 2) for k, v in sorted(d.items())} if ran else {}  # noqa: E731
     return {
         "recipe": recipe.name,
         "suite": recipe.suite.model_dump(),
         "n": n,
         "correct": correct,
         "accuracy": correct / n if n else 0.0,
-        "metrics": sample_metrics(rows),
+        "errors": failed,
+        "metrics": sample_metrics(rows, failed=failed),
         "wall_s": round(wall, 3),
-        "s_per_problem": round(wall / n, 4) if n else 0.0,
+        "s_per_problem": round(wall / ran, 4) if ran else 0.0,
         "tokens": dict(sorted(tokens.items())),
         "prefill_tokens": dict(sorted(prefill.items())),
         **({"prefix_cached_tokens": dict(sorted(cached.items()))} if any(cached.values()) else {}),

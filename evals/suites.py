@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -38,14 +40,24 @@ FIELDS = {  # the fields each schema needs, for error messages
     "mbpp": "text (or prompt), test_list",
 }
 SUITES = ("toy", "toy-code", *FIELDS)
+MAX_LINE_BYTES = 1 << 20  # one problem per line: a longer line is no problem a model's context holds, and reading
+# it whole could exhaust memory before any limit downstream is reached
 
 
-def load_suite(config: SuiteConfig) -> list[Problem]:
+class Problems(list):
+    """A suite's problems (a list), with ``sha256``: the hex digest of the data file's bytes as they were read (None
+    for suites generated from a seed or loaded from the hub). A run's identity includes it, so a file changed under
+    the same path is told apart."""
+
+    sha256: str | None = None
+
+
+def load_suite(config: SuiteConfig) -> Problems:
     """The problems of ``config.name`` (from ``config.data`` when given); raises ``ValueError`` naming the
     file, line and field at fault."""
     name = config.name
     if name == "toy":
-        return [
+        return Problems(
             Problem(
                 p.question,
                 answer=str(p.answer),
@@ -53,14 +65,16 @@ def load_suite(config: SuiteConfig) -> list[Problem]:
                 meta={"ops": len(p.operations), "steps": p.steps},
             )
             for i, p in enumerate(generate_problems(config.size, seed=config.seed, difficulty=config.difficulty))
-        ]
+        )
     if name == "toy-code":
-        return code_problems(config.size, config.seed)
+        return Problems(code_problems(config.size, config.seed))
     if name not in FIELDS:
         raise ValueError(f"unknown suite {name!r}: use one of {', '.join(SUITES)}")
-    records = _read_jsonl(config.data) if config.data else _default_records(name)
+    digest = hashlib.sha256()
+    records = _read_jsonl(config.data, digest) if config.data else _default_records(name)
     convert = LOADERS[name]
-    problems = []
+    problems = Problems()
+    problems.sha256 = digest.hexdigest() if config.data else None
     for where, record in records:
         try:
             problems.append(convert(record, len(problems)))
@@ -82,29 +96,47 @@ def _why(e: Exception) -> str:
     return f"missing field {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
 
 
-def _read_jsonl(path: str) -> list[tuple[str, dict]]:
+def _read_jsonl(path: str, digest=None) -> list[tuple[str, dict]]:
+    """The records of a JSONL file, each with where it is; ``digest`` (a hashlib object) is fed every byte read. A
+    line over ``MAX_LINE_BYTES`` is refused as soon as it is met, without reading it whole."""
     p = Path(path).expanduser()
-    if not p.is_file():
+    if p.is_dir():
+        raise ValueError(f"data file {path} is a directory: give --data a JSONL file (one JSON object per line)")
+    if not p.exists():
         raise ValueError(f"data file {path} not found: give --data a JSONL file (one JSON object per line)")
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read data file {path}: {e}") from None
+    if not p.is_file():
+        raise ValueError(f"data file {path} is not a regular file: give --data a JSONL file (one JSON object per line)")
     out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"{path} line {i} is not valid JSON ({e.msg}): the data file must hold one JSON object per line"
-            ) from None
-        if not isinstance(record, dict):
-            raise ValueError(
-                f"{path} line {i} is a JSON {type(record).__name__}, not an object with the suite's fields"
-            )
-        out.append((f"{path} line {i}", record))
+    try:
+        with open(p, "rb") as f:
+            for i in itertools.count(1):
+                raw = f.readline(MAX_LINE_BYTES + 1)
+                if not raw:
+                    break
+                if len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+                    raise ValueError(
+                        f"{path} line {i} is over {MAX_LINE_BYTES} bytes (the limit per problem): shorten it or drop it"
+                    )
+                if digest is not None:
+                    digest.update(raw)
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(
+                        f"{path} line {i} is not valid JSON ({e.msg}): the data file must hold one JSON object per line"
+                    ) from None
+                if not isinstance(record, dict):
+                    raise ValueError(
+                        f"{path} line {i} is a JSON {type(record).__name__}, not an object with the suite's fields"
+                    )
+                out.append((f"{path} line {i}", record))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"data file {path} line {i} is not UTF-8 text ({e.reason}): give a JSONL file") from None
+    except OSError as e:
+        raise ValueError(f"cannot read data file {path}: {e.strerror or e}") from None
     return out
 
 
@@ -131,10 +163,16 @@ def _text(record: dict, *keys: str) -> str:
     lower = {k.lower(): v for k, v in record.items()}
     for k in keys:
         if k in lower and lower[k] is not None:
-            value = str(lower[k]).strip()
+            value = lower[k]
+            if isinstance(value, (dict, list)):
+                raise ValueError(f"field {k!r} is a JSON {'object' if isinstance(value, dict) else 'array'}, not text")
+            value = str(value).strip()
             if not value:
                 raise ValueError(f"field {k!r} is empty")
             return value
+    null = next((k for k in keys if k in lower), None)
+    if null is not None:  # present but null: saying it is missing would send the user looking for a typo
+        raise ValueError(f"field {null!r} is null")
     raise KeyError(keys[0])
 
 
@@ -161,18 +199,28 @@ def _competition(prefix: str) -> Callable[[dict, int], Problem]:
     return load
 
 
+def _code_text(record: dict, key: str) -> str:
+    """A field holding code, as it is (its whitespace matters): present, a string, not blank."""
+    value = record[key]
+    if value is None:
+        raise ValueError(f"field {key!r} is null")
+    if not isinstance(value, str):
+        raise ValueError(f"field {key!r} is a {type(value).__name__}, not text")
+    if not value.strip():
+        raise ValueError(f"field {key!r} is empty")
+    return value
+
+
 def _humaneval(r: dict, i: int) -> Problem:
-    prompt, entry, test = r["prompt"], _text(r, "entry_point"), r["test"]
-    if not prompt.strip():
-        raise ValueError("field 'prompt' is empty")
+    prompt, entry, test = _code_text(r, "prompt"), _text(r, "entry_point"), _code_text(r, "test")
     meta = {"entry_point": entry, "prompt": prompt, "canonical_solution": r.get("canonical_solution")}
     return Problem(prompt, tests=f"{test}\ncheck({entry})\n", id=_text(r, "task_id"), meta=meta)
 
 
 def _mbpp(r: dict, i: int) -> Problem:
     tests = r["test_list"]
-    if not isinstance(tests, list) or not tests:
-        raise ValueError("field 'test_list' must be a non-empty list of assert statements")
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
+        raise ValueError("field 'test_list' must be a non-empty list of assert statements (strings)")
     text = _text(r, "text", "prompt")
     m = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(", tests[0])
     entry = m.group(1) if m else None

@@ -17,6 +17,7 @@ _EXPORTS = {
     "Reasoner": "reasoner.api",
     "Recipe": "reasoner.recipe",
     "RecipeError": "reasoner.recipe",
+    "PromptTooLong": "reasoner.core.errors",
     "StepEngine": "reasoner.engine",
     "load_lm": "reasoner.backends",
     **dict.fromkeys(("LM", "Generation", "Output", "SamplingParams"), "reasoner.core.lm"),

@@ -16,12 +16,14 @@ from verifiers.acceptors import make_acceptor
 from verifiers.base import aggregate
 from verifiers.math import extract_answer, is_equivalent
 
-from .core.lm import LM
+from .core.lm import LM, check_context
 from .core.stats import Stats
 from .core.types import Candidate, Node, Problem, Solution, Tree
 from .engine import SpeculativeStepEngine, StepBudget, StepEngine, StepSampling
 from .engine.scheduler import Scheduler
 from .recipe import Recipe
+
+DEFAULT = object()  # ``Reasoner()``: the default recipe (``None`` is refused: it is more likely a bug than a wish)
 
 
 def token_speculation_options(recipe: Recipe, role: str) -> dict:
@@ -61,10 +63,13 @@ class Reasoner:
     loads a recipe; keyword arguments override sections, e.g. ``Reasoner(search={"method": "best_of_n", "n": 8})``.
     """
 
-    def __init__(
-        self, recipe: Recipe | str | Path | dict | None = None, overrides: list[str] | None = None, **sections
-    ):
-        self.recipe = Recipe.load(recipe, overrides)
+    def __init__(self, recipe: Recipe | str | Path | dict = DEFAULT, overrides: list[str] | None = None, **sections):
+        if recipe is None:
+            raise TypeError(
+                "Reasoner(None): give a recipe (a YAML path, a name in recipes/, a dict or a Recipe), or call "
+                "Reasoner() for the default recipe"
+            )
+        self.recipe = Recipe.load(None if recipe is DEFAULT else recipe, overrides)
         if sections:
             self.recipe = Recipe.load(self.recipe, sections)
         r = self.recipe
@@ -130,9 +135,12 @@ class Reasoner:
         """Solve problems together: their trajectories share every batched model call. Each solution's stats
         count the tokens spent on it; the batch's wall time and forward passes are in ``last_run`` (and, for a
         single problem, in its solution's stats too)."""
+        if isinstance(problems, (str, bytes, Problem)):
+            raise TypeError("solve_many takes a list of problems; solve takes one")
         problems = [p if isinstance(p, Problem) else Problem(p) for p in problems]
         if not problems:
             return []
+        self.check_prompts(problems)
         trees = [Tree(p) for p in problems]
         for lm in self.models.values():  # a problem's costs must not depend on what ran before it
             lm.clear_prefix_cache()
@@ -161,6 +169,20 @@ class Reasoner:
                 )
             own.wall_s = run.wall_s
         return solutions
+
+    def check_prompts(self, problems: list[Problem]) -> None:
+        """Raise ``PromptTooLong`` for the first problem whose prompt, with one step's tokens
+        (``sampling.max_step_tokens``), does not fit in the context of a model that writes steps: before anything is
+        computed, so a batch holding it fails at once (the eval runner then solves the batch problem by problem, and
+        that problem's result is the error)."""
+        r = self.recipe
+        roles = {r.search.policy} | ({"target"} if r.step_speculation is not None else set())
+        for problem in problems:
+            for role in sorted(roles):
+                lm = self.scheduler.wrapped[role]
+                if lm.context_length is not None:
+                    ids = lm.encode(self.template.prompt(lm.tokenizer, problem.text))
+                    check_context(lm, ids, r.sampling.max_step_tokens)
 
     def _solution(self, tree: Tree, leaves: list[Node]) -> Solution:
         r = self.recipe

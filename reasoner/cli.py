@@ -8,6 +8,7 @@ import logging
 import sys
 
 import prompts
+from evals.args import count, finite
 from evals.bench_search import main as bench_search
 from evals.bench_steps import add_arguments as bench_steps_arguments
 from evals.bench_steps import main as bench_steps
@@ -31,6 +32,16 @@ from .toy import evaluate_expression
 
 EXAMPLE = "Compute ((17+25)*3-48)*2+5."
 SOLVE_RECIPE = "toy-likelihood"  # step speculation: toy:draft writes, toy:target checks each step's likelihood
+MAX_WORKERS = 64  # eval worker processes: each loads its own models
+MAX_BATCH = 4096  # problems (or traces) solved together: each is a thread, their rows share the models' batches
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (what is wrong and where the usage is) like every other user error,
+    instead of the usage block followed by the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _recipe_args(p: argparse.ArgumentParser, default: str = "chain of thought with toy:target") -> None:
@@ -206,6 +217,11 @@ def cmd_eval(args) -> int:
         *[str(v) for v in summary["tokens"].values()],
     )
     Console().print(table)
+    if summary.get("errors"):
+        print(
+            f"{summary['errors']} of {summary['n']} problems could not be attempted (counted as not solved): their "
+            "rows in results.jsonl say why (error)"
+        )
     if "speedup" in summary:
         sp = summary["speedup"]
         print(
@@ -245,7 +261,7 @@ def cmd_compress(args) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     s = summary
-    print(f"{s['n']} traces ({s['skipped']} skipped: no final answer); {s['compressed']} shortened")
+    print(f"{s['n']} traces ({s['skipped']} skipped: no final answer, or not attempted); {s['compressed']} shortened")
     print(
         f"tokens per trace {s['tokens_before']} -> {s['tokens_after']} (ratio {s['ratio']:.3f}); thought "
         f"{s['thought_tokens_before']} -> {s['thought_tokens_after']} (ratio {s['thought_ratio']:.3f})"
@@ -325,9 +341,7 @@ def cmd_toy_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="reasoner", description="Test-time-scaling reasoning with speculative reasoning."
-    )
+    parser = _Parser(prog="reasoner", description="Test-time-scaling reasoning with speculative reasoning.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -360,10 +374,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         help="a local JSONL file with the suite's problems (math500, gsm8k, aime24/25, amc23, humaneval, mbpp)",
     )
-    p.add_argument("--limit", type=int, help="only the first N problems")
+    p.add_argument("--limit", type=count(), help="only the first N problems")
     p.add_argument("--out", help="folder for results.jsonl and summary.json (a re-run continues where it stopped)")
-    p.add_argument("--batch-size", type=int, default=16, help="problems solved together (default 16)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own models (default 1)")
+    p.add_argument(
+        "--batch-size",
+        type=count(1, MAX_BATCH, "each problem is a thread"),
+        default=16,
+        help="problems solved together (default 16)",
+    )
+    p.add_argument(
+        "--workers",
+        type=count(1, MAX_WORKERS, "each worker loads its own models"),
+        default=1,
+        help="worker processes, each with its own models (default 1)",
+    )
     p.add_argument("--baseline", help="a finished run's --out folder: report the speedup against it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -377,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _recipe_args(p)
     p.add_argument("--suite", help="suite name (default: the recipe's)")
-    p.add_argument("--limit", type=int, help="only the first N problems")
+    p.add_argument("--limit", type=count(), help="only the first N problems")
     p.add_argument("--out", required=True, help="JSONL file to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_router_collect)
@@ -385,9 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="the JSONL `reasoner router collect` wrote")
     p.add_argument("--out", required=True, help="router file to write (step_speculation.router in a recipe)")
     p.add_argument(
-        "--holdout", type=float, default=0.25, help="fraction of problems held out for the ROC-AUC (default 0.25)"
+        "--holdout", type=finite, default=0.25, help="fraction of problems held out for the ROC-AUC (default 0.25)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0)
     p.set_defaults(func=cmd_router_train)
 
     p = sub.add_parser(
@@ -408,25 +432,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="prompt template (default: the recipe's)")
     p.add_argument(
         "--alpha",
-        type=float,
+        type=finite,
         default=0.5,
         help="weight of the solution direction in the importance score (default 0.5)",
     )
     p.add_argument(
-        "--beta", type=float, default=0.1, help="weight of g, the thought's likelihood, in f = g + h (default 0.1)"
+        "--beta", type=finite, default=0.1, help="weight of g, the thought's likelihood, in f = g + h (default 0.1)"
     )
-    p.add_argument("--expand-size", type=int, default=2, help="children per expansion (default 2)")
-    p.add_argument("--min-search-steps", type=int, default=5, help="pops before a node may be accepted (default 5)")
     p.add_argument(
-        "--max-search-steps", type=int, default=20, help="pops before giving up and keeping the full trace (default 20)"
+        "--expand-size",
+        type=count(1, 64, "each child is validated"),
+        default=2,
+        help="children per expansion (default 2)",
     )
-    p.add_argument("--max-tokens", type=int, default=1024, help="validator generation budget (default 1024)")
+    p.add_argument("--min-search-steps", type=count(), default=5, help="pops before a node may be accepted (default 5)")
     p.add_argument(
-        "--temperature", type=float, default=0.0, help="validator temperature (default 0: greedy; the paper: 0.6)"
+        "--max-search-steps",
+        type=count(1, 100_000, "each pop runs the validator"),
+        default=20,
+        help="pops before giving up and keeping the full trace (default 20)",
     )
-    p.add_argument("--top-p", type=float, default=1.0, help="validator top-p (default 1; the paper: 0.95)")
-    p.add_argument("--limit", type=int, help="only the first N traces")
-    p.add_argument("--batch-size", type=int, default=16, help="traces searched together (default 16)")
+    p.add_argument(
+        "--max-tokens",
+        type=count(1, 131072, "no model's context holds more"),
+        default=1024,
+        help="validator generation budget (default 1024)",
+    )
+    p.add_argument(
+        "--temperature", type=finite, default=0.0, help="validator temperature (default 0: greedy; the paper: 0.6)"
+    )
+    p.add_argument("--top-p", type=finite, default=1.0, help="validator top-p (default 1; the paper: 0.95)")
+    p.add_argument("--limit", type=count(), help="only the first N traces")
+    p.add_argument(
+        "--batch-size",
+        type=count(1, MAX_BATCH, "each trace is searched at once"),
+        default=16,
+        help="traces searched together (default 16)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compress)
@@ -472,7 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="runs/bench-search",
         help="folder for the runs, bench_search.md/.json/.png (default runs/bench-search)",
     )
-    p.add_argument("--problems", type=int, default=16, help="problems per run (default 16)")
+    p.add_argument(
+        "--problems",
+        type=count(1, 100_000, "each problem runs every search"),
+        default=16,
+        help="problems per run (default 16)",
+    )
     p.add_argument("--difficulty", default="hard", help="toy difficulty (default hard)")
     p.add_argument("--budgets", default="4,8,16", help="comma-separated budgets (default 4,8,16)")
     p.add_argument(
@@ -490,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="prm",
         help="what ranks the steps: the toy PRM (default) or toy:target's likelihood",
     )
-    p.add_argument("--seed", type=int, default=1234, help="suite seed")
+    p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench_search)
 

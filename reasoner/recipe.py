@@ -17,11 +17,14 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from search.config import BY_METHOD, SEARCHES, TREE_SEARCHES, CoTConfig, SearchConfig, knob_owners
 
-from .core.config import Section
+from .core.config import SEED_WHY, WHY, Section, at_most
 from .specdec.config import TokenSpeculation
 from .toy.problems import Difficulty
 
 ROLES = ("target", "draft", "verifier")
+MAX_STEPS = 4096  # steps per trajectory
+STEPS_WHY = "a trajectory of more steps holds more tokens than any model's context"
+CONTEXT_WHY = "no model's context holds more tokens"
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
@@ -40,7 +43,12 @@ class ModelConfig(Section):
         "auto", description="weights and compute dtype (auto: bfloat16 on a GPU, float32 on a CPU)"
     )
     device: str = Field("auto", description="transformers: cuda, cuda:1, cpu, ... (auto: a GPU if there is one)")
-    max_batch_size: int = Field(64, ge=1, le=4096, description="rows decoded together")
+    max_batch_size: int = Field(
+        64,
+        ge=1,
+        **at_most(4096, "rows decoded together share one KV cache: past it the cache outgrows any GPU"),
+        description="rows decoded together",
+    )
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
         description="vllm: keyword arguments for vllm.LLM (gpu_memory_utilization, tensor_parallel_size, "
@@ -50,9 +58,18 @@ class ModelConfig(Section):
         default_factory=list,
         description="openai: server URLs (http://host:8000/v1); with several, requests spread over them",
     )
+    context_length: int | None = Field(
+        None,
+        ge=1,
+        description="openai: the served model's context in tokens, prompts checked against it (default: the "
+        "max_model_len the server's /v1/models reports; unknown: prompts go unchecked)",
+    )
     prefix_cache_tokens: int = Field(
         32768,
         ge=0,
+        **at_most(
+            1 << 22, "the cache keeps kv_bytes_per_token in memory per token: 4M tokens of a 7B model are 224 GiB"
+        ),
         description="transformers: capacity in tokens of the prefix KV cache shared by calls (0: off); holds "
         "kv_bytes_per_token (2 x layers x kv heads x head dim x dtype bytes) per token",
     )
@@ -74,13 +91,21 @@ class ModelConfig(Section):
             raise ValueError(
                 "backend: openai needs base_url (a server URL or a list), and base_url is only for backend: openai"
             )
+        if self.context_length is not None and self.backend != "openai":
+            raise ValueError(
+                "context_length is for backend: openai (a server's model); the transformers and vllm backends read "
+                "it from the model (vllm: cap it with engine_args.max_model_len)"
+            )
         return self
 
     def backend_options(self) -> dict:
         """The keyword arguments ``load_lm`` passes on to this backend only."""
         return {
             "vllm": {"engine_args": self.engine_args},
-            "openai": {"base_url": self.base_url},
+            "openai": {
+                "base_url": self.base_url,
+                **({"context_length": self.context_length} if self.context_length is not None else {}),
+            },
             "transformers": {"prefix_cache_tokens": self.prefix_cache_tokens},
         }.get(self.backend, {})
 
@@ -98,9 +123,13 @@ class Models(Section):
 class Sampling(Section):
     """How each step is sampled."""
 
-    temperature: float = Field(0.0, ge=0.0, le=100.0, description="0: greedy")
+    temperature: float = Field(
+        0.0, ge=0.0, **at_most(100.0, "past it every token is about as likely as any other"), description="0: greedy"
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling's probability mass")
-    max_step_tokens: int = Field(256, ge=1, le=131072, description="tokens one step may take at most")
+    max_step_tokens: int = Field(
+        256, ge=1, **at_most(131072, CONTEXT_WHY), description="tokens one step may take at most"
+    )
 
 
 class VerifierConfig(Section):
@@ -168,7 +197,9 @@ class StepSpeculation(Section):
         "min", description="likelihood: the step's mean or weakest token probability"
     )
     router: str | None = Field(None, description="router: the file `reasoner router train` wrote")
-    first_n_target_steps: int = Field(0, ge=0, description="the target writes the first n steps itself")
+    first_n_target_steps: int = Field(
+        0, ge=0, **at_most(MAX_STEPS, STEPS_WHY), description="the target writes the first n steps itself"
+    )
 
 
 class SchedulerConfig(Section):
@@ -182,7 +213,7 @@ class SchedulerConfig(Section):
     lookahead_steps: int = Field(
         3,
         ge=0,
-        le=16,
+        **at_most(16, "steps written ahead are thrown away when a step is rejected"),
         description="steps a trajectory's row may write ahead of the search between its step calls (0: off); it "
         "keeps its place in the decode batch instead of leaving at every step (greedy steps)",
     )
@@ -197,8 +228,8 @@ class AnswerConfig(Section):
 class Budget(Section):
     """How long a trajectory may grow."""
 
-    max_steps: int = Field(32, ge=1, description="steps per trajectory")
-    max_tokens: int = Field(4096, ge=1, description="generated tokens per trajectory")
+    max_steps: int = Field(32, ge=1, **at_most(MAX_STEPS, STEPS_WHY), description="steps per trajectory")
+    max_tokens: int = Field(4096, ge=1, **at_most(1 << 20, CONTEXT_WHY), description="generated tokens per trajectory")
     stop_on_repeat: bool = Field(
         False, description="end a trajectory whose last two steps are equal (SpecReason's guard)"
     )
@@ -211,9 +242,14 @@ class SuiteConfig(Section):
         "toy",
         description="toy | toy-code | math500 | gsm8k | aime24 | aime25 | amc23 | humaneval | mbpp (evals/suites.py)",
     )
-    seed: int = Field(1234, description="toy suites: the generator's seed")
+    seed: int = Field(1234, ge=0, **at_most(2**63 - 1, SEED_WHY), description="toy suites: the generator's seed")
     difficulty: str = Field("medium", description="toy: easy | medium | hard | ops=2-6,digits=2")
-    size: int = Field(500, ge=1, description="toy suites: how many problems")
+    size: int = Field(
+        500,
+        ge=1,
+        **at_most(100_000, "the toy generator makes every problem before the run starts"),
+        description="toy suites: how many problems",
+    )
     data: str | None = Field(
         None, description="a local JSONL file with the suite's fields (else the package or the hub)"
     )
@@ -244,7 +280,9 @@ class Recipe(Section):
     token_speculation: TokenSpeculation | None = None
     suite: SuiteConfig = SuiteConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
-    seed: int = Field(0, description="seeds the models' samplers and the searches' randomness")
+    seed: int = Field(
+        0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the models' samplers and the searches' randomness"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -317,6 +355,10 @@ class Recipe(Section):
         a list of ``dotted.key=value`` strings or a (nested or dotted) dict. An override of ``search.method`` keeps
         the recipe's knobs the new search shares (n, vote, policy, ...) and drops the old search's own."""
         origin = None
+        if not isinstance(source, (str, Path, dict, Recipe, type(None))):
+            raise TypeError(
+                f"a recipe is a YAML path, a name in recipes/, a dict or a Recipe, not {type(source).__name__}"
+            )
         if isinstance(source, Recipe):
             data = source.model_dump(exclude_unset=True)
         elif isinstance(source, dict):
@@ -361,6 +403,8 @@ def find_recipe(name: str) -> Path:
     for p in candidates:
         if p.is_file():
             return p
+    if path.is_dir():
+        raise RecipeError(f"recipe {name} is a directory: give a recipe YAML file (or a name in recipes/)")
     known = sorted(p.stem for p in REPO_RECIPES.glob("*.yaml")) if REPO_RECIPES.is_dir() else []
     raise RecipeError(
         f"recipe {name!r} not found: give a path to a YAML file" + (f" or one of {', '.join(known)}" if known else "")
@@ -369,13 +413,18 @@ def find_recipe(name: str) -> Path:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise RecipeError(f"cannot read recipe {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"recipe {path} is not UTF-8 text ({e.reason}): give a YAML file") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"recipe {path} is not valid YAML: {e}".replace("\n", " ")) from None
-    if data is None:
-        return {}
+    if data is None:  # an empty file is more likely a mistake than a wish for the defaults, which need no file
+        raise RecipeError(
+            f"recipe {path} is empty: write its sections (models, search, ...) in it, or leave the recipe out for the "
+            "default recipe"
+        )
     if not isinstance(data, dict):
         raise RecipeError(
             f"recipe {path} must be a mapping of sections (models, search, ...), got {type(data).__name__}"
@@ -435,6 +484,43 @@ def _allowed_fields(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """The section model a field holds (``X``, ``X | None`` or ``list[X]``), if any."""
+    for a in getattr(annotation, "__args__", None) or (annotation,):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None
+
+
+def _field_info(loc: tuple) -> Any:
+    """The pydantic ``FieldInfo`` of the recipe field at an error's ``loc`` (None where there is none)."""
+    parts = [p for p in loc if isinstance(p, str)]
+    model: Any = Recipe
+    info = None
+    i = 0
+    while i < len(parts):
+        info = model.model_fields.get(parts[i]) if model is not None else None
+        if info is None:
+            return None
+        if model is Recipe and parts[i] == "search" and i + 1 < len(parts):  # the union's tag comes next
+            model, i = BY_METHOD.get(parts[i + 1]), i + 2
+        else:
+            model, i = _section_of(info.annotation), i + 1
+    return info
+
+
+def _over_bound(e: dict) -> str | None:
+    """For a number over a field's ``at_most`` bound: the bound, what was given and why the bound is there."""
+    if e["type"] != "less_than_equal":
+        return None
+    info = _field_info(e["loc"])
+    extra = getattr(info, "json_schema_extra", None)
+    why = extra.get(WHY) if isinstance(extra, dict) else None
+    if why is None:
+        return None
+    return f"at most {e['ctx']['le']}, got {e.get('input')!r}: {why}"
+
+
 def _search_error(e: dict) -> str | None:
     """The line for an error inside the ``search`` section (a union told apart by ``method``), if it is one."""
     loc = e["loc"]
@@ -452,6 +538,9 @@ def _search_error(e: dict) -> str | None:
         )
     if e["type"] == "value_error":
         return f"search ({method}): {e['msg'].removeprefix('Value error, ')}"
+    bound = _over_bound(e)
+    if bound is not None:
+        return f"search.{knob} ({method}): {bound}"
     return f"search.{knob} ({method}): {e['msg']} (got {e.get('input')!r})"
 
 
@@ -472,7 +561,8 @@ def format_errors(error: ValidationError) -> str:
         elif e["type"] == "value_error":
             lines.append(f"recipe{' field ' + repr(field) if loc else ''}: {e['msg'].removeprefix('Value error, ')}")
         else:
-            lines.append(f"recipe field '{field}': {e['msg']} (got {e.get('input')!r})")
+            bound = _over_bound(e)
+            lines.append(f"recipe field '{field}': {bound or e['msg'] + ' (got ' + repr(e.get('input')) + ')'}")
     return "; ".join(lines)
 
 
@@ -519,7 +609,8 @@ def schema_markdown() -> str:
             if name in skip:
                 continue
             default = json.dumps(prop["default"]) if "default" in prop and not isinstance(prop["default"], dict) else ""
-            text = prop.get("description", "").replace("|", "\\|").replace("\n", " ")
+            text = prop.get("description", "") + (f" (at most {prop['maximum']}: {prop[WHY]})" if WHY in prop else "")
+            text = text.replace("|", "\\|").replace("\n", " ")
             out.append(f"| `{name}` | {kind(prop)} | {default} | {text} |")
         return out + [""]
 
@@ -546,7 +637,8 @@ def schema_markdown() -> str:
             )
         elif ref is None:
             default = json.dumps(prop.get("default")) if "default" in prop else ""
-            lines.append(f"| `{name}` | {kind(prop)} | {default} | {prop.get('description', '')} |")
+            text = prop.get("description", "") + (f" (at most {prop['maximum']}: {prop[WHY]})" if WHY in prop else "")
+            lines.append(f"| `{name}` | {kind(prop)} | {default} | {text} |")
         else:
             first = " ".join(defs[ref].get("description", "").split()).split(". ")[0].rstrip(".")
             lines.append(f"| `{name}` | section | | {first}. |")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from reasoner.core.config import Section
+from reasoner.core.config import Section, at_most
 
 from .astar import AStar
 from .beam import DVTS, BeamSearch
@@ -18,7 +18,13 @@ from .mcts import MCTS
 from .rethink import RethinkMCTS
 
 MAX_N = 1024  # trajectories (or iterations) per problem: past this a run needs more memory than one machine has
-MAX_WIDTH = 64
+MAX_WIDTH = 64  # children per expansion
+N_WHY = (
+    "every trajectory of a problem is alive at once, with its own KV and step rows in the batch: past it one problem "
+    "outgrows a machine's memory; spend more compute over several runs (suite.seed, seed) instead"
+)
+WIDTH_WHY = "a node's children are sampled in one batched call and each is scored: past it a level outgrows the batch"
+DEPTH_WHY = "each unit is a further full step (rollout or regeneration) per candidate: past it a problem takes hours"
 
 
 class SearchBase(Section):
@@ -52,15 +58,17 @@ class BestOfNConfig(SearchBase):
     """Best-of-N: n independent trajectories, then the vote."""
 
     method: Literal["best_of_n"] = Field("best_of_n", description="the search")
-    n: int = Field(8, ge=1, le=MAX_N, description="trajectories per problem")
+    n: int = Field(8, ge=1, **at_most(MAX_N, N_WHY), description="trajectories per problem")
 
     def build(self, engine, verifier, aggregate, seed):
         return BestOfN(engine, self.n)
 
 
 class _Beams(SearchBase):
-    n: int = Field(8, ge=1, le=MAX_N, description="trajectories per problem")
-    width: int = Field(4, ge=1, le=MAX_WIDTH, description="children per kept beam (n / width beams are kept)")
+    n: int = Field(8, ge=1, **at_most(MAX_N, N_WHY), description="trajectories per problem")
+    width: int = Field(
+        4, ge=1, **at_most(MAX_WIDTH, WIDTH_WHY), description="children per kept beam (n / width beams are kept)"
+    )
 
     @model_validator(mode="after")
     def _multiple(self):
@@ -77,7 +85,9 @@ class BeamConfig(_Beams):
 
     method: Literal["beam"] = Field("beam", description="the search")
     filter_duplicates: bool = Field(False, description="drop candidates whose whole text repeats another's")
-    lookahead: int = Field(0, ge=0, le=16, description="rank each candidate by a rollout this many steps further")
+    lookahead: int = Field(
+        0, ge=0, **at_most(16, DEPTH_WHY), description="rank each candidate by a rollout this many steps further"
+    )
     merge: bool = Field(False, description="merge equivalent sibling states first (FETCH's state merging)")
     merge_distance: float = Field(0.15, ge=0, description="cosine distance under which sibling steps merge")
 
@@ -103,7 +113,9 @@ class FetchConfig(_Beams):
     method: Literal["fetch"] = Field("fetch", description="the search")
     merge_distance: float = Field(0.15, ge=0, description="cosine distance under which sibling steps merge")
     filter_duplicates: bool = Field(False, description="drop candidates whose whole text repeats another's")
-    lookahead: int = Field(0, ge=0, le=16, description="rank each candidate by a rollout this many steps further")
+    lookahead: int = Field(
+        0, ge=0, **at_most(16, DEPTH_WHY), description="rank each candidate by a rollout this many steps further"
+    )
 
     def build(self, engine, verifier, aggregate, seed):
         return Fetch(
@@ -115,8 +127,8 @@ class MCTSConfig(SearchBase):
     """Monte Carlo tree search with OpenR's PUCT and llm-reasoners' rollouts."""
 
     method: Literal["mcts"] = Field("mcts", description="the search")
-    n: int = Field(8, ge=1, le=MAX_N, description="iterations per problem")
-    width: int = Field(4, ge=1, le=MAX_WIDTH, description="children per expansion")
+    n: int = Field(8, ge=1, **at_most(MAX_N, N_WHY), description="iterations per problem")
+    width: int = Field(4, ge=1, **at_most(MAX_WIDTH, WIDTH_WHY), description="children per expansion")
     rollout: Literal["sample", "greedy"] = Field(
         "sample", description="one sampled step at a time, or follow the best-scored of width children"
     )
@@ -151,10 +163,13 @@ class RethinkMCTSConfig(SearchBase):
     """RethinkMCTS: MCTS over thoughts and code, guided by public tests; a failing rollout's thought is rethought."""
 
     method: Literal["rethink_mcts"] = Field("rethink_mcts", description="the search")
-    n: int = Field(16, ge=1, le=MAX_N, description="iterations per problem")
-    width: int = Field(3, ge=1, le=MAX_WIDTH, description="children per expansion")
+    n: int = Field(16, ge=1, **at_most(MAX_N, N_WHY), description="iterations per problem")
+    width: int = Field(3, ge=1, **at_most(MAX_WIDTH, WIDTH_WHY), description="children per expansion")
     max_think_times: int = Field(
-        2, ge=0, le=16, description="rethinks (regenerate a thought, roll out again) after a rollout fails the tests"
+        2,
+        ge=0,
+        **at_most(16, DEPTH_WHY),
+        description="rethinks (regenerate a thought, roll out again) after a rollout fails the tests",
     )
     rethink_pick: Literal["least_likely", "deepest"] = Field(
         "least_likely", description="the thought to regenerate: the one with the least likely token, or the deepest"
@@ -188,10 +203,15 @@ class AStarConfig(SearchBase):
     """A* over steps: f = the path's mean negative log-likelihood (weighted) + the verifier's cost-to-go."""
 
     method: Literal["astar"] = Field("astar", description="the search")
-    n: int = Field(1, ge=1, le=MAX_N, description="finished candidates to collect")
-    width: int = Field(4, ge=1, le=MAX_WIDTH, description="children per expansion")
+    n: int = Field(1, ge=1, **at_most(MAX_N, N_WHY), description="finished candidates to collect")
+    width: int = Field(4, ge=1, **at_most(MAX_WIDTH, WIDTH_WHY), description="children per expansion")
     beta: float = Field(0.1, ge=0, description="weight of the path's mean negative log-likelihood in g")
-    max_expansions: int = Field(64, ge=1, le=100_000, description="node expansions per problem at most")
+    max_expansions: int = Field(
+        64,
+        ge=1,
+        **at_most(100_000, "each expansion is a batched model call on one problem: past it one problem takes days"),
+        description="node expansions per problem at most",
+    )
 
     def build(self, engine, verifier, aggregate, seed):
         return AStar(engine, verifier, self.n, self.width, aggregate, self.beta, self.max_expansions)
@@ -201,7 +221,7 @@ class RebaseConfig(SearchBase):
     """REBASE: level by level, the width split among the open leaves by a softmax of their scores."""
 
     method: Literal["rebase"] = Field("rebase", description="the search")
-    n: int = Field(16, ge=1, le=MAX_N, description="width: trajectories per problem")
+    n: int = Field(16, ge=1, **at_most(MAX_N, N_WHY), description="width: trajectories per problem")
     temperature: float = Field(0.2, gt=0, description="softmax temperature of the width allocation")
 
     def build(self, engine, verifier, aggregate, seed):
@@ -212,7 +232,7 @@ class ETSConfig(SearchBase):
     """ETS: REBASE after pruning by an integer program that trades reward, retained KV and semantic coverage."""
 
     method: Literal["ets"] = Field("ets", description="the search")
-    n: int = Field(16, ge=1, le=MAX_N, description="width: trajectories per problem")
+    n: int = Field(16, ge=1, **at_most(MAX_N, N_WHY), description="width: trajectories per problem")
     temperature: float = Field(0.2, gt=0, description="softmax temperature of the width allocation")
     lambda_c: float = Field(1.0, ge=0, description="weight of the retained KV cost")
     lambda_s: float = Field(1.5, ge=0, description="weight of semantic coverage")

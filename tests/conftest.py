@@ -43,3 +43,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+FINISHED_SUITE = ["--set", "suite.difficulty=ops=1-2,digits=1", "--set", "suite.size=4"]  # toy-cot: seconds
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One finished toy eval (toy-cot, 4 easy problems), made once: tests that must leave an earlier run untouched
+    point their bad inputs at it and compare its bytes before and after."""
+    from evals.runner import evaluate
+    from reasoner.recipe import Recipe
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    recipe = Recipe.load("toy-cot", [s for s in FINISHED_SUITE if s != "--set"])
+    evaluate(recipe, out, progress=False)
+    return out
+
+
+def folder_bytes(folder) -> dict:
+    """Every file of a folder (recursively) by relative path, with its bytes."""
+    from pathlib import Path
+
+    root = Path(folder)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
-from ..core.lm import Generation, Prompt, SamplingParams
+from ..core.lm import Generation, Prompt, SamplingParams, check_context
 from ..core.stats import RoleStats, Stats
 
 
@@ -18,6 +18,7 @@ class Backend:
     accounting of one call. Subclasses set ``name``, ``role``, ``tokenizer`` and ``add_special_tokens``."""
 
     kv_bytes_per_token: int | None = None  # unknown unless the backend holds the model
+    context_length: int | None = None  # tokens of context (None: unknown, prompts are not checked)
     batch = None  # a continuous decode batch a scheduler may drive (the transformers backend has one)
     add_special_tokens = False
 
@@ -104,9 +105,11 @@ def single_token_ids(tokenizer, candidates: Sequence[str], name: str) -> dict[st
 
 
 def score_pairs(
-    lm, prompts: Sequence[Prompt], continuations: Sequence[Prompt]
+    lm, prompts: Sequence[Prompt], continuations: Sequence[Prompt], reserve: int = 0
 ) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
-    """``score``'s input as token ids, and the indices of the pairs with a continuation to score."""
+    """``score``'s input as token ids, and the indices of the pairs with a continuation to score; each prompt with
+    its continuation must fit in the model's context with ``reserve`` tokens more (engines that score by generating
+    one token need one)."""
     if len(prompts) != len(continuations):
         raise ValueError(
             f"score needs one continuation per prompt, got {len(prompts)} prompts and {len(continuations)} "
@@ -116,4 +119,6 @@ def score_pairs(
     todo = [i for i, (_, c) in enumerate(pairs) if c]
     if any(not pairs[i][0] for i in todo):
         raise ValueError("score needs a non-empty prompt before every continuation")
+    for i in todo:
+        check_context(lm, pairs[i][0] + pairs[i][1], reserve)
     return pairs, todo

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core.lm import Generation, SamplingParams
+from ..core.lm import Generation, SamplingParams, check_context
 from ..core.stats import RoleStats
 from ..specdec.cache import RaggedCache
 from ..specdec.verify import sampling_probs
@@ -88,11 +88,13 @@ class ContinuousBatch:
         self.parked: dict[tuple[int, ...], _Seq] = {}  # live lookahead rows, by the prompt that would claim them
         self.ready: dict[tuple[int, ...], tuple] = {}  # finished lookahead steps, likewise
         self.completed: list[GenerateRequest] = []  # requests served by ``ready`` alone, returned by the next step
+        self.context = lm.context_length  # a row ends ("length") when it fills the model's context
 
     def add(self, request: GenerateRequest) -> None:
         for i, prompt in enumerate(request.prompts):
             if not prompt:
                 raise ValueError(f"prompt {i} is empty: give at least one token to continue")
+            check_context(self.lm, prompt, 1)
         for i, prompt in enumerate(request.prompts):
             if not self._claim(request, i, prompt):
                 self.waiting.append((request, i))
@@ -360,6 +362,8 @@ class ContinuousBatch:
                 elif s in seq.tail:
                     return "stop", s
         if len(seq.ids) - seq.start >= params.max_tokens:
+            return "length", None
+        if self.context is not None and len(seq.prompt) + len(seq.ids) >= self.context:
             return "length", None
         return None
 

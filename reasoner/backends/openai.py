@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from ..core.lm import Output, Prompt, SamplingParams
+from ..core.lm import Output, Prompt, SamplingParams, check_context
 from ..core.stats import RoleStats
 from .common import Backend, RequestSeeds, finish_of, make_generation, score_pairs, single_token_ids
 from .fleet import fleet
@@ -42,6 +42,7 @@ class OpenAILM(Backend):
         seed: int = 0,
         add_special_tokens: bool = False,
         base_url: str | Sequence[str] = (),
+        context_length: int | None = None,
     ):
         from transformers import AutoTokenizer
 
@@ -60,13 +61,17 @@ class OpenAILM(Backend):
         super().__init__()
         self.tokenizer = AutoTokenizer.from_pretrained(local)
         self.fleet = fleet(urls, api_key=os.environ.get("OPENAI_API_KEY"))
-        served = [m["id"] for m in self.fleet.get("/models").get("data", [])]
+        models = [m for m in self.fleet.get("/models").get("data", []) if isinstance(m, dict)]
+        served = [m.get("id") for m in models]
         if path not in served and local not in served:
             raise ValueError(
                 f"the servers at {', '.join(urls)} serve {served}, not {path!r}: point the model's path at the "
                 "model they serve"
             )
         self.name = path if path in served else local
+        reported = next((m.get("max_model_len") for m in models if m.get("id") == self.name), None)
+        # the context: as configured, else as vLLM's /models reports it, else unknown (prompts go unchecked)
+        self.context_length = context_length or (reported if isinstance(reported, int) and reported > 0 else None)
         self.seeds = RequestSeeds(seed)
 
     def _complete(self, bodies: list[dict], call: RoleStats) -> tuple[list[dict], list[RoleStats]]:
@@ -112,6 +117,7 @@ class OpenAILM(Backend):
         for i, ids in enumerate(encoded):
             if not ids:
                 raise ValueError(f"prompt {i} is empty: give at least one token to continue")
+        rooms = [check_context(self, ids, 1) or params.max_tokens for ids in encoded]  # a row ends in the context
         greedy = params.temperature == 0  # servers refuse n > 1 when greedy: the samples are one sample, copied
         bodies = [
             {
@@ -119,7 +125,7 @@ class OpenAILM(Backend):
                 "n": 1 if greedy else params.n,
                 "temperature": params.temperature,
                 "top_p": params.top_p,
-                "max_tokens": params.max_tokens,
+                "max_tokens": min(params.max_tokens, room),
                 "stop": list(params.stop) or None,
                 "seed": seed,
                 "ignore_eos": params.ignore_eos,
@@ -127,7 +133,7 @@ class OpenAILM(Backend):
                 "return_token_ids": True,
                 "skip_special_tokens": False,
             }
-            for ids, seed in zip(encoded, self.seeds.draw(params, len(encoded)))
+            for ids, seed, room in zip(encoded, self.seeds.draw(params, len(encoded)), rooms)
         ]
         with self._account() as call:
             replies, usage = self._complete(bodies, call)
@@ -151,7 +157,7 @@ class OpenAILM(Backend):
         return Output(results, usage, call)
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
-        pairs, todo = score_pairs(self, prompts, continuations)
+        pairs, todo = score_pairs(self, prompts, continuations, reserve=1)  # scored through a 1-token request
         out: list[list[float]] = [[] for _ in pairs]
         bodies = [
             {"prompt": pairs[i][0] + pairs[i][1], "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
@@ -171,16 +177,19 @@ class OpenAILM(Backend):
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
         cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
+        encoded = [self.encode(p) for p in prompts]
+        for ids in encoded:
+            check_context(self, ids, 1)
         bodies = [
             {
-                "prompt": self.encode(p),
+                "prompt": ids,
                 "max_tokens": 1,
                 "temperature": 0.0,
                 "logprobs": 0,
                 "logprob_token_ids": list(cand_ids.values()),
                 "return_tokens_as_token_ids": True,
             }
-            for p in prompts
+            for ids in encoded
         ]
         out = []
         with self._account() as call:

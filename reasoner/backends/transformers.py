@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
-from ..core.lm import Generation, Output, Prompt, SamplingParams
+from ..core.lm import Generation, Output, Prompt, SamplingParams, check_context
 from ..core.stats import RoleStats
 from .common import Backend, make_generation, score_pairs, single_token_ids
 from .continuous import ContinuousBatch, GenerateRequest
@@ -93,6 +94,17 @@ class TransformersLM(SpeculativeDecoding, Backend):
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         return 2 * cfg.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
+
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model was built for (its config's ``max_position_embeddings``, or the older names of it)."""
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     def _plain_kv(self) -> bool:
         """The prefix cache copies whole per-token KV columns: only for caches of plain full-attention layers."""
@@ -217,6 +229,8 @@ class TransformersLM(SpeculativeDecoding, Backend):
 
     def _speculative_generate(self, encoded: list[list[int]], params: SamplingParams) -> Output:
         """Token-level speculation: each forward verifies every row's drafted tree (``backends.speculative``)."""
+        for ids in encoded:
+            check_context(self, ids, 1)
         if params.seed is not None:
             self.generator.manual_seed(params.seed)
         n = params.n
@@ -226,7 +240,9 @@ class TransformersLM(SpeculativeDecoding, Backend):
         with self._account() as call:
             for start in range(0, len(encoded), per_chunk):
                 chunk, chunk_usage = encoded[start : start + per_chunk], usage[start : start + per_chunk]
-                for slot, gen in self._speculative_chunk(chunk, params, call, chunk_usage, self.drafter):
+                room = min(check_context(self, ids, 1) or params.max_tokens for ids in chunk)
+                fit = replace(params, max_tokens=room) if room < params.max_tokens else params  # rows end in context
+                for slot, gen in self._speculative_chunk(chunk, fit, call, chunk_usage, self.drafter):
                     results[start + slot // n][slot % n] = gen
                     usage[start + slot // n].generated_tokens += len(gen.token_ids)
         return Output(results, usage, call)
@@ -299,6 +315,8 @@ class TransformersLM(SpeculativeDecoding, Backend):
     def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
         cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
         encoded = [self.encode(p) for p in prompts]
+        for ids in encoded:
+            check_context(self, ids, 1)
         out: list[dict[str, float]] = []
         usage = [RoleStats() for _ in encoded]
         with self._account() as call:

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 
-from ..core.lm import Output, Prompt, SamplingParams
+from ..core.lm import Output, Prompt, SamplingParams, check_context
 from ..core.stats import RoleStats
 from .common import Backend, RequestSeeds, finish_of, make_generation, score_pairs, single_token_ids
 
@@ -117,6 +117,7 @@ class VllmLM(Backend):
         self.tokenizer = AutoTokenizer.from_pretrained(args.get("tokenizer", path))
         self.llm = engine(str(path), **args)
         self.seeds = RequestSeeds(seed)
+        self.context_length = _max_model_len(self.llm)
 
     # -- running requests ----------------------------------------------------------------------------------
 
@@ -169,20 +170,21 @@ class VllmLM(Backend):
         for i, ids in enumerate(encoded):
             if not ids:
                 raise ValueError(f"prompt {i} is empty: give at least one token to continue")
+        rooms = [check_context(self, ids, 1) or params.max_tokens for ids in encoded]  # a row ends in the context
         greedy = params.temperature == 0  # vLLM refuses n > 1 when greedy: the samples are one sample, copied
         request = [
             VllmParams(
                 n=1 if greedy else params.n,
                 temperature=params.temperature,
                 top_p=params.top_p,
-                max_tokens=params.max_tokens,
+                max_tokens=min(params.max_tokens, room),
                 stop=list(params.stop) or None,
                 seed=seed,
                 ignore_eos=params.ignore_eos,
                 logprobs=0,
                 skip_special_tokens=False,
             )
-            for seed in self.seeds.draw(params, len(encoded))
+            for seed, room in zip(self.seeds.draw(params, len(encoded)), rooms)
         ]
         with self._account() as call:
             outputs, usage = self._run(encoded, request, call) if encoded else ([], [])
@@ -203,7 +205,7 @@ class VllmLM(Backend):
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
         from vllm import SamplingParams as VllmParams
 
-        pairs, todo = score_pairs(self, prompts, continuations)
+        pairs, todo = score_pairs(self, prompts, continuations, reserve=1)  # scored through a 1-token request
         out: list[list[float]] = [[] for _ in pairs]
         usage = [RoleStats() for _ in pairs]
         if not todo:
@@ -222,6 +224,8 @@ class VllmLM(Backend):
 
         cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
         encoded = [self.encode(p) for p in prompts]
+        for ids in encoded:
+            check_context(self, ids, 1)
         if not encoded:
             return Output()
         params = VllmParams(
@@ -236,3 +240,13 @@ class VllmLM(Backend):
         return Output(
             [{c: o.outputs[0].logprobs[0][t].logprob for c, t in cand_ids.items()} for o in outputs], usage, call
         )
+
+
+def _max_model_len(llm) -> int | None:
+    """The engine's context in tokens (``max_model_len``: the model's, or what ``engine_args`` capped it to)."""
+    for owner in (llm, getattr(llm, "llm_engine", None)):
+        config = getattr(owner, "model_config", None)
+        value = getattr(config, "max_model_len", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -2,7 +2,8 @@
 the ``LM`` protocol and its sampling parameters, and process-wide logging settings. Imports nothing of the
 project and no heavy library."""
 
-from .lm import LM, Generation, Output, Prompt, SamplingParams
+from .errors import PromptTooLong
+from .lm import LM, Generation, Output, Prompt, SamplingParams, check_context
 from .stats import RoleStats, Stats
 from .types import Candidate, Node, Problem, Solution, Step, Tree
 
@@ -14,10 +15,12 @@ __all__ = [
     "Output",
     "Problem",
     "Prompt",
+    "PromptTooLong",
     "RoleStats",
     "SamplingParams",
     "Solution",
     "Stats",
     "Step",
     "Tree",
+    "check_context",
 ]

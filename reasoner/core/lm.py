@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from .errors import PromptTooLong
 from .stats import RoleStats, Stats
 
 Prompt = str | Sequence[int]
@@ -77,6 +78,7 @@ class LM(Protocol):
     tokenizer: Any
     stats: Stats  # everything this model has spent since it was loaded
     kv_bytes_per_token: int | None  # bytes of KV one token holds (None: unknown, e.g. a remote server)
+    context_length: int | None  # tokens the model attends over, prompt and generation together (None: unknown)
     batch: Any  # a continuous decode batch (add / step / busy / reset) a scheduler may drive, or None
 
     def encode(self, prompt: Prompt) -> list[int]:
@@ -97,3 +99,16 @@ class LM(Protocol):
 
     def clear_prefix_cache(self) -> None:
         """Forget cached prompt KV, so that what a run costs does not depend on what ran before it."""
+
+
+def check_context(lm, prompt_ids: Sequence[int], max_new_tokens: int = 0) -> int | None:
+    """The room ``lm``'s context leaves after ``prompt_ids`` (None when the context is unknown); raises
+    ``PromptTooLong`` when the prompt and ``max_new_tokens`` more do not fit. Backends call it before a prompt reaches
+    the model: past its context a model either fails deep inside (position tables, KV allocation) or silently answers
+    from garbage positions."""
+    context = getattr(lm, "context_length", None)
+    if context is None:
+        return None
+    if len(prompt_ids) + max_new_tokens > context:
+        raise PromptTooLong(len(prompt_ids), context, max_new_tokens)
+    return context - len(prompt_ids)

@@ -17,7 +17,14 @@ class Problem:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        if not isinstance(self.text, str) or not self.text.strip():
+        if isinstance(self.text, bytes):
+            raise TypeError("a problem's text is a str, not bytes: decode it first (e.g. data.decode('utf-8'))")
+        if not isinstance(self.text, str):
+            raise TypeError(
+                f"a problem's text is a str, not {type(self.text).__name__}: give the problem text to solve (e.g. "
+                "'Compute (17+25)*3-48.')"
+            )
+        if not self.text.strip():
             raise ValueError("empty problem: give the problem text to solve (e.g. 'Compute (17+25)*3-48.')")
 
 

@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from ..backends import load_lm
 from ..backends.continuous import GenerateRequest
 from ..backends.sources import resolve_path
-from ..core.lm import LM, Output, Prompt, SamplingParams
+from ..core.lm import LM, Output, Prompt, SamplingParams, check_context
 from ..core.logs import quiet_libraries
 from ..core.stats import RoleStats, Stats
 
@@ -179,6 +179,7 @@ class ScheduledLM:
         self.lm, self.worker = lm, worker
         self.name, self.role, self.tokenizer = lm.name, lm.role, lm.tokenizer
         self.stats, self.kv_bytes_per_token, self.batch = lm.stats, lm.kv_bytes_per_token, None
+        self.context_length = lm.context_length
 
     def encode(self, prompt: Prompt) -> list[int]:
         return self.lm.encode(prompt)
@@ -186,13 +187,27 @@ class ScheduledLM:
     def decode(self, ids: Sequence[int]) -> str:
         return self.lm.decode(ids)
 
+    # Each call's prompts are checked against the context here, in the caller's thread: the worker merges the calls
+    # that arrived together into one, and one caller's prompt that is too long must fail that caller alone.
+
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
-        return self.worker.submit("generate", [self.lm.encode(p) for p in prompts], params).result()
+        ids = [self.lm.encode(p) for p in prompts]
+        for p in ids:
+            check_context(self, p, 1)
+        return self.worker.submit("generate", ids, params).result()
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
+        if self.context_length is not None:
+            for p, c in zip(prompts, continuations):
+                c = self.lm.encode(c)
+                if c:  # as the backends: a pair without a continuation is not scored
+                    check_context(self, self.lm.encode(p) + c)
         return self.worker.submit("score", list(prompts), list(continuations)).result()
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
+        if self.context_length is not None:
+            for p in prompts:
+                check_context(self, self.lm.encode(p), 1)
         return self.worker.submit("next_token_logprobs", list(prompts), list(candidates)).result()
 
     def clear_prefix_cache(self) -> None:
@@ -229,6 +244,7 @@ class RemoteModel:
             self.process.wait()
             raise info
         self.name, self.role, self.kv_bytes_per_token = info["name"], self.load_args["role"], info["kv_bytes_per_token"]
+        self.context_length = info.get("context_length")
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_path(self.load_args["path"]))
         self.stats, self.batch = Stats(), None
         self.futures: dict[int, Future] = {}
@@ -254,14 +270,26 @@ class RemoteModel:
             self.conn.send((rid, kind, args))
         return future
 
+    # Prompts are checked here, before they cross: the model's worker merges calls, as ScheduledLM's does.
+
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
-        return self.submit("generate", [self.encode(p) for p in prompts], params).result()
+        ids = [self.encode(p) for p in prompts]
+        for p in ids:
+            check_context(self, p, 1)
+        return self.submit("generate", ids, params).result()
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
-        return self.submit("score", [self.encode(p) for p in prompts], [self.encode(c) for c in continuations]).result()
+        ps, cs = [self.encode(p) for p in prompts], [self.encode(c) for c in continuations]
+        for p, c in zip(ps, cs):
+            if c:
+                check_context(self, p + c)
+        return self.submit("score", ps, cs).result()
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
-        return self.submit("next_token_logprobs", [self.encode(p) for p in prompts], list(candidates)).result()
+        ids = [self.encode(p) for p in prompts]
+        for p in ids:
+            check_context(self, p, 1)
+        return self.submit("next_token_logprobs", ids, list(candidates)).result()
 
     def clear_prefix_cache(self) -> None:
         self.submit("clear").result()
@@ -308,7 +336,9 @@ def _serve_process(conn: Connection) -> None:
     except BaseException as e:
         conn.send(("error", e))
         return
-    conn.send(("ready", {"name": lm.name, "kv_bytes_per_token": lm.kv_bytes_per_token}))
+    conn.send(
+        ("ready", {"name": lm.name, "kv_bytes_per_token": lm.kv_bytes_per_token, "context_length": lm.context_length})
+    )
     worker, lock = ModelWorker(lm, lookahead_steps), threading.Lock()
 
     def reply(rid: int, future: Future) -> None:

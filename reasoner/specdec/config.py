@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..core.config import Section
+from ..core.config import SEED_WHY, Section, at_most
+
+TREE_WHY = "every drafted token is a row of the verifying forward: past it a forward costs more than speculation saves"
 
 
 class TokenSpeculation(Section):
@@ -25,10 +27,21 @@ class TokenSpeculation(Section):
     tree: Literal["chain", "dynamic"] = Field(
         "chain", description="draft_model: a chain, or a tree grown best-first by draft probability"
     )
-    num_tokens: int = Field(6, ge=1, le=64, description="longest draft (chain length, tree depth, spine length)")
-    nodes: int = Field(24, ge=1, le=256, description="tree size budget in draft tokens per row and forward")
-    top_k: int = Field(4, ge=1, le=32, description="most children per node (and successors kept per token)")
-    ngram: int = Field(3, ge=1, le=8, description="longest n-gram context matched (prompt_lookup, ngram_pool, goose)")
+    num_tokens: int = Field(
+        6, ge=1, **at_most(64, TREE_WHY), description="longest draft (chain length, tree depth, spine length)"
+    )
+    nodes: int = Field(
+        24, ge=1, **at_most(256, TREE_WHY), description="tree size budget in draft tokens per row and forward"
+    )
+    top_k: int = Field(
+        4, ge=1, **at_most(32, TREE_WHY), description="most children per node (and successors kept per token)"
+    )
+    ngram: int = Field(
+        3,
+        ge=1,
+        **at_most(8, "longer contexts almost never match again: past it drafts are never found"),
+        description="longest n-gram context matched (prompt_lookup, ngram_pool, goose)",
+    )
     min_score: float | None = Field(
         None,
         ge=0.0,
@@ -41,9 +54,16 @@ class TokenSpeculation(Section):
         description="ngram_pool: one pool for all rows and calls (false: one per row); suffix and recycling always "
         "share theirs",
     )
-    cache_size: int = Field(1000, ge=0, description="suffix: earlier outputs kept in the global suffix tree")
+    cache_size: int = Field(
+        1000,
+        ge=0,
+        **at_most(100_000, "the suffix tree holds every kept output in memory and is searched each step"),
+        description="suffix: earlier outputs kept in the global suffix tree",
+    )
     adaptive: bool = Field(
         False,
         description="size trees per step by measured goodput (SmartSpec), down to no speculation when it does not pay",
     )
-    seed: int = Field(0, description="seeds the drafters that sample (draft_model, ngram_pool)")
+    seed: int = Field(
+        0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the drafters that sample (draft_model, ngram_pool)"
+    )
