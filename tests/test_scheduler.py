@@ -116,8 +116,11 @@ def test_model_processes_give_what_threads_give():
         start = time.perf_counter()
         got = processes.solve_many(problems)
         assert time.perf_counter() - start < 120
-        assert tokens(got) == tokens(threads.solve_many(problems))
-        assert processes.last_run.roles["draft"].generated_tokens == threads.last_run.roles["draft"].generated_tokens
+        same = threads.solve_many(problems)
+        assert tokens(got) == tokens(same)
+        # the tokens each problem booked (the models' own counts also hold what rows wrote ahead: timing decides)
+        booked = [sum(s.stats.roles["draft"].generated_tokens for s in run) for run in (got, same)]
+        assert booked[0] == booked[1] > 0
     finally:
         processes.scheduler.close()
 
