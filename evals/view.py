@@ -45,7 +45,8 @@ def write_view(run_dir: str | Path, out: str | Path | None = None) -> Path:
     summary = _read_json(folder / "summary.json")
     run = _read_json(folder / "run.json") or {}
     target = Path(out) if out else folder / VIEW_FILE
-    title = f"{(summary or {}).get('recipe') or folder.name} · {folder.name}"
+    name = (summary or {}).get("recipe") or (run.get("recipe") or {}).get("name")
+    title = f"{name} · {folder.name}" if name else folder.name
     return _write(target, page(rows, summary, run.get("recipe"), title, source=str(folder)))
 
 

@@ -223,6 +223,30 @@ def test_the_run_page_lists_every_problem_with_the_summary_and_plot(run, tmp_pat
 
 
 @needs_chromium
+def test_old_rows_error_rows_and_hostile_text_show_as_they_are(run, tmp_path):
+    _, rows = run
+    old = {k: v for k, v in rows[0].items() if k != "tree"} | {"id": "old/1 a&b"}  # written before trees were kept
+    error = {"id": "err", "problem": "Compute 1+1.", "reference": "2", "answer": None, "correct": False}
+    error["error"] = "prompt of 9000 tokens exceeds the context of 2048"
+    hostile = rows[1] | {"problem": "</script><script>document.title='pwned'</script> /*SCRIPT*/ <!--PROBLEMS-->"}
+    run_dir = tmp_path / "edge"
+    run_dir.mkdir()
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, error, hostile)))
+    page = write_view(run_dir)
+    for fragment, problem, nodes in (
+        ("#old%2F1%20a%26b", "old/1 a&b", len(tree_of(old)["nodes"])),
+        ("#err", "err", 0),
+        ("#%E0%A4%A", None, 0),  # not percent-encoding: no such problem, and no script error
+    ):
+        html, log = chromium(tmp_path, "--dump-dom", page.as_uri() + fragment)
+        dom = Dom(html)
+        assert dom.body.get("data-problem") == problem and len(dom.nodes) == nodes
+        assert "Uncaught" not in log
+        assert [i["title"] for i in dom.items] == [r["problem"] for r in (old, error, hostile)]
+        assert "pwned" not in re.search(r"<title>(.*?)</title>", html).group(1)  # the text stayed text
+
+
+@needs_chromium
 def test_a_200_problem_beam16_run_opens_in_under_2_seconds(tmp_path):
     """Synthetic wide trees (16 children per level, 8 levels, ~130 nodes each), as a beam-16 run writes them."""
     rows = []

@@ -326,7 +326,12 @@
   }
 
   function route() {
-    const id = decodeURIComponent(location.hash.slice(1));
+    let id = location.hash.slice(1);
+    try {
+      id = decodeURIComponent(id);
+    } catch (e) {
+      // a fragment that is not percent-encoding: taken as it is
+    }
     if (id && BY_ID.has(id)) return openProblem(BY_ID.get(id));
     if (!id && !INDEX.summary && PROBLEMS.length === 1) return openProblem(0); // reasoner solve --html
     current = null;
