@@ -168,11 +168,22 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _write(target: Path, html: str) -> Path:
+def check_out(target: str | Path, flag: str = "--out") -> Path:
+    """``target`` as a file the page can be written to, or a ``ValueError`` saying why not: ``reasoner solve --html``
+    checks it before it solves anything."""
+    target = Path(target)
     if target.is_dir():
-        raise ValueError(f"--out {target} is a folder: give the HTML file to write, e.g. {target / VIEW_FILE}")
+        raise ValueError(f"{flag} {target} is a folder: give the HTML file to write, e.g. {target / VIEW_FILE}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot write {flag} {target} ({e.strerror or e}): give a file you can write to") from None
+    return target
+
+
+def _write(target: Path, html: str) -> Path:
+    check_out(target)
+    try:
         target.write_text(html, encoding="utf-8")
     except OSError as e:
         raise ValueError(f"cannot write --out {target} ({e.strerror or e}): give a file you can write to") from None

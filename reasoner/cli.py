@@ -22,7 +22,7 @@ from evals.runner import evaluate
 from evals.suites import load_suite
 from evals.toy.report import main as toy_report
 from evals.toy.train import main as toy_train
-from evals.view import write_solution_view, write_view
+from evals.view import check_out, write_solution_view, write_view
 from verifiers.code import CheckResult, check, extract_code
 from verifiers.math import is_equivalent
 
@@ -60,6 +60,8 @@ def _recipe_args(p: argparse.ArgumentParser, default: str = "chain of thought wi
 
 def cmd_solve(args) -> int:
 
+    if args.html:
+        check_out(args.html, "--html")  # before anything is solved
     tests = _read_tests(args.tests) if args.tests else None
     problem = Problem(args.problem, tests=tests, meta={"public_tests": tests} if tests else {})
     recipe = Recipe.load(args.recipe or SOLVE_RECIPE, args.overrides)

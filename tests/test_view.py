@@ -311,3 +311,11 @@ def test_bad_input_is_one_line_and_exit_2(run, tmp_path, capsys, case, expected)
     assert main(["view", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+
+
+def test_solve_refuses_an_html_file_it_cannot_write_before_solving(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    for bad in (tmp_path, tmp_path / "a-file" / "view.html"):
+        assert main(["solve", "Compute 12+30.", "--html", str(bad), "--recipe", "no-such-recipe"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--html" in err, err  # the page's error, not the recipe's
