@@ -1,4 +1,5 @@
-"""The ``reasoner`` command: solve one problem, evaluate a recipe on a suite, and the toy world's tools."""
+"""The ``reasoner`` command: solve one problem, evaluate a recipe on a suite, view a run, and the toy world's
+tools."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from evals.runner import evaluate
 from evals.suites import load_suite
 from evals.toy.report import main as toy_report
 from evals.toy.train import main as toy_train
+from evals.view import check_out, write_solution_view, write_view
 from verifiers.code import CheckResult, check, extract_code
 from verifiers.math import is_equivalent
 
@@ -58,6 +60,8 @@ def _recipe_args(p: argparse.ArgumentParser, default: str = "chain of thought wi
 
 def cmd_solve(args) -> int:
 
+    if args.html:
+        check_out(args.html, "--html")  # before anything is solved
     tests = _read_tests(args.tests) if args.tests else None
     problem = Problem(args.problem, tests=tests, meta={"public_tests": tests} if tests else {})
     recipe = Recipe.load(args.recipe or SOLVE_RECIPE, args.overrides)
@@ -68,12 +72,17 @@ def cmd_solve(args) -> int:
     program, verdict = _code_check(recipe, solution.text, tests)
     if verdict is not None:
         solution.correct = verdict.passed
+    out = solution.to_dict()
+    if program is not None or tests is not None:
+        out["program"] = program
+    if verdict is not None:
+        out["tests"] = {"file": args.tests, "passed": verdict.passed, "reason": verdict.reason}
+    if args.html:  # the page shows the exact answer as the reference, and the tests' verdict
+        page = out | ({"reference": str(exact)} if exact is not None else {})
+        write_solution_view(
+            page | ({"reason": verdict.reason} if verdict else {}), args.html, recipe.model_dump(mode="json")
+        )
     if args.json:
-        out = solution.to_dict()
-        if program is not None or tests is not None:
-            out["program"] = program
-        if verdict is not None:
-            out["tests"] = {"file": args.tests, "passed": verdict.passed, "reason": verdict.reason}
         print(json.dumps(out, indent=2))
         return 0
     from rich.console import Console
@@ -123,6 +132,8 @@ def cmd_solve(args) -> int:
             "or written[/]"
         )
     console.print(f"[dim]wall time {solution.stats.wall_s:.2f}s[/]")
+    if args.html:
+        console.print(f"wrote {escape(args.html)}")
     return 0
 
 
@@ -320,6 +331,12 @@ def cmd_recipe_schema(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    path = write_view(args.run, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_report(args) -> int:
 
     markdown = report(args.runs, args.out, baseline=args.baseline)
@@ -357,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Python file of asserts: run them on the answer's program in the sandbox and print passed / failed "
         "(a recipe that "
         "searches on public tests, e.g. toy-code-rethink, also searches with them)",
+    )
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the solution's search tree as a self-contained page (as `reasoner view` does for a run)",
     )
     p.set_defaults(func=cmd_solve)
 
@@ -480,6 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="the run the speedups are measured against (default: the first DIR)")
     p.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "view",
+        help="a run's problems, summary and search trees as one self-contained HTML page (opens from disk)",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="the --out folder of a `reasoner eval` run")
+    p.add_argument("--out", help="the HTML file to write (default: RUN_DIR/view.html); open FILE#<problem id>")
+    p.set_defaults(func=cmd_view)
 
     recipe = sub.add_parser("recipe", help="recipes: their schema").add_subparsers(dest="recipe_command", required=True)
     p = recipe.add_parser("schema", help="print the JSON schema of a recipe (every section and field)")

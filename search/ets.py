@@ -155,6 +155,9 @@ class Rebase:
                 leaves, values = [c for c, _ in open_], [s for _, s in open_]
                 if self.prune and len(leaves) > 1:
                     keep = solve(self.program(leaves, values, width))
+                    for c, x in zip(leaves, keep):
+                        if not x:
+                            c.notes = (c.notes or {}) | {"pruned": self.name}  # shown by `reasoner view`
                     leaves, values = [c for c, x in zip(leaves, keep) if x], [s for s, x in zip(values, keep) if x]
                     t.stats.count("ets_pruned", len(keep) - sum(keep))
                 alloc = rebase_allocation(values, width, self.temperature)

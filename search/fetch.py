@@ -53,6 +53,9 @@ class Merger:
             for (node, score), lab in zip(siblings, labels):
                 if lab not in best or score > best[lab][1]:
                     best[lab] = (node, score)
+            for (node, _), lab in zip(siblings, labels):
+                if node is not best[lab][0]:
+                    node.notes = (node.notes or {}) | {"merged_into": best[lab][0]}  # shown by `reasoner view`
             if len(best) < len(siblings):
                 siblings[0][0].tree.stats.count("merged_states", len(siblings) - len(best))
             out += list(best.values())

@@ -40,8 +40,9 @@ class Step:
     scores: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time spent writing (and judging) it: its share of the batched calls
     speculation: dict[str, Any] | None = (
-        None  # step speculation's record: acceptor, score, accepted, the rejected draft
+        None  # step speculation's record: acceptor, score, accepted, the rejected draft and its tokens
     )
+    phases: dict[str, float] | None = None  # step speculation: the seconds spent in draft, judge, rewrite
 
     def to_dict(self) -> dict:
         out = {
@@ -54,6 +55,8 @@ class Step:
         out["seconds"] = round(self.seconds, 5)
         if self.speculation is not None:
             out["speculation"] = self.speculation
+        if self.phases is not None:
+            out["phases"] = self.phases
         return out
 
 
@@ -107,6 +110,33 @@ class Tree:
         self.stats = Stats()
         self.prompt_ids: dict[tuple[str, str, Node], list[int]] = {}
 
+    def to_dict(self, chosen: list[Step] | None = None, candidates: list[list[Step]] = ()) -> dict:
+        """The whole search, not only the paths that became candidates, so a viewer can draw what was tried,
+        pruned and merged: every node but the root, parents before children (``parent`` is an index into
+        ``nodes``, ``None`` under the root), each with its step. ``chosen`` and ``candidates`` (paths of steps)
+        become the index of their leaf; a note that names a node (``merged_into``, ``rethought``) names its
+        index."""
+        nodes: list[Node] = []
+        stack = list(reversed(self.root.children))
+        while stack:
+            node = stack.pop()
+            nodes.append(node)
+            stack += reversed(node.children)
+        index = {id(n): i for i, n in enumerate(nodes)}
+        by_step = {id(n.step): i for i, n in enumerate(nodes)}
+        leaf = lambda steps: by_step.get(id(steps[-1])) if steps else None  # noqa: E731
+        rows = []
+        for node in nodes:
+            row = {"parent": index.get(id(node.parent)), **node.step.to_dict(), "terminal": node.terminal}
+            if node.value is not None:
+                row["value"] = round(float(node.value), 4)
+            if node.visits:
+                row["visits"] = node.visits
+            if node.notes:
+                row["notes"] = {k: index.get(id(v)) if isinstance(v, Node) else v for k, v in node.notes.items()}
+            rows.append(row)
+        return {"nodes": rows, "chosen": leaf(chosen), "candidates": [leaf(c) for c in candidates]}
+
 
 @dataclass
 class Candidate:
@@ -139,7 +169,7 @@ class Solution:
     candidates: list[Candidate]
     stats: Stats
     correct: bool | None = None  # set when the problem has a reference answer
-    tree: Tree | None = field(default=None, repr=False, compare=False)  # the search tree behind it (not serialized)
+    tree: Tree | None = field(default=None, repr=False, compare=False)  # the search tree behind it
 
     def to_dict(self) -> dict:
         return {
@@ -152,4 +182,4 @@ class Solution:
             "steps": [s.to_dict() for s in self.steps],
             "candidates": [c.to_dict() for c in self.candidates],
             "stats": self.stats.to_dict(),
-        }
+        } | ({"tree": self.tree.to_dict(self.steps, [c.steps for c in self.candidates])} if self.tree else {})

@@ -24,7 +24,8 @@ class SpeculativeStepEngine:
 
     ``first_n_target_steps``: the target writes the first n steps of every trajectory itself (SpecReason's option:
     early steps set the plan). Each step records its source, the acceptor's score and verdict (and the rejected
-    draft's text) in ``step.speculation``; each tree counts ``steps_accepted``, ``steps_rejected``, ``steps_total``.
+    draft's text and tokens) in ``step.speculation``, and its seconds spent drafting, judging and rewriting in
+    ``step.phases``; each tree counts ``steps_accepted``, ``steps_rejected``, ``steps_total``.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class SpeculativeStepEngine:
         rejected = []
         for child, (score, accepted) in zip(children, verdicts):
             step = child.step
+            step.phases = {"draft": round(step.seconds, 5), "judge": round(judge_seconds, 5)}
             step.seconds += judge_seconds
             step.speculation = {
                 "acceptor": self.acceptor.name,
@@ -94,7 +96,8 @@ class SpeculativeStepEngine:
                 rejected.append(child)
         for child, (step,) in zip(rejected, self.target.propose([c.parent for c in rejected], 1)):
             draft = child.step
+            step.phases = dict(draft.phases or {}, rewrite=round(step.seconds, 5))
             step.seconds += draft.seconds
-            step.speculation = dict(draft.speculation, draft=draft.text)
+            step.speculation = dict(draft.speculation, draft=draft.text, draft_tokens=len(draft.token_ids))
             child.step = step
             child.terminal = self.is_terminal(child.parent, step)
