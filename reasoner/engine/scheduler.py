@@ -225,7 +225,9 @@ class RemoteModel:
             self.process.wait()
             raise info
         self.name, self.role, self.kv_bytes_per_token = info["name"], self.load_args["role"], info["kv_bytes_per_token"]
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_path(self.load_args["path"]))
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            resolve_path(self.load_args["path"], self.load_args.get("gguf_file"))
+        )
         self.stats, self.batch = Stats(), None
         self.futures: dict[int, Future] = {}
         self.ids = itertools.count()
