@@ -179,11 +179,22 @@ def from_recipe(
     the template the recipe's prompt (``prompt``: another)."""
     spec = getattr(recipe.models, recipe.search.policy)
     if validator:
-        spec = spec.model_copy(update={"path": validator, "backend": "transformers", "engine_args": {}, "base_url": []})
+        spec = spec.model_copy(
+            update={"path": validator, "gguf_file": None, "backend": "transformers", "engine_args": {}, "base_url": []}
+        )
     options = {"dtype": spec.dtype, "device": spec.device, "max_batch_size": spec.max_batch_size}
-    lm = load_lm(spec.backend, spec.path, "validator", seed=recipe.seed, **options, **spec.backend_options())
+    lm = load_lm(
+        spec.backend,
+        spec.path,
+        "validator",
+        seed=recipe.seed,
+        gguf_file=spec.gguf_file,
+        **options,
+        **spec.backend_options(),
+    )
     if scorer is None and spec.backend == "transformers":
         score_lm = lm
     else:
-        score_lm = load_lm("transformers", scorer or spec.path, "scorer", seed=recipe.seed, **options)
+        gguf = None if scorer else spec.gguf_file
+        score_lm = load_lm("transformers", scorer or spec.path, "scorer", seed=recipe.seed, gguf_file=gguf, **options)
     return AStarThought(lm, prompts.load(prompt or recipe.prompt), config, scorer=score_lm)

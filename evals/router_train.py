@@ -74,6 +74,7 @@ def _models_only(recipe):
             spec.backend,
             spec.path,
             "target",
+            gguf_file=spec.gguf_file,
             seed=recipe.seed,
             dtype=spec.dtype,
             device=spec.device,

@@ -85,6 +85,7 @@ class Reasoner:
                 load_args[role] = dict(
                     backend=spec.backend,
                     path=spec.path,
+                    gguf_file=spec.gguf_file,
                     role=role,
                     seed=r.seed,
                     dtype=spec.dtype,

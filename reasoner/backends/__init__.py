@@ -26,8 +26,9 @@ def backend_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def load_lm(backend: str, path: str, role: str, seed: int = 0, **options) -> LM:
-    """Build the backend ``backend`` for the model at ``path``, its calls' costs booked under ``role``."""
+def load_lm(backend: str, path: str, role: str, seed: int = 0, gguf_file: str | None = None, **options) -> LM:
+    """Build the backend ``backend`` for the model at ``path`` (``gguf_file``: a GGUF in that folder), its calls'
+    costs booked under ``role``."""
     if backend in ("vllm", "openai") and options.pop("token_speculation", None) is not None:
         # our drafters need the model's logits and KV cache in this process; an engine speculates on its own
         raise ValueError(
@@ -42,8 +43,10 @@ def load_lm(backend: str, path: str, role: str, seed: int = 0, **options) -> LM:
         )
     cls = backend_class(backend)
     if backend == "openai":  # the server holds the weights: the path is the served model's name
+        if gguf_file is not None:
+            raise ValueError("gguf_file is for the transformers backend: a server loads its own weights")
         return cls(path, role=role, seed=seed, **options)
-    resolved = resolve_path(path)
+    resolved = resolve_path(path, gguf_file)
     if backend == "vllm":
         return cls(resolved, role=role, seed=seed, **options)
     try:

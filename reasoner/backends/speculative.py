@@ -24,7 +24,7 @@ from ..specdec.config import TokenSpeculation
 from ..specdec.drafters.base import Drafter
 from ..specdec.tree import DraftTree
 from ..specdec.verify import verify
-from .sources import resolve_path
+from .sources import make_resident, resolve_path
 
 
 def build_drafter(config: TokenSpeculation | dict, lm) -> Drafter:
@@ -41,7 +41,9 @@ def load_draft_model(path: str, lm):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve_path(path)
-    model = AutoModelForCausalLM.from_pretrained(resolved, dtype=lm.model.dtype).eval().to(lm.device)
+    model = make_resident(
+        AutoModelForCausalLM.from_pretrained(resolved, dtype=lm.model.dtype).eval().to(lm.device), lm.device
+    )
     if AutoTokenizer.from_pretrained(resolved).get_vocab() != lm.tokenizer.get_vocab():
         raise ValueError(
             f"token_speculation.draft {path!r} has a different tokenizer from {lm.name}: "

@@ -28,7 +28,7 @@ from ..core.stats import RoleStats
 from .common import Backend, make_generation, score_pairs, single_token_ids
 from .continuous import ContinuousBatch, GenerateRequest
 from .prefix_cache import Entry, PrefixCache
-from .sources import resolve_dtype
+from .sources import make_resident, resolve_dtype
 from .speculative import SpeculativeDecoding, build_drafter
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,9 @@ class TransformersLM(SpeculativeDecoding, Backend):
         self.max_batch_size = max_batch_size
         self.add_special_tokens = add_special_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = (
-            AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, self.device)).to(self.device).eval()
+        self.model = make_resident(
+            AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, self.device)).to(self.device).eval(),
+            self.device,
         )
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id

@@ -245,7 +245,9 @@ class RemoteModel:
             raise info
         self.name, self.role, self.kv_bytes_per_token = info["name"], self.load_args["role"], info["kv_bytes_per_token"]
         self.context_length = info.get("context_length")
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_path(self.load_args["path"]))
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            resolve_path(self.load_args["path"], self.load_args.get("gguf_file"))
+        )
         self.stats, self.batch = Stats(), None
         self.futures: dict[int, Future] = {}
         self.ids = itertools.count()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prompts import PromptTemplate
-from verifiers.likelihood import step_token_ids
+from verifiers.likelihood import prompt_ids
 
 from ..core.lm import LM, SamplingParams
 from ..core.types import Node, Step
@@ -59,17 +59,8 @@ class StepEngine:
         self.lookahead = lookahead
 
     def prompt(self, node: Node) -> list[int]:
-        """The token ids ``self.lm`` continues from at ``node`` (kept on the tree, per model and problem text: a
-        search may rewrite the problem for a while, as RethinkMCTS does to add feedback)."""
-        key = (self.lm.name, node.tree.problem.text, node)
-        ids = node.tree.prompt_ids.get(key)
-        if ids is None:
-            if node.parent is None:
-                ids = self.lm.encode(self.template.prompt(self.lm.tokenizer, node.tree.problem.text))
-            else:
-                ids = self.prompt(node.parent) + step_token_ids(self.lm, self.template, node.step)
-            node.tree.prompt_ids[key] = ids
-        return ids
+        """The token ids ``self.lm`` continues from at ``node`` (``verifiers.likelihood.prompt_ids``)."""
+        return prompt_ids(self.lm, self.template, node)
 
     def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
         """``k`` new children for every node, from one batched call."""
