@@ -153,9 +153,12 @@ def test_failed_conversion_leaves_nothing(cache, tmp_path, monkeypatch):
     assert list((cache / "converted").iterdir()) == []
 
 
-def test_local_paths_hub_ids_and_toy_models_keep_working(tmp_path):
+def test_local_paths_hub_ids_and_toy_models_keep_working(tmp_path, monkeypatch):
     assert sources.resolve_path("toy:draft").endswith("draft")
+    checked = []
+    monkeypatch.setattr(sources, "check_hub", checked.append)  # (offline here: tests/test_reliability.py tests it)
     assert sources.resolve_path("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert checked == ["Qwen/Qwen2.5-0.5B-Instruct"]
     (tmp_path / "config.json").write_text("{}")
     assert sources.resolve_path(str(tmp_path)) == str(tmp_path)
     with pytest.raises(FileNotFoundError, match="reasoner models list"):
