@@ -10,8 +10,12 @@ same folder stops at once, naming the holder's pid. ``run.json`` is the run's id
 overrides and the sha256 of the data file's bytes; results continue only a run with the same identity, so neither
 a changed recipe nor a file changed under the same path mixes its problems into earlier results.
 
-Parallel over problems: with ``workers > 1`` batches of problems go to worker processes, each with its own
-models (and ``cpu_count / workers`` torch threads); they die with the main process.
+Problems in flight: with one worker, ``batch_size`` problems are solved at once as a sliding window
+(``Reasoner.solve_stream``): each finished problem is written and the next one starts, so no problem waits for the
+slowest of a batch. Each row carries the span of the run that ended with it (``batch``: wall time, forward passes,
+busy time; ``size`` 1), and the spans add up to the run. With ``workers > 1`` batches of ``batch_size`` problems go
+to worker processes, each with its own models (and ``cpu_count / workers`` torch threads), and each row carries
+its batch's costs (``size``: the batch's problems); the workers die with the main process.
 
 Problems with tests (code suites) are checked in the sandbox (``verifiers.code``): every candidate, for pass@k.
 """
@@ -83,16 +87,14 @@ def _run(recipe, problems, out, done, batch_size, progress, workers, baseline, b
     if todo:
         sink = open(out / "results.jsonl", "a") if out else None
         bar = _progress(len(problems), len(rows), enabled=progress)
-        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         try:
-            for batch_rows in _solve_batches(recipe, batches, workers):
-                for row in batch_rows:
-                    rows.append(row)
-                    if sink:
-                        sink.write(json.dumps(row) + "\n")
-                        sink.flush()
-                        os.fsync(sink.fileno())
-                bar.update(len(batch_rows))
+            for row in _solve(recipe, todo, batch_size, workers):
+                rows.append(row)
+                if sink:
+                    sink.write(json.dumps(row) + "\n")
+                    sink.flush()
+                    os.fsync(sink.fileno())
+                bar.update(1)
                 bar.set_postfix(accuracy=f"{sum(bool(r['correct']) for r in rows) / len(rows):.3f}")
         finally:
             bar.close()
@@ -112,20 +114,26 @@ def _run(recipe, problems, out, done, batch_size, progress, workers, baseline, b
 _worker: dict = {}
 
 
-def _solve_batches(recipe: Recipe, batches: list[list[Problem]], workers: int):
-    """Rows of each batch, as batches finish (in order with one worker, as they come with several)."""
-    if workers == 1 or len(batches) == 1:
+def _solve(recipe: Recipe, todo: list[Problem], batch_size: int, workers: int):
+    """Rows as problems finish: a sliding window of ``batch_size`` problems with one worker, batches across
+    several."""
+    if workers == 1 or len(todo) <= batch_size:
         reasoner = Reasoner(recipe)
-        for batch in batches:
-            yield solve_batch(reasoner, batch)
+        for i, solution, span in reasoner.solve_stream(todo, window=batch_size):
+            if isinstance(solution, PromptTooLong):
+                yield error_row(todo[i], solution)
+            else:
+                yield scored_row(solution, {"size": 1, "in_flight": batch_size} | _costs(span))
         return
     import multiprocessing as mp
 
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     threads = max(1, (os.cpu_count() or 1) // workers)
     with mp.get_context("spawn").Pool(
         min(workers, len(batches)), initializer=_init_worker, initargs=(recipe.model_dump(), threads)
     ) as pool:
-        yield from pool.imap_unordered(_solve_in_worker, batches)
+        for rows in pool.imap_unordered(_solve_in_worker, batches):
+            yield from rows
 
 
 def _init_worker(recipe: dict, threads: int) -> None:
@@ -155,21 +163,27 @@ def solve_batch(reasoner, batch: list[Problem]) -> list[dict]:
         if len(batch) > 1:
             return [row for problem in batch for row in solve_batch(reasoner, [problem])]
         return [error_row(batch[0], e)]
-    shared = {
-        "size": len(batch),
-        "wall_s": round(reasoner.last_run.wall_s, 4),
-        "forward_passes": {k: r.forward_passes for k, r in reasoner.last_run.roles.items()},
-        "busy_s": {k: round(r.wall_s, 4) for k, r in reasoner.last_run.roles.items()},  # each model computing
+    shared = {"size": len(batch)} | _costs(reasoner.last_run)
+    return [scored_row(s, shared) for s in solutions]
+
+
+def _costs(run) -> dict:
+    """The costs that problems solved together share: wall time, forward passes, each model's busy time."""
+    return {
+        "wall_s": round(run.wall_s, 4),
+        "forward_passes": {k: r.forward_passes for k, r in run.roles.items()},
+        "busy_s": {k: round(r.wall_s, 4) for k, r in run.roles.items()},  # each model computing
     }
-    rows = []
-    for problem, s in zip(batch, solutions):
-        row = s.to_dict() | {"batch": shared}
-        if problem.tests is not None:
-            score_code(row, problem)
-        else:
-            score_math(row, problem)
-        rows.append(row)
-    return rows
+
+
+def scored_row(solution, shared: dict) -> dict:
+    """A solution's result row, checked against its reference (code in the sandbox, math by math-verify)."""
+    row = solution.to_dict() | {"batch": shared}
+    if solution.problem.tests is not None:
+        score_code(row, solution.problem)
+    else:
+        score_math(row, solution.problem)
+    return row
 
 
 def error_row(problem: Problem, error: Exception) -> dict:

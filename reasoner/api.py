@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import prompts
@@ -16,6 +17,7 @@ from verifiers.acceptors import make_acceptor
 from verifiers.base import aggregate
 from verifiers.math import extract_answer, is_equivalent
 
+from .core.errors import PromptTooLong
 from .core.lm import LM, check_context
 from .core.stats import Stats
 from .core.types import Candidate, Node, Problem, Solution, Tree
@@ -135,33 +137,21 @@ class Reasoner:
     def solve_many(self, problems: Iterable[str | Problem]) -> list[Solution]:
         """Solve problems together: their trajectories share every batched model call. Each solution's stats
         count the tokens spent on it; the batch's wall time and forward passes are in ``last_run`` (and, for a
-        single problem, in its solution's stats too)."""
+        single problem, in its solution's stats too). A problem too long for a model raises ``PromptTooLong``
+        before anything is computed."""
         if isinstance(problems, (str, bytes, Problem)):
             raise TypeError("solve_many takes a list of problems; solve takes one")
         problems = [p if isinstance(p, Problem) else Problem(p) for p in problems]
         if not problems:
             return []
         self.check_prompts(problems)
-        trees = [Tree(p) for p in problems]
-        for lm in self.models.values():  # a problem's costs must not depend on what ran before it
-            lm.clear_prefix_cache()
-        before = [m.snapshot() for m in self._meters]
-        start = time.perf_counter()
-        with ThreadPoolExecutor(len(trees), thread_name_prefix="problem") as pool:
-            leaves = list(pool.map(lambda tree: self.search.run([tree])[0], trees))
-        for tree in trees:  # the KV a tree search retains, in bytes of the policy model's KV
-            book_bytes(tree.stats, self.models[self.recipe.search.policy].kv_bytes_per_token)
-        solutions = [self._solution(tree, lv) for tree, lv in zip(trees, leaves)]
-        self.last_run = run = Stats()
-        for meter, snapshot in zip(self._meters, before):
-            run.merge(meter.since(snapshot))
-        run.wall_s = time.perf_counter() - start
-        for tree in trees:
-            for name, value in tree.stats.counters.items():
-                run.count(name, value)
-        self.stats.merge(run)
+        solutions: list = [None] * len(problems)
+        for i, solution, _ in self.solve_stream(problems, window=len(problems)):
+            if isinstance(solution, PromptTooLong):  # (a step ran past the context)
+                raise solution
+            solutions[i] = solution
         if len(solutions) == 1:  # the batch is this problem: its shared costs are its own
-            own = solutions[0].stats
+            own, run = solutions[0].stats, self.last_run
             for name, r in run.roles.items():
                 own.role(name).calls, own.role(name).forward_passes, own.role(name).wall_s = (
                     r.calls,
@@ -170,6 +160,60 @@ class Reasoner:
                 )
             own.wall_s = run.wall_s
         return solutions
+
+    def solve_stream(
+        self, problems: Iterable[str | Problem], window: int = 16
+    ) -> Iterator[tuple[int, Solution | PromptTooLong, Stats]]:
+        """Solve problems with up to ``window`` of them in flight, yielding ``(index, solution, span)`` as each
+        finishes; the next problem starts at once (a sliding window, not batches: no problem waits for the slowest
+        one of a batch). A problem too long for a model yields its ``PromptTooLong`` in place of a solution.
+
+        ``span`` is what the run spent since the previous yield (wall time, each model's forward passes and busy
+        time): the spans add up to the whole run, which is then in ``last_run``. The prefix caches are cleared
+        whenever no problem is in flight, so with ``window=1`` a problem's costs do not depend on what ran before
+        it; with a wider window problems in flight together share cached prefixes, as they share forwards."""
+        if window < 1:
+            raise ValueError(f"window must be at least 1 (problems in flight), got {window}")
+        queue = deque(enumerate(p if isinstance(p, Problem) else Problem(p) for p in problems))
+        run, start = Stats(), time.perf_counter()
+        before, last = [m.snapshot() for m in self._meters], start
+        running: dict = {}
+        with ThreadPoolExecutor(min(window, len(queue)) or 1, thread_name_prefix="problem") as pool:
+            while queue or running:
+                if not running:
+                    for lm in self.models.values():
+                        lm.clear_prefix_cache()
+                while queue and len(running) < window:
+                    i, problem = queue.popleft()
+                    running[pool.submit(self._solve_one, problem)] = i
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i = running.pop(future)
+                    solution = future.result()
+                    span, now = Stats(), time.perf_counter()
+                    snapshots = [m.snapshot() for m in self._meters]
+                    for snapshot, earlier in zip(snapshots, before):
+                        span.merge(snapshot.since(earlier))
+                    span.wall_s, before, last = now - last, snapshots, now
+                    if not isinstance(solution, PromptTooLong):
+                        for name, value in solution.stats.counters.items():
+                            span.count(name, value)
+                    run.merge(span)
+                    yield i, solution, span
+        run.wall_s = time.perf_counter() - start
+        self.last_run = run
+        self.stats.merge(run)
+
+    def _solve_one(self, problem: Problem) -> Solution | PromptTooLong:
+        """One problem, start to end (in a thread of ``solve_stream``)."""
+        try:
+            self.check_prompts([problem])
+            tree = Tree(problem)
+            leaves = self.search.run([tree])[0]
+        except PromptTooLong as e:
+            return e
+        book_bytes(tree.stats, self.models[self.recipe.search.policy].kv_bytes_per_token)  # KV a tree search kept
+        return self._solution(tree, leaves)
 
     def check_prompts(self, problems: list[Problem]) -> None:
         """Raise ``PromptTooLong`` for the first problem whose prompt, with one step's tokens

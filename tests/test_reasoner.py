@@ -41,6 +41,26 @@ def test_single_solve_stats_are_complete(cot):
     assert r.calls == len(s.steps) and r.forward_passes >= len(s.steps) and s.stats.wall_s > 0
 
 
+def test_a_stream_starts_the_next_problem_as_one_finishes_and_its_spans_add_up(cot):
+    """A sliding window, not batches: with two in flight, the short problems behind a long one finish first (in
+    batches of two, problem 2 could not start before problem 0 ended), with the same answers as solved alone."""
+    long = "Compute " + "+".join(str(i) for i in range(1, 25)) + "."  # ~30 steps against 2
+    problems = [long, "Compute 1+2.", "Compute 3+4.", "Compute 5+1."]
+    streamed = list(cot.solve_stream(problems, window=2))
+    order = [i for i, _, _ in streamed]
+    assert sorted(order) == [0, 1, 2, 3] and order.index(2) < order.index(0) and order.index(3) < order.index(0)
+    alone = [cot.solve(p).text for p in problems]
+    assert {i: s.text for i, s, _ in streamed} == dict(enumerate(alone))
+    run = cot.solve_many(problems)  # the same work as one window: the spans of a stream add up to its run
+    spans = list(cot.solve_stream(problems, window=4))
+    forwards = sum(span.role("target").forward_passes for _, _, span in spans)
+    assert forwards == cot.last_run.role("target").forward_passes > 0
+    assert sum(span.wall_s for _, _, span in spans) == pytest.approx(cot.last_run.wall_s, rel=0.05)
+    assert sum(s.stats.role("target").generated_tokens for _, s, _ in spans) == sum(
+        s.stats.role("target").generated_tokens for s in run
+    )
+
+
 def test_best_of_n_samples_n_candidates_scored_by_the_target(problems):
     reasoner = Reasoner("toy-bon", ["search.n=4"])
     solutions = reasoner.solve_many(problems[:4])

@@ -236,7 +236,8 @@ def test_a_problem_too_long_for_the_context_is_one_error_row_and_the_run_goes_on
     # two models (draft and target), on a CPU each in a process of its own (RemoteModel), solved in one batch
     recipe = Recipe.load("toy-likelihood", ["suite.name=math500", f"suite.data={data}"])
     summary = evaluate(recipe, tmp_path / "run", batch_size=3, progress=False)
-    results = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    written = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    results = sorted(written, key=lambda r: [p for p, _ in rows].index(r["problem"]))  # written as they finish
     assert [r["problem"] for r in results] == [p for p, _ in rows]
     error = results[1]["error"]
     assert error.startswith("prompt of ") and error.endswith(" tokens exceeds the context of 512")

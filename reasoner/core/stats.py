@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 
@@ -28,8 +29,14 @@ class RoleStats:
         return RoleStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
 
 
+# One lock for every Stats: a model's counters are added to by its worker thread while a caller snapshots them
+# mid-run (``Reasoner.solve_stream``, the server); each operation under it is a few dict updates.
+_LOCK = threading.RLock()
+
+
 class Stats:
-    """Per-role ``RoleStats`` plus named counters (``steps_accepted``, ...) and the wall time of a whole run."""
+    """Per-role ``RoleStats`` plus named counters (``steps_accepted``, ...) and the wall time of a whole run.
+    ``book``, ``count``, ``merge``, ``replace`` and ``snapshot`` are safe to call from several threads."""
 
     def __init__(self):
         self.roles: dict[str, RoleStats] = defaultdict(RoleStats)
@@ -40,22 +47,35 @@ class Stats:
         return self.roles[name]
 
     def count(self, name: str, value: float = 1) -> None:
-        self.counters[name] += value
+        with _LOCK:
+            self.counters[name] += value
 
     def book(self, role: str, usage: RoleStats) -> None:
         """Add what a call (or one prompt of it) cost to ``role``."""
-        self.roles[role] += usage
+        with _LOCK:
+            self.roles[role] += usage
 
     def merge(self, other: Stats) -> Stats:
-        for name, r in other.roles.items():
-            self.roles[name] += r
-        for name, v in other.counters.items():
-            self.counters[name] += v
-        self.wall_s += other.wall_s
+        with _LOCK:
+            for name, r in other.roles.items():
+                self.roles[name] += r
+            for name, v in other.counters.items():
+                self.counters[name] += v
+            self.wall_s += other.wall_s
         return self
 
+    def replace(self, other: Stats) -> None:
+        """Become a copy of ``other`` in place (a mirror of stats kept elsewhere), atomically for ``snapshot``."""
+        with _LOCK:
+            self.roles.clear()
+            self.roles.update(other.roles)
+            self.counters.clear()
+            self.counters.update(other.counters)
+            self.wall_s = other.wall_s
+
     def snapshot(self) -> Stats:
-        return copy.deepcopy(self)
+        with _LOCK:
+            return copy.deepcopy(self)
 
     def since(self, before: Stats) -> Stats:
         """What was spent after ``before`` (a ``snapshot`` of this object) was taken."""

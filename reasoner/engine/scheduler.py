@@ -315,10 +315,7 @@ class RemoteModel:
                         future.set_exception(error)
                     self.futures.clear()
                 return
-            self.stats.roles.clear()
-            self.stats.roles.update(stats.roles)
-            self.stats.counters.clear()
-            self.stats.counters.update(stats.counters)
+            self.stats.replace(stats)
             with self.lock:
                 future = self.futures.pop(rid)
             (future.set_result if ok else future.set_exception)(value)
