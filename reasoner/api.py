@@ -103,11 +103,19 @@ class Reasoner:
         )
         self._closer = weakref.finalize(self, self.scheduler.close)  # model workers and processes end with us
         self.models: dict[str, LM] = self.scheduler.models
-        lms = self.scheduler.wrapped
+        self.verifier = verifiers.build(r.verifier, self.scheduler.wrapped, self.template, r.models)
+        self._assemble()
+        # everything that counts its own costs: the backends and the models verifiers loaded themselves
+        self._meters = [lm.stats for lm in self.models.values()] + [
+            m.stats for m in verifiers.own_models(self.verifier)
+        ]
+
+    def _assemble(self) -> None:
+        """The step engine and the search of ``self.recipe``, over the scheduler's models and the verifier."""
+        r, lms = self.recipe, self.scheduler.wrapped
         sampling = StepSampling(r.sampling.temperature, r.sampling.top_p, r.sampling.max_step_tokens)
         budget = StepBudget(r.budget.max_steps, r.budget.max_tokens, r.budget.stop_on_repeat)
         self.engine = StepEngine(lms[r.search.policy], self.template, sampling, budget)
-        self.verifier = verifiers.build(r.verifier, lms, self.template, r.models)
         if r.step_speculation is not None:
             target = StepEngine(lms["target"], self.template, sampling, budget, lookahead=False)
             acceptor = make_acceptor(r.step_speculation, lms["target"], self.template, self.verifier)
@@ -115,14 +123,33 @@ class Reasoner:
             self.engine = SpeculativeStepEngine(self.engine, target, acceptor, first, parallel=True)
         # one search, run once per problem, each in its own thread
         self.search = search.build(r.search, self.engine, self.verifier, r.verifier.aggregate, r.seed)
-        # everything that counts its own costs: the backends and the models verifiers loaded themselves
-        self._meters = [lm.stats for lm in self.models.values()] + [
-            m.stats for m in verifiers.own_models(self.verifier)
-        ]
+
+    VARIABLE = ("search", "budget", "sampling")  # the sections a variant may change (the models stay loaded)
+
+    def variant(self, **sections) -> Reasoner:
+        """This reasoner with other ``search``, ``budget`` or ``sampling`` sections (nested dicts, merged into the
+        recipe's): a reasoner that shares this one's models, scheduler and verifier, so that what both solve at once
+        shares the models' batches. Raises ``RecipeError`` (a ``ValueError``) for an invalid section, and
+        ``ValueError`` for a section it cannot change or a search whose policy model is not loaded."""
+        fixed = sorted(set(sections) - set(self.VARIABLE))
+        if fixed:
+            raise ValueError(f"a variant may change only {', '.join(self.VARIABLE)}, not {', '.join(fixed)}")
+        recipe = Recipe.load(self.recipe, {k: v for k, v in sections.items() if v is not None})
+        if recipe.search.policy not in self.scheduler.wrapped:
+            loaded = ", ".join(sorted(self.scheduler.wrapped))
+            raise ValueError(f"search.policy {recipe.search.policy!r} is not a model this recipe loaded ({loaded})")
+        other = object.__new__(Reasoner)
+        other.__dict__.update(self.__dict__)
+        other.recipe = recipe
+        other.stats, other.last_run = Stats(), Stats()
+        other._closer = None  # the models are this reasoner's: closing a variant closes nothing
+        other._assemble()
+        return other
 
     def close(self) -> None:
         """Stop the models' workers (and their processes); the reasoner cannot solve afterwards."""
-        self._closer()
+        if self._closer is not None:
+            self._closer()
 
     def __enter__(self) -> Reasoner:
         return self
@@ -207,13 +234,22 @@ class Reasoner:
     def _solve_one(self, problem: Problem) -> Solution | PromptTooLong:
         """One problem, start to end (in a thread of ``solve_stream``)."""
         try:
-            self.check_prompts([problem])
-            tree = Tree(problem)
-            leaves = self.search.run([tree])[0]
+            return self.solve_tree(Tree(problem))
         except PromptTooLong as e:
             return e
-        book_bytes(tree.stats, self.models[self.recipe.search.policy].kv_bytes_per_token)  # KV a tree search kept
-        return self._solution(tree, leaves)
+
+    def solve_tree(self, tree: Tree) -> Solution:
+        """Solve ``tree``'s problem alongside whatever else this reasoner (or a ``variant``) is solving from other
+        threads: many callers at once share the models' batches (a server's requests). The caller keeps the tree,
+        to ``cancel`` it (this raises ``Cancelled`` then) or to hear of each final step (``Tree.on_step``). Its
+        ``stats`` count the tokens spent on this problem and its wall time; prefix caches are left as they are."""
+        self.check_prompts([tree.problem])
+        start = time.perf_counter()
+        leaves = self.search.run([tree])[0]
+        book_bytes(tree.stats, self.models[self.recipe.search.policy].kv_bytes_per_token)
+        solution = self._solution(tree, leaves)
+        solution.stats.wall_s = time.perf_counter() - start
+        return solution
 
     def check_prompts(self, problems: list[Problem]) -> None:
         """Raise ``PromptTooLong`` for the first problem whose prompt, with one step's tokens

@@ -389,6 +389,27 @@ def cmd_toy_report(args) -> int:
     return 0
 
 
+def _slo_class(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        ms = float(value)
+    except ValueError:
+        ms = float("nan")
+    if not sep or not name.strip() or not ms > 0 or ms == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=TPOT_MS with a positive number, e.g. tight=40")
+    return name.strip(), ms
+
+
+def cmd_serve(args) -> int:
+    # FastAPI, uvicorn and prometheus-client are imported only here: `import reasoner` and the other commands stay light
+    from evals.serve import ServerConfig, load_recipes, serve
+
+    recipes = load_recipes(args.recipe)  # a missing or invalid recipe fails before any port or model is taken
+    config = ServerConfig(args.max_running, args.max_queue, args.retry_after, dict(args.slo_class))
+    serve(recipes, args.host, args.port, config, args.drain, log=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="reasoner", description="Test-time-scaling reasoning with speculative reasoning.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -542,6 +563,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR", help="the --out folder of a `reasoner eval` run")
     p.add_argument("--out", help="the HTML file to write (default: RUN_DIR/view.html); open FILE#<problem id>")
     p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible server (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics) "
+        "of one or more recipes (docs/serve.md)",
+    )
+    p.add_argument(
+        "--recipe",
+        "-r",
+        action="append",
+        required=True,
+        help="recipe YAML path or a name in recipes/; its file's stem is the model name (repeatable)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=count(0, 65535, "TCP ports"), default=8000, help="port (default 8000; 0: any free)")
+    p.add_argument(
+        "--max-running",
+        type=count(1, 4096, "each running request's choices are threads"),
+        default=32,
+        help="requests solved at once (default 32)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=count(0, 100_000, "waiting requests"),
+        default=64,
+        help="requests that may wait for a running slot; beyond, 429 with Retry-After (default 64)",
+    )
+    p.add_argument(
+        "--retry-after", type=count(1, 3600, "seconds"), default=1, help="Retry-After of a 429, seconds (default 1)"
+    )
+    p.add_argument(
+        "--slo-class",
+        type=_slo_class,
+        action="append",
+        default=[],
+        metavar="NAME=TPOT_MS",
+        help="a named SLO class a request may give as slo (repeatable), e.g. tight=40",
+    )
+    p.add_argument(
+        "--drain",
+        type=finite,
+        default=30.0,
+        help="on SIGTERM, seconds in-flight requests get to finish (default 30)",
+    )
+    p.set_defaults(func=cmd_serve)
 
     recipe = sub.add_parser("recipe", help="recipes: their schema").add_subparsers(dest="recipe_command", required=True)
     p = recipe.add_parser("schema", help="print the JSON schema of a recipe (every section and field)")

@@ -125,6 +125,17 @@ class ContinuousBatch:
             return True
         return False
 
+    def cancel(self, request: GenerateRequest) -> int:
+        """Take ``request`` out of the batch: its waiting prompts and its live rows (their KV dropped). Returns the
+        rows dropped, waiting or live."""
+        waiting = len(self.waiting)
+        self.waiting = [(r, i) for r, i in self.waiting if r is not request]
+        keep = [row for row, seq in enumerate(self.live) if seq.request is not request]
+        dropped = waiting - len(self.waiting) + len(self.live) - len(keep)
+        self._after(keep)
+        self.completed = [r for r in self.completed if r is not request]
+        return dropped
+
     @property
     def busy(self) -> bool:
         return bool(self.waiting or self.live or self.completed)

@@ -19,3 +19,9 @@ class PromptTooLong(ValueError):
 
     def __reduce__(self):
         return type(self), (self.tokens, self.context, self.reserved)
+
+
+class Cancelled(Exception):
+    """The work of a problem whose tree was cancelled (``Tree.cancel``: a server's client went away, or its stop
+    string was reached): raised in the search that was solving it, at its next model call or in the one it waits
+    on (the scheduler takes that call's sequences out of the running batch)."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import Cancelled
 from .stats import Stats
 
 
@@ -109,6 +113,23 @@ class Tree:
         self.root = Node(self)
         self.stats = Stats()
         self.prompt_ids: dict[tuple[str, str, Node], list[int]] = {}
+        self.cancelled = False  # set by ``cancel``: the search stops at its next model call
+        self.on_step: Callable[[Node], None] | None = None  # told of every final step (``emit``), e.g. to stream it
+
+    def cancel(self) -> None:
+        """Stop the work on this problem: its search raises ``Cancelled`` at its next model call, and a scheduler
+        drops the sequences of the calls it is serving for it (``owners``)."""
+        self.cancelled = True
+
+    def emit(self, node: Node) -> None:
+        """A step engine's word that ``node``'s step is final (written, or drafted and accepted, or rewritten)."""
+        if self.on_step is not None:
+            self.on_step(node)
+
+    def check(self) -> None:
+        """Raise ``Cancelled`` if the tree was cancelled."""
+        if self.cancelled:
+            raise Cancelled(f"cancelled: {self.problem.text[:60]!r}")
 
     def to_dict(self, chosen: list[Step] | None = None, candidates: list[list[Step]] = ()) -> dict:
         """The whole search, not only the paths that became candidates, so a viewer can draw what was tried,
@@ -136,6 +157,29 @@ class Tree:
                 row["notes"] = {k: index.get(id(v)) if isinstance(v, Node) else v for k, v in node.notes.items()}
             rows.append(row)
         return {"nodes": rows, "chosen": leaf(chosen), "candidates": [leaf(c) for c in candidates]}
+
+
+# The trees a model call is made for, set by the step engine around the call (in the caller's thread): a scheduler
+# reads it when the call is submitted, and drops the call's sequences once every one of its trees is cancelled.
+OWNERS: ContextVar[tuple[Tree, ...]] = ContextVar("reasoner_call_owners", default=())
+
+
+@contextmanager
+def owned_by(trees: list[Tree]) -> Iterator[None]:
+    """Model calls made inside are for ``trees``; raises ``Cancelled`` first if every one of them is cancelled."""
+    trees = tuple({id(t): t for t in trees}.values())
+    if trees and all(t.cancelled for t in trees):
+        trees[0].check()
+    token = OWNERS.set(trees)
+    try:
+        yield
+    finally:
+        OWNERS.reset(token)
+
+
+def abandoned(owners: tuple[Tree, ...]) -> bool:
+    """Whether a call made for ``owners`` may be dropped: it had owners and all of them are cancelled."""
+    return bool(owners) and all(t.cancelled for t in owners)
 
 
 @dataclass

@@ -29,21 +29,30 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing.connection import Connection
 
 from ..backends import load_lm
 from ..backends.continuous import GenerateRequest
 from ..backends.sources import resolve_path
+from ..core.errors import Cancelled
 from ..core.lm import LM, Output, Prompt, SamplingParams, check_context
 from ..core.logs import quiet_libraries
 from ..core.stats import RoleStats, Stats
+from ..core.types import OWNERS, abandoned
 
 
 class _Call:
-    __slots__ = ("kind", "args", "future", "submitted")
+    __slots__ = ("kind", "args", "future", "submitted", "owners", "cancelled")
 
-    def __init__(self, kind: str, args: tuple):
+    def __init__(self, kind: str, args: tuple, owners: tuple = ()):
         self.kind, self.args, self.future, self.submitted = kind, args, Future(), time.perf_counter()
+        self.owners = owners  # the trees it is made for (``core.types.OWNERS``): dropped once all are cancelled
+        self.cancelled = False  # dropped on its caller's word (``ModelWorker.cancel``: a model process's caller)
+
+    @property
+    def dead(self) -> bool:
+        return self.cancelled or abandoned(self.owners)
 
 
 class ModelWorker:
@@ -55,17 +64,54 @@ class ModelWorker:
         self.running: dict[GenerateRequest, _Call] = {}
         self.wake = threading.Condition()
         self.closed = False
+        self.calls: dict[Future, _Call] = {}  # the calls not settled yet, by their future (``cancel``)
         self.thread = threading.Thread(target=self._serve, name=f"model-{lm.role}", daemon=True)
         self.thread.start()
 
-    def submit(self, kind: str, *args) -> Future:
-        call = _Call(kind, args)
+    def submit(self, kind: str, *args, owners: tuple = ()) -> Future:
+        call = _Call(kind, args, owners)
         with self.wake:
             if self.closed:
                 raise RuntimeError(f"the scheduler of {self.lm.name} is closed")
             self.pending.append(call)
+            self.calls[call.future] = call
             self.wake.notify()
+        call.future.add_done_callback(self._forget)
         return call.future
+
+    def _forget(self, future: Future) -> None:
+        with self.wake:
+            self.calls.pop(future, None)
+
+    def cancel(self, future: Future) -> None:
+        """Drop the call behind ``future``: its sequences leave the batch at the worker's next step and it fails
+        with ``Cancelled`` (a call already settled is left alone)."""
+        with self.wake:
+            call = self.calls.get(future)
+            if call is not None:
+                call.cancelled = True
+                self.wake.notify()
+
+    def _drop_dead(self, batch) -> None:
+        """Calls whose trees were all cancelled (or that were cancelled) fail with ``Cancelled``; the sequences of
+        those running leave the decode batch, those of calls still queued never join it (both counted:
+        ``sequences_cancelled``)."""
+        with self.wake:
+            dead = [c for c in self.pending if c.dead]
+            if dead:
+                self.pending = [c for c in self.pending if not c.dead]
+        for call in dead:
+            if call.kind == "generate":
+                self.lm.stats.count("sequences_cancelled", len(call.args[0]) * call.args[1].n)
+        for request, call in list(self.running.items()):
+            if call.dead:
+                dropped = batch.cancel(request)
+                self.lm.stats.count("sequences_cancelled", dropped)
+                del self.running[request]
+                dead.append(call)
+        for call in dead:
+            self.lm.stats.count("calls_cancelled")
+            call.future.set_exception(Cancelled(f"{call.kind} call to {self.lm.name} cancelled"))
 
     def close(self) -> None:
         with self.wake:
@@ -86,6 +132,8 @@ class ModelWorker:
                     self.wake.wait()
                 if self.closed and not self.pending and not self.running:
                     return
+            self._drop_dead(batch)
+            with self.wake:
                 calls, self.pending = self.pending, []
             self._prefills([c for c in calls if c.kind in ("score", "next_token_logprobs")])
             for call in calls:
@@ -104,6 +152,8 @@ class ModelWorker:
                     continue
                 self.running[request] = call
             if self.running or batch.busy:
+                self.lm.stats.count("batch_steps")  # with batch_requests: how many calls shared each step
+                self.lm.stats.count("batch_requests", len(self.running))
                 try:
                     done = batch.step()
                 except BaseException as e:  # the batch is lost: every request in it fails
@@ -194,7 +244,7 @@ class ScheduledLM:
         ids = [self.lm.encode(p) for p in prompts]
         for p in ids:
             check_context(self, p, 1)
-        return self.worker.submit("generate", ids, params).result()
+        return self.worker.submit("generate", ids, params, owners=OWNERS.get()).result()
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
         if self.context_length is not None:
@@ -265,12 +315,15 @@ class RemoteModel:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
     def submit(self, kind: str, *args) -> Future:
+        return self._submit(kind, *args)[1]
+
+    def _submit(self, kind: str, *args) -> tuple[int, Future]:
         future: Future = Future()
         with self.lock:
             rid = next(self.ids)
             self.futures[rid] = future
             self.conn.send((rid, kind, args))
-        return future
+        return rid, future
 
     # Prompts are checked here, before they cross: the model's worker merges calls, as ScheduledLM's does.
 
@@ -278,7 +331,17 @@ class RemoteModel:
         ids = [self.encode(p) for p in prompts]
         for p in ids:
             check_context(self, p, 1)
-        return self.submit("generate", ids, params).result()
+        owners = OWNERS.get()
+        rid, future = self._submit("generate", ids, params)
+        while owners:  # the call's trees live here: when all are cancelled, the model's process drops the call
+            try:
+                return future.result(timeout=0.05)
+            except FutureTimeout:
+                if abandoned(owners):
+                    with self.lock:
+                        self.conn.send((rid, "cancel", ()))
+                    return future.result()  # the process answers Cancelled (or the result, if it was done)
+        return future.result()
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
         ps, cs = [self.encode(p) for p in prompts], [self.encode(c) for c in continuations]
@@ -339,6 +402,7 @@ def _serve_process(conn: Connection) -> None:
         ("ready", {"name": lm.name, "kv_bytes_per_token": lm.kv_bytes_per_token, "context_length": lm.context_length})
     )
     worker, lock = ModelWorker(lm, lookahead_steps), threading.Lock()
+    submitted: dict[int, Future] = {}  # the calls not answered yet, by request id (a "cancel" names one)
 
     def reply(rid: int, future: Future) -> None:
         error = future.exception()
@@ -356,7 +420,13 @@ def _serve_process(conn: Connection) -> None:
         if message is None:
             break
         rid, kind, args = message
-        worker.submit(kind, *args).add_done_callback(lambda future, rid=rid: reply(rid, future))
+        if kind == "cancel":
+            future = submitted.get(rid)
+            if future is not None:
+                worker.cancel(future)
+            continue
+        submitted[rid] = future = worker.submit(kind, *args)
+        future.add_done_callback(lambda future, rid=rid: (submitted.pop(rid, None), reply(rid, future)))
     worker.close()
 
 

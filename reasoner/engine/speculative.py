@@ -64,6 +64,7 @@ class SpeculativeStepEngine:
             for step in steps:
                 nodes[i].tree.stats.count("steps_total")
                 out[i].append(nodes[i].add_child(step, self.is_terminal(nodes[i], step)))
+                nodes[i].tree.emit(out[i][-1])
         children = []
         for i, steps in zip(late, self.draft.propose([nodes[i] for i in late], k)):
             out[i] += [nodes[i].add_child(step, False) for step in steps]
@@ -92,6 +93,7 @@ class SpeculativeStepEngine:
             stats.count("steps_accepted" if accepted else "steps_rejected")
             if accepted:
                 child.terminal = self.is_terminal(child.parent, step)
+                child.tree.emit(child)
             else:
                 rejected.append(child)
         for child, (step,) in zip(rejected, self.target.propose([c.parent for c in rejected], 1)):
@@ -101,3 +103,4 @@ class SpeculativeStepEngine:
             step.speculation = dict(draft.speculation, draft=draft.text, draft_tokens=len(draft.token_ids))
             child.step = step
             child.terminal = self.is_terminal(child.parent, step)
+            child.tree.emit(child)

@@ -18,7 +18,7 @@ from prompts import PromptTemplate
 from verifiers.likelihood import prompt_ids
 
 from ..core.lm import LM, SamplingParams
-from ..core.types import Node, Step
+from ..core.types import Node, Step, owned_by
 
 
 @dataclass
@@ -64,10 +64,14 @@ class StepEngine:
 
     def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
         """``k`` new children for every node, from one batched call."""
-        return [
+        out = [
             [node.add_child(step, self.is_terminal(node, step)) for step in steps]
             for node, steps in zip(nodes, self.propose(nodes, k))
         ]
+        for children in out:
+            for child in children:
+                child.tree.emit(child)
+        return out
 
     def propose(self, nodes: list[Node], k: int = 1) -> list[list[Step]]:
         """``k`` next steps for every node, from one batched call, not yet added to the tree; the tokens are
@@ -85,7 +89,8 @@ class StepEngine:
             max_tokens=self.sampling.max_step_tokens,
             lookahead=self.lookahead,
         )
-        generations = self.lm.generate([self.prompt(n) for n in nodes], params)
+        with owned_by([n.tree for n in nodes]):  # raises Cancelled when every tree is; a scheduler drops their rows
+            generations = self.lm.generate([self.prompt(n) for n in nodes], params)
         seconds = generations.total.wall_s / max(1, len(nodes) * k)
         out = []
         for node, gens, usage in zip(nodes, generations, generations.usage):
