@@ -351,6 +351,7 @@ def cmd_prm_train(args) -> int:
         batch=args.batch,
         lr=args.lr,
         head_lr=args.head_lr,
+        likelihood_weight=args.likelihood_weight,
         progress=not args.no_progress,
     )
     held = info["heldout"] or {}
@@ -580,6 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lr", type=finite, default=1e-3, help="backbone learning rate (default 1e-3)")
     p.add_argument("--head-lr", type=finite, default=3e-3, help="value head learning rate (default 3e-3)")
+    p.add_argument(
+        "--likelihood-weight",
+        type=finite,
+        default=0.0,
+        help="weight of a dense auxiliary loss: the head also predicts the frozen backbone's probability of every "
+        "step token (default 0: Math-Shepherd's step labels only)",
+    )
     p.add_argument("--holdout", type=finite, default=0.2, help="fraction of problems held out (default 0.2)")
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0)
     p.add_argument("--threads", type=count(1, 256, "torch threads"), default=1, help="torch threads (default 1)")
