@@ -16,6 +16,8 @@ from evals.bench_steps import main as bench_steps
 from evals.bench_tokens import add_arguments as bench_tokens_arguments
 from evals.bench_tokens import main as bench_tokens
 from evals.compress import CompressConfig, compress_file, from_recipe, read_traces
+from evals.prm_label import label as prm_label
+from evals.prm_train import train as prm_train
 from evals.report import report
 from evals.router_train import collect, train
 from evals.runner import evaluate
@@ -309,6 +311,58 @@ def cmd_router_train(args) -> int:
     return 0
 
 
+def cmd_prm_label(args) -> int:
+
+    recipe = Recipe.load(
+        args.recipe or "toy-beam", (["suite.name=" + args.suite] if args.suite else []) + args.overrides
+    )
+    problems = load_suite(recipe.suite)[: args.limit]
+    done = prm_label(
+        recipe,
+        problems,
+        args.out,
+        k=args.k,
+        samples=args.samples,
+        completer=args.completer,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    print(
+        f"wrote {done['rows']} labelled trajectories of {done['problems']} problems to {done['out']}"
+        + (f" ({done['skipped']} problems were already labelled)" if done["skipped"] else "")
+    )
+    return 0
+
+
+def cmd_prm_train(args) -> int:
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    info = prm_train(
+        args.data,
+        args.out,
+        base=args.base,
+        family=args.format,
+        step_token=args.step_token,
+        holdout=args.holdout,
+        seed=args.seed,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        head_lr=args.head_lr,
+        likelihood_weight=args.likelihood_weight,
+        progress=not args.no_progress,
+    )
+    held = info["heldout"] or {}
+    print(json.dumps(info, indent=2))
+    print(
+        f"held-out ({info['problems']['heldout']} problems, {held.get('steps', 0)} steps): step ROC-AUC "
+        f"{held.get('roc_auc')}, step accuracy {held.get('step_accuracy')}; wrote {info['out']}"
+    )
+    return 0
+
+
 def cmd_bench_steps(args) -> int:
 
     bench_steps(args)
@@ -488,6 +542,78 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0)
     p.set_defaults(func=cmd_router_train)
+
+    prm = sub.add_parser(
+        "prm", help="process reward models: label steps by Monte Carlo completions (Math-Shepherd), train a PRM"
+    ).add_subparsers(dest="prm_command", required=True)
+    p = prm.add_parser(
+        "label",
+        help="the policy's trajectories of a suite, each step labelled by the fraction of k completions of its "
+        "prefix that reach the gold answer; JSONL, resumable",
+    )
+    _recipe_args(p, "toy-beam: policy toy:draft")
+    p.add_argument("--suite", help="suite name (default: the recipe's); suite.seed / suite.size via --set")
+    p.add_argument("--out", required=True, help="folder for labels.jsonl and meta.json (a re-run continues)")
+    p.add_argument(
+        "--k", type=count(1, 256, "completions per step prefix"), default=4, help="completions per prefix (default 4)"
+    )
+    p.add_argument(
+        "--samples",
+        type=count(1, 256, "trajectories per problem"),
+        default=4,
+        help="policy trajectories per problem (default 4)",
+    )
+    p.add_argument(
+        "--completer",
+        choices=("target", "draft", "verifier"),
+        help="the recipe's model that completes prefixes (default: target if the recipe has one, else the policy)",
+    )
+    p.add_argument("--limit", type=count(), help="only the first N problems")
+    p.add_argument(
+        "--batch-size",
+        type=count(1, MAX_BATCH, "problems per batch"),
+        default=8,
+        help="problems labelled together (default 8)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prm_label)
+    p = prm.add_parser(
+        "train", help="train a value head on a causal LM on `prm label`'s labels; print held-out step ROC-AUC"
+    )
+    p.add_argument("--data", required=True, help="the folder `reasoner prm label` wrote")
+    p.add_argument("--out", required=True, help="model folder to write (a `prm` verifier's models.verifier.path)")
+    p.add_argument(
+        "--base", default="toy:target", help="backbone: toy:NAME or a transformers model path (default toy:target)"
+    )
+    p.add_argument(
+        "--format",
+        choices=("qwen", "skywork"),
+        default="qwen",
+        help="the prm verifier family to train for (default qwen: chat template, steps as the assistant's turn)",
+    )
+    p.add_argument(
+        "--step-token", help="the token after each step (default: the data's step delimiter; real models: <extra_0>)"
+    )
+    p.add_argument(
+        "--steps", type=count(1, 10**7, "optimizer steps"), default=300, help="optimizer steps (default 300)"
+    )
+    p.add_argument(
+        "--batch", type=count(1, 4096, "trajectories per step"), default=32, help="trajectories per step (default 32)"
+    )
+    p.add_argument("--lr", type=finite, default=1e-3, help="backbone learning rate (default 1e-3)")
+    p.add_argument("--head-lr", type=finite, default=3e-3, help="value head learning rate (default 3e-3)")
+    p.add_argument(
+        "--likelihood-weight",
+        type=finite,
+        default=0.0,
+        help="weight of a dense auxiliary loss: the head also predicts the frozen backbone's probability of every "
+        "step token (default 0: Math-Shepherd's step labels only)",
+    )
+    p.add_argument("--holdout", type=finite, default=0.2, help="fraction of problems held out (default 0.2)")
+    p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0)
+    p.add_argument("--threads", type=count(1, 256, "torch threads"), default=1, help="torch threads (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prm_train)
 
     p = sub.add_parser(
         "compress",

@@ -4,7 +4,8 @@ Each family has its own input format and its own place to read the score; gettin
 whole job, so each is one small class (formats as search-and-learn and the model cards implement them):
 
 - ``qwen`` (Qwen2.5-Math-PRM): chat template with the Qwen math system prompt, steps joined and ended by
-  ``<extra_0>``; two-label logits at every ``<extra_0>``, score = softmax(...)[1].
+  ``<extra_0>``; two-label logits at every ``<extra_0>``, score = softmax(...)[1]. The toy PRM uses this format
+  with the toy chat template, no system prompt and the step token ``"\n\n"`` (its config's ``prm_*`` fields).
 - ``skywork`` (Skywork-o1-Open-PRM): ``bos + problem + "\\n"``, then each step's tokens followed by the step
   token (``"\\n"``); a scalar value head, score = sigmoid(value) at each step token. The toy PRM uses this
   format with the toy world's step token ``"\\n\\n"``.
@@ -73,10 +74,11 @@ class PRMFormat:
 class QwenPRM(PRMFormat):
     family = "qwen"
     step_token = "<extra_0>"
+    system = QWEN_SYSTEM  # a PRM trained by `reasoner prm train` records its own (the toy's: none)
 
     def build(self, problem, steps):
-        messages = [
-            {"role": "system", "content": QWEN_SYSTEM},
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        messages += [
             {"role": "user", "content": problem},
             {"role": "assistant", "content": self.step_token.join(steps) + self.step_token},
         ]
@@ -161,7 +163,11 @@ FAMILIES = {f.family: f for f in (QwenPRM, SkyworkPRM, MathShepherdPRM, RLHFlowP
 
 
 def detect_family(path: str, config) -> str:
-    """The family from the model's name or architecture; ``family:`` in the recipe overrides it."""
+    """The family a PRM trained by ``reasoner prm train`` records in its config (``prm_family``), else the one its
+    name or architecture tells; ``family:`` in the recipe overrides it."""
+    recorded = getattr(config, "prm_family", None)
+    if recorded in FAMILIES:
+        return recorded
     name = path.lower()
     if path.startswith("toy:") or "skywork" in name:
         return "skywork"
@@ -208,15 +214,18 @@ class PRMVerifier:
         from transformers import AutoConfig, AutoTokenizer
 
         resolved = resolve_path(path)
+        config = AutoConfig.from_pretrained(resolved, trust_remote_code=True)
         if family == "auto":
-            family = detect_family(path, AutoConfig.from_pretrained(resolved, trust_remote_code=True))
+            family = detect_family(path, config)
         if family not in FAMILIES:
             raise ValueError(f"unknown PRM family {family!r}: use one of {', '.join(FAMILIES)} (or auto)")
-        if step_token is None and path.startswith("toy:"):
-            step_token = "\n\n"  # the toy world's step delimiter
+        if step_token is None:  # the step token a PRM trained by `reasoner prm train` records (the toy's "\n\n")
+            step_token = getattr(config, "prm_step_token", None) or ("\n\n" if path.startswith("toy:") else None)
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.tokenizer = AutoTokenizer.from_pretrained(resolved)
         self.format = FAMILIES[family](self.tokenizer, step_token)
+        if hasattr(config, "prm_system"):  # the system prompt a PRM trained by `reasoner prm train` was trained with
+            self.format.system = config.prm_system
         self.model = load_prm_model(resolved, self.format.head, resolve_dtype(dtype, self.device), self.device)
         self.role, self.max_batch_size = role, max_batch_size
         self.name = f"prm:{Path(path).name}"

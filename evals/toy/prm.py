@@ -386,6 +386,33 @@ def _select(problems: list[ToyProblem], texts: list[list[str]], scores: list[lis
     return {k: round(v / len(problems), 4) for k, v in right.items()}
 
 
+def policy_samples(policy: str, problems: list[ToyProblem], samples: int, seed: int, temperature: float = 0.8):
+    """Whole solutions of ``toy:<policy>`` (``samples`` per problem at ``temperature``), split at the step token."""
+    lm = load_lm("transformers", f"toy:{policy}", policy, seed=seed)
+    template = prompts.load("toy")
+    questions = [template.prompt(lm.tokenizer, p.question) for p in problems]
+    gens = lm.generate(questions, SamplingParams(n=samples, temperature=temperature, max_tokens=160))
+    return lm, questions, [(p, g.text.split(STEP_TOKEN)) for p, gs in zip(problems, gens) for g in gs]
+
+
+def step_auc(prm: PRMVerifier, pairs) -> dict:
+    """Step ROC-AUC of ``prm`` against the exact labels (``label_steps``), and of a step's index alone."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = prm.score_steps([p.question for p, _ in pairs], [s for _, s in pairs])
+    labels = [lab for p, s in pairs for lab in label_steps(p, s)]
+    flat = [x for row in scores for x in row]
+    # the bar to clear: scoring a step by its index alone (later steps are more often bad)
+    position = [-k for _, s in pairs for k in range(len(s))]
+    return {
+        "trajectories": len(pairs),
+        "steps": len(labels),
+        "bad_steps": labels.count(0),
+        "roc_auc": round(float(roc_auc_score(labels, flat)), 4),
+        "step_index_roc_auc": round(float(roc_auc_score(labels, position)), 4),
+    }
+
+
 def measure(
     path: str = "toy:prm",
     n: int = 100,
@@ -395,34 +422,20 @@ def measure(
     select_samples: int = 8,
 ) -> dict:
     """Step-level ROC-AUC of the PRM on real ``toy:draft`` samples (T = 0.8) of ``n`` problems, labelled from
-    the exact answers, and on as many synthetic trajectories (reference solutions with one corrupted step);
+    the exact answers, on ``toy:target``'s samples of the same problems (T = 0.8, reported apart: the target
+    errs less, and differently) and on synthetic trajectories (reference solutions with one corrupted step);
     then what a search user sees: on the same problems, ``select_samples`` more draft samples each, the
-    accuracy of majority vote, of the PRM's best sample, of the PRM-weighted vote and of the oracle."""
-    from sklearn.metrics import roc_auc_score
-
-    prm = PRMVerifier(path, family="skywork", step_token=STEP_TOKEN)
+    accuracy of majority vote, of the PRM's best sample, of the PRM-weighted vote and of the oracle. The seed
+    (4321) is one no training set uses (``reasoner prm label`` for the shipped PRM: suite seed 2026)."""
+    prm = PRMVerifier(path)  # family and step token: the model's config (toy:prm's older format: skywork, "\n\n")
     rng = random.Random(seed)
     problems = [generate_problem(rng, Difficulty.parse(difficulty)) for _ in range(n)]
-    # real samples: whole solutions written by the draft, split at the step delimiter
-    draft = load_lm("transformers", "toy:draft", "draft", seed=seed)
-    template = prompts.load("toy")
-    questions = [template.prompt(draft.tokenizer, p.question) for p in problems]
-    gens = draft.generate(questions, SamplingParams(n=samples, temperature=0.8, max_tokens=160))
-    real = [(p, g.text.split(STEP_TOKEN)) for p, gs in zip(problems, gens) for g in gs]
+    draft, questions, real = policy_samples("draft", problems, samples, seed)
+    _, _, target = policy_samples("target", problems, samples, seed)
     synthetic = [(p, trajectory(rng, p)) for p in problems]
-    result: dict = {"path": path, "difficulty": difficulty, "problems": n}
-    for name, pairs in (("draft_samples", real), ("synthetic", synthetic)):
-        scores = prm.score_steps([p.question for p, _ in pairs], [s for _, s in pairs])
-        labels = [lab for p, s in pairs for lab in label_steps(p, s)]
-        flat = [x for row in scores for x in row]
-        result[name] = {
-            "steps": len(labels),
-            "bad_steps": labels.count(0),
-            "roc_auc": round(float(roc_auc_score(labels, flat)), 4),
-        }
-        # the bar to clear: scoring a step by its index alone (later steps are more often bad)
-        position = [-k for _, s in pairs for k in range(len(s))]
-        result[name]["step_index_roc_auc"] = round(float(roc_auc_score(labels, position)), 4)
+    result: dict = {"path": path, "difficulty": difficulty, "problems": n, "family": prm.format.family}
+    for name, pairs in (("draft_samples", real), ("target_samples", target), ("synthetic", synthetic)):
+        result[name] = step_auc(prm, pairs)
     if select_samples:  # drawn after the AUC samples, so those stay what they were
         gens = draft.generate(questions, SamplingParams(n=select_samples, temperature=0.8, max_tokens=160))
         texts = [[g.text for g in gs] for gs in gens]

@@ -2,7 +2,9 @@
 
 Exact-match accuracy of greedy chain of thought by difficulty (through ``Reasoner``, the path users take),
 the target's accuracy as a judge of correct vs corrupted steps, parameters, size on disk, and decode speed
-(tokens/s of our backend, greedy, batch 1 and batch 16). Writes ``toy_report.md`` and ``toy_report.json``.
+(tokens/s of our backend, greedy, batch 1 and batch 16), and the toy PRM's step ROC-AUC on held-out samples of
+the draft and of the target (``evals.toy.prm.measure``; ``--prm-only`` for that alone). Writes ``toy_report.md``
+and ``toy_report.json``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from prompts import load
 from reasoner.api import Reasoner
 from reasoner.backends import SamplingParams, load_lm
 from reasoner.core.types import Problem
-from reasoner.toy import MODELS, model_path
+from reasoner.toy import model_path
 from reasoner.toy.problems import Difficulty, generate_problem
 
+from .prm import measure
 from .train import corrupt_step
+
+POLICIES = ("target", "draft")  # the models that write solutions (toy:prm grades them; toy:code is its own task)
 
 GRID = [Difficulty(1, 3, 1)] + [Difficulty(k, k, 2) for k in range(1, 8)] + [Difficulty(2, 6, 2)]
 
@@ -109,15 +114,19 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=200, help="problems per difficulty")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default=".", help="folder for toy_report.md / toy_report.json")
+    parser.add_argument("--prm-n", type=int, default=100, help="problems whose draft / target samples grade the PRM")
+    parser.add_argument("--prm-only", action="store_true", help="only grade the toy PRM (minutes, not an hour)")
     args = parser.parse_args(argv)
     report = {"threads": torch.get_num_threads(), "n_per_difficulty": args.n, "models": {}}
-    for m in MODELS:
+    for m in () if args.prm_only else POLICIES:
         info = describe(m)
         info["accuracy"] = {str(d): accuracy(m, d, args.n, args.seed) for d in GRID}
         info["tokens_per_s"] = {"batch_1": speed(m, 1, args.seed), "batch_16": speed(m, 16, args.seed)}
         report["models"][m] = info
         print(m, json.dumps(info))
-    report["judge"] = judge_quality(2 * args.n, args.seed)
+    if not args.prm_only:
+        report["judge"] = judge_quality(2 * args.n, args.seed)
+    report["prm"] = describe("prm") | measure("toy:prm", n=args.prm_n)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "toy_report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -125,8 +134,31 @@ def main(argv=None) -> None:
     print(markdown(report))
 
 
+def prm_lines(prm: dict) -> list[str]:
+    """The toy PRM's step ROC-AUC on each policy's held-out samples (exact labels), and selection accuracy."""
+    lines = [
+        f"toy-prm ({prm['family']} format, {prm['params'] / 1e6:.2f} M parameters, {prm['disk_bytes'] / 1e6:.1f} MB): "
+        f"step ROC-AUC on held-out samples of {prm['problems']} {prm['difficulty']} problems (T 0.8, exact labels):"
+    ]
+    for key, name in (("draft_samples", "toy:draft"), ("target_samples", "toy:target"), ("synthetic", "synthetic")):
+        r = prm[key]
+        lines.append(
+            f"- {name}: {r['roc_auc']:.3f} ({r['steps']} steps, {r['bad_steps']} bad; a step's index alone "
+            f"{r['step_index_roc_auc']:.3f})"
+        )
+    sel = prm.get("selection")
+    if sel:
+        lines.append(
+            f"- selecting among {sel['samples']} draft samples: majority {sel['majority']:.2f}, PRM best (last) "
+            f"{sel['best_last']:.2f}, PRM-weighted vote {sel['weighted_last']:.2f}, oracle {sel['oracle']:.2f}"
+        )
+    return lines
+
+
 def markdown(report: dict) -> str:
     models = report["models"]
+    if not models:
+        return "\n".join(prm_lines(report["prm"])) + "\n"
     names = list(models)
     lines = ["| | " + " | ".join(f"toy-{m}" for m in names) + " |", "|---|" + "---|" * len(names)]
     row = lambda label, f: lines.append(f"| {label} | " + " | ".join(f(models[m]) for m in names) + " |")  # noqa: E731
@@ -148,4 +180,5 @@ def markdown(report: dict) -> str:
     lines.append(
         f"Measured with {report['threads']} torch threads, {report['n_per_difficulty']} problems per difficulty."
     )
+    lines += [""] + prm_lines(report["prm"])
     return "\n".join(lines) + "\n"

@@ -1,0 +1,278 @@
+"""Train a process reward model on ``reasoner prm label``'s MC labels: ``reasoner prm train``.
+
+A causal LM backbone (the toy target's, or any transformers model path) gets a value head
+(``AutoModelForTokenClassification``) read at the step separator, in one of the formats ``verifiers.prm`` loads:
+``qwen`` (default; Qwen2.5-Math-PRM's: the tokenizer's chat template, the steps as the assistant's turn, each
+followed by the step token, two labels, score = softmax(...)[1]) or ``skywork`` (``bos + problem + "\\n"``, one
+label, score = sigmoid(value)). ``qwen`` puts the steps in the chat format the policy wrote them in (with the
+prompt template's system prompt, none for the toy, instead of Qwen's math one), so a backbone that is the
+policy, or its big sibling, reads them as it was trained to (the skywork format's bare ``problem + "\\n"`` cost
+the toy PRM its body's arithmetic: see ``evals.toy.prm``). For a real model pick a step token that is one token
+and never inside a step (Qwen's ``<extra_0>``); the toy world's ``"\\n\\n"`` is.
+
+The loss is a binary cross-entropy on Math-Shepherd's soft labels (the fraction of completions that reached the
+gold answer; Wang et al. 2024 train on hard labels, the soft ones carry more per step) at the step tokens.
+Problems are split train / held out with a seed; the held-out step ROC-AUC and step accuracy (threshold 0.5,
+against the hard labels) are printed (scikit-learn). The saved folder loads with ``verifiers.prm.PRMVerifier``
+unchanged: its config records ``prm_family``, ``prm_step_token`` and ``prm_system``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+import prompts
+from reasoner.backends.sources import resolve_path
+from verifiers.prm import QwenPRM, SkyworkPRM
+
+from .prm_label import LABELS, META
+
+
+def read_rows(data: str | Path) -> tuple[list[dict], dict]:
+    """The rows and meta of a ``prm label`` folder; a clear ``ValueError`` for what is missing or malformed."""
+    data = Path(data)
+    if not data.is_dir():
+        raise ValueError(f"prm train: no data folder {data}; write one with `reasoner prm label --out {data}`")
+    path = data / LABELS
+    if not path.is_file():
+        raise ValueError(f"prm train: {data} holds no {LABELS}; write it with `reasoner prm label --out {data}`")
+    meta = json.loads((data / META).read_text()) if (data / META).is_file() else {}
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            steps, soft = row["steps"], [float(s) for s in row["soft"]]
+            if len(steps) != len(soft) or not all(0.0 <= s <= 1.0 for s in soft):
+                raise ValueError("steps and soft labels differ in length, or a label is outside [0, 1]")
+            row["soft"], row["question"], row["problem"] = soft, str(row["question"]), row["problem"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"prm train: {path} line {i} is not a label row ({type(e).__name__}: {e}); write it with "
+                "`reasoner prm label`"
+            ) from None
+        if steps:
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"prm train: {path} holds no labelled steps; label some problems with `reasoner prm label`")
+    return rows, meta
+
+
+def split(rows: list[dict], holdout: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Train / held-out rows, split by problem (a problem's trajectories stay together), seeded."""
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"prm train: --holdout must be a fraction in (0, 1), got {holdout}")
+    problems = sorted({str(r["problem"]) for r in rows})
+    if len(problems) < 2:
+        raise ValueError("prm train: need labels of at least 2 problems (one to train on, one to hold out)")
+    random.Random(seed).shuffle(problems)
+    held = set(problems[: max(1, round(len(problems) * holdout))])
+    return [r for r in rows if str(r["problem"]) not in held], [r for r in rows if str(r["problem"]) in held]
+
+
+FORMATS = {"qwen": (QwenPRM, 2), "skywork": (SkyworkPRM, 1)}  # the ``verifiers.prm`` family and its head's labels
+
+
+def values(model, ids, mask):
+    """The step value whose sigmoid is the ``prm`` verifier's score: ``logit[1] - logit[0]`` of a two-label head
+    (``qwen``: softmax(...)[1]), the logit of a one-label head (``skywork``: sigmoid(value))."""
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    return logits[..., 1] - logits[..., 0] if logits.size(-1) == 2 else logits[..., 0]
+
+
+def encode(fmt, rows: list[dict], pad: int, solution: bool = False):
+    """Right-padded ids, mask, and the soft label at each step token (-1 elsewhere); with ``solution``, also the
+    mask of the steps' own tokens (the solution, step tokens excluded)."""
+    import torch
+
+    built = [fmt.build(r["question"], r["steps"]) for r in rows]
+    width = max(len(ids) for ids, _ in built)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    target = torch.full((len(rows), width), -1.0)
+    inside = torch.zeros_like(ids, dtype=torch.bool)
+    for i, ((x, positions), r) in enumerate(zip(built, rows)):
+        ids[i, : len(x)] = torch.tensor(x)
+        mask[i, : len(x)] = 1
+        target[i, positions] = torch.tensor(r["soft"])
+        first = max(0, positions[0] - len(fmt.encode(r["steps"][0])))
+        inside[i, first : positions[-1]] = True
+        inside[i, positions] = False
+    return (ids, mask, target, inside) if solution else (ids, mask, target)
+
+
+def token_likelihood(reference, ids, mask):
+    """The frozen backbone's probability of each token given the ones before it (0 at the first position)."""
+    import torch
+
+    with torch.no_grad():
+        logits = reference(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        p = logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0].exp()
+    return torch.cat([torch.zeros_like(p[:, :1]), p], dim=1)
+
+
+def scores(model, fmt, rows: list[dict], pad: int, batch: int = 64) -> list[float]:
+    """The model's step scores (sigmoid of the value at each step token), flattened in row order."""
+    import torch
+
+    out = []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch):
+            ids, mask, target = encode(fmt, rows[start : start + batch], pad)
+            v = values(model, ids, mask).sigmoid()
+            for r in range(len(ids)):
+                out += v[r][target[r] >= 0].tolist()
+    return out
+
+
+def evaluate(model, fmt, rows: list[dict], pad: int) -> dict:
+    """Step ROC-AUC and accuracy (score >= 0.5) against the hard labels, and the soft labels' Brier score."""
+    from sklearn.metrics import roc_auc_score
+
+    s = scores(model, fmt, rows, pad)
+    soft = [x for r in rows for x in r["soft"]]
+    hard = [int(x > 0) for x in soft]
+    auc = float(roc_auc_score(hard, s)) if len(set(hard)) == 2 else None
+    return {
+        "steps": len(hard),
+        "bad_steps": hard.count(0),
+        "roc_auc": None if auc is None else round(auc, 4),
+        "step_accuracy": round(sum((p >= 0.5) == bool(y) for p, y in zip(s, hard)) / len(hard), 4),
+        "brier_soft": round(sum((p - y) ** 2 for p, y in zip(s, soft)) / len(soft), 4),
+    }
+
+
+def load_backbone(base: str, dtype, labels: int):
+    """A token-classification model on ``base``'s body: a causal LM gets a fresh head."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    path = resolve_path(base)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=labels, dtype=dtype)
+    return model, tokenizer
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    base: str = "toy:target",
+    family: str = "qwen",
+    step_token: str | None = None,
+    holdout: float = 0.2,
+    seed: int = 0,
+    steps: int = 300,
+    batch: int = 32,
+    lr: float = 1e-3,
+    head_lr: float = 3e-3,
+    likelihood_weight: float = 0.0,
+    save_dtype: str = "float16",
+    progress: bool = True,
+) -> dict:
+    """Fine-tune ``base`` with a value head on the soft labels; report held-out metrics; save a ``prm`` model.
+
+    ``likelihood_weight`` > 0 adds a dense auxiliary loss (our deviation from Math-Shepherd, whose labels are one
+    per step): at every token of a step the head also predicts the frozen backbone's own probability of that
+    token. A step is wrong where a token is one the backbone did not expect; this teaches the head to see that
+    token by token, which one label per step teaches slowly (the toy PRM: step ROC-AUC 0.77-0.80 without it)."""
+    import torch
+    import torch.nn.functional as F
+
+    if steps < 1 or batch < 1:
+        raise ValueError(f"prm train: --steps and --batch must be >= 1, got {steps} and {batch}")
+    if family not in FORMATS:
+        raise ValueError(f"prm train: unknown format {family!r}: use one of {', '.join(FORMATS)}")
+    rows, meta = read_rows(data)
+    train_rows, test_rows = split(rows, holdout, seed)
+    step_token = step_token or meta.get("step_delimiter") or "\n\n"
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    start = time.time()
+    cls, labels = FORMATS[family]
+    model, tokenizer = load_backbone(base, torch.float32, labels)
+    reference = None
+    if likelihood_weight > 0:
+        from transformers import AutoModelForCausalLM
+
+        reference = AutoModelForCausalLM.from_pretrained(resolve_path(base), dtype=torch.float32).eval()
+    fmt = cls(tokenizer, step_token)
+    system = prompts.load(meta["prompt"]).system if meta.get("prompt") else None
+    if family == "qwen":  # the policy's own system prompt (the toy's: none), not Qwen's math one
+        fmt.system = system or ""
+    fmt.build(train_rows[0]["question"], train_rows[0]["steps"])  # a step token the tokenizer cannot use fails here
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    head = {n for n, _ in model.named_parameters() if n.startswith(("score.", "classifier."))}
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n not in head], "lr": lr, "weight_decay": 0.01},
+        {"params": [p for n, p in model.named_parameters() if n in head], "lr": head_lr, "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.98))
+    warm = max(1, min(30, steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    )
+    model.train()
+    running = None
+    bar = tqdm(range(steps), desc="prm train", unit="step", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
+        ids, mask, target, inside = encode(fmt, [rng.choice(train_rows) for _ in range(batch)], pad, solution=True)
+        keep = target >= 0
+        v = values(model, ids, mask)
+        loss = F.binary_cross_entropy_with_logits(v[keep], target[keep])
+        if reference is not None:
+            dense = F.binary_cross_entropy_with_logits(v[inside], token_likelihood(reference, ids, mask)[inside])
+            loss = loss + likelihood_weight * dense
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{running:.4f}")
+    bar.close()
+    train_seconds = time.time() - start
+    result = {
+        "train": evaluate(model, fmt, train_rows[:2000], pad),
+        "heldout": evaluate(model, fmt, test_rows, pad) if test_rows else None,
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.prm_family, model.config.prm_step_token = family, step_token
+    if family == "qwen":
+        model.config.prm_system = fmt.system
+    model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    info = {
+        "method": "value head on Math-Shepherd MC labels (Wang et al. 2024), BCE on soft labels",
+        "format": family,
+        "step_token": step_token,
+        "base": base,
+        "data": str(data),
+        "labels": {k: meta.get(k) for k in ("policy", "completer", "k", "samples")},
+        "rows": {"train": len(train_rows), "heldout": len(test_rows)},
+        "problems": {
+            "train": len({r["problem"] for r in train_rows}),
+            "heldout": len({r["problem"] for r in test_rows}),
+        },
+        "recipe": {
+            "steps": steps,
+            "batch": batch,
+            "lr": lr,
+            "head_lr": head_lr,
+            "likelihood_weight": likelihood_weight,
+            "holdout": holdout,
+            "seed": seed,
+        },
+        "train_seconds": round(train_seconds),
+        "threads": torch.get_num_threads(),
+        **result,
+    }
+    (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info | {"out": str(out)}
