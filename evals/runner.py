@@ -10,12 +10,12 @@ same folder stops at once, naming the holder's pid. ``run.json`` is the run's id
 overrides and the sha256 of the data file's bytes; results continue only a run with the same identity, so neither
 a changed recipe nor a file changed under the same path mixes its problems into earlier results.
 
-Problems in flight: with one worker, ``batch_size`` problems are solved at once as a sliding window
-(``Reasoner.solve_stream``): each finished problem is written and the next one starts, so no problem waits for the
-slowest of a batch. Each row carries the span of the run that ended with it (``batch``: wall time, forward passes,
-busy time; ``size`` 1), and the spans add up to the run. With ``workers > 1`` batches of ``batch_size`` problems go
-to worker processes, each with its own models (and ``cpu_count / workers`` torch threads), and each row carries
-its batch's costs (``size``: the batch's problems); the workers die with the main process.
+Problems in flight: batches of ``batch_size`` problems. With one worker each batch is streamed
+(``Reasoner.solve_stream``): a finished problem is written at once, and its row carries the span of the run that
+ended with it (``batch``: wall time, forward passes, busy time; ``size`` 1); the spans add up to the run. With
+``workers > 1`` batches go to worker processes, each with its own models (and ``cpu_count / workers`` torch
+threads), and each row carries its batch's costs (``size``: the batch's problems); the workers die
+with the main process.
 
 Problems with tests (code suites) are checked in the sandbox (``verifiers.code``): every candidate, for pass@k.
 """
@@ -115,15 +115,21 @@ _worker: dict = {}
 
 
 def _solve(recipe: Recipe, todo: list[Problem], batch_size: int, workers: int):
-    """Rows as problems finish: a sliding window of ``batch_size`` problems with one worker, batches across
-    several."""
+    """Rows as problems finish: batches of ``batch_size`` problems, each batch streamed (a row is written when its
+    problem ends), in this process with one worker, across worker processes with several.
+
+    Batches, not a sliding window of ``batch_size`` problems in flight: on this CPU a window ran target CoT 1.8x
+    slower (docs/benchmarks.md, "The batch barrier") because prompts admitted into a running batch cost more
+    than the tail of a batch does."""
     if workers == 1 or len(todo) <= batch_size:
         reasoner = Reasoner(recipe)
-        for i, solution, span in reasoner.solve_stream(todo, window=batch_size):
-            if isinstance(solution, PromptTooLong):
-                yield error_row(todo[i], solution)
-            else:
-                yield scored_row(solution, {"size": 1, "in_flight": batch_size} | _costs(span))
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            for i, solution, span in reasoner.solve_stream(batch, window=len(batch)):
+                if isinstance(solution, PromptTooLong):
+                    yield error_row(batch[i], solution)
+                else:
+                    yield scored_row(solution, {"size": 1, "in_flight": len(batch)} | _costs(span))
         return
     import multiprocessing as mp
 

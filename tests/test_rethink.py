@@ -130,7 +130,9 @@ def test_rethink_recipe_end_to_end(tmp_path):
     summary = evaluate(recipe, tmp_path, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert summary["n"] == 4 and summary["counters"]["rollouts"] >= 4 and summary["counters"]["sandbox_runs"] >= 4
-    for row, problem in zip(rows, CODE):
+    problems = {p.id: p for p in CODE}  # (rows are written as problems finish)
+    for row in rows:
+        problem = problems[row["id"]]
         assert len(row["candidates"]) == 1 and row["answer"].startswith("def f(x):")
         assert check(row["answer"], problem.tests).passed == row["correct"]  # scored on the hidden tests
     assert summary["correct"] >= 2
