@@ -57,6 +57,7 @@ def run(
     threads: int = 1,
     repeats: int = 1,
     lookahead_steps: int | None = None,
+    window: bool = False,
 ) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
@@ -77,7 +78,7 @@ def run(
             if progress:
                 print(f"== {label}" + (f" (run {k + 1} of {repeats})" if repeats > 1 else ""), flush=True)
             recipe = Recipe.load(recipe_name, suite + overrides)
-            s = evaluate(recipe, folder, limit=limit, batch_size=batch_size, progress=progress)
+            s = evaluate(recipe, folder, limit=limit, batch_size=batch_size, progress=progress, window=window)
             runs[label].append(_row(label, recipe_name, recipe, s))
     rows = []
     for done in runs.values():
@@ -100,6 +101,7 @@ def run(
         "seed": seed,
         "difficulty": difficulty,
         "batch_size": batch_size,
+        "window": window,
         "model_workers": model_workers,
         "threads": threads,
         "repeats": repeats,
@@ -152,10 +154,11 @@ def table(rows: list[dict], meta: dict) -> str:
             f"{acc} | {busy} |"
         )
     note = (
-        f"\n{meta['problems']} toy problems (difficulty {meta['difficulty']}, seed {meta['seed']}), batches of "
-        f"{meta['batch_size']}, greedy, model workers: {meta['model_workers']}, {meta['threads']} torch thread(s) "
-        "per model; speedup and token reduction against target CoT, measured in one run; of ceiling = speedup / "
-        "draft CoT's speedup; busy = seconds each model's worker computed"
+        f"\n{meta['problems']} toy problems (difficulty {meta['difficulty']}, seed {meta['seed']}), "
+        f"{'a window' if meta.get('window') else 'batches'} of {meta['batch_size']}, greedy, model workers: "
+        f"{meta['model_workers']}, {meta['threads']} torch thread(s) per model; speedup and token reduction "
+        "against target CoT, measured in one run; of ceiling = speedup / draft CoT's speedup; "
+        "busy = seconds each model's worker computed"
         + (f"; each row the median of {meta['repeats']} runs, round-robin" if meta.get("repeats", 1) > 1 else "")
         + (f"; lookahead steps {meta['lookahead_steps']}" if meta.get("lookahead_steps") is not None else "")
         + ".\n"
@@ -228,6 +231,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="scheduler.lookahead_steps for every configuration (0: off)",
     )
+    p.add_argument(
+        "--window",
+        action="store_true",
+        help="keep --batch-size problems in flight (a sliding window) instead of batches, in every configuration",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -245,6 +253,7 @@ def main(args) -> None:
         args.threads,
         args.repeats,
         args.lookahead_steps,
+        args.window,
     )
     print((out / "bench.md").read_text())
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

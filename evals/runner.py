@@ -56,9 +56,11 @@ def evaluate(
     progress: bool = True,
     workers: int = 1,
     baseline: str | Path | None = None,
+    window: bool = False,
 ) -> dict:
     """Run ``recipe`` on its suite (``recipe.suite``); returns the summary (also written to ``out``).
-    ``baseline``: a finished run's folder; the summary then holds the speedup against it. Bad arguments, data or
+    ``baseline``: a finished run's folder; the summary then holds the speedup against it. ``window``: keep
+    ``batch_size`` problems in flight (a sliding window, one worker) instead of batches. Bad arguments, data or
     folders are a ``ValueError`` raised before anything is written."""
     for name, value in (("limit", limit), ("batch_size", batch_size), ("workers", workers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -69,7 +71,7 @@ def evaluate(
     if limit is not None:
         problems = problems[:limit]
     if not out:
-        return _run(recipe, problems, None, {}, batch_size, progress, workers, baseline, base)
+        return _run(recipe, problems, None, {}, batch_size, progress, workers, baseline, base, window)
     out = Path(out)
     _make_folder(out)
     with _run_lock(out):
@@ -77,10 +79,10 @@ def evaluate(
         (out / "recipe.yaml").write_text(recipe.to_yaml())
         (out / RUN_FILE).write_text(json.dumps(identity, indent=1) + "\n")
         done = read_results(out / "results.jsonl", repair=True)
-        return _run(recipe, problems, out, done, batch_size, progress, workers, baseline, base)
+        return _run(recipe, problems, out, done, batch_size, progress, workers, baseline, base, window)
 
 
-def _run(recipe, problems, out, done, batch_size, progress, workers, baseline, base) -> dict:
+def _run(recipe, problems, out, done, batch_size, progress, workers, baseline, base, window=False) -> dict:
     """Solve what is not ``done`` yet (appending each row to ``out/results.jsonl``), then summarise every row."""
     todo = [p for p in problems if p.id not in done]
     rows = [done[p.id] for p in problems if p.id in done]
@@ -88,7 +90,7 @@ def _run(recipe, problems, out, done, batch_size, progress, workers, baseline, b
         sink = open(out / "results.jsonl", "a") if out else None
         bar = _progress(len(problems), len(rows), enabled=progress)
         try:
-            for row in _solve(recipe, todo, batch_size, workers):
+            for row in _solve(recipe, todo, batch_size, workers, window):
                 rows.append(row)
                 if sink:
                     sink.write(json.dumps(row) + "\n")
@@ -114,22 +116,22 @@ def _run(recipe, problems, out, done, batch_size, progress, workers, baseline, b
 _worker: dict = {}
 
 
-def _solve(recipe: Recipe, todo: list[Problem], batch_size: int, workers: int):
+def _solve(recipe: Recipe, todo: list[Problem], batch_size: int, workers: int, window: bool = False):
     """Rows as problems finish: batches of ``batch_size`` problems, each batch streamed (a row is written when its
-    problem ends), in this process with one worker, across worker processes with several.
+    problem ends), in this process with one worker, across worker processes with several; with ``window``, one
+    stream with ``batch_size`` problems in flight.
 
-    Batches, not a sliding window of ``batch_size`` problems in flight: on this CPU a window ran target CoT 1.8x
-    slower (docs/benchmarks.md, "The batch barrier") because prompts admitted into a running batch cost more
-    than the tail of a batch does."""
+    Batches by default, not the window: on this CPU the window ran target CoT 2x slower (docs/benchmarks.md, "The
+    batch barrier") because prompts admitted into a running batch cost more than the tail of a batch does."""
     if workers == 1 or len(todo) <= batch_size:
-        reasoner = Reasoner(recipe)
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            for i, solution, span in reasoner.solve_stream(batch, window=len(batch)):
+        reasoner, step = Reasoner(recipe), len(todo) if window else batch_size
+        for start in range(0, len(todo), step):
+            batch = todo[start : start + step]
+            for i, solution, span in reasoner.solve_stream(batch, window=min(batch_size, len(batch))):
                 if isinstance(solution, PromptTooLong):
                     yield error_row(batch[i], solution)
                 else:
-                    yield scored_row(solution, {"size": 1, "in_flight": len(batch)} | _costs(span))
+                    yield scored_row(solution, {"size": 1, "in_flight": min(batch_size, len(batch))} | _costs(span))
         return
     import multiprocessing as mp
 

@@ -113,6 +113,17 @@ def test_parallel_workers_give_the_same_results_as_one(tmp_path, reference):
     assert parallel["accuracy"] == summary["accuracy"] and parallel["tokens"] == summary["tokens"]
 
 
+def test_a_sliding_window_gives_the_same_results_as_batches(tmp_path, reference):
+    summary, ref_out = reference
+    recipe = Recipe.load("toy-cot-draft", [s for s in SUITE if s != "--set"])
+    window = evaluate(recipe, tmp_path, batch_size=4, window=True, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    reference_rows = [json.loads(line) for line in (ref_out / "results.jsonl").read_text().splitlines()]
+    answers = lambda rows: {r["id"]: (r["answer"], r["correct"]) for r in rows}  # noqa: E731
+    assert answers(rows) == answers(reference_rows)
+    assert {r["batch"]["in_flight"] for r in rows} == {4} and window["tokens"] == summary["tokens"]
+
+
 @pytest.mark.parametrize(
     "args, data, message",
     [
