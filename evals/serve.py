@@ -17,6 +17,8 @@ trees cancelled: the scheduler drops their sequences from the running batch (``s
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import math
 import socket
@@ -319,6 +321,49 @@ class ServerConfig:
     max_queue: int = 64  # requests admitted to wait for a running slot; the next one gets 429
     retry_after_s: int = 1
     slo_classes: dict[str, float] = field(default_factory=dict)  # name -> TPOT in ms
+    order: Literal["slo", "fifo"] = "slo"  # which waiting request takes a freed running slot (``_Slots``)
+
+
+class _Slots:
+    """The running slots, handed to waiting requests earliest deadline first.
+
+    AdaServe (2025) serves each request by its own TPOT SLO; here the SLO orders admission only: a waiting
+    request's deadline is its arrival plus its TPOT (the time its first output token is due), so a tight request
+    passes loose ones that came shortly before it, and one without an SLO waits behind every request with one.
+    Within the running batch all sequences are decoded alike (the scheduler's model workers know no SLO).
+    ``fifo`` keys on arrival alone (the baseline). A request that gives up while waiting leaves the line.
+    """
+
+    def __init__(self, size: int, order: str):
+        self.free, self.order = size, order
+        self.waiting: list[tuple[float, int, asyncio.Future]] = []  # a heap of (deadline, arrival number, wakeup)
+        self.arrivals = itertools.count()
+
+    def key(self, arrived: float, tpot_ms: float | None) -> float:
+        if self.order == "fifo":
+            return arrived
+        return arrived + tpot_ms / 1000 if tpot_ms is not None else math.inf
+
+    async def acquire(self, key: float) -> None:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        wakeup = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.waiting, (key, next(self.arrivals), wakeup))
+        try:
+            await wakeup
+        except BaseException:
+            if wakeup.done() and not wakeup.cancelled():  # handed a slot just as it gave up: pass the slot on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self.waiting:
+            _, _, wakeup = heapq.heappop(self.waiting)
+            if not wakeup.done():  # a cancelled waiter's future is done: skip it
+                wakeup.set_result(None)
+                return
+        self.free += 1
 
 
 # -- the app ----------------------------------------------------------------------------------------------------------
@@ -330,7 +375,7 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
     metrics = Metrics(served)
     app = FastAPI(title="reasoner", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served, app.state.metrics, app.state.config = served, metrics, config
-    slots = asyncio.Semaphore(config.max_running)
+    slots = _Slots(config.max_running, config.order)
     admitted = [0]  # requests running or waiting (the event loop's thread alone changes it)
 
     @app.exception_handler(APIError)
@@ -420,7 +465,7 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
         admitted[0] += 1
         metrics.queue.inc()
         try:
-            await slots.acquire()
+            await slots.acquire(slots.key(job.started, slo_ms))
         except BaseException:
             admitted[0] -= 1
             metrics.queue.dec()

@@ -459,7 +459,7 @@ def cmd_serve(args) -> int:
     from evals.serve import ServerConfig, load_recipes, serve
 
     recipes = load_recipes(args.recipe)  # a missing or invalid recipe fails before any port or model is taken
-    config = ServerConfig(args.max_running, args.max_queue, args.retry_after, dict(args.slo_class))
+    config = ServerConfig(args.max_running, args.max_queue, args.retry_after, dict(args.slo_class), args.slo_order)
     serve(recipes, args.host, args.port, config, args.drain, log=lambda line: print(line, file=sys.stderr, flush=True))
     return 0
 
@@ -726,6 +726,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=TPOT_MS",
         help="a named SLO class a request may give as slo (repeatable), e.g. tight=40",
+    )
+    p.add_argument(
+        "--slo-order",
+        choices=("slo", "fifo"),
+        default="slo",
+        help="who takes a freed running slot: the earliest SLO deadline (default) or the earliest arrival",
     )
     p.add_argument(
         "--drain",
