@@ -321,6 +321,9 @@ class ServerConfig:
     max_queue: int = 64  # requests admitted to wait for a running slot; the next one gets 429
     retry_after_s: int = 1
     slo_classes: dict[str, float] = field(default_factory=dict)  # name -> TPOT in ms
+    # name -> the step-speculation acceptance threshold of the class's requests (a documented extension: AdaServe,
+    # 2025, sizes token trees per SLO; for step speculation a tight class may accept draft steps more freely)
+    slo_thresholds: dict[str, float] = field(default_factory=dict)
     order: Literal["slo", "fifo"] = "slo"  # which waiting request takes a freed running slot (``_Slots``)
 
 
@@ -438,7 +441,7 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
         if len(texts) * req.n > MAX_CHOICES:
             raise APIError(400, f"n times the prompts is {len(texts) * req.n}, above {MAX_CHOICES}", "n")
         slo_name, slo_ms = _slo(req.slo, config)
-        reasoner = _reasoner_for(s, req)
+        reasoner = _reasoner_for(s, req, config.slo_thresholds.get(slo_name))
         lm = reasoner.scheduler.wrapped[reasoner.recipe.search.policy]
         try:  # before anything is admitted or streamed: a prompt too long is the client's error
             problems = [Problem(t) for t in texts]
@@ -604,8 +607,9 @@ def _slo(slo: SLO | str | None, config: ServerConfig) -> tuple[str | None, float
     return slo, config.slo_classes[slo]
 
 
-def _reasoner_for(s: Served, req: _Common) -> Reasoner:
-    """The reasoner of the request's overrides: its ``reasoner`` object's sections, over the OpenAI fields."""
+def _reasoner_for(s: Served, req: _Common, threshold: float | None = None) -> Reasoner:
+    """The reasoner of the request's overrides: its ``reasoner`` object's sections, over the OpenAI fields, and its
+    SLO class's step-acceptance ``threshold`` (where the recipe speculates steps; ignored elsewhere)."""
     ext = req.reasoner or ReasonerOptions()
     sampling = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p)) if v is not None}
     budget = {}
@@ -617,6 +621,8 @@ def _reasoner_for(s: Served, req: _Common) -> Reasoner:
         "budget": {**budget, **(ext.budget or {})},
         "sampling": {**sampling, **(ext.sampling or {})},
     }
+    if threshold is not None and s.reasoner.recipe.step_speculation is not None:
+        sections["step_speculation"] = {"threshold": threshold}
     try:
         return s.variant(sections)
     except ValueError as e:  # RecipeError among them: the field and the fix

@@ -75,7 +75,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server():
-    proc, url = _start("--recipe", "toy-cot", "--recipe", "recipes/toy-specreason.yaml", "--slo-class", "loose=1e6")
+    classes = ("--slo-class", "loose=1e6", "--slo-class", "eager=1e6:0", "--slo-class", "strict=1e6:10")
+    proc, url = _start("--recipe", "toy-cot", "--recipe", "recipes/toy-specreason.yaml", *classes)
     yield url
     _stop(proc)
 
@@ -214,6 +215,21 @@ def test_step_speculation_names_each_steps_model(client):
     )
     streamed = [c.model_extra["reasoner"]["step"] for c in chunks if "step" in (c.model_extra.get("reasoner") or {})]
     assert [(s["text"], s["model"]) for s in streamed] == [(s["text"], s["model"]) for s in steps]
+
+
+def test_the_slo_class_sets_the_step_acceptance_threshold(client):
+    """``--slo-class eager=1e6:0`` accepts every draft step (the judge scores 0-9), ``strict=1e6:10`` none."""
+
+    def models(slo: str) -> set[str]:
+        r = client.chat.completions.create(
+            model="toy-specreason", messages=[{"role": "user", "content": PROBLEM}], extra_body={"slo": slo}
+        )
+        steps = r.choices[0].model_extra["reasoner"]["steps"]
+        assert r.choices[0].model_extra["reasoner"]["answer"] == "161" or slo == "eager"
+        return {s["model"] for s in steps}
+
+    assert models("eager") == {"draft"}
+    assert models("strict") == {"target"}
 
 
 def test_reasoner_object_sets_the_search_and_budget(client):
