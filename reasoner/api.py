@@ -128,10 +128,11 @@ class Reasoner:
     VARIABLE = ("search", "budget", "sampling", "step_speculation")
 
     def variant(self, **sections) -> Reasoner:
-        """This reasoner with other ``search``, ``budget``, ``sampling`` or ``step_speculation`` sections (nested dicts, merged into the
-        recipe's): a reasoner that shares this one's models, scheduler and verifier, so that what both solve at once
-        shares the models' batches. Raises ``RecipeError`` (a ``ValueError``) for an invalid section, and
-        ``ValueError`` for a section it cannot change or a search whose policy model is not loaded."""
+        """This reasoner with other ``search``, ``budget``, ``sampling`` or ``step_speculation`` sections (nested
+        dicts, merged into the recipe's): a reasoner that shares this one's models, scheduler and verifier, so that
+        what both solve at once shares the models' batches. Raises ``RecipeError`` (a ``ValueError``) for an invalid
+        section, and ``ValueError`` for a section it cannot change (``step_speculation`` where the recipe has none)
+        or a search whose policy model is not loaded."""
         fixed = sorted(set(sections) - set(self.VARIABLE))
         if fixed:
             raise ValueError(f"a variant may change only {', '.join(self.VARIABLE)}, not {', '.join(fixed)}")

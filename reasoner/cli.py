@@ -4,9 +4,9 @@ tools."""
 from __future__ import annotations
 
 import argparse
-import math
 import json
 import logging
+import math
 import sys
 
 import prompts
