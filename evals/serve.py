@@ -17,6 +17,8 @@ trees cancelled: the scheduler drops their sequences from the running batch (``s
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import math
 import socket
@@ -319,6 +321,52 @@ class ServerConfig:
     max_queue: int = 64  # requests admitted to wait for a running slot; the next one gets 429
     retry_after_s: int = 1
     slo_classes: dict[str, float] = field(default_factory=dict)  # name -> TPOT in ms
+    # name -> the step-speculation acceptance threshold of the class's requests (a documented extension: AdaServe,
+    # 2025, sizes token trees per SLO; for step speculation a tight class may accept draft steps more freely)
+    slo_thresholds: dict[str, float] = field(default_factory=dict)
+    order: Literal["slo", "fifo"] = "slo"  # which waiting request takes a freed running slot (``_Slots``)
+
+
+class _Slots:
+    """The running slots, handed to waiting requests earliest deadline first.
+
+    AdaServe (2025) serves each request by its own TPOT SLO; here the SLO orders admission only: a waiting
+    request's deadline is its arrival plus its TPOT (the time its first output token is due), so a tight request
+    passes loose ones that came shortly before it, and one without an SLO waits behind every request with one.
+    Within the running batch all sequences are decoded alike (the scheduler's model workers know no SLO).
+    ``fifo`` keys on arrival alone (the baseline). A request that gives up while waiting leaves the line.
+    """
+
+    def __init__(self, size: int, order: str):
+        self.free, self.order = size, order
+        self.waiting: list[tuple[float, int, asyncio.Future]] = []  # a heap of (deadline, arrival number, wakeup)
+        self.arrivals = itertools.count()
+
+    def key(self, arrived: float, tpot_ms: float | None) -> float:
+        if self.order == "fifo":
+            return arrived
+        return arrived + tpot_ms / 1000 if tpot_ms is not None else math.inf
+
+    async def acquire(self, key: float) -> None:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        wakeup = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.waiting, (key, next(self.arrivals), wakeup))
+        try:
+            await wakeup
+        except BaseException:
+            if wakeup.done() and not wakeup.cancelled():  # handed a slot just as it gave up: pass the slot on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self.waiting:
+            _, _, wakeup = heapq.heappop(self.waiting)
+            if not wakeup.done():  # a cancelled waiter's future is done: skip it
+                wakeup.set_result(None)
+                return
+        self.free += 1
 
 
 # -- the app ----------------------------------------------------------------------------------------------------------
@@ -330,7 +378,7 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
     metrics = Metrics(served)
     app = FastAPI(title="reasoner", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served, app.state.metrics, app.state.config = served, metrics, config
-    slots = asyncio.Semaphore(config.max_running)
+    slots = _Slots(config.max_running, config.order)
     admitted = [0]  # requests running or waiting (the event loop's thread alone changes it)
 
     @app.exception_handler(APIError)
@@ -393,7 +441,7 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
         if len(texts) * req.n > MAX_CHOICES:
             raise APIError(400, f"n times the prompts is {len(texts) * req.n}, above {MAX_CHOICES}", "n")
         slo_name, slo_ms = _slo(req.slo, config)
-        reasoner = _reasoner_for(s, req)
+        reasoner = _reasoner_for(s, req, config.slo_thresholds.get(slo_name))
         lm = reasoner.scheduler.wrapped[reasoner.recipe.search.policy]
         try:  # before anything is admitted or streamed: a prompt too long is the client's error
             problems = [Problem(t) for t in texts]
@@ -420,7 +468,7 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
         admitted[0] += 1
         metrics.queue.inc()
         try:
-            await slots.acquire()
+            await slots.acquire(slots.key(job.started, slo_ms))
         except BaseException:
             admitted[0] -= 1
             metrics.queue.dec()
@@ -559,8 +607,9 @@ def _slo(slo: SLO | str | None, config: ServerConfig) -> tuple[str | None, float
     return slo, config.slo_classes[slo]
 
 
-def _reasoner_for(s: Served, req: _Common) -> Reasoner:
-    """The reasoner of the request's overrides: its ``reasoner`` object's sections, over the OpenAI fields."""
+def _reasoner_for(s: Served, req: _Common, threshold: float | None = None) -> Reasoner:
+    """The reasoner of the request's overrides: its ``reasoner`` object's sections, over the OpenAI fields, and its
+    SLO class's step-acceptance ``threshold`` (where the recipe speculates steps; ignored elsewhere)."""
     ext = req.reasoner or ReasonerOptions()
     sampling = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p)) if v is not None}
     budget = {}
@@ -572,6 +621,8 @@ def _reasoner_for(s: Served, req: _Common) -> Reasoner:
         "budget": {**budget, **(ext.budget or {})},
         "sampling": {**sampling, **(ext.sampling or {})},
     }
+    if threshold is not None and s.reasoner.recipe.step_speculation is not None:
+        sections["step_speculation"] = {"threshold": threshold}
     try:
         return s.variant(sections)
     except ValueError as e:  # RecipeError among them: the field and the fix

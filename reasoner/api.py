@@ -124,16 +124,20 @@ class Reasoner:
         # one search, run once per problem, each in its own thread
         self.search = search.build(r.search, self.engine, self.verifier, r.verifier.aggregate, r.seed)
 
-    VARIABLE = ("search", "budget", "sampling")  # the sections a variant may change (the models stay loaded)
+    # the sections a variant may change (the models stay loaded); step_speculation only where the recipe has one
+    VARIABLE = ("search", "budget", "sampling", "step_speculation")
 
     def variant(self, **sections) -> Reasoner:
-        """This reasoner with other ``search``, ``budget`` or ``sampling`` sections (nested dicts, merged into the
-        recipe's): a reasoner that shares this one's models, scheduler and verifier, so that what both solve at once
-        shares the models' batches. Raises ``RecipeError`` (a ``ValueError``) for an invalid section, and
-        ``ValueError`` for a section it cannot change or a search whose policy model is not loaded."""
+        """This reasoner with other ``search``, ``budget``, ``sampling`` or ``step_speculation`` sections (nested
+        dicts, merged into the recipe's): a reasoner that shares this one's models, scheduler and verifier, so that
+        what both solve at once shares the models' batches. Raises ``RecipeError`` (a ``ValueError``) for an invalid
+        section, and ``ValueError`` for a section it cannot change (``step_speculation`` where the recipe has none)
+        or a search whose policy model is not loaded."""
         fixed = sorted(set(sections) - set(self.VARIABLE))
         if fixed:
             raise ValueError(f"a variant may change only {', '.join(self.VARIABLE)}, not {', '.join(fixed)}")
+        if sections.get("step_speculation") and self.recipe.step_speculation is None:
+            raise ValueError("step_speculation: this recipe has no step speculation (and no target model) to change")
         recipe = Recipe.load(self.recipe, {k: v for k, v in sections.items() if v is not None})
         if recipe.search.policy not in self.scheduler.wrapped:
             loaded = ", ".join(sorted(self.scheduler.wrapped))

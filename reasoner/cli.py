@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 
 import prompts
@@ -443,15 +444,19 @@ def cmd_toy_report(args) -> int:
     return 0
 
 
-def _slo_class(text: str) -> tuple[str, float]:
+def _slo_class(text: str) -> tuple[str, float, float | None]:
     name, sep, value = text.partition("=")
+    value, colon, threshold = value.partition(":")
     try:
         ms = float(value)
+        t = float(threshold) if colon else None
     except ValueError:
-        ms = float("nan")
-    if not sep or not name.strip() or not ms > 0 or ms == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=TPOT_MS with a positive number, e.g. tight=40")
-    return name.strip(), ms
+        ms = t = float("nan")
+    if not sep or not name.strip() or not ms > 0 or ms == float("inf") or (t is not None and not math.isfinite(t)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give NAME=TPOT_MS[:THRESHOLD] with a positive number of ms, e.g. tight=40 or tight=40:5"
+        )
+    return name.strip(), ms, t
 
 
 def cmd_serve(args) -> int:
@@ -459,7 +464,9 @@ def cmd_serve(args) -> int:
     from evals.serve import ServerConfig, load_recipes, serve
 
     recipes = load_recipes(args.recipe)  # a missing or invalid recipe fails before any port or model is taken
-    config = ServerConfig(args.max_running, args.max_queue, args.retry_after, dict(args.slo_class))
+    classes = {name: ms for name, ms, _ in args.slo_class}
+    thresholds = {name: t for name, _, t in args.slo_class if t is not None}
+    config = ServerConfig(args.max_running, args.max_queue, args.retry_after, classes, thresholds, args.slo_order)
     serve(recipes, args.host, args.port, config, args.drain, log=lambda line: print(line, file=sys.stderr, flush=True))
     return 0
 
@@ -724,8 +731,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_slo_class,
         action="append",
         default=[],
-        metavar="NAME=TPOT_MS",
-        help="a named SLO class a request may give as slo (repeatable), e.g. tight=40",
+        metavar="NAME=TPOT_MS[:THRESHOLD]",
+        help="a named SLO class a request may give as slo (repeatable), e.g. tight=40; THRESHOLD: its requests' "
+        "step-speculation acceptance threshold (e.g. tight=40:5 accepts draft steps more freely)",
+    )
+    p.add_argument(
+        "--slo-order",
+        choices=("slo", "fifo"),
+        default="slo",
+        help="who takes a freed running slot: the earliest SLO deadline (default) or the earliest arrival",
     )
     p.add_argument(
         "--drain",

@@ -75,7 +75,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server():
-    proc, url = _start("--recipe", "toy-cot", "--recipe", "recipes/toy-specreason.yaml", "--slo-class", "loose=1e6")
+    classes = ("--slo-class", "loose=1e6", "--slo-class", "eager=1e6:0", "--slo-class", "strict=1e6:10")
+    proc, url = _start("--recipe", "toy-cot", "--recipe", "recipes/toy-specreason.yaml", *classes)
     yield url
     _stop(proc)
 
@@ -216,6 +217,21 @@ def test_step_speculation_names_each_steps_model(client):
     assert [(s["text"], s["model"]) for s in streamed] == [(s["text"], s["model"]) for s in steps]
 
 
+def test_the_slo_class_sets_the_step_acceptance_threshold(client):
+    """``--slo-class eager=1e6:0`` accepts every draft step (the judge scores 0-9), ``strict=1e6:10`` none."""
+
+    def models(slo: str) -> set[str]:
+        r = client.chat.completions.create(
+            model="toy-specreason", messages=[{"role": "user", "content": PROBLEM}], extra_body={"slo": slo}
+        )
+        steps = r.choices[0].model_extra["reasoner"]["steps"]
+        assert r.choices[0].model_extra["reasoner"]["answer"] == "161" or slo == "eager"
+        return {s["model"] for s in steps}
+
+    assert models("eager") == {"draft"}
+    assert models("strict") == {"target"}
+
+
 def test_reasoner_object_sets_the_search_and_budget(client):
     r = client.chat.completions.create(
         model="toy-cot",
@@ -283,6 +299,10 @@ def test_bad_requests_get_openai_errors_and_the_server_lives(server, client):
     _error(httpx.post(url, json=ok | {"reasoner": {"search": {"method": "nope"}}}), 400, param="reasoner.search")
     _error(httpx.post(url, json=ok | {"reasoner": {"models": {}}}), 400, param="reasoner.models")
     _error(httpx.post(url, json=ok | {"slo": "platinum"}), 400, "unknown_slo_class", "slo")
+    _error(httpx.post(url, json=ok | {"slo": {"tpot_ms": -1}}), 400, param="slo.tpot_ms")
+    _error(httpx.post(url, json=ok | {"slo": {"tpot_ms": "fast"}}), 400, "invalid_type")
+    _error(httpx.post(url, json=ok | {"slo": {"ttft_ms": 5}}), 400)
+    _error(httpx.post(url, json=ok | {"slo": 40}), 400, "invalid_type")
     _error(httpx.get(server + "/v1/nothing"), 404)
     too_long = {"model": "toy-cot", "prompt": "Compute 1+2. " * 400}
     _error(httpx.post(server + "/v1/completions", json=too_long), 400, "context_length_exceeded", "prompt")
@@ -363,6 +383,44 @@ def test_full_queue_is_429_with_retry_after(small):
     thread.join()
     assert out[0].status_code == 200  # the one that held the slot was answered
     assert httpx.post(url + "/v1/completions", json={"model": "toy-cot", "prompt": PROBLEM}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def one_slot():
+    proc, url = _start(
+        "--recipe", "toy-cot", "--max-running", "1", "--slo-class", "tight=1", "--slo-class", "loose=1e6"
+    )
+    yield url
+    _stop(proc)
+
+
+def test_a_tight_slo_is_admitted_before_loose_ones_that_came_first(one_slot):
+    """With one running slot held, two loose requests queue, then a tight one: the tight one is served next
+    (earliest deadline first, ``_Slots``); in arrival order (``--slo-order fifo``) it would be last."""
+    url, held, done = one_slot, [], []
+    holder = _long_request(url, held)
+
+    def ask(slo: str, problem: str) -> threading.Thread:
+        def run():
+            body = {"model": "toy-cot", "prompt": problem, "slo": slo}
+            r = httpx.post(url + "/v1/completions", json=body, timeout=120)
+            done.append((slo, r.status_code))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    threads = []
+    for i, slo in enumerate(["loose", "loose", "tight"]):
+        threads.append(ask(slo, f"Compute {i + 2}+3."))
+        assert _wait_for(lambda n=i + 1: _metric(url, "reasoner_queue_depth") == n)  # queued, in this order
+    for thread in [holder, *threads]:
+        thread.join()
+    assert held[0].status_code == 200
+    assert done == [("tight", 200), ("loose", 200), ("loose", 200)]
+    assert _metric(url, "reasoner_slo_requests_total", slo="loose", met="true") == 2
+    assert _metric(url, "reasoner_slo_attainment", slo="loose") == 1.0
+    assert _metric(url, "reasoner_slo_attainment", slo="tight") == 0.0  # 1 ms a token is beyond the toy model
 
 
 def test_sigterm_drains_in_flight_requests(small):
