@@ -56,8 +56,10 @@ def overrides(method: str, budget: int) -> list[str]:
     """The recipe overrides that run ``method`` at ``budget``."""
     out = [f"search.method={method}"]
     if method == "cot":
-        return out + ["search.n=1", "sampling.temperature=0", "search.vote=majority"]
-    if method in ("best_of_n", "beam", "dvts", "fetch"):
+        return out + ["sampling.temperature=0", "search.vote=majority"]
+    if method == "best_of_n":
+        return out + [f"search.n={budget}"]
+    if method in ("beam", "dvts", "fetch"):
         return out + [f"search.n={budget}", f"search.width={min(4, budget)}"]
     if method in ("rebase", "ets"):
         return out + [f"search.n={budget}"]
