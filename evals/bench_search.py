@@ -1,9 +1,10 @@
 """``reasoner bench search``: every search at several budgets on one toy suite, side by side in one run.
 
-Policy ``toy:draft``, verifier the toy PRM (the ``toy-beam`` recipe with ``search.method`` swapped), a hard
-toy suite. A budget ``B`` sets each search's main knob: ``n = B`` for best-of-N, beam, DVTS, FETCH (width
-4), REBASE and ETS (width B); MCTS runs ``B`` iterations (3 children per expansion); A* collects
-``max(1, B / 4)`` finished candidates within ``2 B`` expansions. CoT (greedy, one trajectory) is the baseline.
+Policy ``toy:draft``, verifier ``toy:target``'s likelihood or the toy PRM (the ``toy-beam`` recipe with
+``search.method`` swapped), a hard toy suite. A budget ``B`` sets each search's main knob: ``n = B`` for
+best-of-N, beam, DVTS, FETCH (width 4), REBASE and ETS (width B); MCTS runs ``B`` iterations (3 children per
+expansion); A* collects ``max(1, B / 4)`` finished candidates within ``2 B`` expansions. CoT (greedy, one
+trajectory) is the baseline.
 With ``--speculation`` every run is repeated with step speculation: ``toy:target`` judges each draft step by its
 own likelihood (the ``likelihood`` acceptor at 0.5, the ``toy-likelihood`` recipe's) and rewrites the steps it
 rejects. (SpecReason's 0-9 judge is not used here: the toy target is a poor judge and rejects every step at 7.)
@@ -33,21 +34,20 @@ SPECULATION = [
     "step_speculation.acceptor=likelihood",
     "step_speculation.threshold=0.5",
 ]
-# the step scorers the searches rank by: the toy PRM (the issue's), or toy:target's own likelihood of each step
-# (its least likely token; a path scores its worst step), a verifier that separates right from wrong steps far
-# better on the toy world, so the searches can be told apart from the verifier's quality
+# the step scorers the searches rank by: toy:target's own likelihood of each step (its least likely token; a path
+# scores its worst step; the toy search recipes' verifier, step ROC-AUC 0.99 on draft steps), or the toy PRM
+# (the issue's; step ROC-AUC 0.76), so the searches can be told apart from the verifier's quality
 VERIFIERS = {
-    "prm": ([], "toy:prm", "verifier"),
-    "likelihood": (
+    "likelihood": ([], "toy:target's likelihood", "target"),
+    "prm": (
         [
-            "models.target.path=toy:target",
-            "verifier.type=likelihood",
-            "verifier.model=target",
-            "verifier.reduce=min",
-            "verifier.aggregate=min",
+            "models.verifier.path=toy:prm",
+            "verifier.type=prm",
+            "verifier.model=verifier",
+            "verifier.aggregate=last",
         ],
-        "toy:target's likelihood",
-        "target",
+        "toy:prm",
+        "verifier",
     ),
 }
 
@@ -56,8 +56,10 @@ def overrides(method: str, budget: int) -> list[str]:
     """The recipe overrides that run ``method`` at ``budget``."""
     out = [f"search.method={method}"]
     if method == "cot":
-        return out + ["search.n=1", "sampling.temperature=0", "search.vote=majority"]
-    if method in ("best_of_n", "beam", "dvts", "fetch"):
+        return out + ["sampling.temperature=0", "search.vote=majority"]
+    if method == "best_of_n":
+        return out + [f"search.n={budget}"]
+    if method in ("beam", "dvts", "fetch"):
         return out + [f"search.n={budget}", f"search.width={min(4, budget)}"]
     if method in ("rebase", "ets"):
         return out + [f"search.n={budget}"]
@@ -77,7 +79,7 @@ def run(
     speculation: str = "off",
     seed: int = 1234,
     progress: bool = True,
-    verifier: str = "prm",
+    verifier: str = "likelihood",
 ) -> list[dict]:
     """Run the grid (skipping runs already finished in ``out``); returns one row per run."""
     import torch

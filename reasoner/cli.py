@@ -801,9 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--verifier",
-        choices=["prm", "likelihood"],
-        default="prm",
-        help="what ranks the steps: the toy PRM (default) or toy:target's likelihood",
+        choices=["likelihood", "prm"],
+        default="likelihood",
+        help="what ranks the steps: toy:target's likelihood (default, the toy search recipes') or the toy PRM",
     )
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

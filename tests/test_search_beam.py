@@ -1,4 +1,4 @@
-"""Beam search and DVTS on the toy world (toy:draft writes, the toy PRM scores): search-specific behaviour."""
+"""Beam search and DVTS on the toy world (toy:draft writes, toy:target's likelihood scores): their own behaviour."""
 
 import pytest
 
@@ -10,8 +10,8 @@ PROBLEMS = [Problem(p.question, str(p.answer)) for p in generate_problems(2, see
 
 
 def solve(recipe, **search):
-    """The reasoner, its solutions and the search trees behind them."""
-    r = Reasoner(recipe, search=search) if search else Reasoner(recipe)
+    """The reasoner, its solutions and the search trees behind them; steps ranked by their own score (last)."""
+    r = Reasoner(recipe, verifier={"aggregate": "last"}, **({"search": search} if search else {}))
     solutions = r.solve_many(PROBLEMS)
     return r, solutions, [s.tree for s in solutions]
 

@@ -1,4 +1,4 @@
-"""MCTS and A* on the toy world (toy:draft writes, the toy PRM scores)."""
+"""MCTS and A* on the toy world (toy:draft writes, toy:target's likelihood scores)."""
 
 import math
 
