@@ -121,8 +121,8 @@ def _solve(recipe: Recipe, todo: list[Problem], batch_size: int, workers: int, w
     problem ends), in this process with one worker, across worker processes with several; with ``window``, one
     stream with ``batch_size`` problems in flight.
 
-    Batches by default, not the window: on this CPU the window ran target CoT 2x slower (docs/benchmarks.md, "The
-    batch barrier") because prompts admitted into a running batch cost more than the tail of a batch does."""
+    Batches by default, not the window: on this CPU the window ran target CoT at 0.77x (docs/benchmarks.md, "The
+    batch barrier"): prompts admitted one by one into a running batch cost more than the tail of a batch does."""
     if workers == 1 or len(todo) <= batch_size:
         reasoner, step = Reasoner(recipe), len(todo) if window else batch_size
         for start in range(0, len(todo), step):

@@ -34,7 +34,10 @@ from ..specdec.cache import RaggedCache
 from ..specdec.verify import sampling_probs
 
 TAIL_CHARS = 64  # decoded text kept per row for stop strings (longer stops fall back to decoding the tail)
-MIX_TOKENS = 32  # admitted prompts with at most this many uncached tokens join a decode forward
+# Admitted prompts join the decode forward when padding the live rows to their uncached tokens adds at most this
+# many positions (live rows x (longest uncached - 1)); past it a prefill forward of its own costs less. On the toy
+# CPU models a forward costs ~5 ms plus ~0.06 ms a position, so the break-even is near 80.
+MIX_PADDING = 64
 READY_KEPT = 256  # finished lookahead steps kept for a claim (the oldest go first)
 
 
@@ -155,7 +158,11 @@ class ContinuousBatch:
             prompts, batch = self._prefix(taken, call) if taken else ([], None)
             # admitted prompts with few uncached tokens ride along in the decode forward; padding every live row
             # to a long prompt would cost more than a prefill forward of its own
-            if taken and self.live and max(len(p) - c for p, c in zip(prompts, batch.cached)) <= MIX_TOKENS:
+            if (
+                taken
+                and self.live
+                and len(self.live) * (max(len(p) - c for p, c in zip(prompts, batch.cached)) - 1) <= MIX_PADDING
+            ):
                 self._mixed(taken, prompts, batch, call, done)
             else:
                 if taken:
