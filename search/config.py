@@ -24,6 +24,11 @@ N_WHY = (
     "outgrows a machine's memory; spend more compute over several runs (suite.seed, seed) instead"
 )
 WIDTH_WHY = "a node's children are sampled in one batched call and each is scored: past it a level outgrows the batch"
+WHOLE_WHY = (
+    "write each trajectory in one request and split it into steps afterwards (no round trip per step; the same "
+    "steps); false: one request per step. Step by step regardless under step speculation, with budget.stop_on_repeat, "
+    "or when a caller streams the steps"
+)
 DEPTH_WHY = "each unit is a further full step (rollout or regeneration) per candidate: past it a problem takes hours"
 
 
@@ -50,8 +55,10 @@ class CoTConfig(SearchBase):
         """One trajectory (sampling several is best_of_n)."""
         return 1
 
+    whole: bool = Field(True, description=WHOLE_WHY)
+
     def build(self, engine, verifier, aggregate, seed):
-        return ChainOfThought(engine)
+        return ChainOfThought(engine, self.whole)
 
 
 class BestOfNConfig(SearchBase):
@@ -59,9 +66,10 @@ class BestOfNConfig(SearchBase):
 
     method: Literal["best_of_n"] = Field("best_of_n", description="the search")
     n: int = Field(8, ge=1, **at_most(MAX_N, N_WHY), description="trajectories per problem")
+    whole: bool = Field(True, description=WHOLE_WHY)
 
     def build(self, engine, verifier, aggregate, seed):
-        return BestOfN(engine, self.n)
+        return BestOfN(engine, self.n, self.whole)
 
 
 class _Beams(SearchBase):

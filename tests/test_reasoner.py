@@ -1,8 +1,11 @@
 """Reasoner.solve end to end on the toy world: answers, step sources, candidates and costs."""
 
+import itertools
+
 import pytest
 
 from reasoner import Problem, Reasoner
+from reasoner.core.types import Tree
 from reasoner.toy import generate_problems
 
 
@@ -38,7 +41,40 @@ def test_single_solve_stats_are_complete(cot):
     assert s.answer == "78" and s.correct is None
     assert s.steps[0].text == "17+25=42"
     r = s.stats.role("target")
-    assert r.calls == len(s.steps) and r.forward_passes >= len(s.steps) and s.stats.wall_s > 0
+    assert r.calls == 1 and r.forward_passes >= r.generated_tokens and s.stats.wall_s > 0  # one request, whole
+
+
+def steps_of(solutions):
+    return [[(st.text, st.token_ids, st.finish_reason) for st in s.steps] for s in solutions]
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [{}, {"budget": {"max_steps": 2}}, {"sampling": {"max_step_tokens": 5}}, {"budget": {"max_tokens": 12}}],
+    ids=["plain", "max-steps", "max-step-tokens", "max-tokens"],
+)
+def test_cot_writes_each_trajectory_in_one_request_with_the_steps_of_step_by_step(cot, problems, sections):
+    """No round trip per step (``StepEngine.write_whole``): one call per trajectory, split into the steps that step
+    by step writes, budgets and step limits cut where they cut."""
+    whole, stepwise = cot.variant(**sections), cot.variant(**sections, search={"whole": False})
+    a, calls_a = whole.solve_many(problems[:8]), whole.last_run.role("target").calls
+    b, calls_b = stepwise.solve_many(problems[:8]), stepwise.last_run.role("target").calls
+    assert steps_of(a) == steps_of(b) and [s.answer for s in a] == [s.answer for s in b]
+    assert calls_a == 8 and calls_b == sum(len(s.steps) for s in b)
+    if sections:  # every limit ends some trajectory early here
+        assert any(s.answer is None for s in a)
+    else:
+        assert calls_b > 2 * calls_a
+
+
+def test_a_caller_listening_for_steps_hears_each_as_it_is_written(cot):
+    """``Tree.on_step`` (the server's streaming): step by step, a call each, so every step is heard when written."""
+    tree, heard = Tree(Problem("Compute (17+25)*3-48.")), []
+    tree.on_step = lambda node: heard.append((node.step.text, tree.stats.role("target").generated_tokens))
+    s = cot.solve_tree(tree)
+    assert [text for text, _ in heard] == [st.text for st in s.steps] and len(s.steps) > 1
+    # each step was heard before the next was written (not all at the end of one request)
+    assert [tokens for _, tokens in heard] == list(itertools.accumulate(len(st.token_ids) for st in s.steps))
 
 
 def test_a_stream_starts_the_next_problem_as_one_finishes_and_its_spans_add_up(cot):

@@ -14,6 +14,7 @@ pytest.importorskip("vllm")
 from reasoner import Reasoner  # noqa: E402
 from reasoner.backends import SamplingParams, load_lm, resolve_path  # noqa: E402
 from reasoner.core.types import Problem  # noqa: E402
+from reasoner.engine.scheduler import ModelWorker  # noqa: E402
 from reasoner.recipe import Recipe  # noqa: E402
 from reasoner.toy import generate_problems  # noqa: E402
 from verifiers.likelihood import step_token_ids  # noqa: E402
@@ -108,6 +109,20 @@ def test_costs_are_counted(vllm_target, toy_prompts):
         2 * prompt_tokens,
     )
     assert max(lengths) <= role.forward_passes <= sum(lengths)  # one engine step per token of the longest, batched
+
+
+def test_calls_share_the_running_batch_and_a_short_one_is_not_held_by_a_long_one(vllm_target, toy_prompts):
+    """Under a scheduler's worker, calls join vLLM's running batch (``VllmBatch``): the short call returns while the
+    long one, asked first, still runs (one blocking ``llm.generate`` per call would hold it to the end)."""
+    worker = ModelWorker(vllm_target)
+    try:
+        prompt = vllm_target.encode(toy_prompts[0])
+        long = worker.submit("generate", [prompt], SamplingParams(max_tokens=200, ignore_eos=True))
+        short = worker.submit("generate", [prompt], SamplingParams(max_tokens=4, ignore_eos=True))
+        assert len(short.result(timeout=300)[0][0].token_ids) == 4 and not long.done()
+        assert len(long.result(timeout=300)[0][0].token_ids) == 200
+    finally:
+        worker.close()
 
 
 def test_a_wrong_engine_argument_is_named():

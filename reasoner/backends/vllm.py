@@ -10,20 +10,30 @@ the model's raw log-probabilities (vLLM's default ``logprobs_mode``), ``score`` 
 Engines are expensive (seconds to minutes to start, most of a GPU's memory), so one engine per model and engine
 options is kept per process and shared by every ``VllmLM`` that asks for it: two roles on one model, or a test
 session and the ``Reasoner`` it builds, use one engine.
+
+Every request goes in through the engine's step API (``LLMEngine.add_request`` / ``step``, one ``_Driver`` per
+engine), never through ``LLM.generate``, which would block until its own requests end and collect everyone's.
+Under a scheduler, ``generate`` calls join vLLM's running batch as they arrive (``VllmBatch``, the interface of
+``continuous.ContinuousBatch``): the model's worker adds them and steps the engine, and each call returns when its
+own requests finish, so no call waits for another's slowest row.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
 from ..core.lm import Output, Prompt, SamplingParams, check_context
 from ..core.stats import RoleStats
 from .common import Backend, RequestSeeds, finish_of, make_generation, score_pairs, single_token_ids
+from .continuous import GenerateRequest
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,110 @@ def engine(path: str, **kwargs):
     return _ENGINES[key]
 
 
+class _Driver:
+    """The one loop that steps an engine. Requests from every caller go in with an id; finished outputs are kept
+    by id for whoever asked (a blocking call's ``wait`` or the continuous batch's ``step``), whoever's step
+    finished them."""
+
+    def __init__(self, llm):
+        self.engine = llm.llm_engine
+        self.ids = itertools.count()
+        self.finished: dict[str, object] = {}
+        self.lock = threading.RLock()  # two roles on one model share the engine, each stepping it from its worker
+
+    def add(self, prompt: list[int], params) -> str:
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when it ends
+        with self.lock:
+            rid = f"reasoner-{next(self.ids)}"
+            self.engine.add_request(rid, TokensPrompt(prompt_token_ids=prompt), params)
+        return rid
+
+    def step(self) -> bool:
+        """One engine step (one forward of its running batch); False if it had nothing to run."""
+        with self.lock:
+            if not self.engine.has_unfinished_requests():
+                return False
+            for out in self.engine.step():
+                if out.finished:
+                    self.finished[out.request_id] = out
+        return True
+
+    def wait(self, rids: list[str]) -> list:
+        """The outputs of ``rids``, stepping the engine until all have ended."""
+        while any(r not in self.finished for r in rids):
+            if not self.step():
+                raise RuntimeError(f"vLLM lost requests {[r for r in rids if r not in self.finished]}")
+        return [self.finished.pop(r) for r in rids]
+
+    def abort(self, rids: list[str]) -> None:
+        with self.lock:
+            self.engine.abort_request(rids)
+            for r in rids:
+                self.finished.pop(r, None)
+
+
+_DRIVERS: dict[int, _Driver] = {}
+
+
+def driver(llm) -> _Driver:
+    """The engine's driver (one per engine: the VllmLMs that share an engine share it)."""
+    if id(llm) not in _DRIVERS:
+        _DRIVERS[id(llm)] = _Driver(llm)
+    return _DRIVERS[id(llm)]
+
+
+class VllmBatch:
+    """``generate`` calls in vLLM's running batch, for a scheduler's worker to drive (``add``, ``step``, ``cancel``:
+    the interface of ``continuous.ContinuousBatch``): a call's prompts go to the engine at once, and the call is
+    complete when they have all ended, while other calls' requests run on."""
+
+    def __init__(self, lm: VllmLM):
+        self.lm = lm
+        self.running: dict[str, tuple[GenerateRequest, int, int]] = {}  # request id -> (call, prompt index, length)
+        self.lookahead_steps = 0  # (vLLM keeps the prefix cache itself: nothing to write ahead)
+
+    def add(self, request: GenerateRequest) -> None:
+        for rid, (i, prompt) in zip(self.lm._requests(request.prompts, request.params), enumerate(request.prompts)):
+            self.running[rid] = (request, i, len(prompt))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running)
+
+    def step(self) -> list[GenerateRequest]:
+        """One engine step; the calls whose last request ended (in this step or in a blocking call's)."""
+        call, start = RoleStats(), time.perf_counter()
+        call.forward_passes += self.lm.driver.step()
+        done = []
+        for rid in [r for r in self.running if r in self.lm.driver.finished]:
+            request, i, length = self.running.pop(rid)
+            out = self.lm.driver.finished.pop(rid)
+            used = self.lm._served(call, length, out.num_cached_tokens or 0)
+            request.results[i] = self.lm._generations(out, request.params, used)
+            request.usage[i] = used
+            call.generated_tokens += used.generated_tokens
+            request.remaining -= request.params.n
+            if request.remaining == 0:
+                done.append(request)
+        call.wall_s, call.calls = time.perf_counter() - start, len(done)
+        self.lm.stats.book(self.lm.role, call)
+        return done
+
+    def cancel(self, request: GenerateRequest) -> int:
+        rids = [r for r, (q, _, _) in self.running.items() if q is request]
+        self.lm.driver.abort(rids)
+        for r in rids:
+            del self.running[r]
+        return len(rids)
+
+    def reset(self) -> None:
+        self.lm.driver.abort(list(self.running))
+        self.running = {}
+
+
 class VllmLM(Backend):
     """An ``LM`` over ``vllm.LLM``. ``engine_args`` go to ``vllm.LLM`` unchanged: ``gpu_memory_utilization`` (two
     models on one GPU split it), ``tensor_parallel_size``, ``max_model_len``, ``speculative_config`` (ngram, draft
@@ -116,6 +230,8 @@ class VllmLM(Backend):
         self.add_special_tokens = add_special_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(args.get("tokenizer", path))
         self.llm = engine(str(path), **args)
+        self.driver = driver(self.llm)
+        self.batch = VllmBatch(self)
         self.seeds = RequestSeeds(seed)
         self.context_length = _max_model_len(self.llm)
 
@@ -151,30 +267,24 @@ class VllmLM(Backend):
                         self.stats.count(f"spec_{key}", after[key] - before[key])
 
     def _run(self, prompts: list[list[int]], params, call: RoleStats) -> tuple[list, list[RoleStats]]:
-        """Run one request per prompt; each prompt's tokens as vLLM computed them (prefix-cache hits apart), also
-        added to ``call``."""
-        from vllm.inputs import TokensPrompt
-
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        """Run one request per prompt (``params``: one for all, or one each) until all have ended; each prompt's
+        tokens as vLLM computed them (prefix-cache hits apart), also added to ``call``."""
+        each = params if isinstance(params, list) else [copy.copy(params) for _ in prompts]
+        outputs = self.driver.wait([self.driver.add(p, q) for p, q in zip(prompts, each)])
         return outputs, [self._served(call, len(p), o.num_cached_tokens or 0) for p, o in zip(prompts, outputs)]
 
-    def clear_prefix_cache(self) -> None:
-        self.llm.reset_prefix_cache()
+    def _requests(self, prompts: list[list[int]], params: SamplingParams) -> list[str]:
+        """A generate call's prompts, added to the engine (one vLLM request each); their request ids."""
+        return [self.driver.add(p, q) for p, q in zip(prompts, self._sampling(prompts, params))]
 
-    # -- LM protocol ---------------------------------------------------------------------------------------
-
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
+    def _sampling(self, encoded: list[list[int]], params: SamplingParams) -> list:
+        """vLLM's sampling parameters for each prompt of a generate call (a seed each, room left in the context)."""
         from vllm import SamplingParams as VllmParams
 
-        encoded = [self.encode(p) for p in prompts]
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise ValueError(f"prompt {i} is empty: give at least one token to continue")
         rooms = [check_context(self, ids, 1) or params.max_tokens for ids in encoded]  # a row ends in the context
-        greedy = params.temperature == 0  # vLLM refuses n > 1 when greedy: the samples are one sample, copied
-        request = [
+        return [
             VllmParams(
-                n=1 if greedy else params.n,
+                n=1 if params.temperature == 0 else params.n,  # vLLM refuses n > 1 greedy: one sample, copied
                 temperature=params.temperature,
                 top_p=params.top_p,
                 max_tokens=min(params.max_tokens, room),
@@ -186,19 +296,32 @@ class VllmLM(Backend):
             )
             for seed, room in zip(self.seeds.draw(params, len(encoded)), rooms)
         ]
+
+    def _generations(self, out, params: SamplingParams, used: RoleStats) -> list:
+        """A finished request's samples as ``Generation``s (its generated tokens added to ``used``)."""
+        gens = []
+        for o in sorted(out.outputs, key=lambda o: o.index):
+            used.generated_tokens += len(o.token_ids)
+            lps = [step[t].logprob for step, t in zip(o.logprobs, o.token_ids)]
+            gens.append(make_generation(self.tokenizer, o.token_ids, lps, finish_of(o.finish_reason, o.stop_reason)))
+        if params.temperature == 0 and params.n > 1:
+            gens = [copy.deepcopy(gens[0]) for _ in range(params.n)]
+        return gens
+
+    def clear_prefix_cache(self) -> None:
+        self.llm.reset_prefix_cache()
+
+    # -- LM protocol ---------------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> Output:
+        encoded = [self.encode(p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise ValueError(f"prompt {i} is empty: give at least one token to continue")
+        request = self._sampling(encoded, params)
         with self._account() as call:
             outputs, usage = self._run(encoded, request, call) if encoded else ([], [])
-            results = []
-            for out, used in zip(outputs, usage):
-                gens = []
-                for o in sorted(out.outputs, key=lambda o: o.index):
-                    used.generated_tokens += len(o.token_ids)
-                    lps = [step[t].logprob for step, t in zip(o.logprobs, o.token_ids)]
-                    finish = finish_of(o.finish_reason, o.stop_reason)
-                    gens.append(make_generation(self.tokenizer, o.token_ids, lps, finish))
-                if greedy and params.n > 1:
-                    gens = [copy.deepcopy(gens[0]) for _ in range(params.n)]
-                results.append(gens)
+            results = [self._generations(out, params, used) for out, used in zip(outputs, usage)]
             call.generated_tokens += sum(u.generated_tokens for u in usage)
         return Output(results, usage, call)
 

@@ -8,6 +8,10 @@ Prompts are token ids kept across steps: a node's prompt is its parent's followe
 the model wrote them (the delimiter's token included), so a trajectory written step by step is exactly the one
 the model writes in one go, and nothing is re-rendered or re-tokenized. A step written by a model with another
 tokenizer is encoded from its text instead.
+
+Searches that look at no step until a trajectory ends (CoT, best-of-N) skip the round trip per step:
+``write_whole`` asks for whole trajectories in one request and splits them into the steps the step-wise engine
+would have written (the same tokens, cut where its stop rules cut), so they cost what plain generation costs.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from dataclasses import dataclass
 from prompts import PromptTemplate
 from verifiers.likelihood import prompt_ids
 
-from ..core.lm import LM, SamplingParams
+from ..backends.common import make_generation
+from ..core.lm import LM, Generation, SamplingParams
 from ..core.types import Node, Step, owned_by
 
 
@@ -57,6 +62,7 @@ class StepEngine:
         self.sampling = sampling or StepSampling()
         self.budget = budget or StepBudget()
         self.lookahead = lookahead
+        self._pieces: dict[int, str] = {}  # token id -> its text, decoded once (``_split``)
 
     def prompt(self, node: Node) -> list[int]:
         """The token ids ``self.lm`` continues from at ``node`` (``verifiers.likelihood.prompt_ids``)."""
@@ -109,6 +115,84 @@ class StepEngine:
                 ]
             )
         return out
+
+    @property
+    def writes_whole(self) -> bool:
+        """Whether ``write_whole`` can stand in for step-wise expansion. Not with the repetition guard: a looping
+        trajectory would write on to its token budget where step by step it ends after two equal steps."""
+        return not self.budget.stop_on_repeat
+
+    def write_whole(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
+        """``k`` finished trajectories below every node, each written by one request and split into steps
+        afterwards: one call in all, where step by step each step is a call (and re-sends its prompt). Returns
+        each trajectory's last node. The split reproduces the step-wise engine's (a step ends at the token whose
+        text completes the delimiter, at EOS, or after ``max_step_tokens``; a trajectory at its step or token
+        budget), so a greedy trajectory is the one it writes step by step; tokens written past a budget are
+        booked (they were spent) and dropped."""
+        if not nodes:
+            return []
+        for node in nodes:
+            if node.terminal:
+                raise ValueError(f"cannot expand a terminal node: {node}")
+        # step by step, the last step may start at max_tokens - 1 and run max_step_tokens
+        room = self.budget.max_tokens - min(path_tokens(n) for n in nodes) - 1 + self.sampling.max_step_tokens
+        params = SamplingParams(
+            n=k, temperature=self.sampling.temperature, top_p=self.sampling.top_p, max_tokens=max(1, room)
+        )
+        with owned_by([n.tree for n in nodes]):
+            generations = self.lm.generate([self.prompt(n) for n in nodes], params)
+        out = []
+        for node, gens, usage in zip(nodes, generations, generations.usage):
+            node.tree.stats.book(self.lm.role, usage)
+            leaves = []
+            for g in gens:
+                steps = self._split(g)
+                seconds = generations.total.wall_s / max(1, len(nodes) * k * len(steps))
+                leaf = node
+                for step in steps:
+                    step.seconds = seconds
+                    terminal = step is steps[-1] or self.is_terminal(leaf, step)
+                    leaf = leaf.add_child(step, terminal)
+                    leaf.tree.emit(leaf)
+                    if terminal:
+                        break
+                leaves.append(leaf)
+            out.append(leaves)
+        return out
+
+    def _split(self, g: Generation) -> list[Step]:
+        """A whole trajectory's steps, cut as the backends cut a step (``backends.continuous``): after the token
+        whose text completes the delimiter (each token's text decoded alone, as the batch finds stop strings), at
+        EOS, or at ``max_step_tokens`` tokens."""
+        delimiter, limit = self.template.step_delimiter, self.sampling.max_step_tokens
+        eos = g.finish_reason == "eos"
+        steps, start, text = [], 0, ""
+        for i, tok in enumerate(g.token_ids):
+            last = i == len(g.token_ids) - 1
+            finish = None
+            if last and eos:
+                finish = ("eos", None)
+            else:
+                text += self._piece(tok)
+                if delimiter and delimiter in (text if delimiter.isascii() else self._text(g.token_ids[start : i + 1])):
+                    finish = ("stop", delimiter)
+                elif i + 1 - start >= limit or last:
+                    finish = ("length", None)
+            if finish is not None:
+                piece = make_generation(
+                    self.lm.tokenizer, g.token_ids[start : i + 1], g.logprobs[start : i + 1], finish
+                )
+                steps.append(Step(piece.text, piece.token_ids, piece.logprobs, self.lm.role, finish[0]))
+                start, text = i + 1, ""
+        return steps
+
+    def _piece(self, token: int) -> str:
+        if token not in self._pieces:
+            self._pieces[token] = self.lm.decode([token])
+        return self._pieces[token]
+
+    def _text(self, ids: list[int]) -> str:
+        return self.lm.decode(ids)
 
     def is_terminal(self, parent: Node, step: Step) -> bool:
         if step.finish_reason != "stop":
