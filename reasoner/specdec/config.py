@@ -17,15 +17,16 @@ class TokenSpeculation(Section):
 
     method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose"] = Field(
         description="draft_model: a smaller model; prompt_lookup: n-gram match in prompt + output; ngram_pool: "
-        "n-grams with the "
-        "target's own probabilities, shared by all rows (STAND); suffix: suffix trees over this and earlier outputs "
-        "(SuffixDecoding); "
+        "n-grams with the target's own probabilities, shared by all rows (STAND); "
+        "suffix: suffix trees over this and earlier outputs (SuffixDecoding); "
         "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table "
         "branches"
     )
     draft: str | None = Field(None, description="draft_model: the draft model's path (default: models.draft)")
     tree: Literal["chain", "dynamic"] = Field(
-        "chain", description="draft_model: a chain, or a tree grown best-first by draft probability"
+        "chain",
+        description="draft_model: a chain, or a tree grown from one global best-first heap of cumulative draft "
+        "probability (DySpec)",
     )
     num_tokens: int = Field(
         6, ge=1, **at_most(64, TREE_WHY), description="longest draft (chain length, tree depth, spine length)"
