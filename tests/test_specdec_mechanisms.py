@@ -143,3 +143,32 @@ def test_dyspec_tree_comes_from_one_global_heap():
     best = sorted(candidates, reverse=True)[:12]
     assert max(tree.depths()) >= 6
     assert sum(value) >= 0.98 * sum(best)  # 2.66; level by level: 2.33
+
+
+def test_stand_pools_are_per_problem_shared_by_its_trajectories():
+    """Two trajectories of problem A and one of problem B decode together. What trajectory A1 decoded, its sibling
+    A2 drafts (it never saw those tokens), and so does a later call whose prompt extends A's (a search step); B,
+    in the same batch and with the same context, drafts none of it. One pool for the batch fails the second part,
+    one pool per row the first."""
+    from reasoner.specdec.drafters import NgramPool
+    from reasoner.specdec.tree import DraftTree
+    from reasoner.specdec.verify import Verdict
+
+    def emitted(token):  # a verdict emitting one token, the target sure of it
+        logits = torch.full((1, 64), -10.0)
+        logits[0, token] = 10.0
+        return Verdict([], [token], [0.0], DraftTree(), logits)
+
+    pool = NgramPool(num_tokens=4, nodes=4, top_k=2, ngram=2)
+    a, b = [1, 2, 3], [9, 8, 3]
+    seqs = [list(a), list(a), list(b)]
+    pool.begin(seqs, 0.0, 1.0)
+    for token, other in zip([40, 41, 42, 43], [50, 51, 52, 53]):  # A1 decodes 40 41 42 43; A2 and B decode others
+        for seq, t in zip(seqs, [token, other, other + 10]):
+            seq.append(t)
+        pool.update(seqs, [emitted(token), emitted(other), emitted(other + 10)])
+    trees = pool.draft([seqs[0], a + [40], b + [3, 40]])
+    assert trees[1].tokens[:3] == [41, 42, 43]  # the sibling's tokens
+    assert not {40, 41, 42, 43} & set(trees[2].tokens)  # nothing of the other problem's
+    pool.begin([a + [40, 41]], 0.0, 1.0)  # a later call for problem A
+    assert pool.draft([a + [40, 41]])[0].tokens[:2] == [42, 43]

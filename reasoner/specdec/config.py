@@ -17,7 +17,7 @@ class TokenSpeculation(Section):
 
     method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose"] = Field(
         description="draft_model: a smaller model; prompt_lookup: n-gram match in prompt + output; ngram_pool: "
-        "n-grams with the target's own probabilities, shared by all rows (STAND); "
+        "n-grams with the target's own probabilities, one pool per problem shared by its trajectories (STAND); "
         "suffix: suffix trees over this and earlier outputs (SuffixDecoding); "
         "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table "
         "branches"
@@ -52,8 +52,8 @@ class TokenSpeculation(Section):
     )
     shared: bool = Field(
         True,
-        description="ngram_pool: one pool for all rows and calls (false: one per row); suffix and recycling always "
-        "share theirs",
+        description="ngram_pool: one pool per problem, shared by its rows and by later calls whose prompt extends its "
+        "prompt (false: one per row); suffix and recycling always share theirs across requests",
     )
     cache_size: int = Field(
         1000,

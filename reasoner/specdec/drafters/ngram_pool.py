@@ -1,14 +1,19 @@
 """STAND's logit-based n-gram pool (Song et al. 2025, "Accelerated Test-Time Scaling with Model-Free Speculative
 Sampling"): for every n-gram context the target has decoded, the top-k next tokens *with the target's
-probabilities*, merged over observations by a running average. One pool is shared by every row and every call
-(all trajectories of a best-of-N or a search tree draft from each other's text); ``shared=False`` keeps one pool
-per row instead (the per-trajectory baseline).
+probabilities*, merged over observations by a running average.
+
+STAND's pool is per problem: the trajectories of one problem (best-of-N samples, the branches of a search tree)
+repeat each other's reasoning, so each drafts from its siblings' text, while other problems' text would only add
+noise. Here rows with the same prompt share a pool, and a later call joins the pool of the problem whose prompt
+its own prompt extends (a search step's prompt is the problem's prompt plus the steps so far); different
+problems of one batch never share (``tests/test_specdec_mechanisms.py``). ``shared=False`` keeps one pool per
+row instead (the per-trajectory baseline). Pools of the ``max_problems`` problems used last are kept.
 
 Drafting looks up the longest stored context (``ngram`` tokens down to 1) at each node and grows a tree best-first
 by cumulative pool probability under the node budget; children are drawn without replacement with Gumbel-top-k
 when sampling (most likely first when greedy), and each tree carries the pool distributions it drew from, so
-verification uses multi-step speculative sampling. Deviation: STAND's tree shape is tuned offline on data; here it
-is grown at run time from the pool's probabilities (as the draft-model tree is), with the same children rule.
+verification uses multi-step speculative sampling. Deviation: STAND's tree shape is fitted offline on data; here
+it is grown at run time from the pool's probabilities (as the draft-model tree is), with the same children rule.
 """
 
 from __future__ import annotations
@@ -38,16 +43,30 @@ class NgramPool(Drafter):
         keep: int = 8,
         cover: float = 0.8,
         max_contexts: int = 200_000,
+        max_problems: int = 256,
     ):
         self.num_tokens, self.nodes, self.top_k, self.ngram, self.shared = num_tokens, nodes, top_k, ngram, shared
-        self.keep, self.cover, self.max_contexts = keep, cover, max_contexts
+        self.keep, self.cover, self.max_contexts, self.max_problems = keep, cover, max_contexts, max_problems
         self.random = random.Random(seed)
-        self.pool: dict[tuple, list] = {}  # context -> [observations, {token: probability}]
-        self.pools: list[dict] = []
+        self.problems: dict[tuple, dict] = {}  # a problem's prompt -> its pool, least recently used first
+        self.pools: list[dict] = []  # each row's pool: context -> [observations, {token: probability}]
 
     def begin(self, seqs, temperature, top_p):
         self.temperature, self.top_p = temperature, top_p
-        self.pools = [self.pool] * len(seqs) if self.shared else [{} for _ in seqs]
+        self.pools = [self.problem_pool(tuple(s)) for s in seqs] if self.shared else [{} for _ in seqs]
+
+    def problem_pool(self, prompt: tuple) -> dict:
+        """The pool of the problem ``prompt`` belongs to: the one whose prompt is the longest prefix of it (the same
+        prompt, or an earlier call's that this one extends), else a new one."""
+        key = max((k for k in self.problems if prompt[: len(k)] == k), key=len, default=None)
+        if key is None:
+            key = prompt
+            if len(self.problems) >= self.max_problems:
+                del self.problems[next(iter(self.problems))]
+            self.problems[key] = {}
+        pool = self.problems.pop(key)
+        self.problems[key] = pool  # most recently used last
+        return pool
 
     # -- the pool ------------------------------------------------------------------------------------------
 
