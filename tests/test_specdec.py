@@ -21,7 +21,8 @@ DRAFTERS = {
     "goose": {"method": "goose", "nodes": 12},
     "draft_model-chain": {"method": "draft_model", "draft": "toy:draft"},
     "draft_model-tree": {"method": "draft_model", "draft": "toy:draft", "tree": "dynamic", "nodes": 12},
-    "goose-adaptive": {"method": "goose", "nodes": 12, "adaptive": True},  # trees cut or skipped by measured goodput
+    "goose-adaptive": {"method": "goose", "nodes": 12, "adaptive": True},  # trees cut per row by goodput (SmartSpec)
+    "draft_model-chain-adaptive": {"method": "draft_model", "draft": "toy:draft", "adaptive": True},
 }
 
 

@@ -172,3 +172,33 @@ def test_stand_pools_are_per_problem_shared_by_its_trajectories():
     assert not {40, 41, 42, 43} & set(trees[2].tokens)  # nothing of the other problem's
     pool.begin([a + [40, 41]], 0.0, 1.0)  # a later call for problem A
     assert pool.draft([a + [40, 41]])[0].tokens[:2] == [42, 43]
+
+
+def test_smartspec_gives_each_request_its_own_length_and_shortens_a_failing_one():
+    """Two requests in one batch, steps costing 10 ms + 0.5 ms per batch token: the one whose drafts are all
+    accepted gets long drafts, the one whose drafts are all rejected gets none (at most a probe of one token);
+    when the first one's acceptance drops, its drafts shrink too. One length for the batch, or lengths without
+    the acceptance or the step-time model, fail."""
+    from reasoner.specdec.adaptive import SmartSpec
+
+    spec = SmartSpec(max_len=8)
+    spec.begin(2)
+
+    def run(steps, accepts):
+        for _ in range(steps):
+            ks = spec.lengths()
+            accepted = [k if accept else 0 for k, accept in zip(ks, accepts)]
+            spec.record(ks, accepted, ks, 0.010 + 0.0005 * (2 + sum(ks)))
+
+    run(40, [True, False])
+    good, bad = spec.plan()
+    assert good >= 6 and bad <= 1
+    run(20, [False, False])
+    assert spec.plan()[0] <= 1
+    # the step-time model: when every batch token costs as much as a whole step, short drafts win
+    costly = SmartSpec(max_len=8)
+    costly.begin(2)
+    for _ in range(40):
+        ks = costly.lengths()
+        costly.record(ks, [k // 2 for k in ks], ks, 0.001 + 0.010 * (2 + sum(ks)))
+    assert max(costly.plan()) <= 1

@@ -63,7 +63,8 @@ class TokenSpeculation(Section):
     )
     adaptive: bool = Field(
         False,
-        description="size trees per step by measured goodput (SmartSpec), down to no speculation when it does not pay",
+        description="SmartSpec: per step, each row's draft length (chain tokens or tree nodes) maximising goodput, "
+        "from the row's acceptance rate and a step-time model fitted on measured steps; down to no draft",
     )
     seed: int = Field(
         0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the drafters that sample (draft_model, ngram_pool)"

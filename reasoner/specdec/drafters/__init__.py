@@ -3,7 +3,7 @@ names. The draft model itself is loaded by the backend that drafts with it and h
 
 from __future__ import annotations
 
-from ..adaptive import Goodput
+from ..adaptive import SmartSpec
 from ..config import TokenSpeculation
 from .base import Drafter
 from .draft_model import DraftModel
@@ -23,7 +23,7 @@ def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | N
     drafter = _build(config, draft_model, vocab_size, stats)
     if config.adaptive:
         chain = config.method == "prompt_lookup" or (config.method == "draft_model" and config.tree == "chain")
-        drafter.goodput = Goodput(config.num_tokens if chain else config.nodes)
+        drafter.goodput = SmartSpec(config.num_tokens if chain else config.nodes)
     return drafter
 
 
