@@ -39,6 +39,17 @@ OURS = [
         "draft_model tree 16",
         {"method": "draft_model", "draft": "toy:draft", "tree": "dynamic", "num_tokens": 8, "nodes": 16},
     ),
+    (
+        "draft_model tree 16, traversal",
+        {
+            "method": "draft_model",
+            "draft": "toy:draft",
+            "tree": "dynamic",
+            "num_tokens": 8,
+            "nodes": 16,
+            "verification": "traversal",
+        },
+    ),
     ("goose, adaptive", {"method": "goose", "adaptive": True}),
     (
         "draft_model chain k=8, adaptive",

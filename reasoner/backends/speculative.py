@@ -90,7 +90,14 @@ class SpeculativeDecoding:
             if lengths is not None:
                 trees = [prefix(t, k) for t, k in zip(trees, lengths)]
             verdicts = verify(
-                cache, [s[-1] for s in seqs], trees, params.temperature, params.top_p, self.generator, self.pad_id
+                cache,
+                [s[-1] for s in seqs],
+                trees,
+                params.temperature,
+                params.top_p,
+                self.generator,
+                self.pad_id,
+                traversal=drafter.verification == "traversal",
             )
             call.forward_passes += 1
             stats.count("token_spec.verify_forwards")

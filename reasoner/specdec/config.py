@@ -61,6 +61,12 @@ class TokenSpeculation(Section):
         **at_most(100_000, "the suffix tree holds every kept output in memory and is searched each step"),
         description="suffix: earlier outputs kept in the global suffix tree",
     )
+    verification: Literal["token", "traversal"] = Field(
+        "token",
+        description="sampling: token (token by token from the root: speculative sampling, multi-step for trees) or "
+        "traversal (leaf to root with sequence-level acceptance, Traversal Verification); greedy is the same either "
+        "way",
+    )
     adaptive: bool = Field(
         False,
         description="SmartSpec: per step, each row's draft length (chain tokens or tree nodes) maximising goodput, "

@@ -21,6 +21,7 @@ def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | N
     ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are charged to."""
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
     drafter = _build(config, draft_model, vocab_size, stats)
+    drafter.verification = config.verification
     if config.adaptive:
         chain = config.method == "prompt_lookup" or (config.method == "draft_model" and config.tree == "chain")
         drafter.goodput = SmartSpec(config.num_tokens if chain else config.nodes)
