@@ -86,6 +86,7 @@ class SpeculativeDecoding:
         while True:
             start = time.perf_counter()
             lengths = goodput.lengths() if goodput else None  # SmartSpec: a draft length per row
+            drafter.limit = max(lengths) if lengths else None
             trees = drafter.draft(seqs) if lengths is None or any(lengths) else [DraftTree() for _ in seqs]
             if lengths is not None:
                 trees = [prefix(t, k) for t, k in zip(trees, lengths)]

@@ -198,12 +198,14 @@ class DraftModel(Drafter):
         self.width = P  # speculative columns so far
         self.column = [dict() for _ in range(B)]  # node -> speculative column, for nodes the draft model has seen
         chain = self.tree == "chain"
-        heaps = [BestFirst(t, self.num_tokens if chain else self.nodes, self.num_tokens, self.min_score) for t in trees]
+        deepest = min(self.num_tokens, self.limit or self.num_tokens)  # SmartSpec's longest draft: no forward past it
+        budget = min(self.num_tokens if chain else self.nodes, self.limit or self.nodes)
+        heaps = [BestFirst(t, budget, deepest, self.min_score) for t in trees]
         self._offer(
             heaps, [(b, -1) for b in range(B)], self._dist(logits[torch.arange(B), torch.tensor(self.pending) - 1])
         )
         while True:
-            last = forwards == self.num_tokens  # no forward left: fill the budget from the heap
+            last = forwards >= deepest  # no forward left: fill the budget from the heap
             chosen = [
                 h.pop_round(1 if chain else (h.budget if last else self.top_k), None if last else self.top1)
                 for h in heaps
