@@ -240,6 +240,7 @@ def best_of_n(lm, prompts, warm, n, max_tokens, rounds, seed, progress, only=())
         ("best-of-8: ngram_pool per trajectory", {"method": "ngram_pool", "shared": False}),
         ("best-of-8: ngram_pool shared", {"method": "ngram_pool", "shared": True}),
         ("best-of-8: ngram_pool shared, adaptive", {"method": "ngram_pool", "shared": True, "adaptive": True}),
+        ("best-of-8: ngram_pool shared, fitted shape", {"method": "ngram_pool", "shared": True, "shape": "toy"}),
     ]
     configs = [c for c in configs if c[1] is None or _picked(c[0], only)]
     params = lambda i: SamplingParams(n=n, temperature=0.7, max_tokens=max_tokens, seed=seed + i)  # noqa: E731

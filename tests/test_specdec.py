@@ -16,6 +16,7 @@ from reasoner.specdec.verify import verify
 DRAFTERS = {
     "prompt_lookup": {"method": "prompt_lookup"},
     "ngram_pool": {"method": "ngram_pool", "nodes": 12},
+    "ngram_pool-fitted": {"method": "ngram_pool", "nodes": 12, "shape": "toy"},  # STAND's offline-fitted tree
     "suffix": {"method": "suffix"},
     "recycling": {"method": "recycling", "nodes": 12},
     "goose": {"method": "goose", "nodes": 12},

@@ -202,3 +202,33 @@ def test_smartspec_gives_each_request_its_own_length_and_shortens_a_failing_one(
         ks = costly.lengths()
         costly.record(ks, [k // 2 for k in ks], ks, 0.001 + 0.010 * (2 + sum(ks)))
     assert max(costly.plan()) <= 1
+
+
+def test_stand_tree_shape_is_fitted_from_measured_acceptance_and_used():
+    """Where the top-ranked child is usually accepted the fitted shape is a deep spine; where acceptance is spread
+    over ranks, it is wide and shallow. The pool then drafts exactly the fitted slots. A shape ignoring the
+    measured rates, or drafting that grows its own tree, fails."""
+    from reasoner.specdec.drafters import NgramPool
+    from reasoner.specdec.drafters.ngram_pool import fit_shape
+
+    tried = [[100.0] * 4 for _ in range(6)]
+    deep = fit_shape([[90.0, 5.0, 5.0, 5.0]] * 6, tried, nodes=10)
+    wide = fit_shape([[30.0, 30.0, 30.0, 30.0]] * 6, tried, nodes=10)
+
+    def shape_depths(shape):
+        d = []
+        for parent, _ in shape:
+            d.append(1 if parent < 0 else d[parent] + 1)
+        return d
+
+    assert deep[:6] == [(i - 1, 0) for i in range(6)]  # the spine first, down to depth 6
+    assert max(shape_depths(wide)) <= 3 and sum(p < 0 for p, _ in wide) == 4
+    pool = NgramPool(ngram=1, shape=deep, nodes=10)
+    pool.begin([[1, 2, 3]], 0.0, 1.0)
+    for t in range(64):  # every token has been seen followed by t+1 (0.6), t+2, t+3, t+4
+        pool.observe(pool.pools[0], [t], [(t + k) % 64 for k in (1, 2, 3, 4)], [0.6, 0.2, 0.1, 0.1])
+    tree = pool.draft([[1, 2, 3]])[0]
+    assert tree.parents == [p for p, _ in deep]
+    assert [t - (tree.tokens[p] if p >= 0 else 3) for t, p in zip(tree.tokens, tree.parents)] == [
+        r + 1 for _, r in deep
+    ]

@@ -108,6 +108,7 @@ RULES = {
         "num_tokens": 3,
     },
     "multi_step-pool": {"method": "ngram_pool", "ngram": 2, "top_k": 3, "nodes": 10},
+    "multi_step-fitted_pool": {"method": "ngram_pool", "ngram": 2, "nodes": 10, "shape": "toy"},
 }
 # the same trees verified leaf to root (traversal verification)
 RULES.update(

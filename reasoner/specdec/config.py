@@ -55,6 +55,11 @@ class TokenSpeculation(Section):
         description="ngram_pool: one pool per problem, shared by its rows and by later calls whose prompt extends its "
         "prompt (false: one per row); suffix and recycling always share theirs across requests",
     )
+    shape: str | None = Field(
+        None,
+        description="ngram_pool: a tree shape fitted offline (STAND): a file from `python -m evals.fit_stand`, or "
+        "toy (fitted on toy:target); none: the tree is grown at run time",
+    )
     cache_size: int = Field(
         1000,
         ge=0,

@@ -8,7 +8,7 @@ from ..config import TokenSpeculation
 from .base import Drafter
 from .draft_model import DraftModel
 from .goose import Goose
-from .ngram_pool import NgramPool
+from .ngram_pool import NgramPool, load_shape
 from .prompt_lookup import PromptLookup
 from .recycling import Recycling
 from .suffix import Suffix
@@ -34,7 +34,13 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats)
         return PromptLookup(num_tokens=c.num_tokens, ngram=c.ngram)
     if c.method == "ngram_pool":
         return NgramPool(
-            num_tokens=c.num_tokens, nodes=c.nodes, top_k=c.top_k, ngram=c.ngram, shared=c.shared, seed=c.seed
+            num_tokens=c.num_tokens,
+            nodes=c.nodes,
+            top_k=c.top_k,
+            ngram=c.ngram,
+            shared=c.shared,
+            seed=c.seed,
+            shape=load_shape(c.shape) if c.shape else None,
         )
     if c.method == "suffix":
         return Suffix(
