@@ -4,7 +4,8 @@ Batch 1, greedy and temperature 0.7, whole toy solutions: our plain loop; what a
 instead (``generate`` plain, with ``assistant_model=`` the draft, with ``prompt_lookup_num_tokens=``); each of our
 drafters. Then best-of-N (N = 8 rows decoded together, T = 0.7) with no speculation, an n-gram pool per
 trajectory, and one pool shared by the trajectories. Stateful drafters (pools, tables, suffix caches) start
-fresh and are warmed up on other problems before each timed pass, so no pass sees its own problems twice.
+fresh and are warmed up on other problems before each timed pass, so no pass sees its own problems twice (STAND's
+pools are per problem: the warm-up gives them nothing).
 Each configuration is timed ``--rounds`` times, interleaved, and its fastest pass is kept (the machine is shared).
 Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png``.
 """
@@ -38,7 +39,22 @@ OURS = [
         "draft_model tree 16",
         {"method": "draft_model", "draft": "toy:draft", "tree": "dynamic", "num_tokens": 8, "nodes": 16},
     ),
+    (
+        "draft_model tree 16, traversal",
+        {
+            "method": "draft_model",
+            "draft": "toy:draft",
+            "tree": "dynamic",
+            "num_tokens": 8,
+            "nodes": 16,
+            "verification": "traversal",
+        },
+    ),
     ("goose, adaptive", {"method": "goose", "adaptive": True}),
+    (
+        "draft_model chain k=8, adaptive",
+        {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "adaptive": True},
+    ),
 ]
 HF = ["hf generate", "hf assisted (toy:draft)", "hf prompt lookup"]
 
@@ -124,7 +140,9 @@ def run(
     difficulty: str = "medium",
     temperatures=(0.0, 0.7),
     progress: bool = True,
+    only: tuple[str, ...] = (),
 ) -> list[dict]:
+    """``only``: run just the configurations whose name contains one of these strings (plus the baselines)."""
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(1)  # two threads on a shared 2-core machine are many times slower
@@ -144,7 +162,7 @@ def run(
     _ours(lm, warm[:2], 0.0, max_tokens, seed)  # warm up torch
     rows = []
     for temperature in temperatures:
-        configs = [("plain", None)] + OURS
+        configs = [("plain", None)] + [(name, c) for name, c in OURS if _picked(name, only)]
         best: dict[str, tuple] = {}
         for r in range(rounds):
             for name, config in configs:
@@ -190,7 +208,15 @@ def run(
                 }
             )
     rows += best_of_n(
-        lm, _prompts(lm, best_of_problems, seed + 2, difficulty), warm, best_of, max_tokens, rounds, seed, progress
+        lm,
+        _prompts(lm, best_of_problems, seed + 2, difficulty),
+        warm,
+        best_of,
+        max_tokens,
+        rounds,
+        seed,
+        progress,
+        only,
     )
     lm.drafter = None
     (out / "bench.json").write_text(json.dumps(rows, indent=1))
@@ -201,16 +227,22 @@ def run(
     return rows
 
 
-def best_of_n(lm, prompts, warm, n, max_tokens, rounds, seed, progress) -> list[dict]:
-    """N trajectories per problem decoded together at T = 0.7: no speculation, a pool per trajectory, one shared
-    pool."""
+def _picked(name: str, only) -> bool:
+    return not only or any(o in name for o in only)
+
+
+def best_of_n(lm, prompts, warm, n, max_tokens, rounds, seed, progress, only=()) -> list[dict]:
+    """N trajectories per problem decoded together at T = 0.7: no speculation, a pool per trajectory, the pool of
+    the problem shared by its trajectories (STAND)."""
 
     configs = [
         ("best-of-8: none", None),
         ("best-of-8: ngram_pool per trajectory", {"method": "ngram_pool", "shared": False}),
         ("best-of-8: ngram_pool shared", {"method": "ngram_pool", "shared": True}),
         ("best-of-8: ngram_pool shared, adaptive", {"method": "ngram_pool", "shared": True, "adaptive": True}),
+        ("best-of-8: ngram_pool shared, fitted shape", {"method": "ngram_pool", "shared": True, "shape": "toy"}),
     ]
+    configs = [c for c in configs if c[1] is None or _picked(c[0], only)]
     params = lambda i: SamplingParams(n=n, temperature=0.7, max_tokens=max_tokens, seed=seed + i)  # noqa: E731
     best = {}
     for r in range(rounds):
@@ -335,6 +367,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--difficulty", default="medium", help="toy difficulty preset or spec (default medium)")
     p.add_argument("--no-progress", action="store_true", help="no per-configuration lines")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the configurations whose name contains TEXT (repeatable; plain decoding, best-of-8 without "
+        "speculation and transformers' own always run)",
+    )
 
 
 def main(args) -> None:
@@ -347,6 +387,7 @@ def main(args) -> None:
         seed=args.seed,
         difficulty=args.difficulty,
         progress=not args.no_progress,
+        only=tuple(args.only),
     )
     print(table(rows, {"problems": args.problems, "rounds": args.rounds}))
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

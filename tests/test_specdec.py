@@ -16,12 +16,14 @@ from reasoner.specdec.verify import verify
 DRAFTERS = {
     "prompt_lookup": {"method": "prompt_lookup"},
     "ngram_pool": {"method": "ngram_pool", "nodes": 12},
+    "ngram_pool-fitted": {"method": "ngram_pool", "nodes": 12, "shape": "toy"},  # STAND's offline-fitted tree
     "suffix": {"method": "suffix"},
     "recycling": {"method": "recycling", "nodes": 12},
     "goose": {"method": "goose", "nodes": 12},
     "draft_model-chain": {"method": "draft_model", "draft": "toy:draft"},
     "draft_model-tree": {"method": "draft_model", "draft": "toy:draft", "tree": "dynamic", "nodes": 12},
-    "goose-adaptive": {"method": "goose", "nodes": 12, "adaptive": True},  # trees cut or skipped by measured goodput
+    "goose-adaptive": {"method": "goose", "nodes": 12, "adaptive": True},  # trees cut per row by goodput (SmartSpec)
+    "draft_model-chain-adaptive": {"method": "draft_model", "draft": "toy:draft", "adaptive": True},
 }
 
 

@@ -108,7 +108,20 @@ RULES = {
         "num_tokens": 3,
     },
     "multi_step-pool": {"method": "ngram_pool", "ngram": 2, "top_k": 3, "nodes": 10},
+    "multi_step-fitted_pool": {"method": "ngram_pool", "ngram": 2, "nodes": 10, "shape": "toy"},
 }
+# the same trees verified leaf to root (traversal verification)
+RULES.update(
+    {
+        f"traversal-{name}": dict(RULES[rule], verification="traversal")
+        for name, rule in [
+            ("point_mass", "point_mass-tree"),
+            ("chain", "multi_step-chain"),
+            ("tree", "multi_step-tree"),
+            ("pool", "multi_step-pool"),
+        ]
+    }
+)
 
 
 def test_plain_sampling_passes_the_test(models, exact):
@@ -144,4 +157,37 @@ def wrong_multi_step(p, q, children, generator):
 def test_a_wrong_rule_fails_the_test(models, exact, monkeypatch, rule, wrong):
     monkeypatch.setattr(verify, "point_mass_rule" if rule.startswith("point") else "multi_step_rule", wrong)
     counts, _ = sample_first_tokens(models, RULES[rule])
+    assert p_value(counts, exact) < 1e-6
+
+
+def test_traversal_accepts_more_than_token_by_token(models):
+    """Sequence-level acceptance keeps paths the token-level rule cuts at a parent: on the same draft chains more
+    tokens are accepted per forward (Block / Traversal Verification's optimality on chains)."""
+    accepted = {}
+    for rule in ("multi_step-chain", "traversal-chain"):
+        _, counters = sample_first_tokens(models, RULES[rule], seed=1)
+        accepted[rule] = counters["token_spec.accepted_tokens"]
+    assert accepted["traversal-chain"] > accepted["multi_step-chain"]
+
+
+def wrong_traversal(tree, probs, generator):
+    """Wrong: the first branch's whole path is accepted with its sequence-level probability, but when it is
+    rejected the token is drawn from p itself, not from the residual."""
+    path, weight, node = [], 1.0, -1
+    kids = tree.children()
+    while kids[node + 1]:
+        child = kids[node + 1][0]
+        q = verify._draft_dist(tree, node, probs[0])
+        x = tree.tokens[child]
+        weight = min(1.0, weight * float(probs[node + 1][x]) / float(q[x]))
+        path.append(child)
+        node = child
+    if verify._uniform(generator) < weight:
+        return path, verify._sample(probs[node + 1], generator)
+    return [], verify._sample(probs[0], generator)
+
+
+def test_a_wrong_traversal_fails_the_test(models, exact, monkeypatch):
+    monkeypatch.setattr(verify, "walk_traversal", wrong_traversal)
+    counts, _ = sample_first_tokens(models, RULES["traversal-chain"])
     assert p_value(counts, exact) < 1e-6

@@ -81,14 +81,24 @@ class SpeculativeDecoding:
         out_lps: list[list[float]] = [[] for _ in live]
         drafter.begin(seqs, params.temperature, params.top_p)
         goodput = drafter.goodput
+        if goodput:
+            goodput.begin(len(seqs))
         while True:
             start = time.perf_counter()
-            level = goodput.choose(len(live)) if goodput else None
-            trees = drafter.draft(seqs) if level != 0 else [DraftTree() for _ in seqs]
-            if level:
-                trees = [prefix(t, level) for t in trees]
+            lengths = goodput.lengths() if goodput else None  # SmartSpec: a draft length per row
+            drafter.limit = max(lengths) if lengths else None
+            trees = drafter.draft(seqs) if lengths is None or any(lengths) else [DraftTree() for _ in seqs]
+            if lengths is not None:
+                trees = [prefix(t, k) for t, k in zip(trees, lengths)]
             verdicts = verify(
-                cache, [s[-1] for s in seqs], trees, params.temperature, params.top_p, self.generator, self.pad_id
+                cache,
+                [s[-1] for s in seqs],
+                trees,
+                params.temperature,
+                params.top_p,
+                self.generator,
+                self.pad_id,
+                traversal=drafter.verification == "traversal",
             )
             call.forward_passes += 1
             stats.count("token_spec.verify_forwards")
@@ -123,9 +133,12 @@ class SpeculativeDecoding:
                     keep.append(r)
             drafter.update(seqs, used)  # drafters learn from the tokens that stayed, aligned with seqs
             if goodput:
-                goodput.record(level, len(live), sum(len(v.tokens) for v in used), time.perf_counter() - start)
+                depths = [max(t.depths(), default=0) for t in trees]
+                goodput.record(lengths, [len(v.path) for v in used], depths, time.perf_counter() - start)
             if len(keep) < len(live):
                 drafter.select_rows(keep, finished)
+                if goodput:
+                    goodput.select_rows(keep)
                 if not keep:
                     return
                 cache.select_rows(keep)

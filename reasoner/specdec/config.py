@@ -17,15 +17,16 @@ class TokenSpeculation(Section):
 
     method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose"] = Field(
         description="draft_model: a smaller model; prompt_lookup: n-gram match in prompt + output; ngram_pool: "
-        "n-grams with the "
-        "target's own probabilities, shared by all rows (STAND); suffix: suffix trees over this and earlier outputs "
-        "(SuffixDecoding); "
+        "n-grams with the target's own probabilities, one pool per problem shared by its trajectories (STAND); "
+        "suffix: suffix trees over this and earlier outputs (SuffixDecoding); "
         "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table "
         "branches"
     )
     draft: str | None = Field(None, description="draft_model: the draft model's path (default: models.draft)")
     tree: Literal["chain", "dynamic"] = Field(
-        "chain", description="draft_model: a chain, or a tree grown best-first by draft probability"
+        "chain",
+        description="draft_model: a chain, or a tree grown from one global best-first heap of cumulative draft "
+        "probability (DySpec)",
     )
     num_tokens: int = Field(
         6, ge=1, **at_most(64, TREE_WHY), description="longest draft (chain length, tree depth, spine length)"
@@ -51,8 +52,13 @@ class TokenSpeculation(Section):
     )
     shared: bool = Field(
         True,
-        description="ngram_pool: one pool for all rows and calls (false: one per row); suffix and recycling always "
-        "share theirs",
+        description="ngram_pool: one pool per problem, shared by its rows and by later calls whose prompt extends its "
+        "prompt (false: one per row); suffix and recycling always share theirs across requests",
+    )
+    shape: str | None = Field(
+        None,
+        description="ngram_pool: a tree shape fitted offline (STAND): a file from `python -m evals.fit_stand`, or "
+        "toy (fitted on toy:target); none: the tree is grown at run time",
     )
     cache_size: int = Field(
         1000,
@@ -60,9 +66,16 @@ class TokenSpeculation(Section):
         **at_most(100_000, "the suffix tree holds every kept output in memory and is searched each step"),
         description="suffix: earlier outputs kept in the global suffix tree",
     )
+    verification: Literal["token", "traversal"] = Field(
+        "token",
+        description="sampling: token (token by token from the root: speculative sampling, multi-step for trees) or "
+        "traversal (leaf to root with sequence-level acceptance, Traversal Verification); greedy is the same either "
+        "way",
+    )
     adaptive: bool = Field(
         False,
-        description="size trees per step by measured goodput (SmartSpec), down to no speculation when it does not pay",
+        description="SmartSpec: per step, each row's draft length (chain tokens or tree nodes) maximising goodput, "
+        "from the row's acceptance rate and a step-time model fitted on measured steps; down to no draft",
     )
     seed: int = Field(
         0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the drafters that sample (draft_model, ngram_pool)"

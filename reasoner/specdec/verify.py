@@ -13,6 +13,8 @@ more token itself (the bonus). Rules:
 - drafts with probabilities, sampling: multi-step speculative sampling (SpecInfer MSS): accept x with probability
   min(1, p(x)/q(x)), else p <- norm(max(0, p - q)); siblings were drawn without replacement, so q also drops x
   and is renormalised (Sequoia / RSD recursive rejection sampling). If none is accepted, sample from p.
+- sampling, ``traversal=True``: traversal verification (Weng et al. 2025, "Traversal Verification for Speculative
+  Tree Decoding"), leaf to root with sequence-level acceptance (``walk_traversal``).
 Each rule leaves the distribution of emitted tokens equal to the target's (``tests/test_specdec_sampling.py``).
 """
 
@@ -79,8 +81,10 @@ def verify(
     top_p: float,
     generator,
     pad_id: int = 0,
+    traversal: bool = False,
 ) -> list[Verdict]:
-    """One target forward over every row's root and tree; commit the accepted paths to ``cache``."""
+    """One target forward over every row's root and tree; commit the accepted paths to ``cache``. ``traversal``:
+    sampled trees are verified leaf to root (``walk_traversal``) instead of token by token from the root."""
     ids, depth, sees = tree_inputs(roots, trees, cache.device, pad_id)
     logits = cache.forward(ids, depth, sees)
     verdicts = []
@@ -88,8 +92,9 @@ def verify(
         best = logits.argmax(-1).tolist()
     else:
         probs = sampling_probs(logits, temperature, top_p)
+    sampled = walk_traversal if traversal else walk_sampling
     walks = [
-        walk_greedy(tree, best[b]) if temperature == 0 else walk_sampling(tree, probs[b], generator)
+        walk_greedy(tree, best[b]) if temperature == 0 else sampled(tree, probs[b], generator)
         for b, tree in enumerate(trees)
     ]
     # the raw log-probability of every emitted token, gathered at once: (row, position of its parent, token)
@@ -119,17 +124,23 @@ def walk_greedy(tree: DraftTree, argmax: list[int]) -> tuple[list[int], int]:
         path.append(node)
 
 
+def _draft_dist(tree: DraftTree, node: int, like: torch.Tensor) -> torch.Tensor:
+    """The distribution ``node``'s children were drawn from, as a dense vector like ``like``."""
+    q = tree.dists[node]
+    if isinstance(q, dict):  # sparse draft distribution
+        index = torch.tensor(list(q), device=like.device)
+        q = torch.zeros_like(like).index_put_(
+            (index,), torch.tensor(list(q.values()), dtype=like.dtype, device=like.device)
+        )
+    return q
+
+
 def walk_sampling(tree: DraftTree, probs: torch.Tensor, generator) -> tuple[list[int], int]:
     kids, path, node = tree.children(), [], -1
     while True:
         children = [(c, tree.tokens[c]) for c in kids[node + 1]]
         if tree.dists is not None and children:
-            q = tree.dists[node]
-            if isinstance(q, dict):  # sparse draft distribution
-                index = torch.tensor(list(q), device=probs.device)
-                q = torch.zeros_like(probs[0]).index_put_(
-                    (index,), torch.tensor(list(q.values()), dtype=probs.dtype, device=probs.device)
-                )
+            q = _draft_dist(tree, node, probs[0])
             token, child = multi_step_rule(probs[node + 1], q, children, generator)
         else:
             token, child = point_mass_rule(probs[node + 1], children, generator)
@@ -177,3 +188,53 @@ def multi_step_rule(p: torch.Tensor, q: torch.Tensor, children, generator) -> tu
             break
         q /= rest
     return _sample(p, generator), None
+
+
+def walk_traversal(tree: DraftTree, probs: torch.Tensor, generator) -> tuple[list[int], int]:
+    """Traversal verification (Weng et al. 2025): the tree is visited depth first and each node is decided after
+    its subtree, leaf to root, with the acceptance of the whole path from the root (sequence level) instead of
+    each token's own ratio, so a child the token-level rule would reject with its parent can carry the parent.
+
+    A node carries a weight w (the root 1): its subtree emits a continuation y with probability w * p(y) and
+    passes the decision up to its parent with probability 1 - w. A child x drawn from the node's draft q gets
+    weight min(1, w p(x) / q(x)); when its subtree passes up, the node moves to the residual m = max(0, w p - q)
+    (mass r), its weight to r / (r + 1 - w), and q drops x (children are drawn without replacement); with no
+    child left the node is accepted with probability w and the bonus token drawn from its p. Point-mass drafts are
+    q = the child's token. On a chain this is block verification (Sun et al. 2024); every step keeps the
+    invariant above, so what is emitted follows the target exactly (``tests/test_specdec_sampling.py``).
+    Deviations: the rule is written from that invariant (the paper's pseudo-code was not at hand), so its
+    bookkeeping may differ from the paper's while the distribution is the target's either way; the traversal is a
+    Python recursion over the row's tree, not a batched GPU kernel."""
+    kids = tree.children()
+
+    def visit(node: int, w: float) -> tuple[list[int], int] | None:
+        p = probs[node + 1]
+        children = kids[node + 1]
+        q = None if tree.dists is None or not children else _draft_dist(tree, node, p).clone()
+        for child in children:
+            x = tree.tokens[child]
+            qx = 1.0 if q is None else float(q[x])
+            if qx <= 0:  # drawn from q, so never; kept for safety: such a child says nothing about p
+                continue
+            found = visit(child, min(1.0, w * float(p[x]) / qx))
+            if found is not None:
+                return [child] + found[0], found[1]
+            if q is None:  # point mass at x: the residual is w p without x
+                m = w * p
+                m[x] = 0.0
+            else:
+                m = (w * p - q).clamp_(min=0)
+                q[x] = 0.0
+                rest = float(q.sum())
+                if rest > 0:
+                    q /= rest
+            r = float(m.sum())
+            if r <= 0:
+                w = 0.0
+                break
+            w, p = r / (r + 1.0 - w), m / r
+        if node < 0 or _uniform(generator) < w:  # the root always emits (its weight stays 1)
+            return [], _sample(p, generator)
+        return None
+
+    return visit(-1, 1.0)

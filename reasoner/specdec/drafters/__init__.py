@@ -3,12 +3,12 @@ names. The draft model itself is loaded by the backend that drafts with it and h
 
 from __future__ import annotations
 
-from ..adaptive import Goodput
+from ..adaptive import SmartSpec
 from ..config import TokenSpeculation
 from .base import Drafter
 from .draft_model import DraftModel
 from .goose import Goose
-from .ngram_pool import NgramPool
+from .ngram_pool import NgramPool, load_shape
 from .prompt_lookup import PromptLookup
 from .recycling import Recycling
 from .suffix import Suffix
@@ -21,9 +21,10 @@ def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | N
     ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are charged to."""
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
     drafter = _build(config, draft_model, vocab_size, stats)
+    drafter.verification = config.verification
     if config.adaptive:
         chain = config.method == "prompt_lookup" or (config.method == "draft_model" and config.tree == "chain")
-        drafter.goodput = Goodput(config.num_tokens if chain else config.nodes)
+        drafter.goodput = SmartSpec(config.num_tokens if chain else config.nodes)
     return drafter
 
 
@@ -33,7 +34,13 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats)
         return PromptLookup(num_tokens=c.num_tokens, ngram=c.ngram)
     if c.method == "ngram_pool":
         return NgramPool(
-            num_tokens=c.num_tokens, nodes=c.nodes, top_k=c.top_k, ngram=c.ngram, shared=c.shared, seed=c.seed
+            num_tokens=c.num_tokens,
+            nodes=c.nodes,
+            top_k=c.top_k,
+            ngram=c.ngram,
+            shared=c.shared,
+            seed=c.seed,
+            shape=load_shape(c.shape) if c.shape else None,
         )
     if c.method == "suffix":
         return Suffix(

@@ -12,7 +12,11 @@ class Drafter:
     forward, and ``select_rows`` when rows finish. Drafters keep their state across calls (pools, caches)."""
 
     name = "drafter"
-    goodput = None  # an ``adaptive.Goodput`` sizes (or skips) the trees by measured goodput
+    goodput = None  # an ``adaptive.SmartSpec`` sizes (or skips) each row's tree by goodput
+    verification = "token"  # how the backend verifies sampled trees: "token" or "traversal" (``verify.verify``)
+    limit = (
+        None  # the longest draft any row takes this step (SmartSpec sets it); drafters that pay per token stop there
+    )
     drafted = False  # whether ``draft`` ran since the last ``update`` (the goodput controller may skip it)
 
     def begin(self, seqs: list[list[int]], temperature: float, top_p: float) -> None:

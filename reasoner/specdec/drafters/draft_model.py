@@ -1,13 +1,23 @@
-"""A smaller model with the same tokenizer drafts: a chain of k tokens, or a dynamic tree grown best-first by
-cumulative draft probability under a node budget (DySpec / EAGLE-2).
+"""A smaller model with the same tokenizer drafts: a chain of k tokens, or a dynamic tree grown from one global
+best-first heap by cumulative draft probability under a node budget (DySpec, Xiong et al. 2024, "DySpec: Faster
+Speculative Decoding with Dynamic Token Tree Structure").
 
-Each round runs the draft model once on the nodes it expands (a tree mask, like verification) and draws their
-children: the most likely tokens when greedy, a sample without replacement (Gumbel-top-k; Sequoia / RSD) when
-sampling, so the trees carry their draft distributions for multi-step speculative sampling. A node gets as many
-children as it takes to cover ``cover`` of its draft probability (at most ``top_k``); nodes whose cumulative
-probability falls below ``min_score`` are not expanded (the SpecDec++ stop rule, with the draft's own probability
-as the acceptance predictor instead of a trained head). How many children a node gets is decided from its draft
-distribution before they are drawn, which keeps the multi-step rule exact.
+DySpec: the draft probability predicts acceptance, so the best tree of N nodes holds the N candidates with the
+highest cumulative draft probability anywhere in the tree; a max-heap of candidate children (each node's j-th
+most likely continuation, scored by its parent's score times that probability) is popped one at a time, and a
+popped node's own children enter the heap once the draft model has run on it. Where the draft is confident the
+tree goes deep along the likely path; where it hesitates, it widens (``BestFirst``). Deviation: a draft forward
+per popped node is too many forwards, so each forward feeds a round of pops: after the best candidate, others
+join the round only while they beat the best candidate's expected child (its score times the running mean of
+top-1 draft probabilities) -- the pops the one-at-a-time greedy order would also make next -- at most ``top_k``
+per round, at most ``num_tokens`` draft forwards (the tree's depth bound); after the last forward the budget
+left is filled from the heap.
+
+Sampling: a node's children are its draft distribution's Gumbel-top-k sample without replacement (Sequoia / RSD)
+and the trees carry these distributions for multi-step speculative sampling. Whether a node gets a j-th child is
+decided from the j-th largest probability of its distribution (not from which token the j-th draw is), so the
+multi-step rule stays exact. Candidates below ``min_score`` are never popped (the SpecDec++ stop rule, with the
+draft's own probability as the acceptance predictor instead of a trained head). Greedy: the most likely tokens.
 
 The draft model's KV cache follows the sequence without recomputation: tokens it has already seen (the accepted
 nodes it expanded) are kept, the rest dropped; tokens it has not seen (the bonus token, accepted leaves) are fed
@@ -16,6 +26,8 @@ in the next round 0 together with the root.
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 import torch
 
@@ -23,6 +35,55 @@ from ..cache import RaggedCache
 from ..tree import DraftTree
 from ..verify import sampling_probs
 from .base import Drafter
+
+
+class BestFirst:
+    """DySpec's heap for one row: candidate children ``(parent, j)`` scored by the parent's cumulative draft
+    probability times the j-th largest probability of its distribution. Popping one adds it to the tree and puts
+    the parent's next candidate in the heap; ``offer`` puts a node's first candidate in once its distribution is
+    known."""
+
+    def __init__(self, tree: DraftTree, budget: int, depth: int, min_score: float):
+        self.tree, self.budget, self.depth, self.min_score = tree, budget, depth, min_score
+        self.heap: list[tuple[float, int, int, int]] = []  # (-score, order, parent, j)
+        self.draws: dict[int, tuple] = {}  # node -> (q, tokens in draw order, sorted probabilities)
+        self.score, self.level = {-1: 1.0}, {-1: 0}
+        self.pushed = 0
+
+    def offer(self, node: int, q, tokens: list[int], values: list[float]) -> None:
+        self.draws[node] = (q, tokens, values)
+        self._push(node, 0)
+
+    def _push(self, node: int, j: int) -> None:
+        values = self.draws[node][2]
+        if j < len(values) and values[j] > 0:
+            self.pushed += 1
+            heapq.heappush(self.heap, (-self.score[node] * values[j], self.pushed, node, j))
+
+    def open(self) -> bool:
+        """Whether a candidate can still be popped."""
+        return bool(self.heap) and len(self.tree) < self.budget and -self.heap[0][0] >= self.min_score
+
+    def pop_round(self, width: int, ratio: float | None) -> list[int]:
+        """Pop the best candidate, then others while they score at least ``ratio`` times its score (``None``: no
+        such limit), ``width`` at most; returns the popped nodes the draft model should run on (none once the
+        budget is spent, or at the depth bound)."""
+        new: list[int] = []
+        while self.heap and len(self.tree) < self.budget and len(new) < width:
+            score = -self.heap[0][0]
+            if score < self.min_score or (new and ratio is not None and score < ratio * self.score[new[0]]):
+                break
+            _, _, parent, j = heapq.heappop(self.heap)
+            q, tokens, _ = self.draws[parent]
+            if j == 0:
+                self.tree.dists[parent] = q
+            node = self.tree.add(tokens[j], parent)
+            self.score[node], self.level[node] = score, self.level[parent] + 1
+            new.append(node)
+            self._push(parent, j + 1)
+        if len(self.tree) >= self.budget:
+            return []
+        return [n for n in new if self.level[n] < self.depth]
 
 
 class DraftModel(Drafter):
@@ -35,7 +96,6 @@ class DraftModel(Drafter):
         num_tokens: int = 6,
         nodes: int = 24,
         top_k: int = 4,
-        cover: float = 0.8,
         min_score: float = 0.0,
         seed: int = 0,
         stats=None,
@@ -44,14 +104,8 @@ class DraftModel(Drafter):
         self.model = model
         self.vocab_size = vocab_size  # the target's logits width: q must be over the same tokens as p
         self.device = next(model.parameters()).device
-        self.tree, self.num_tokens, self.nodes, self.top_k, self.cover, self.min_score = (
-            tree,
-            num_tokens,
-            nodes,
-            top_k,
-            cover,
-            min_score,
-        )
+        self.tree, self.num_tokens, self.nodes, self.top_k, self.min_score = tree, num_tokens, nodes, top_k, min_score
+        self.top1 = 0.5  # running mean of the top-1 draft probability: a popped node's expected best child
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.stats = stats  # the Stats draft forwards are charged to (the target backend's)
 
@@ -102,19 +156,26 @@ class DraftModel(Drafter):
         return sampling_probs(logits, self.temperature, self.top_p)
 
     def _draw(self, q: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
-        """Children of nodes with draft distributions q [N, V], and their draft probabilities. How many a node
-        gets is decided from its q alone (enough to cover ``cover`` of it); then they are drawn: the most likely
-        when greedy, Gumbel-top-k (a sample without replacement, in order) when sampling."""
-        k = min(self.top_k if self.tree == "dynamic" else 1, q.shape[-1])
+        """Children candidates of nodes with draft distributions q [N, V]: tokens in draw order (the most likely
+        first when greedy; Gumbel-top-k, a sample without replacement in order, when sampling) and the sorted
+        top probabilities that score them (decided from q alone, never from which token was drawn)."""
+        k = min(1 if self.tree == "chain" else self.top_k, q.shape[-1])
         top = q.topk(k, dim=-1)
-        w = ((top.values.cumsum(-1) < self.cover).sum(-1) + 1).clamp_(max=k).minimum((q > 0).sum(-1))
         if self.temperature == 0:
             index = top.indices
         else:
             uniform = torch.rand(q.shape, generator=self.generator, device=q.device).clamp_(min=1e-20)
             index = (q.log() - (-uniform.log()).log()).topk(k, dim=-1).indices
-        tokens, probs = index.tolist(), q.gather(-1, index).tolist()
-        return [t[:n] for t, n in zip(tokens, w.tolist())], [p[:n] for p, n in zip(probs, w.tolist())]
+        values = top.values.tolist()
+        if values:
+            self.top1 = 0.9 * self.top1 + 0.1 * float(top.values[:, 0].mean())
+        return index.tolist(), values
+
+    def _offer(self, heaps: list[BestFirst], rows: list[tuple[int, int]], q: torch.Tensor) -> None:
+        """Row ``b``'s node ``n`` (``rows[i] == (b, n)``; -1: the root) has the draft distribution ``q[i]``."""
+        tokens, values = self._draw(q)
+        for i, (b, node) in enumerate(rows):
+            heaps[b].offer(node, q[i], tokens[i], values[i])
 
     @torch.inference_mode()
     def draft(self, seqs):
@@ -136,23 +197,23 @@ class DraftModel(Drafter):
         self.pending = [len(p) for p in pending]
         self.width = P  # speculative columns so far
         self.column = [dict() for _ in range(B)]  # node -> speculative column, for nodes the draft model has seen
-        q_root = self._dist(logits[torch.arange(B), torch.tensor(self.pending) - 1])
-        frontier = [[] for _ in range(B)]  # (cumulative draft probability, node) of nodes not expanded yet
-        scores = [[] for _ in range(B)]
-        kids, probs = self._draw(q_root)
-        for b in range(B):
-            self._expand(trees[b], scores[b], frontier[b], -1, q_root[b], kids[b], probs[b])
-        for _ in range(self.num_tokens - 1):
-            chosen = []
-            for b in range(B):
-                frontier[b].sort(key=lambda sn: -sn[0])
-                room = self.top_k if self.tree == "dynamic" else 1
-                chosen.append(
-                    [n for s, n in frontier[b][:room] if s >= self.min_score] if len(trees[b]) < self.nodes else []
-                )
-                frontier[b] = frontier[b][len(chosen[b]) :]
-            W = max(len(c) for c in chosen)
+        chain = self.tree == "chain"
+        deepest = min(self.num_tokens, self.limit or self.num_tokens)  # SmartSpec's longest draft: no forward past it
+        budget = min(self.num_tokens if chain else self.nodes, self.limit or self.nodes)
+        heaps = [BestFirst(t, budget, deepest, self.min_score) for t in trees]
+        self._offer(
+            heaps, [(b, -1) for b in range(B)], self._dist(logits[torch.arange(B), torch.tensor(self.pending) - 1])
+        )
+        while True:
+            last = forwards >= deepest  # no forward left: fill the budget from the heap
+            chosen = [
+                h.pop_round(1 if chain else (h.budget if last else self.top_k), None if last else self.top1)
+                for h in heaps
+            ]
+            W = 0 if last else max(len(c) for c in chosen)
             if W == 0:
+                if not last and any(h.open() for h in heaps):
+                    continue  # the popped nodes are at the depth bound: pop on without a forward
                 break
             ids = np.zeros((B, W), dtype=np.int64)
             depth = np.zeros((B, W), dtype=np.int64)
@@ -164,7 +225,7 @@ class DraftModel(Drafter):
                     ids[b, j] = tree.tokens[node]
                     sees[b, j, : self.pending[b]] = True
                     a, d = tree.parents[node], 1
-                    while a >= 0:  # its ancestors, all expanded (so seen by the draft model) before it
+                    while a >= 0:  # its ancestors, all run on (seen by the draft model) before it
                         sees[b, j, column[a]] = True
                         a, d = tree.parents[a], d + 1
                     depth[b, j] = self.pending[b] - 1 + d
@@ -172,32 +233,11 @@ class DraftModel(Drafter):
             logits = self.cache.forward(*(torch.from_numpy(x).to(self.device) for x in (ids, depth, sees)))
             forwards += 1
             self.width += W
-            rows = [(b, j) for b, nodes in enumerate(chosen) for j in range(len(nodes))]
-            q = self._dist(logits[[b for b, _ in rows], [j for _, j in rows]])
-            kids, probs = self._draw(q)
-            for i, (b, j) in enumerate(rows):
-                self._expand(trees[b], scores[b], frontier[b], chosen[b][j], q[i], kids[i], probs[i])
+            rows = [(b, node) for b, nodes in enumerate(chosen) for node in nodes]
+            index = [(b, j) for b, nodes in enumerate(chosen) for j in range(len(nodes))]
+            self._offer(heaps, rows, self._dist(logits[[b for b, _ in index], [j for _, j in index]]))
         self._charge(forwards)
         return trees
-
-    def _expand(
-        self,
-        tree: DraftTree,
-        scores: list[float],
-        frontier: list,
-        node: int,
-        q: torch.Tensor,
-        kids: list[int],
-        probs: list[float],
-    ) -> None:
-        kids = kids[: self.nodes - len(tree)]  # the budget left, known before the draw
-        if not kids:
-            return
-        tree.dists[node] = q
-        score = scores[node] if node >= 0 else 1.0
-        for tok, p in zip(kids, probs):
-            scores.append(score * p)
-            frontier.append((score * p, tree.add(tok, node)))
 
     def update(self, seqs, verdicts):
         if not self.drafted:  # no speculative columns: the new tokens are fed with the next draft
