@@ -36,7 +36,10 @@ def test_dotted_overrides_parse_values():
     "overrides, message",
     [
         (["search.vote=plurality"], "search.vote.*'majority', 'weighted' or 'best'.*plurality"),
-        (["search.widht=3"], r"search.widht is not a knob of search.method=cot \(it takes vote, policy, method, whole\)$"),
+        (
+            ["search.widht=3"],
+            r"search.widht is not a knob of search.method=cot \(it takes vote, policy, method, whole\)$",
+        ),
         (["sampling.temperature=-1"], "sampling.temperature.*greater than or equal to 0"),
         (["search.n=4"], "search.n is not a knob of search.method=cot .*; n is a knob of best_of_n, beam"),
         (["search.method=best_of_n", "search.n=4", "search.vote=weighted"], "vote=weighted needs scores"),
