@@ -47,6 +47,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -483,10 +484,20 @@ def _worker_main():
         flush()
 
 
-@functools.cache
+_SOURCE_LOCK = threading.Lock()
+
+
 def _worker_source() -> str:
     """The worker's script: the wire functions and ``_worker_main``, from this file's own source (built on first
-    use: the judge, which imports this module too, never needs it)."""
+    use: the judge, which imports this module too, never needs it). Built under a lock: ``inspect.getsource`` parses
+    the file, and CPython 3.11's parser fails when threads parse at once ("AST constructor recursion depth
+    mismatch"), which code verifiers checking programs in a thread pool did."""
+    with _SOURCE_LOCK:
+        return _built_worker_source()
+
+
+@functools.cache
+def _built_worker_source() -> str:
     import inspect
 
     return "\n\n".join(
