@@ -26,7 +26,7 @@ import torch
 from ..core.lm import Generation, Output, Prompt, SamplingParams, check_context
 from ..core.stats import RoleStats
 from .common import Backend, make_generation, score_pairs, single_token_ids
-from .continuous import ContinuousBatch, GenerateRequest
+from .continuous import MIX_PADDING, ContinuousBatch, GenerateRequest
 from .prefix_cache import Entry, PrefixCache
 from .sources import make_resident, resolve_dtype
 from .speculative import SpeculativeDecoding, build_drafter
@@ -275,11 +275,9 @@ class TransformersLM(SpeculativeDecoding, Backend):
         out: list[list[float]] = [[] for _ in pairs]
         usage = [RoleStats() for _ in pairs]
         with self._account() as call:
-            order = sorted(todo, key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-            for start in range(0, len(order), self.max_batch_size):
-                chunk = order[start : start + self.max_batch_size]
+            for chunk, all_plans in self._score_chunks(pairs, todo):
                 seqs = [pairs[i][0] + pairs[i][1] for i in chunk]
-                plans = [self._score_plan(len(pairs[i][0]), seq) for i, seq in zip(chunk, seqs)]
+                plans = [all_plans[i] for i in chunk]
                 batch = self._batch(seqs, [c for _, c, _ in plans], [e for e, _, _ in plans])
                 ids, mask, positions = batch.ids, batch.mask, batch.positions
                 fresh = [len(pairs[i][1]) - len(known) for i, (_, _, known) in zip(chunk, plans)]  # run now
@@ -298,6 +296,25 @@ class TransformersLM(SpeculativeDecoding, Backend):
                 self._book_prefill(call, [usage[i] for i in chunk], seqs, batch)
                 call.forward_passes += 1
         return Output(out, usage, call)
+
+    def _score_chunks(self, pairs, todo: list[int]):
+        """The pairs to score, in forwards of rows with about as many tokens to run (rows are padded to the longest):
+        sorted by that count, a new forward starts where the current one's padding would pass ``MIX_PADDING``
+        positions (about a forward's own cost), or at ``max_batch_size`` rows. Yields ``(rows, plans)``."""
+        plans = {i: self._score_plan(len(pairs[i][0]), pairs[i][0] + pairs[i][1]) for i in todo}
+        fresh = {i: len(pairs[i][0]) + len(pairs[i][1]) - plans[i][1] for i in todo}  # positions to run
+        chunk: list[int] = []
+        run = 0  # positions the chunk's rows run, unpadded
+        for i in sorted(todo, key=fresh.get):
+            if chunk and (
+                len(chunk) >= self.max_batch_size or (len(chunk) + 1) * fresh[i] - run - fresh[i] > MIX_PADDING
+            ):
+                yield chunk, plans
+                chunk, run = [], 0
+            chunk.append(i)
+            run += fresh[i]
+        if chunk:
+            yield chunk, plans
 
     def _score_plan(self, prompt_len: int, seq: list[int]) -> tuple[Entry | None, int, list[float]]:
         """``(entry, cached, known)`` for scoring ``seq[prompt_len:]``: the tokens to take from the cache and the
