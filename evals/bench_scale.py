@@ -6,9 +6,12 @@ each), next to the same eval in this process without Ray; throughput and its rat
 One local Ray (``--cpus``, default 2) serves both Ray runs; each run is ``evaluate`` into a fresh folder, so rows go
 through the one writer as in ``reasoner eval --ray``. Reported apart: Ray's start-up (``ray.init``, once), the
 replicas' start (actors up and models loaded, each run), and Ray's per-problem overhead (each unit's round trip less
-the time the replica spent solving it, over the problems). Throughput is problems over the solve, from the first
-replica ready to the last row (``steady``), and over the whole ``evaluate`` call (``end to end``). Writes
-``bench_scale.json`` and ``bench_scale.md``.
+the time the replica spent solving it, over the problems). Throughput is over the whole ``evaluate`` call (``end to
+end``), and ``steady``: the problems whose unit came back after every replica was ready, over that time (with few
+problems the first replica up solves much of the suite while the second still loads its models). The CPU seconds
+the replicas got while solving say how much of the machine they had: on a machine shared with other work (and
+Linux's autogroup scheduling, which shares the CPUs per session, not per process) a second replica may get little
+more CPU than one, and the ratio measures that, not Ray. Writes ``bench_scale.json`` and ``bench_scale.md``.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ def main(args) -> list[dict]:
     rows = []
     if not args.no_local:
         start = time.perf_counter()
-        summary = evaluate(Recipe.load(args.recipe, suite), _fresh(out / "local"), batch_size=args.batch_size)
+        summary = evaluate(
+            Recipe.load(args.recipe, suite), _fresh(out / "local"), batch_size=args.batch_size, progress=False
+        )
         rows.append(_row("local (no Ray)", args.problems, time.perf_counter() - start, summary))
     start = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False)
@@ -64,15 +69,20 @@ def main(args) -> list[dict]:
             recipe = Recipe.load(args.recipe, suite + ["scale.engine=ray", f"scale.replicas={n}", "scale.num_cpus=1"])
             last_run.clear()
             start = time.perf_counter()
-            summary = evaluate(recipe, _fresh(out / f"ray-{n}"), batch_size=args.batch_size)
+            summary = evaluate(recipe, _fresh(out / f"ray-{n}"), batch_size=args.batch_size, progress=False)
             row = _row(f"Ray, {n} replica{'s' * (n > 1)}", args.problems, time.perf_counter() - start, summary)
-            ready = min(last_run["started_s"])
+            ready = max(last_run["started_s"])  # every replica has loaded its models
+            after = sum(unit[1] for unit in last_run["finished"] if unit[0] > ready)
             row |= {
                 "replicas": n,
                 "unit": last_run["unit"],
-                "replicas_ready_s": round(max(last_run["started_s"]), 2),
+                "replicas_ready_s": round(ready, 2),
+                "steady_problems": after,
                 "steady_s": round(last_run["solve_s"] - ready, 2),
+                "steady_problems_per_s": round(after / max(last_run["solve_s"] - ready, 1e-9), 3),
                 "overhead_ms_per_problem": round(1000 * last_run["overhead_s"] / args.problems, 2),
+                "cpu_s": last_run["cpu_s"],  # what the replicas got of the CPUs while solving
+                "problems_per_cpu_s": round(args.problems / last_run["cpu_s"], 3),
             }
             row["overhead_share"] = round(last_run["overhead_s"] / n / last_run["solve_s"], 4)
             rows.append(row)
@@ -82,7 +92,7 @@ def main(args) -> list[dict]:
     for r in rows:
         r["ratio_end_to_end"] = round(first["end_to_end_s"] / r["end_to_end_s"], 2)
         if "steady_s" in r:
-            r["ratio_steady"] = round(first["steady_s"] / r["steady_s"], 2)
+            r["ratio_steady"] = round(r["steady_problems_per_s"] / first["steady_problems_per_s"], 2)
     meta = {
         "recipe": args.recipe,
         "problems": args.problems,
@@ -120,17 +130,22 @@ def table(rows: list[dict], meta: dict) -> str:
         f"{meta['problems']} toy problems ({meta['difficulty']}), {meta['recipe']}, units of {meta['batch_size']}; "
         f"ray.init {meta['ray_init_s']} s (once); load average {', '.join(f'{x:.2f}' for x in meta['load_average'])}",
         "",
-        "| run | accuracy | end to end s | problems/s | ratio | replicas ready s | steady s | steady ratio "
-        "| Ray overhead ms/problem (share of the solve) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | accuracy | end to end s | problems/s | ratio | replicas ready s | steady problems/s | steady ratio "
+        "| Ray overhead ms/problem (share of the solve) | CPU s the replicas got | problems per CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ray = "replicas" in r
-        lines.append(
-            f"| {r['run']} | {r['accuracy']:.3f} | {r['end_to_end_s']} | {r['problems_per_s']} | "
-            f"{r['ratio_end_to_end']}x | {r['replicas_ready_s'] if ray else ''} | {r['steady_s'] if ray else ''} | "
-            f"{str(r['ratio_steady']) + 'x' if ray else ''} | "
-            + (f"{r['overhead_ms_per_problem']} ({100 * r['overhead_share']:.1f} %)" if ray else "")
-            + " |"
-        )
+        cells = [r["run"], f"{r['accuracy']:.3f}", r["end_to_end_s"], r["problems_per_s"], f"{r['ratio_end_to_end']}x"]
+        if "replicas" in r:
+            cells += [
+                r["replicas_ready_s"],
+                f"{r['steady_problems_per_s']} ({r['steady_problems']} in {r['steady_s']} s)",
+                f"{r['ratio_steady']}x",
+                f"{r['overhead_ms_per_problem']} ({100 * r['overhead_share']:.1f} %)",
+                r["cpu_s"],
+                r["problems_per_cpu_s"],
+            ]
+        else:
+            cells += [""] * 6
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 one ``Reasoner`` (its models loaded once), take problems from one queue on the driver, a unit at a time, so a slow
 replica takes fewer and never holds the run. Rows come back to the driver, whose one writer (evals/runner.py)
 appends them, so resume, ``summary.json`` and reports work as for a local eval. A replica that dies has its unit
-put back at the head of the queue for the others: each problem ends up exactly once in ``results.jsonl``.
+put back at the head of the queue for the others: each problem ends up exactly once in ``results.jsonl``. A row's
+``batch.replica`` names the replica that solved it (0 to replicas - 1).
 
 Imported only for a Ray run: every other run never imports ``ray``. docs/scale.md.
 """
@@ -159,11 +160,12 @@ class Replica:
     def ready(self) -> int:
         return os.getpid()
 
-    def solve(self, batch) -> tuple[list[dict], float]:
-        """The unit's rows, and the seconds this took here (the rest of its round trip is Ray's)."""
-        start = time.perf_counter()
+    def solve(self, batch) -> tuple[list[dict], float, float]:
+        """The unit's rows, the seconds this took here (the rest of its round trip is Ray's) and the CPU seconds
+        this process got meanwhile (on a shared machine, less than the seconds times its threads)."""
+        start, cpu = time.perf_counter(), time.process_time()
         rows = self.solve_batch(self.reasoner, batch)
-        return rows, time.perf_counter() - start
+        return rows, time.perf_counter() - start, time.process_time() - cpu
 
 
 def solve_on_ray(recipe: Recipe, todo: list, batch_size: int, solve_batch):
@@ -190,7 +192,8 @@ def solve_on_ray(recipe: Recipe, todo: list, batch_size: int, solve_batch):
     working: dict = {}  # unit's ref -> (replica, unit, when it was handed out)
     idle: list[int] = []
     stats = {"replicas": scale.replicas, "unit": size, "lost": 0, "requeued": 0, "started_s": []}
-    stats |= {"units": 0, "busy_s": 0.0, "overhead_s": 0.0}  # replicas solving; round trips less that
+    stats |= {"units": 0, "busy_s": 0.0, "cpu_s": 0.0, "overhead_s": 0.0}  # replicas solving; round trips less that
+    stats["finished"] = []  # (seconds since the start, problems, replica, its seconds) of each unit, as it came back
     last_run.update(stats)
 
     def hand_out(i: int) -> None:
@@ -222,7 +225,7 @@ def solve_on_ray(recipe: Recipe, todo: list, batch_size: int, solve_batch):
                 continue
             i, unit, sent = working.pop(ref)
             try:
-                rows, busy = ray.get(ref)
+                rows, busy, cpu = ray.get(ref)
             except RayActorError as e:
                 queue.appendleft(unit)  # its problems go to the next replica free
                 stats["lost"] += 1
@@ -235,19 +238,24 @@ def solve_on_ray(recipe: Recipe, todo: list, batch_size: int, solve_batch):
                 )
                 continue
             stats["units"] += 1
+            stats["finished"].append((round(time.perf_counter() - start, 3), len(unit), i, round(busy, 3)))
             stats["busy_s"] += busy
+            stats["cpu_s"] += cpu
             stats["overhead_s"] += time.perf_counter() - sent - busy
             if queue:
                 hand_out(i)  # before the rows are written: the replica does not wait for the driver's disk
             else:
                 idle.append(i)
+            for row in rows:
+                if "batch" in row:  # which replica solved it (a problem that could not be attempted has no batch)
+                    row["batch"]["replica"] = i
             yield from rows
     finally:
         for actor in actors:
             ray.kill(actor)
         for group in groups:
             ray.util.remove_placement_group(group)
-        stats["busy_s"], stats["overhead_s"] = round(stats["busy_s"], 3), round(stats["overhead_s"], 3)
+        stats.update({k: round(stats[k], 3) for k in ("busy_s", "cpu_s", "overhead_s")})
         last_run.update(stats, solve_s=round(time.perf_counter() - start, 3))
 
 
