@@ -1,7 +1,8 @@
 """Evals on Ray (``reasoner eval --ray``), on a real local Ray cluster this module starts (2 CPUs, loopback) and stops:
 2 replicas give the local eval's results; a replica killed mid-run (``ray.kill``) loses and duplicates nothing; a
-driver killed with SIGKILL leaves no replica behind, and its rerun resumes without duplicates; a run without Ray
-never imports it. Skipped where ray is not installed (``pip install -e '.[ray]'``)."""
+driver killed with SIGKILL leaves no replica behind, and its rerun resumes without duplicates; a replica whose
+models cannot load stops the run with its error; a run without Ray never imports it. Skipped where ray is not
+installed (``pip install -e '.[ray]'``)."""
 
 import json
 import logging
@@ -151,6 +152,13 @@ def test_a_driver_killed_with_sigkill_resumes_without_duplicates(cluster, refere
     assert results(out) == results(local)
     assert without_costs(json.loads((out / "summary.json").read_text())) == without_costs(summary)
     assert json.loads(done.stdout)["n"] == 16
+
+
+def test_a_replica_whose_models_cannot_load_stops_the_run_with_its_error(cluster, tmp_path):
+    recipe = Recipe.load("toy-cot", SUITE + RAY + [f"models.target.path={tmp_path}/no-model"])
+    with pytest.raises(ValueError, match="a Ray replica could not start: .*no-model"):  # not: every replica died
+        evaluate(recipe, tmp_path / "run", progress=False)
+    assert not replicas_alive() and cpus_free()
 
 
 def test_an_eval_without_ray_never_imports_it(finished_run):
