@@ -1,4 +1,4 @@
-"""Evals on Ray (``reasoner eval --ray``), on a real local Ray cluster this module starts (2 CPUs, loopback) and stops:
+"""Evals on Ray (``reasoner eval --ray``), on a real Ray of 2 CPUs on this machine that the module starts and stops:
 2 replicas give the local eval's results; a replica killed mid-run (``ray.kill``) loses and duplicates nothing; a
 driver killed with SIGKILL leaves no replica behind, and its rerun resumes without duplicates; a replica whose
 models cannot load stops the run with its error; a run without Ray never imports it. Skipped where ray is not
@@ -29,8 +29,8 @@ CACHED = ("prefill_tokens", "prefix_cached_tokens")  # how a prompt's tokens spl
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray of 2 CPUs on loopback for the module; its address, for drivers in other processes."""
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    """A local Ray of 2 CPUs for the module; its address, for drivers in other processes."""
+    ray.init(num_cpus=2, include_dashboard=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
