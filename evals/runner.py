@@ -17,6 +17,11 @@ ended with it (``batch``: wall time, forward passes, busy time; ``size`` 1); the
 threads), and each row carries its batch's costs (``size``: the batch's problems); the workers die
 with the main process.
 
+On Ray (the recipe's ``scale.engine: ray``, ``reasoner eval --ray``), units of problems go to replicas, each a
+Ray actor with its own models, from one queue (``evals/scale.py``, imported only then); their rows come back to this
+process's one writer, so everything above holds for them too. Where a run solves (``scale``) is not part of its
+identity: a run started locally can be resumed on Ray and the other way round.
+
 Problems with tests (code suites) are checked in the sandbox (``verifiers.code``): every candidate, for pass@k.
 """
 
@@ -65,21 +70,39 @@ def evaluate(
     for name, value in (("limit", limit), ("batch_size", batch_size), ("workers", workers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    if recipe.scale.engine == "ray" and (workers > 1 or window):
+        raise ValueError(
+            "--workers and the sliding window are for a local run: on Ray set the replicas (scale.replicas) instead"
+        )
     base = _read_summary(baseline) if baseline else None
     problems = load_suite(recipe.suite)  # bad data fails here, before any folder is made
     identity = {"recipe": recipe.model_dump(mode="json"), "data_sha256": problems.sha256}
     if limit is not None:
         problems = problems[:limit]
-    if not out:
-        return _run(recipe, problems, None, {}, batch_size, progress, workers, baseline, base, window)
-    out = Path(out)
-    _make_folder(out)
-    with _run_lock(out):
-        _check_same_run(out, recipe, identity)
-        (out / "recipe.yaml").write_text(recipe.to_yaml())
-        (out / RUN_FILE).write_text(json.dumps(identity, indent=1) + "\n")
-        done = read_results(out / "results.jsonl", repair=True)
-        return _run(recipe, problems, out, done, batch_size, progress, workers, baseline, base, window)
+    with _cluster(recipe):  # Ray joined (or started) before any folder is made: a bad address writes nothing
+        if not out:
+            return _run(recipe, problems, None, {}, batch_size, progress, workers, baseline, base, window)
+        out = Path(out)
+        _make_folder(out)
+        with _run_lock(out):
+            _check_same_run(out, recipe, identity)
+            (out / "recipe.yaml").write_text(recipe.to_yaml())
+            (out / RUN_FILE).write_text(json.dumps(identity, indent=1) + "\n")
+            done = read_results(out / "results.jsonl", repair=True)
+            return _run(recipe, problems, out, done, batch_size, progress, workers, baseline, base, window)
+
+
+@contextmanager
+def _cluster(recipe: Recipe):
+    """The Ray cluster of a Ray run for as long as it lasts (``evals/scale.py``); nothing, and no ``ray`` import,
+    for a local one."""
+    if recipe.scale.engine != "ray":
+        yield
+        return
+    from .scale import cluster
+
+    with cluster(recipe.scale):
+        yield
 
 
 def _run(recipe, problems, out, done, batch_size, progress, workers, baseline, base, window=False) -> dict:
@@ -122,7 +145,14 @@ def _solve(recipe: Recipe, todo: list[Problem], batch_size: int, workers: int, w
     stream with ``batch_size`` problems in flight.
 
     Batches by default, not the window: on this CPU the window ran target CoT at 0.77x (docs/benchmarks.md, "The
-    batch barrier"): prompts admitted one by one into a running batch cost more than the tail of a batch does."""
+    batch barrier"): prompts admitted one by one into a running batch cost more than the tail of a batch does.
+
+    On Ray (``recipe.scale``), units of problems go to the replicas from one queue (``evals/scale.py``)."""
+    if recipe.scale.engine == "ray":
+        from .scale import solve_on_ray
+
+        yield from solve_on_ray(recipe, todo, batch_size, solve_batch)
+        return
     if workers == 1 or len(todo) <= batch_size:
         reasoner, step = Reasoner(recipe), len(todo) if window else batch_size
         for start in range(0, len(todo), step):
@@ -364,7 +394,8 @@ def _check_same_run(out: Path, recipe: Recipe, identity: dict) -> None:
         their_recipe, their_data = Recipe.load(saved).model_dump(), identity["data_sha256"]
     else:
         return
-    mine = recipe.model_dump()
+    mine = recipe.model_dump(exclude={"scale"})  # where a run solves is not what it solves
+    their_recipe.pop("scale", None)
     if mine != their_recipe:
         changed = [k for k in mine if mine[k] != their_recipe.get(k)]
         raise ValueError(

@@ -11,6 +11,8 @@ import sys
 
 import prompts
 from evals.args import count, finite
+from evals.bench_scale import add_arguments as bench_scale_arguments
+from evals.bench_scale import main as bench_scale
 from evals.bench_search import main as bench_search
 from evals.bench_steps import add_arguments as bench_steps_arguments
 from evals.bench_steps import main as bench_steps
@@ -199,6 +201,8 @@ def cmd_eval(args) -> int:
         overrides.insert(0, f"suite.name={args.suite}")
     if args.data:
         overrides.insert(1 if args.suite else 0, f"suite.data={args.data}")
+    if args.ray is not None:  # last: --ray wins over the recipe's scale section
+        overrides += ["scale.engine=ray"] + ([f"scale.address={json.dumps(args.ray)}"] if args.ray else [])
     recipe = Recipe.load(args.recipe, overrides)
     summary = evaluate(
         recipe,
@@ -382,6 +386,12 @@ def cmd_bench_search(args) -> int:
     return 0
 
 
+def cmd_bench_scale(args) -> int:
+
+    bench_scale(args)
+    return 0
+
+
 def cmd_recipe_schema(args) -> int:
     print(schema_markdown() if args.markdown else json.dumps(schema(), indent=2), end="")
     return 0
@@ -523,6 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=count(1, MAX_WORKERS, "each worker loads its own models"),
         default=1,
         help="worker processes, each with its own models (default 1)",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="solve on Ray: scale.replicas actors, each with its own models (docs/scale.md); ADDRESS: a cluster's "
+        "head to join (HOST:PORT, ray://HOST:10001, auto); none: a Ray started here for the run",
     )
     p.add_argument("--baseline", help="a finished run's --out folder: report the speedup against it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -808,6 +826,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench_search)
+    p = bench.add_parser(
+        "scale",
+        help="a toy eval on Ray with 1 and 2 replicas (and without Ray): throughput ratio, Ray's start-up and "
+        "per-problem overhead (needs ray)",
+    )
+    bench_scale_arguments(p)
+    p.set_defaults(func=cmd_bench_scale)
 
     models = sub.add_parser(
         "models", help="real models that can be had offline: list them, install one"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -274,6 +275,97 @@ class SuiteConfig(Section):
         return self
 
 
+RAY_ADDRESS = re.compile(r"(auto|local|(ray://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5})")
+VLLM_PLACEMENT = ("tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend")
+
+
+class VLLMPlacement(Section):
+    """vLLM's own parallelism inside one replica, for its models with backend: vllm (merged into their
+    engine_args): the GPUs a replica's engine spans."""
+
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        **at_most(64, "no node has more GPUs to split a layer over"),
+        description="GPUs each layer is split over",
+    )
+    pipeline_parallel_size: int = Field(
+        1,
+        ge=1,
+        **at_most(64, "stages past the model's layer count are empty"),
+        description="GPUs (or nodes) the layers are staged over",
+    )
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None,
+        description="mp: the engine's workers are processes of the replica, on its GPUs (scale.num_gpus); ray: Ray "
+        "tasks in a placement group of one GPU bundle per worker (may span nodes); default: vLLM's choice",
+    )
+
+    @property
+    def world_size(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    def engine_args(self) -> dict:
+        """What goes into each vllm model's engine_args."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ScaleConfig(Section):
+    """Where `reasoner eval` solves: in this process (local), or on Ray: replicas (Ray actors, each with its own
+    models) take problems from one queue. docs/scale.md."""
+
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: this machine (--workers); ray: replicas on a Ray cluster (reasoner eval --ray)"
+    )
+    address: str | None = Field(
+        None,
+        description="ray: the cluster to join: HOST:PORT of its head (`ray start --head` prints it), "
+        "ray://HOST:10001 or auto; none: a Ray started here for the run",
+    )
+    replicas: int = Field(
+        2, ge=1, **at_most(1024, "each replica loads its own models"), description="ray: actors, each a Reasoner"
+    )
+    num_cpus: float = Field(
+        1.0, gt=0, **at_most(1024, "no node has more CPUs"), description="ray: CPUs each replica reserves"
+    )
+    num_gpus: float = Field(
+        0.0,
+        ge=0,
+        **at_most(64, "no node has more GPUs"),
+        description="ray: GPUs each replica reserves (a fraction shares one GPU between replicas)",
+    )
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        **at_most(1024, "no node has more CPUs"),
+        description="ray: torch threads in each replica (0: num_cpus, at least 1)",
+    )
+    vllm: VLLMPlacement | None = Field(
+        None, description="ray: tensor / pipeline parallelism of each replica's vLLM engine (backend: vllm models)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.address is not None and not RAY_ADDRESS.fullmatch(self.address):
+            raise ValueError(
+                f"scale.address {self.address!r} is not a Ray address: give HOST:PORT of the cluster's head "
+                "(`ray start --head` prints it), ray://HOST:10001 or auto, or leave it out for a Ray started here"
+            )
+        v = self.vllm
+        if v is not None and v.distributed_executor_backend != "ray" and v.world_size > 1:
+            if self.num_gpus < v.world_size:
+                raise ValueError(
+                    f"scale.vllm: tensor_parallel_size x pipeline_parallel_size = {v.world_size} GPUs, run by the "
+                    f"replica's own processes: set scale.num_gpus={v.world_size} (got {self.num_gpus:g}), or "
+                    "scale.vllm.distributed_executor_backend=ray to place them as Ray tasks"
+                )
+        return self
+
+    @property
+    def threads(self) -> int:
+        return self.torch_threads or max(1, int(self.num_cpus))
+
+
 class Recipe(Section):
     """Everything a run needs."""
 
@@ -290,6 +382,7 @@ class Recipe(Section):
     token_speculation: TokenSpeculation | None = None
     suite: SuiteConfig = SuiteConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    scale: ScaleConfig = ScaleConfig()
     seed: int = Field(
         0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the models' samplers and the searches' randomness"
     )
@@ -349,6 +442,16 @@ class Recipe(Section):
                 f"search.method={self.search.method} ranks steps with a verifier: set verifier.type (prm, judge, "
                 "likelihood or ensemble)"
             )
+        if self.scale.vllm is not None:
+            engines = [m for m in (self.models.target, self.models.draft, self.models.verifier) if m is not None]
+            if not any(m.backend == "vllm" for m in engines):
+                raise ValueError("scale.vllm places vLLM engines: it needs a model with backend: vllm")
+            both = sorted({k for m in engines for k in m.engine_args if k in VLLM_PLACEMENT})
+            if both:
+                raise ValueError(
+                    f"{', '.join(both)}: set in scale.vllm or in the models' engine_args, not both (scale.vllm "
+                    "applies to every vllm model)"
+                )
         if self.search.vote in ("weighted", "best") and self.verifier.type == "none":
             raise ValueError(
                 f"search.vote={self.search.vote} needs scores: set verifier.type (e.g. likelihood) or use vote=majority"
@@ -664,4 +767,7 @@ def schema_markdown() -> str:
             lines += table("models.<role>", defs["ModelConfig"])
         elif ref is not None:
             lines += table(name, defs[ref])
+            for field, sub in defs[ref]["properties"].items():  # a section inside a section (scale.vllm)
+                if target(sub) is not None:
+                    lines += table(f"{name}.{field}", defs[target(sub)])
     return "\n".join(lines).rstrip() + "\n"

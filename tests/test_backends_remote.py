@@ -1,6 +1,7 @@
 """The remote backends and backend loading: token_speculation on an engine backend is a clear error (not silently
 ignored),
-the fleet's load count survives rejected requests, and a server that returns no log-probabilities is named.
+the fleet's load count survives rejected requests, its HTTP keeps connections alive, times out and types its errors,
+and a server that returns no log-probabilities is named.
 
 The servers here are small real HTTP servers on loopback speaking just enough of the completions API (the vLLM
 server tests live in tests/test_openai.py and need the vllm package)."""
@@ -9,13 +10,14 @@ import json
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from reasoner import Reasoner
 from reasoner.backends import SamplingParams, load_lm, resolve_path
-from reasoner.backends.fleet import Fleet, Rejected, ServerError
+from reasoner.backends.fleet import Fleet, Rejected, ServerError, Unavailable
 from reasoner.recipe import TokenSpeculation
 
 ENGINE_ERROR = (
@@ -63,12 +65,23 @@ def test_a_recipe_with_token_speculation_and_a_vllm_model_fails_clearly():
 # -- small loopback servers ---------------------------------------------------------------------------------
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up waiting is no error here
+            super().handle_error(request, client_address)
+
+
 class Server:
     """A threaded HTTP server on a free loopback port; ``reply(path, body) -> (status, json)`` answers."""
 
     def __init__(self, reply):
+        peers = self.peers = []  # the client's (host, port) of each request: one per connection it opened
+
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+
             def _answer(self, body):
+                peers.append(self.client_address)
                 status, payload = reply(self.path, body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
@@ -86,7 +99,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -174,3 +187,42 @@ def test_a_server_that_does_not_name_the_stop_string_still_gets_the_step_cut_at_
     gen = lm.generate([[1, 2, 3]], SamplingParams(max_tokens=8, stop=("\n\n",)))[0][0]
     # was: taken for EOS, so the last token was cut from the text and the stop string left in it
     assert (gen.finish_reason, gen.stop_reason, gen.text, gen.token_ids) == ("stop", "\n\n", "=5", lm_ids)
+
+
+# -- the fleet's HTTP -----------------------------------------------------------------------------------------
+
+
+def test_requests_reuse_one_kept_alive_connection_per_server(servers):
+    server = servers(completions)
+    fleet = Fleet([server.url])
+    for prompt in ([1], [2], [3], [4], [5]):
+        fleet.post("/completions", {}, prompt)
+    assert len(server.peers) == 5 and len(set(server.peers)) == 1  # was: a connection (and a port) per request
+    fleet.close()
+
+
+def test_errors_are_typed_with_their_status_and_only_the_server_side_ones_go_elsewhere(servers):
+    busy = servers(lambda path, body: (503, {"error": {"message": "overloaded"}}))
+    fine = servers(completions)
+    fleet = Fleet([busy.url, fine.url])
+    with pytest.raises(Unavailable) as unavailable:
+        fleet._send(busy.url + "/completions", {})
+    with pytest.raises(Rejected) as rejected:
+        fleet._send(fine.url + "/completions", {"bad": True})
+    assert (unavailable.value.status, rejected.value.status) == (503, 400)
+    reply, url = fleet.post("/completions", {}, [1, 2])  # the 503 sends it to the other server
+    assert url == fine.url and reply["choices"][0]["text"] == "x"
+    assert "HTTP 503" in fleet.endpoints[0].last_error and fleet.endpoints[0].failed == 1
+
+
+def test_a_server_slower_than_the_timeout_is_left_for_another(servers):
+    def slow(path, body):
+        time.sleep(3)
+        return completions(path, body)
+
+    slow_server, fine = servers(slow), servers(completions)
+    fleet = Fleet([slow_server.url, fine.url], timeout=0.5)
+    start = time.monotonic()
+    _, url = fleet.post("/completions", {}, [1])
+    assert url == fine.url and time.monotonic() - start < 2.5
+    assert "Timeout" in fleet.endpoints[0].last_error

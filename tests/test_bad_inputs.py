@@ -57,6 +57,20 @@ CASES = {
         EVAL + s("token_speculation.method=suffix", "token_speculation.nodes=100000"),
         "'token_speculation.nodes': at most 256",
     ),
+    # Ray (all refused before ray is imported, where it is not installed too)
+    "ray-address-malformed": (EVAL + ["--ray", "head node"], "scale.address 'head node' is not a Ray address"),
+    "ray-address-scheme": (EVAL + ["--ray", "http://10.0.0.1:6379"], "is not a Ray address: give HOST:PORT"),
+    "ray-nobody-there": (EVAL + ["--ray", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
+    "ray-replicas-zero": (EVAL + ["--ray"] + s("scale.replicas=0"), "'scale.replicas': Input should be greater"),
+    "ray-with-workers": (EVAL + ["--ray", "--workers", "2"], "on Ray set the replicas (scale.replicas) instead"),
+    "ray-vllm-without-vllm": (
+        EVAL + s("scale.vllm.tensor_parallel_size=2", "scale.num_gpus=2"),
+        "needs a model with backend: vllm",
+    ),
+    "ray-tensor-parallel-without-gpus": (
+        EVAL + s("models.target.backend=vllm", "scale.vllm.tensor_parallel_size=4"),
+        "set scale.num_gpus=4 (got 0)",
+    ),
     # recipe fields and overrides
     "vote-unknown": (EVAL + s("search.vote=plurality"), "search.vote"),
     "knob-typo": (EVAL + s("search.widht=3"), "search.widht is not a knob of search.method=cot"),

@@ -6,21 +6,27 @@ server's prefix cache keeps the trajectory's KV (a search's next step extends it
 that fails for a reason another server can fix (connection refused or reset, timeout, 5xx, 429) is retried on
 another server and the failed one is left out for ``cooldown`` seconds; a request the server rejects (4xx) is
 the caller's error and raised at once. So a run survives servers dying mid-run as long as one is left.
+
+HTTP is httpx: one client per fleet, so requests reuse kept-alive connections to each server instead of opening one
+each (a search sends thousands of short requests); a connection that cannot be made in ``CONNECT_S`` fails over at
+once, while a request may take ``timeout`` to answer. Failures are typed: ``Unavailable`` (try another server) and
+``Rejected`` (the request's fault), both with the HTTP status when there was one.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import httpx
+
 log = logging.getLogger(__name__)
+CONNECT_S = 10.0  # seconds to open a connection: a server that takes longer is down, another is tried
+CONNECTIONS = 256  # open connections per fleet, all servers together (a search's problems request at once)
 
 _MOD, _BASE = (1 << 61) - 1, 1_000_003
 ROUTES_KEPT = 100_000  # prompts remembered for affinity (a few MB)
@@ -30,8 +36,21 @@ class ServerError(ConnectionError):
     """Every server of the fleet failed a request."""
 
 
+class Unavailable(ConnectionError):
+    """One server could not answer (connection refused or reset, timeout, HTTP 5xx or 429, a reply that is not
+    JSON): another server may."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
 class Rejected(ValueError):
     """A server rejected the request itself (HTTP 4xx): retrying elsewhere would not help."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 def normalize_url(url: str) -> str:
@@ -77,6 +96,15 @@ class Fleet:
         self.endpoints = [Endpoint(normalize_url(u)) for u in self.urls]
         self._lock = threading.Lock()
         self._routes: OrderedDict[int, Endpoint] = OrderedDict()
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_S, self.timeout)),
+            limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
+        )
+
+    def close(self) -> None:
+        self._client.close()
 
     # -- routing -------------------------------------------------------------------------------------------
 
@@ -128,7 +156,7 @@ class Fleet:
                 with self._lock:  # the server is fine (it answered): it no longer carries this request
                     e.in_flight -= 1
                 raise
-            except Exception as err:  # noqa: BLE001 - connection-level failures of any kind mean: another server
+            except Unavailable as err:
                 with self._lock:
                     e.in_flight -= 1
                     e.failed += 1
@@ -151,32 +179,33 @@ class Fleet:
         for e in self.endpoints:
             try:
                 return self._send(e.url + path, None)
-            except Rejected:
-                raise
-            except Exception as err:  # noqa: BLE001
+            except Unavailable as err:
                 errors.append(f"{e.url}: {type(err).__name__}: {err}")
         raise ServerError(f"no server answered {path}: " + "; ".join(errors))
 
     def _send(self, url: str, body: dict | None) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body is not None else "GET")
+        """One request to one server: its JSON reply, or ``Rejected`` (4xx but 429) or ``Unavailable``."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:500]
-            if 400 <= err.code < 500 and err.code != 429:
+            if body is None:
+                response = self._client.get(url)
+            else:
+                response = self._client.post(url, json=body)
+        except httpx.HTTPError as err:  # connection refused or reset, timeouts, broken replies
+            raise Unavailable(f"{type(err).__name__}: {err}") from None
+        status = response.status_code
+        if status >= 400:
+            detail = response.text[:500]
+            if status < 500 and status != 429:
                 try:
                     detail = json.loads(detail)["error"]["message"]
                 except (ValueError, KeyError, TypeError):
                     pass
-                raise Rejected(f"{url} rejected the request (HTTP {err.code}): {detail}") from None
-            raise ConnectionError(f"HTTP {err.code}: {detail}") from None
-        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as err:
-            raise ConnectionError(str(getattr(err, "reason", err))) from None
+                raise Rejected(f"{url} rejected the request (HTTP {status}): {detail}", status)
+            raise Unavailable(f"HTTP {status}: {detail}", status)
+        try:
+            return response.json()
+        except ValueError as err:
+            raise Unavailable(f"HTTP {status} with a reply that is not JSON ({err})", status) from None
 
 
 _FLEETS: dict[tuple[str, ...], Fleet] = {}
