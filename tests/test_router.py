@@ -125,3 +125,29 @@ def test_shipped_routers_load_and_bad_files_are_named(tmp_path):
         Recipe.load("toy-arbitrage", ["step_speculation.router=null"])
     assert main(["router", "train", str(tmp_path / "missing.jsonl"), "--out", str(bad)]) == 2
     assert main(["router", "train", str(bad), "--out", str(bad)]) == 2
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_draft_hidden_states_are_the_models_last_layer_at_the_last_token_with_or_without_the_prefix_cache(template):
+    import torch
+
+    from reasoner.backends import SamplingParams, load_lm
+
+    models = [
+        load_lm("transformers", "toy:draft", "draft", dtype="float32", prefix_cache_tokens=c) for c in (0, 100_000)
+    ]
+    tok = models[0].tokenizer
+    prompts = [template.prompt(tok, p.question) for p in generate_problems(4, seed=2)]
+    steps = [g[0].text + "\n\n" for g in models[1].generate(prompts, SamplingParams(max_tokens=40, stop=("\n\n",)))]
+    plain, cached = (m.hidden_states(prompts, steps) for m in models)
+    for p, s, a, b in zip(prompts, steps, plain, cached):
+        ids = torch.tensor([models[0].encode(p) + models[0].encode(s)])
+        with torch.inference_mode():
+            want = models[0].model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1]
+        assert len(a) == 128 and torch.allclose(torch.tensor(a), want, atol=1e-4)
+        assert torch.allclose(torch.tensor(b), want, atol=1e-4)
+    # the cached draft has just written these steps: only the last token of each runs again
+    assert [u.prefill_tokens for u in cached.usage] == [1] * len(prompts)
+    assert [u.prefill_tokens for u in plain.usage] == [
+        len(models[0].encode(p) + models[0].encode(s)) for p, s in zip(prompts, steps)
+    ]
