@@ -45,7 +45,12 @@ def collect(recipe, problems, out: str | Path, progress: bool = True, batch_size
                 drafts = [c[0] for c in draft.expand(frontier, 1)]
                 targets = [c[0] for c in target.expand(frontier, 1)]
                 feats = [a | b for a, b in zip(step_features(drafts), target_logprobs(drafts, target.lm, template))]
-                hidden = draft_hidden(drafts, draft.lm, template)
+                # the draft's hidden states where its backend gives them (transformers): the draft-side router's
+                hidden = (
+                    draft_hidden(drafts, draft.lm, template)
+                    if hasattr(draft.lm, "hidden_states")
+                    else [[]] * len(drafts)
+                )
                 rewards = _rewards(drafts, targets, verifier)
                 nxt = []
                 for d, t, f, h, (rd, rt) in zip(drafts, targets, feats, hidden, rewards):
@@ -122,6 +127,11 @@ def train(
         raise ValueError(f"unknown router acceptor {acceptor!r}: use {' or '.join(FEATURES)}")
     rows = _read_rows(Path(data), acceptor)
     hidden_size = len(rows[0]["hidden"]) if acceptor == "router" else 0
+    if acceptor == "router" and not hidden_size:
+        raise ValueError(
+            f"{data} holds no draft hidden states (the draft's backend gives none): collect with a transformers draft, "
+            "or train --acceptor target_router"
+        )
     shape = {"acceptor": acceptor, "features": list(FEATURES[acceptor]), "hidden_size": hidden_size}
     problems = sorted({r["problem"] for r in rows})
     random.Random(seed).shuffle(problems)

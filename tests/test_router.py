@@ -82,6 +82,15 @@ def test_trained_router_routes_steps(collected, acceptor, tmp_path, capsys):
         assert (step.source == "target") == (spec["score"] >= 0.5) == (not spec["accepted"])
 
 
+def test_a_draft_side_router_needs_the_drafts_hidden_states(rows, tmp_path, capsys):
+    """Rows collected from a draft whose backend gives no hidden states (vLLM, a server) train only a target_router."""
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(dict(r, hidden=[])) + "\n" for r in rows))
+    assert main(["router", "train", str(data), "--out", str(tmp_path / "r.json")]) == 2
+    assert "holds no draft hidden states" in capsys.readouterr().err
+    assert main(["router", "train", str(data), "--acceptor", "target_router", "--out", str(tmp_path / "t.json")]) == 0
+
+
 @pytest.fixture(scope="module")
 def problems():
     return [Problem(p.question, answer=str(p.answer), id=str(i)) for i, p in enumerate(generate_problems(12, seed=3))]

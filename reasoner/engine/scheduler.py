@@ -7,8 +7,8 @@ are still being judged or rewritten. What they ask of a model arrives at its wor
 - ``generate`` joins the model's running decode batch at the next step and leaves it when its rows finish
   (continuous batching at token granularity, ``backends.continuous``; backends without one, vLLM and remote
   servers, batch their own requests: the calls that arrived together go as one call);
-- ``score`` and ``next_token_logprobs`` that arrived together are merged into one batched prefill, run between two
-  decode steps.
+- ``score``, ``next_token_logprobs`` and ``hidden_states`` that arrived together are merged into one batched
+  prefill per kind, run between two decode steps.
 
 The draft and the target run concurrently. A worker is a thread in this process (``ScheduledLM``) or, for a
 transformers model with ``scheduler.model_workers: process``, a process of its own (``RemoteModel``), free of this
