@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     router = sub.add_parser(
-        "router", help="Arbitrage's router: collect draft/target step pairs, train the router"
+        "router", help="Arbitrage's routers: collect draft/target step pairs, train a router"
     ).add_subparsers(dest="router_command", required=True)
     p = router.add_parser(
         "collect", help="run draft and target on the same prefixes of a suite; write step pairs, rewards and features"
