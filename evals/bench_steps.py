@@ -4,7 +4,10 @@ Every configuration solves the same toy problems (default: 200 at the default di
 wrong about a third of the time) through the eval runner, one after the other in this process, after a warm-up.
 For each: accuracy, wall time, target-generated tokens, the fraction of steps accepted from the draft, the
 wall-clock speedup and the reduction of target-generated tokens against target-only chain of thought, and the
-fraction of the ceiling reached (speedup / draft CoT's speedup: what speculation accepting every step would give).
+fraction of the ceiling reached (speedup / draft CoT's speedup: what speculation accepting every step would give),
+and the target's prefill tokens per step (what judging costs the target: 0 for an acceptor that decides from the
+draft's side on the steps it accepts, Arbitrage's draft-side router; the target's log-probs of every step for the
+likelihood acceptor and the target-feature router).
 Every configuration, the baselines included, goes through the same scheduler with the same model workers
 (``--model-workers``) and torch threads (``--threads``). Where the time went: each model's busy seconds (its
 worker computing) and forward passes. Writes ``bench.json`` (one row per configuration), ``bench.md`` and
@@ -24,15 +27,16 @@ from reasoner.recipe import Recipe
 
 from .args import count
 from .report import pyplot
-from .runner import evaluate
+from .runner import evaluate, read_results
 
-# (label, recipe, overrides); thresholds: judge on the 0-9 scale, prm / likelihood on [0, 1], router P(escalate)
+# (label, recipe, overrides); thresholds: judge on the 0-9 scale, prm / likelihood on [0, 1], routers P(escalate)
 CONFIGS = [
     ("target CoT", "toy-cot", []),
     ("draft CoT", "toy-cot-draft", []),
     *[(f"SpecReason judge >= {t}", "toy-specreason", [f"step_speculation.threshold={t}"]) for t in (3, 5, 7)],
     *[(f"RSD prm >= {t}", "toy-rsd", [f"step_speculation.threshold={t}"]) for t in (0.5, 0.7, 0.9)],
     *[(f"Arbitrage router >= {t}", "toy-arbitrage", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7)],
+    *[(f"target router >= {t}", "toy-target-router", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7)],
     *[(f"likelihood >= {t}", "toy-likelihood", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7, 0.9)],
 ]
 QUICK = {
@@ -41,6 +45,7 @@ QUICK = {
     "SpecReason judge >= 7",
     "RSD prm >= 0.7",
     "Arbitrage router >= 0.5",
+    "target router >= 0.5",
     "likelihood >= 0.5",
 }
 
@@ -79,7 +84,7 @@ def run(
                 print(f"== {label}" + (f" (run {k + 1} of {repeats})" if repeats > 1 else ""), flush=True)
             recipe = Recipe.load(recipe_name, suite + overrides)
             s = evaluate(recipe, folder, limit=limit, batch_size=batch_size, progress=progress, window=window)
-            runs[label].append(_row(label, recipe_name, recipe, s))
+            runs[label].append(_row(label, recipe_name, recipe, s, _steps(folder)))
     rows = []
     for done in runs.values():
         walls = sorted(r["wall_s"] for r in done)
@@ -113,7 +118,13 @@ def run(
     return rows
 
 
-def _row(label: str, recipe_name: str, recipe: Recipe, s: dict) -> dict:
+def _steps(folder: Path) -> int:
+    """Steps written in a run: those of every candidate of every problem (step speculation's ``steps_total``)."""
+    rows = read_results(folder / "results.jsonl").values()
+    return sum(len(c["steps"]) for r in rows for c in r.get("candidates", []))
+
+
+def _row(label: str, recipe_name: str, recipe: Recipe, s: dict, steps: int) -> dict:
     counters = s["counters"]
     spec = recipe.step_speculation
     return {
@@ -127,6 +138,8 @@ def _row(label: str, recipe_name: str, recipe: Recipe, s: dict) -> dict:
         "target_tokens": s["tokens"].get("target", 0),
         "draft_tokens": s["tokens"].get("draft", 0),
         "target_prefill_tokens": s["prefill_tokens"].get("target", 0),
+        "steps": steps,
+        "target_prefill_per_step": round(s["prefill_tokens"].get("target", 0) / steps, 2) if steps else None,
         "steps_accepted": int(counters.get("steps_accepted", 0)),
         "steps_total": int(counters.get("steps_total", 0)),
         "accepted_fraction": round(counters.get("steps_accepted", 0) / counters["steps_total"], 4)
@@ -140,8 +153,8 @@ def _row(label: str, recipe_name: str, recipe: Recipe, s: dict) -> dict:
 def table(rows: list[dict], meta: dict) -> str:
     head = (
         "| method | accuracy | Δ pts | wall s | speedup | of ceiling | target tokens | fewer target tokens "
-        "| steps accepted | busy s (target / draft) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "| steps accepted | target prefill / step | busy s (target / draft) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -151,14 +164,15 @@ def table(rows: list[dict], meta: dict) -> str:
         lines.append(
             f"| {r['method']} | {100 * r['accuracy']:.1f} % | {r['accuracy_delta_points']:+.1f} | {r['wall_s']:.1f} | "
             f"{r['speedup_vs_target']:.2f}x | {r['fraction_of_ceiling']:.2f} | {r['target_tokens']} | {fewer} | "
-            f"{acc} | {busy} |"
+            f"{acc} | {r.get('target_prefill_per_step', '')} | {busy} |"
         )
     note = (
         f"\n{meta['problems']} toy problems (difficulty {meta['difficulty']}, seed {meta['seed']}), "
         f"{'a window' if meta.get('window') else 'batches'} of {meta['batch_size']}, greedy, model workers: "
         f"{meta['model_workers']}, {meta['threads']} torch thread(s) per model; speedup and token reduction "
         "against target CoT, measured in one run; of ceiling = speedup / draft CoT's speedup; "
-        "busy = seconds each model's worker computed"
+        "busy = seconds each model's worker computed; target prefill / step = the target's prompt tokens run (not "
+        "served by its prefix cache) over every step written"
         + (f"; each row the median of {meta['repeats']} runs, round-robin" if meta.get("repeats", 1) > 1 else "")
         + (f"; lookahead steps {meta['lookahead_steps']}" if meta.get("lookahead_steps") is not None else "")
         + ".\n"

@@ -1,6 +1,7 @@
-"""Training Arbitrage's router (``verifiers.router``): collect draft/target step pairs with their rewards and the
-router's features, then fit it (``reasoner router collect`` / ``reasoner router train``); see ``verifiers.router``
-for the method and its deviation from the paper."""
+"""Training Arbitrage's routers (``verifiers.router``): collect draft/target step pairs with their rewards and both
+routers' features, then fit one (``reasoner router collect`` / ``reasoner router train --acceptor router`` for the
+draft-side router, ``--acceptor target_router`` for the one that reads the target's log-probs); see
+``verifiers.router`` for the method and its deviations from the paper."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from reasoner.api import Reasoner
 from reasoner.backends import load_lm
 from reasoner.core.types import Node, Tree
 from reasoner.engine import StepEngine
-from verifiers.router import FEATURES, Router, features
+from verifiers.router import FEATURES, Router, draft_hidden, step_features, target_logprobs, vector
 
 
 def collect(recipe, problems, out: str | Path, progress: bool = True, batch_size: int = 32) -> dict:
@@ -43,14 +44,21 @@ def collect(recipe, problems, out: str | Path, progress: bool = True, batch_size
             while frontier:
                 drafts = [c[0] for c in draft.expand(frontier, 1)]
                 targets = [c[0] for c in target.expand(frontier, 1)]
-                feats = features(drafts, target.lm, template)
+                feats = [a | b for a, b in zip(step_features(drafts), target_logprobs(drafts, target.lm, template))]
+                # the draft's hidden states where its backend gives them (transformers): the draft-side router's
+                hidden = (
+                    draft_hidden(drafts, draft.lm, template)
+                    if hasattr(draft.lm, "hidden_states")
+                    else [[]] * len(drafts)
+                )
                 rewards = _rewards(drafts, targets, verifier)
                 nxt = []
-                for d, t, f, (rd, rt) in zip(drafts, targets, feats, rewards):
+                for d, t, f, h, (rd, rt) in zip(drafts, targets, feats, hidden, rewards):
                     label = int(rt - rd > _MARGIN)
                     problem = d.tree.problem
                     row = {"problem": problem.id, "depth": d.depth, "draft": d.step.text, "target": t.step.text}
-                    row |= {"reward_draft": rd, "reward_target": rt, "label": label, "features": dict(zip(FEATURES, f))}
+                    row |= {"reward_draft": rd, "reward_target": rt, "label": label, "features": f}
+                    row["hidden"] = [round(x, 5) for x in h]
                     sink.write(json.dumps(row) + "\n")
                     n_rows, positives = n_rows + 1, positives + label
                     on_reference = verifier is not None or rt >= 1.0
@@ -99,18 +107,40 @@ def _rewards(drafts: list[Node], targets: list[Node], verifier) -> list[tuple[fl
 # -- train -----------------------------------------------------------------------------------------------------
 
 
-def train(data: str | Path, out: str | Path, holdout: float = 0.25, seed: int = 0) -> dict:
-    """Fit a router on ``collect``'s rows (problems split train / held out); report the held-out ROC-AUC; save it."""
+def train(
+    data: str | Path,
+    out: str | Path,
+    acceptor: str = "router",
+    hidden_units: int = 0,
+    holdout: float = 0.25,
+    seed: int = 0,
+) -> dict:
+    """Fit a router for ``acceptor`` (``router``: draft-side features, the draft's hidden state included;
+    ``target_router``: with the target's log-probs, no hidden state) on ``collect``'s rows, problems split train /
+    held out; a logistic regression, or an MLP with one hidden layer of ``hidden_units``; report the held-out ROC-AUC;
+    save it as JSON."""
     from sklearn.linear_model import LogisticRegression  # scikit-learn takes a second to import: only when training
     from sklearn.metrics import roc_auc_score
+    from sklearn.neural_network import MLPClassifier
 
-    rows = _read_rows(Path(data))
+    if acceptor not in FEATURES:
+        raise ValueError(f"unknown router acceptor {acceptor!r}: use {' or '.join(FEATURES)}")
+    rows = _read_rows(Path(data), acceptor)
+    hidden_size = len(rows[0]["hidden"]) if acceptor == "router" else 0
+    if acceptor == "router" and not hidden_size:
+        raise ValueError(
+            f"{data} holds no draft hidden states (the draft's backend gives none): collect with a transformers draft, "
+            "or train --acceptor target_router"
+        )
+    shape = {"acceptor": acceptor, "features": list(FEATURES[acceptor]), "hidden_size": hidden_size}
     problems = sorted({r["problem"] for r in rows})
     random.Random(seed).shuffle(problems)
     held = set(problems[: max(1, int(len(problems) * holdout))])
     split = {"train": [r for r in rows if r["problem"] not in held], "test": [r for r in rows if r["problem"] in held]}
     X = {
-        k: np.array([[r["features"][f] for f in FEATURES] for r in v]).reshape(-1, len(FEATURES))
+        k: np.array([vector(shape, r["features"], r["hidden"][:hidden_size]) for r in v]).reshape(
+            -1, len(FEATURES[acceptor]) + hidden_size
+        )
         for k, v in split.items()
     }
     y = {k: np.array([r["label"] for r in v], dtype=int) for k, v in split.items()}
@@ -118,13 +148,18 @@ def train(data: str | Path, out: str | Path, holdout: float = 0.25, seed: int = 
         raise ValueError(f"{data}: every training row has the same label; collect more problems")
     mean, scale = X["train"].mean(0), X["train"].std(0)
     scale[scale == 0] = 1.0
-    clf = LogisticRegression(max_iter=1000, class_weight="balanced").fit((X["train"] - mean) / scale, y["train"])
-    weights = {
-        "features": list(FEATURES),
-        "mean": mean.tolist(),
-        "scale": scale.tolist(),
-        "coef": clf.coef_[0].tolist(),
-        "intercept": float(clf.intercept_[0]),
+    Z = (X["train"] - mean) / scale
+    if hidden_units:
+        mlp = MLPClassifier((hidden_units,), solver="lbfgs", alpha=1e-2, max_iter=2000, random_state=seed)
+        clf = mlp.fit(Z, y["train"])
+        layers = [{"w": w.T.tolist(), "b": b.tolist()} for w, b in zip(clf.coefs_, clf.intercepts_)]
+    else:
+        clf = LogisticRegression(max_iter=2000, class_weight="balanced").fit(Z, y["train"])
+        layers = [{"w": clf.coef_.tolist(), "b": clf.intercept_.tolist()}]
+    weights = shape | {
+        "mean": _rounded(mean.tolist()),
+        "scale": _rounded(scale.tolist()),
+        "layers": [{"w": [_rounded(col) for col in layer["w"]], "b": _rounded(layer["b"])} for layer in layers],
     }
     router = Router(weights, None, None)
     p_test = [router.probability(x) for x in X["test"]]
@@ -134,6 +169,7 @@ def train(data: str | Path, out: str | Path, holdout: float = 0.25, seed: int = 
         "rows_test": len(split["test"]),
         "positives_train": int(y["train"].sum()),
         "positives_test": int(y["test"].sum()),
+        "head": f"MLP, {hidden_units} hidden units" if hidden_units else "logistic regression",
         "heldout_roc_auc": None if auc is None else round(auc, 4),
         "data": str(data),
     }
@@ -143,7 +179,11 @@ def train(data: str | Path, out: str | Path, holdout: float = 0.25, seed: int = 
     return weights["info"] | {"out": str(out)}
 
 
-def _read_rows(path: Path) -> list[dict]:
+def _rounded(xs: list[float]) -> list[float]:
+    return [float(f"{x:.6g}") for x in xs]  # 6 significant digits: the file stays small, the AUC unchanged
+
+
+def _read_rows(path: Path, acceptor: str) -> list[dict]:
     try:
         lines = path.read_text().splitlines()
     except OSError as e:
@@ -156,7 +196,8 @@ def _read_rows(path: Path) -> list[dict]:
             continue
         try:
             row = json.loads(line)
-            row["features"] = {f: float(row["features"][f]) for f in FEATURES}
+            row["features"] = {f: float(row["features"][f]) for f in FEATURES[acceptor]}
+            row["hidden"] = [float(x) for x in row["hidden"]] if acceptor == "router" else []
             row["label"], row["problem"] = int(row["label"]), row["problem"]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(
@@ -166,4 +207,6 @@ def _read_rows(path: Path) -> list[dict]:
         rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no rows; write it with `reasoner router collect`")
+    if len({len(r["hidden"]) for r in rows}) > 1:
+        raise ValueError(f"{path} mixes drafts of different hidden sizes; collect it again from one recipe")
     return rows

@@ -118,7 +118,7 @@ class Reasoner:
         self.engine = StepEngine(lms[r.search.policy], self.template, sampling, budget)
         if r.step_speculation is not None:
             target = StepEngine(lms["target"], self.template, sampling, budget, lookahead=False)
-            acceptor = make_acceptor(r.step_speculation, lms["target"], self.template, self.verifier)
+            acceptor = make_acceptor(r.step_speculation, lms["target"], self.template, self.verifier, lms["draft"])
             first = r.step_speculation.first_n_target_steps
             self.engine = SpeculativeStepEngine(self.engine, target, acceptor, first, parallel=True)
         # one search, run once per problem, each in its own thread

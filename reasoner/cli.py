@@ -311,7 +311,9 @@ def cmd_router_collect(args) -> int:
 
 def cmd_router_train(args) -> int:
 
-    info = train(args.data, args.out, holdout=args.holdout, seed=args.seed)
+    info = train(
+        args.data, args.out, args.acceptor, hidden_units=args.hidden_units, holdout=args.holdout, seed=args.seed
+    )
     print(json.dumps(info, indent=2))
     return 0
 
@@ -548,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     router = sub.add_parser(
-        "router", help="Arbitrage's router: collect draft/target step pairs, train the router"
+        "router", help="Arbitrage's routers: collect draft/target step pairs, train a router"
     ).add_subparsers(dest="router_command", required=True)
     p = router.add_parser(
         "collect", help="run draft and target on the same prefixes of a suite; write step pairs, rewards and features"
@@ -559,9 +561,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSONL file to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_router_collect)
-    p = router.add_parser("train", help="fit the router on collected pairs; print its held-out ROC-AUC")
+    p = router.add_parser("train", help="fit a router on collected pairs; print its held-out ROC-AUC")
     p.add_argument("data", help="the JSONL `reasoner router collect` wrote")
     p.add_argument("--out", required=True, help="router file to write (step_speculation.router in a recipe)")
+    p.add_argument(
+        "--acceptor",
+        choices=["router", "target_router"],
+        default="router",
+        help="router: from the draft's side (its hidden state and log-probs; default); target_router: also the "
+        "target's log-probs of the step",
+    )
+    p.add_argument(
+        "--hidden-units",
+        type=count(0, 4096, "one hidden layer"),
+        default=0,
+        help="an MLP with one hidden layer of this many units (default 0: a logistic regression)",
+    )
     p.add_argument(
         "--holdout", type=finite, default=0.25, help="fraction of problems held out for the ROC-AUC (default 0.25)"
     )
@@ -777,8 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = bench.add_parser(
         "steps",
-        help="step-level speculation (judge, RSD, router, likelihood) vs the target alone: accuracy, speedup, "
-        "target tokens",
+        help="step-level speculation (judge, reward-guided speculation (RSD), routers, likelihood) vs the target "
+        "alone: accuracy, speedup, target tokens and target prefill per step",
     )
 
     bench_steps_arguments(p)

@@ -191,15 +191,17 @@ class VerifierConfig(Section):
 class StepSpeculation(Section):
     """Step-level speculation: the draft writes each step, the target only judges it and rewrites rejected ones."""
 
-    acceptor: Literal["judge", "prm", "likelihood", "router"] = Field(
+    acceptor: Literal["judge", "prm", "likelihood", "router", "target_router"] = Field(
         "judge",
-        description="judge: SpecReason's 0-9 target judge; prm: the recipe's verifier (RSD); likelihood: the "
-        "target's probability of the step; router: Arbitrage's learned router",
+        description="judge: SpecReason's 0-9 target judge; prm: the recipe's verifier (reward-guided speculation, "
+        "RSD); likelihood: the target's probability of the step; router: Arbitrage's learned router, from the "
+        "draft's side (hidden state, log-probs: no target forward on accepted steps); target_router: a learned "
+        "router that also reads the target's log-probs of the step (a target prefill per step)",
     )
     threshold: float | None = Field(
         None,
-        description="accept at or above (router: escalate at or above); default per acceptor: judge 7, prm 0.7, "
-        "likelihood 0.5, router 0.5",
+        description="accept at or above (router, target_router: escalate at or above); default per acceptor: "
+        "judge 7, prm 0.7, likelihood 0.5, router 0.5, target_router 0.5",
     )
     judge_score: Literal["greedy", "expected"] = Field(
         "expected", description="judge: the argmax digit or the expected digit"
@@ -207,7 +209,9 @@ class StepSpeculation(Section):
     reduce: Literal["mean", "min"] = Field(
         "min", description="likelihood: the step's mean or weakest token probability"
     )
-    router: str | None = Field(None, description="router: the file `reasoner router train` wrote")
+    router: str | None = Field(
+        None, description="router, target_router: the file `reasoner router train --acceptor ...` wrote"
+    )
     first_n_target_steps: int = Field(
         0, ge=0, **at_most(MAX_STEPS, STEPS_WHY), description="the target writes the first n steps itself"
     )
@@ -415,10 +419,16 @@ class Recipe(Section):
                 raise ValueError(
                     "step_speculation.acceptor=prm scores steps with the recipe's verifier: set verifier.type"
                 )
-            if spec.acceptor == "router" and not spec.router:
+            if spec.acceptor in ("router", "target_router") and not spec.router:
                 raise ValueError(
-                    "step_speculation.acceptor=router needs step_speculation.router: the file `reasoner router "
-                    "train` wrote"
+                    f"step_speculation.acceptor={spec.acceptor} needs step_speculation.router: the file `reasoner "
+                    f"router train --acceptor {spec.acceptor}` wrote"
+                )
+            if spec.acceptor == "router" and self.models.draft.backend != "transformers":
+                raise ValueError(
+                    "step_speculation.acceptor=router reads the draft's hidden states, which only the transformers "
+                    f"backend gives (models.draft.backend is {self.models.draft.backend}): use "
+                    "acceptor=target_router or a transformers draft"
                 )
         if (
             self.token_speculation is not None

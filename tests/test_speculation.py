@@ -96,7 +96,9 @@ def test_bench_steps_writes_its_table_json_and_plot(tmp_path):
     assert main(["bench", "steps", "--out", str(tmp_path), "--limit", "4", "--quick", "--no-progress"]) == 0
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert [r["method"] for r in rows][:2] == ["target CoT", "draft CoT"]
-    assert {r["acceptor"] for r in rows} == {None, "judge", "prm", "router", "likelihood"}
+    assert {r["acceptor"] for r in rows} == {None, "judge", "prm", "router", "target_router", "likelihood"}
+    per_step = {r["method"]: r["target_prefill_per_step"] for r in rows}
+    assert per_step["draft CoT"] == 0 and per_step["target router >= 0.5"] > 0  # the target judged every step
     assert rows[0]["speedup_vs_target"] == 1.0 and all(r["n"] == 4 for r in rows)
     for r in rows[2:]:
         assert r["steps_total"] > 0 and 0 <= r["accepted_fraction"] <= 1

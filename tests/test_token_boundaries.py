@@ -18,7 +18,7 @@ from reasoner.core.stats import RoleStats
 from reasoner.core.types import Problem, Step, Tree
 from verifiers.judge import digit_distribution
 from verifiers.likelihood import LikelihoodVerifier, step_token_ids
-from verifiers.router import features
+from verifiers.router import target_logprobs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2.5-tokenizer"
 PROBLEM = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
@@ -125,14 +125,14 @@ def test_router_features_score_the_generated_ids_after_the_generated_prefix(lm, 
     parent = path(tree, [generated(qwen, "In May she sold 48 / 2 = 24 clips.", split=True)])
     draft = generated(qwen, "In all: 48 + 24 = 72.")
     child = parent.add_child(draft, terminal=False)
-    row = features([child], lm, template)[0]
+    row = target_logprobs([child], lm, template)[0]
     prompt, continuation = lm.scored[0]
     # the prefix is the one the model continued from: the parent step's ids as generated ("." and "\n\n" apart),
     # not a re-rendering of its text (which would merge them into ".\n\n")
     assert prompt == ids(qwen, template.prompt(qwen, PROBLEM)) + parent.step.token_ids
     assert prompt[-2:] == [13, 271]
     assert continuation == draft.token_ids and continuation[-1] == 382
-    assert row[3] == pytest.approx(sum(-t / 1e6 for t in draft.token_ids) / len(draft.token_ids))
+    assert row["target_mean_logprob"] == pytest.approx(sum(-t / 1e6 for t in draft.token_ids) / len(draft.token_ids))
 
 
 def test_judge_prompt_encodes_the_steps_in_one_text(lm, qwen, template):

@@ -5,10 +5,12 @@ node) and says whether to keep it; ``reasoner.engine.speculative`` asks for the 
   the next-token distribution over the digits 0-9 gives the score: ``greedy`` (the most likely digit) or
   ``expected`` (the mean digit under the renormalised digit probabilities). Accept if score >= threshold (7).
 - ``VerifierAcceptor``: any step verifier's score of the candidate, accept if >= threshold. With a PRM this is
-  RSD (threshold 0.7); with the target's ``LikelihoodVerifier`` it is our likelihood acceptor (one prefill,
-  no judge prompt; threshold on the step's mean or weakest token probability).
+  reward-guided speculation (RSD, threshold 0.7); with the target's ``LikelihoodVerifier`` it is our likelihood
+  acceptor (one prefill, no judge prompt; threshold on the step's mean or weakest token probability).
 - ``RouterAcceptor`` (Arbitrage): a learned router predicts the probability that the target would write a
-  meaningfully better step; escalate (reject the draft) if it is >= threshold. See ``verifiers/router.py``.
+  meaningfully better step; escalate (reject the draft) if it is >= threshold. ``router`` decides from the draft's
+  side (its hidden state and log-probs: an accepted step costs no target forward); ``target_router`` also reads
+  the target's log-probs of the step (a target prefill per step). See ``verifiers/router.py``.
 
 Deviation from SpecReason's ``greedy``: it takes the argmax over the whole vocabulary and scores a non-digit 0;
 the backend returns the digits' log-probabilities only, so we take the most likely digit.
@@ -52,7 +54,8 @@ class JudgeAcceptor:
 
 
 class VerifierAcceptor:
-    """Accept a step whose verifier score (PRM: RSD; the target's likelihood) is at least the threshold."""
+    """Accept a step whose verifier score (a PRM: reward-guided speculation, RSD; the target's likelihood) is at
+    least the threshold."""
 
     def __init__(self, verifier, threshold: float):
         self.verifier, self.threshold = verifier, threshold
@@ -66,20 +69,21 @@ class VerifierAcceptor:
 class RouterAcceptor:
     """Arbitrage: escalate to the target when the router's P(target writes a meaningfully better step) >= threshold."""
 
-    def __init__(self, router, threshold: float = 0.5):
+    def __init__(self, router: Router, threshold: float = 0.5):
         self.router, self.threshold = router, threshold
-        self.name = "router"
+        self.name = router.kind
 
     def judge(self, children: Sequence[Node]) -> list[tuple[float, bool]]:
         probs = self.router.predict(children)
         return [(p, p < self.threshold) for p in probs]
 
 
-DEFAULT_THRESHOLDS = {"judge": 7.0, "prm": 0.7, "likelihood": 0.5, "router": 0.5}
+DEFAULT_THRESHOLDS = {"judge": 7.0, "prm": 0.7, "likelihood": 0.5, "router": 0.5, "target_router": 0.5}
 
 
-def make_acceptor(config, target: LM, template: PromptTemplate, verifier=None) -> Acceptor:
-    """The acceptor a recipe's ``step_speculation`` section describes (``verifier``: the recipe's, for ``prm``)."""
+def make_acceptor(config, target: LM, template: PromptTemplate, verifier=None, draft: LM | None = None) -> Acceptor:
+    """The acceptor a recipe's ``step_speculation`` section describes (``verifier``: the recipe's, for ``prm``;
+    ``draft``: the model that writes the steps, whose hidden states the draft-side ``router`` reads)."""
     threshold = config.threshold if config.threshold is not None else DEFAULT_THRESHOLDS[config.acceptor]
     if config.acceptor == "judge":
         return JudgeAcceptor(target, template, threshold, config.judge_score)
@@ -89,4 +93,7 @@ def make_acceptor(config, target: LM, template: PromptTemplate, verifier=None) -
         return VerifierAcceptor(verifier, threshold)
     if config.acceptor == "likelihood":
         return VerifierAcceptor(LikelihoodVerifier(target, template, config.reduce), threshold)
-    return RouterAcceptor(Router.load(config.router, target, template), threshold)
+    if config.acceptor == "router" and draft is None:
+        raise ValueError("step_speculation.acceptor=router reads the draft's hidden states: give the draft model")
+    lm = draft if config.acceptor == "router" else target
+    return RouterAcceptor(Router.load(config.router, config.acceptor, lm, template), threshold)

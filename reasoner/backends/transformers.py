@@ -332,29 +332,60 @@ class TransformersLM(SpeculativeDecoding, Backend):
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> Output:
         cand_ids = single_token_ids(self.tokenizer, candidates, self.name)
-        encoded = [self.encode(p) for p in prompts]
+        out: list[dict[str, float]] = []
+
+        def read(logits, hidden, chunk):
+            lps = torch.log_softmax(logits[:, -1], dim=-1)
+            out.extend({c: float(lps[r, t]) for c, t in cand_ids.items()} for r in range(len(chunk)))
+
+        usage, call = self._last_positions([self.encode(p) for p in prompts], read, "next_token_logprobs")
+        return Output(out, usage, call)
+
+    def hidden_states(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
+        """The last layer's hidden state (a ``list[float]``) at the last token of each prompt + continuation: the
+        draft-side features of Arbitrage's router (``verifiers.router``). The decoding loop keeps no hidden states,
+        so this is a forward of its own; with the prefix cache it runs only the tokens the cache lacks (at least
+        the last one), and the draft has just cached the step it wrote."""
+        out: list[list[float]] = []
+
+        def read(logits, hidden, chunk):
+            out.extend(hidden[:, -1].float().tolist())
+
+        seqs = [self.encode(p) + self.encode(c) for p, c in zip(prompts, continuations)]
+        usage, call = self._last_positions(seqs, read, "hidden_states", hidden=True)
+        return Output(out, usage, call)
+
+    def _last_positions(self, encoded: list[list[int]], read, what: str, hidden: bool = False):
+        """One prefill per chunk of ``encoded`` (the prefix cache serving all but each row's last token at most);
+        ``read(logits, hidden_states, chunk)`` takes each chunk's last-position outputs. ``(usage, call)``."""
         for ids in encoded:
             check_context(self, ids, 1)
-        out: list[dict[str, float]] = []
         usage = [RoleStats() for _ in encoded]
         with self._account() as call:
             for start in range(0, len(encoded), self.max_batch_size):
                 chunk = encoded[start : start + self.max_batch_size]
                 if any(not p for p in chunk):
-                    raise ValueError(
-                        "next_token_logprobs needs a non-empty prompt: give at least one token to continue"
-                    )
+                    raise ValueError(f"{what} needs a non-empty prompt: give at least one token to continue")
                 matches = [self._match(p) for p in chunk]
                 batch = self._batch(
                     chunk, [min(m, len(p) - 1) for p, (_, m) in zip(chunk, matches)], [e for e, _ in matches]
                 )
                 cache = self._cache_for(batch) if self.prefix_cache is not None else None
-                logits, cache = self._forward(batch.ids, batch.mask, batch.positions, cache=cache)
-                lps = torch.log_softmax(logits[:, -1], dim=-1)
-                out += [{c: float(lps[r, t]) for c, t in cand_ids.items()} for r in range(len(chunk))]
+                result = self.model(
+                    input_ids=batch.ids,
+                    attention_mask=batch.mask,
+                    position_ids=batch.positions,
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                    logits_to_keep=1,
+                    output_hidden_states=hidden,
+                )
+                read(result.logits.float(), result.hidden_states[-1] if hidden else None, chunk)
                 if self.prefix_cache is not None:
                     for r, (p, (entry, _)) in enumerate(zip(chunk, matches)):
-                        self._store(cache, batch.mask, r, p, self._inherited(entry, batch.cached[r], len(p)))
+                        self._store(
+                            result.past_key_values, batch.mask, r, p, self._inherited(entry, batch.cached[r], len(p))
+                        )
                 self._book_prefill(call, usage[start : start + len(chunk)], chunk, batch)
                 call.forward_passes += 1
-        return Output(out, usage, call)
+        return usage, call

@@ -7,8 +7,8 @@ are still being judged or rewritten. What they ask of a model arrives at its wor
 - ``generate`` joins the model's running decode batch at the next step and leaves it when its rows finish
   (continuous batching at token granularity, ``backends.continuous``; backends without one, vLLM and remote
   servers, batch their own requests: the calls that arrived together go as one call);
-- ``score`` and ``next_token_logprobs`` that arrived together are merged into one batched prefill, run between two
-  decode steps.
+- ``score``, ``next_token_logprobs`` and ``hidden_states`` that arrived together are merged into one batched
+  prefill per kind, run between two decode steps.
 
 The draft and the target run concurrently. A worker is a thread in this process (``ScheduledLM``) or, for a
 transformers model with ``scheduler.model_workers: process``, a process of its own (``RemoteModel``), free of this
@@ -135,7 +135,7 @@ class ModelWorker:
             self._drop_dead(batch)
             with self.wake:
                 calls, self.pending = self.pending, []
-            self._prefills([c for c in calls if c.kind in ("score", "next_token_logprobs")])
+            self._prefills([c for c in calls if c.kind in ("score", "next_token_logprobs", "hidden_states")])
             for call in calls:
                 if call.kind == "clear":
                     self._settle(call, self.lm.clear_prefix_cache)
@@ -170,13 +170,13 @@ class ModelWorker:
         """Calls of one kind (and, for judges, the same candidates) merged into one batched call, split back."""
         groups: dict[tuple, list[_Call]] = {}
         for call in calls:
-            key = (call.kind,) if call.kind == "score" else (call.kind, tuple(call.args[1]))
+            key = (call.kind, tuple(call.args[1])) if call.kind == "next_token_logprobs" else (call.kind,)
             groups.setdefault(key, []).append(call)
         for key, group in groups.items():
             prompts = [p for c in group for p in c.args[0]]
-            if key[0] == "score":
+            if key[0] != "next_token_logprobs":  # score, hidden_states: (prompts, continuations)
                 conts = [x for c in group for x in c.args[1]]
-                self._split(group, self.lm.score, prompts, conts)
+                self._split(group, getattr(self.lm, key[0]), prompts, conts)
             else:
                 self._split(group, self.lm.next_token_logprobs, prompts, list(key[1]))
 
@@ -259,6 +259,10 @@ class ScheduledLM:
             for p in prompts:
                 check_context(self, self.lm.encode(p), 1)
         return self.worker.submit("next_token_logprobs", list(prompts), list(candidates)).result()
+
+    def hidden_states(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
+        """The transformers backend's last-token hidden states (a draft-side router's features)."""
+        return self.worker.submit("hidden_states", list(prompts), list(continuations)).result()
 
     def clear_prefix_cache(self) -> None:
         self.worker.submit("clear").result()
@@ -355,6 +359,11 @@ class RemoteModel:
         for p in ids:
             check_context(self, p, 1)
         return self.submit("next_token_logprobs", ids, list(candidates)).result()
+
+    def hidden_states(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
+        return self.submit(
+            "hidden_states", [self.encode(p) for p in prompts], [self.encode(c) for c in continuations]
+        ).result()
 
     def clear_prefix_cache(self) -> None:
         self.submit("clear").result()
