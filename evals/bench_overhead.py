@@ -27,14 +27,15 @@ from reasoner.toy import generate_problems
 
 
 def raw_generate(lm, prompts: list[str], n: int, temperature: float, max_tokens: int, seed: int) -> dict:
-    """The same sampling as one plain ``llm.generate`` call (whole solutions, no steps, no framework)."""
+    """The same sampling as one plain ``llm.generate`` call (whole solutions, no steps, no framework), with each
+    sampled token's log-probability, which every backend returns (``Generation.logprobs``)."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
     requests = [TokensPrompt(prompt_token_ids=lm.encode(p)) for p in prompts]
     before, start = lm._counters(), time.perf_counter()
     outputs = lm.llm.generate(
-        requests, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed), use_tqdm=False
+        requests, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=0), use_tqdm=False
     )
     wall = time.perf_counter() - start
     return {
