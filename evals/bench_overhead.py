@@ -34,9 +34,8 @@ def raw_generate(lm, prompts: list[str], n: int, temperature: float, max_tokens:
 
     requests = [TokensPrompt(prompt_token_ids=lm.encode(p)) for p in prompts]
     before, start = lm._counters(), time.perf_counter()
-    outputs = lm.llm.generate(
-        requests, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=0), use_tqdm=False
-    )
+    params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=0)
+    outputs = lm.llm.generate(requests, params, use_tqdm=False)
     wall = time.perf_counter() - start
     return {
         "wall_s": wall,

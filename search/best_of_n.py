@@ -1,4 +1,4 @@
-"""Chain of thought and best-of-N: N independent trajectories, each grown one step at a time.
+"""Chain of thought and best-of-N: N independent trajectories, then the vote.
 
 All trajectories of all problems advance together. Neither search looks at a step before its trajectory ends, so
 by default each trajectory is written by one request and split into steps afterwards (``StepEngine.write_whole``):

@@ -174,7 +174,9 @@ class StepEngine:
                 finish = ("eos", None)
             else:
                 text += self._piece(tok)
-                if delimiter and delimiter in (text if delimiter.isascii() else self._text(g.token_ids[start : i + 1])):
+                if delimiter and delimiter in (
+                    text if delimiter.isascii() else self.lm.decode(g.token_ids[start : i + 1])
+                ):
                     finish = ("stop", delimiter)
                 elif i + 1 - start >= limit or last:
                     finish = ("length", None)
@@ -190,9 +192,6 @@ class StepEngine:
         if token not in self._pieces:
             self._pieces[token] = self.lm.decode([token])
         return self._pieces[token]
-
-    def _text(self, ids: list[int]) -> str:
-        return self.lm.decode(ids)
 
     def is_terminal(self, parent: Node, step: Step) -> bool:
         if step.finish_reason != "stop":
