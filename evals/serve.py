@@ -45,6 +45,7 @@ from reasoner.recipe import Recipe
 
 MAX_CHOICES = 64  # choices per request (n times the prompts): each is a problem solved in a thread
 VARIANTS_KEPT = 32  # per recipe: the reasoners of recent request overrides, kept for the next request that asks
+EXPECTED_TOKENS = 256  # completion tokens a choice is expected to write, before the served model has finished one
 
 
 class APIError(Exception):
@@ -330,11 +331,15 @@ class ServerConfig:
 class _Slots:
     """The running slots, handed to waiting requests earliest deadline first.
 
-    AdaServe (2025) serves each request by its own TPOT SLO; here the SLO orders admission only: a waiting
-    request's deadline is its arrival plus its TPOT (the time its first output token is due), so a tight request
-    passes loose ones that came shortly before it, and one without an SLO waits behind every request with one.
-    Within the running batch all sequences are decoded alike (the scheduler's model workers know no SLO).
-    ``fifo`` keys on arrival alone (the baseline). A request that gives up while waiting leaves the line.
+    AdaServe (2025) serves each request by its own TPOT SLO; here the SLO orders admission only. A request meets
+    its SLO when its seconds from arrival over its completion tokens are at most its TPOT, so its deadline is its
+    arrival plus its TPOT times the completion tokens it is expected to write (the served model's recent mean per
+    choice, ``EXPECTED_TOKENS`` before any has finished): a tight request passes loose ones that came well before it,
+    and one without an SLO waits behind every request with one. (Keyed on the first token's due time alone, a tight
+    request passed only loose ones that came within one TPOT of it: under a long queue that was first come, first
+    served; ``reasoner bench serve`` measured it.) Within the running batch all sequences are decoded alike (the
+    scheduler's model workers know no SLO). ``fifo`` keys on arrival alone (the baseline). A request that gives up
+    while waiting leaves the line.
     """
 
     def __init__(self, size: int, order: str):
@@ -342,10 +347,11 @@ class _Slots:
         self.waiting: list[tuple[float, int, asyncio.Future]] = []  # a heap of (deadline, arrival number, wakeup)
         self.arrivals = itertools.count()
 
-    def key(self, arrived: float, tpot_ms: float | None) -> float:
+    def key(self, arrived: float, tpot_ms: float | None, tokens: float = 1.0) -> float:
+        """The request's place in line: its arrival (``fifo``), else its deadline for ``tokens`` completion tokens."""
         if self.order == "fifo":
             return arrived
-        return arrived + tpot_ms / 1000 if tpot_ms is not None else math.inf
+        return arrived + tpot_ms * tokens / 1000 if tpot_ms is not None else math.inf
 
     async def acquire(self, key: float) -> None:
         if self.free > 0 and not self.waiting:
@@ -379,6 +385,7 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
     app = FastAPI(title="reasoner", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served, app.state.metrics, app.state.config = served, metrics, config
     slots = _Slots(config.max_running, config.order)
+    expected: dict[str, float] = {}  # model -> recent mean completion tokens per choice (a deadline's estimate)
     admitted = [0]  # requests running or waiting (the event loop's thread alone changes it)
 
     @app.exception_handler(APIError)
@@ -468,7 +475,8 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
         admitted[0] += 1
         metrics.queue.inc()
         try:
-            await slots.acquire(slots.key(job.started, slo_ms))
+            tokens = expected.get(s.name, EXPECTED_TOKENS) * len(choices)
+            await slots.acquire(slots.key(job.started, slo_ms, tokens))
         except BaseException:
             admitted[0] -= 1
             metrics.queue.dec()
@@ -543,6 +551,8 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
                 if r.generated_tokens:
                     metrics.generated.labels(model, role).inc(r.generated_tokens)
         metrics.step_outcomes(model, int(accepted), int(rejected), written)
+        per_choice = usage["completion_tokens"] / max(1, len(job.choices))
+        expected[model] = per_choice if model not in expected else 0.9 * expected[model] + 0.1 * per_choice
         name, tpot_ms = slo
         if name is not None:
             per_token = 1000 * elapsed / max(1, usage["completion_tokens"])

@@ -14,6 +14,8 @@ from evals.args import count, finite
 from evals.bench_scale import add_arguments as bench_scale_arguments
 from evals.bench_scale import main as bench_scale
 from evals.bench_search import main as bench_search
+from evals.bench_serve import add_arguments as bench_serve_arguments
+from evals.bench_serve import main as bench_serve
 from evals.bench_steps import add_arguments as bench_steps_arguments
 from evals.bench_steps import main as bench_steps
 from evals.bench_tokens import add_arguments as bench_tokens_arguments
@@ -391,6 +393,11 @@ def cmd_bench_search(args) -> int:
 def cmd_bench_scale(args) -> int:
 
     bench_scale(args)
+    return 0
+
+
+def cmd_bench_serve(args) -> int:
+    bench_serve(args)
     return 0
 
 
@@ -848,6 +855,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_scale_arguments(p)
     p.set_defaults(func=cmd_bench_scale)
+    p = bench.add_parser(
+        "serve",
+        help="reasoner serve under a seeded Poisson load with two SLO classes: attainment and goodput with "
+        "earliest-deadline admission against first come, first served",
+    )
+    bench_serve_arguments(p)
+    p.set_defaults(func=cmd_bench_serve)
 
     models = sub.add_parser(
         "models", help="real models that can be had offline: list them, install one"

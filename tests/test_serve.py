@@ -423,6 +423,34 @@ def test_a_tight_slo_is_admitted_before_loose_ones_that_came_first(one_slot):
     assert _metric(url, "reasoner_slo_attainment", slo="tight") == 0.0  # 1 ms a token is beyond the toy model
 
 
+def test_a_deadline_counts_the_tokens_a_request_will_write():
+    """Attainment is over the whole request (seconds from arrival over completion tokens), so the deadline is the
+    arrival plus TPOT times the expected tokens: a tight request (10 ms a token) that arrives a second after a loose
+    one (100 ms) is due first for any answer longer than 11 tokens. Keyed on the first token alone (arrival + TPOT)
+    the loose one would go first."""
+    import asyncio
+
+    from evals.serve import _Slots
+
+    async def order() -> list[str]:
+        slots, served = _Slots(1, "slo"), []
+        await slots.acquire(0.0)  # the one slot is taken
+
+        async def wait(name: str, key: float):
+            await slots.acquire(key)
+            served.append(name)
+            slots.release()
+
+        loose = asyncio.create_task(wait("loose", slots.key(0.0, 100.0, tokens=64)))
+        tight = asyncio.create_task(wait("tight", slots.key(1.0, 10.0, tokens=64)))
+        await asyncio.sleep(0)
+        slots.release()
+        await asyncio.gather(loose, tight)
+        return served
+
+    assert asyncio.run(order()) == ["tight", "loose"]
+
+
 def test_sigterm_drains_in_flight_requests(small):
     proc, url = small
     out: list = []
