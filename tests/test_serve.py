@@ -486,3 +486,36 @@ def test_import_reasoner_cli_loads_no_server_libraries():
     probe = f"import reasoner.cli, sys; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bench_serve_counts_a_request_as_met_by_its_own_class():
+    """``reasoner bench serve``'s accounting: TPOT is latency over completion tokens, met against the request's class;
+    goodput counts only the met requests' tokens; the trace is the same for every order (seeded)."""
+    from types import SimpleNamespace
+
+    from evals.bench_serve import make_trace, summarize
+
+    assert make_trace(20, 5.0, 0.3, seed=1) == make_trace(20, 5.0, 0.3, seed=1)
+    args = SimpleNamespace(tight_ms=10.0, loose_ms=100.0)
+    rows = [
+        {"slo": "tight", "status": 200, "latency_s": 0.5, "tokens": 100, "wall_s": 10.0},  # 5 ms/token: met
+        {"slo": "tight", "status": 200, "latency_s": 2.0, "tokens": 100, "wall_s": 10.0},  # 20 ms: missed
+        {"slo": "loose", "status": 200, "latency_s": 2.0, "tokens": 100, "wall_s": 10.0},  # 20 ms: met (loose)
+        {"slo": "loose", "status": 500, "latency_s": 0.1, "tokens": 0, "wall_s": 10.0},  # an error: missed
+    ]
+    s = summarize(rows, args)
+    assert s["tight"]["attainment"] == 0.5 and s["loose"]["attainment"] == 0.5 and s["all"]["attainment"] == 0.5
+    assert s["all"]["goodput_tok_s"] == 20.0 and s["all"]["throughput_tok_s"] == 30.0 and s["loose"]["errors"] == 1
+
+
+def test_bench_serve_refuses_an_unknown_order():
+    r = subprocess.run(
+        [sys.executable, "-m", "reasoner", "bench", "serve", "--orders", "lifo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: --orders 'lifo': use slo, fifo or both (comma-separated)"
+    ]
