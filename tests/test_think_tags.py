@@ -2,7 +2,8 @@
 judge sees the reasoning, speculation ends with the thinking (``</think>``), and the answer is read after it.
 
 Chat templates: DeepSeek-R1-Distill-Qwen and QwQ-32B as fixtures (tests/fixtures/chat_templates, written out from
-the public templates), and Qwen2.5-Coder's own (tests/fixtures/qwen2.5-tokenizer), on the real Qwen2.5 tokenizer.
+the public templates), and Qwen2.5-Coder's own (tests/fixtures/qwen2.5-tokenizer), on the real Qwen2.5 tokenizer
+(its BOS stands in where R1's would render); the ``real`` test reads the installed Qwen2.5-Coder pair's tokenizers.
 """
 
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import prompts
+from reasoner.backends import sources
 from reasoner.backends.common import Backend
 from reasoner.core.lm import Generation, Output
 from reasoner.core.stats import RoleStats
@@ -53,6 +55,21 @@ def test_the_prompt_opens_exactly_one_think_block(family, tokenizers):
     text = prompts.load("r1-distill").prompt(tok, PROBLEM, ["Two times two."])
     assert text.count("<think>") == 1
     assert text.endswith("<think>\nTwo times two.\n\n")
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("model", ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
+def test_the_installed_real_pair_gets_one_think_block(model):
+    """The real-model pair's own tokenizers (no weights loaded): their template opens no think block, so the
+    r1-distill prefix stays."""
+    if not sources.installed(model):
+        pytest.skip(f"the real model is not installed: run `reasoner models install {model}`")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(sources.converted_path(sources.SOURCES[model].sha256))
+    assert not generation_prompt(tok).rstrip("\n").endswith("<think>")
+    text = prompts.load("r1-distill").prompt(tok, PROBLEM, ["Two times two."])
+    assert text.count("<think>") == 1 and text.endswith("<|im_start|>assistant\n<think>\nTwo times two.\n\n")
 
 
 @pytest.mark.parametrize("family", ["r1-distill", "qwq"])
