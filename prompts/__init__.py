@@ -4,6 +4,11 @@ A template turns a problem and the reasoning steps written so far into the text 
 the chat template of the model's tokenizer renders the turns, then the steps are appended to the open
 assistant turn (what vLLM calls ``continue_final_message``), so a step is always generated, scored or
 judged on the same prefix and prefix caches hit.
+
+Reasoning models (DeepSeek-R1-Distill, QwQ) think inside ``<think> ... </think>`` and answer after it. Their current
+chat templates open the ``<think>`` block themselves in the generation prompt; a template's ``assistant_prefix`` (and
+``judge_prefix``) that opens one too is trimmed then, so the model sees exactly one ``<think>`` whichever template
+version its tokenizer carries.
 """
 
 from __future__ import annotations
@@ -15,6 +20,22 @@ from pathlib import Path
 import yaml
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def after_head(head: str, prefix: str) -> str:
+    """``prefix`` without the ``<think>`` that ``head`` (a rendered generation prompt) already ends with: the
+    R1-Distill and QwQ chat templates end theirs with ``<think>\\n``, older R1 templates and non-reasoning models
+    (Qwen2.5) open no think block, and there the prefix stays whole."""
+    if head.rstrip("\n").endswith(THINK_OPEN) and prefix.startswith(THINK_OPEN):
+        prefix = prefix[len(THINK_OPEN) :]
+        return prefix.lstrip("\n") if head.endswith("\n") else prefix
+    return prefix
+
+
+def thinking_closed(steps: list[str]) -> bool:
+    """Whether a step of ``steps`` closed the think block (``</think>``): what follows is the answer."""
+    return any(THINK_CLOSE in s for s in steps)
 
 
 @dataclass(frozen=True)
@@ -40,20 +61,21 @@ class PromptTemplate:
     def prompt(self, tokenizer, problem: str, steps: list[str] = ()) -> str:
         """Chat-rendered text after which the model writes the next step."""
         head = tokenizer.apply_chat_template(self.messages(problem), tokenize=False, add_generation_prompt=True)
-        return head + self.assistant_prefix + self.steps_text(list(steps))
+        return head + after_head(head, self.assistant_prefix) + self.steps_text(list(steps))
 
     def judge_prompt(self, tokenizer, problem: str, steps: list[str], candidate: str) -> str:
         """SpecReason's judge: the steps with the candidate last, a user turn asking for a 0-9 score, and an
-        assistant prefix after which the next token is the score digit."""
+        assistant prefix after which the next token is the score digit. A ``</think>`` in the steps is left out:
+        R1-Distill and QwQ templates render an earlier assistant turn as only its text after ``</think>``, which
+        would hide the reasoning from the judge (SpecReason's code keeps ``</think>`` out of that turn for the same
+        reason, ruipeterpan/specreason ``spec_reason.py`` ``get_score``)."""
+        thought = self.assistant_prefix + self.steps_text(list(steps) + [candidate], open_step=False)
         messages = self.messages(problem) + [
-            {
-                "role": "assistant",
-                "content": self.assistant_prefix + self.steps_text(list(steps) + [candidate], open_step=False),
-            },
+            {"role": "assistant", "content": thought.replace(THINK_CLOSE, "")},
             {"role": "user", "content": self.judge_instruction},
         ]
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return head + self.judge_prefix
+        return head + after_head(head, self.judge_prefix)
 
 
 def available() -> list[str]:

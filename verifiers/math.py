@@ -17,9 +17,12 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 def extract_answer(text: str | None) -> str | None:
-    """Content of the last ``\\boxed{...}`` (nested braces allowed), or ``None`` when there is none."""
+    """Content of the last ``\\boxed{...}`` (nested braces allowed), or ``None`` when there is none. In a reasoning
+    model's text (R1-Distill, QwQ) only the answer after the last ``</think>`` counts: a value boxed while thinking
+    is not the answer given."""
     if not text:
         return None
+    text = text.rsplit("</think>", 1)[-1]
     for match in reversed(list(_BOXED.finditer(text))):
         depth, start = 1, match.end()
         for i in range(start, len(text)):

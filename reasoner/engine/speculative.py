@@ -6,6 +6,17 @@ SpecReason's judge, RSD's PRM threshold, Arbitrage's router, the target's likeli
 rewrites only the rejected ones. With ``parallel`` (the models behind a ``Scheduler``) each node runs its own round
 in a thread, so a node whose draft was accepted is done while another's is still being rewritten, and the
 scheduler batches what all of them ask of each model; without it, one round covers every node (lock-step).
+
+Reasoning models (R1-Distill, QwQ) think inside ``<think> ... </think>`` and then answer. Speculation covers the
+thinking only: once a kept step (an accepted draft or a rewrite) contains ``</think>``, the target writes the rest of
+that trajectory, the answer, step by step, with no draft and no judge. SpecReason (Pan et al. 2025, "SpecReason: Fast
+and Accurate Inference-Time Compute via Speculative Reasoning") builds on the approximation tolerance of thinking
+tokens; the answer is what is graded. Its code (ruipeterpan/specreason ``spec_reason.py``) differs: it speculates
+every step to the end, stops at the first kept step containing ``boxed`` or ``Answer:``, and deletes a ``</think>``
+from a kept step without one (thinking goes on). We keep the model's own ``</think>`` and let the target write the
+graded answer rather than approximate it; the judge prompt leaves ``</think>`` out (``PromptTemplate.judge_prompt``).
+A draft step that closes the thinking is judged like any other; text after ``</think>`` in that same step stays the
+draft's.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from prompts import thinking_closed
 from verifiers.acceptors import Acceptor
 
 from ..core.types import Node
@@ -23,9 +35,10 @@ class SpeculativeStepEngine:
     """The draft engine writes steps, ``acceptor`` judges them, the target engine rewrites the rejected ones.
 
     ``first_n_target_steps``: the target writes the first n steps of every trajectory itself (SpecReason's option:
-    early steps set the plan). Each step records its source, the acceptor's score and verdict (and the rejected
-    draft's text and tokens) in ``step.speculation``, and its seconds spent drafting, judging and rewriting in
-    ``step.phases``; each tree counts ``steps_accepted``, ``steps_rejected``, ``steps_total``.
+    early steps set the plan); after a kept step that closed the think block (``</think>``) it writes every step too.
+    Each step records its source, the acceptor's score and verdict (and the rejected draft's text and tokens) in
+    ``step.speculation``, and its seconds spent drafting, judging and rewriting in ``step.phases``; each tree counts
+    ``steps_accepted``, ``steps_rejected``, ``steps_total`` and ``steps_after_thinking``.
     """
 
     def __init__(
@@ -58,11 +71,14 @@ class SpeculativeStepEngine:
         if not nodes:
             return []
         out: list[list[Node]] = [[] for _ in nodes]
-        early = [i for i, n in enumerate(nodes) if n.depth < self.first_n_target_steps]
-        late = [i for i, n in enumerate(nodes) if n.depth >= self.first_n_target_steps]
+        answering = {i for i, n in enumerate(nodes) if thinking_closed(n.steps())}
+        early = [i for i, n in enumerate(nodes) if n.depth < self.first_n_target_steps or i in answering]
+        late = [i for i in range(len(nodes)) if i not in early]
         for i, steps in zip(early, self.target.propose([nodes[i] for i in early], k)):
             for step in steps:
                 nodes[i].tree.stats.count("steps_total")
+                if i in answering:
+                    nodes[i].tree.stats.count("steps_after_thinking")
                 out[i].append(nodes[i].add_child(step, self.is_terminal(nodes[i], step)))
                 nodes[i].tree.emit(out[i][-1])
         children = []
