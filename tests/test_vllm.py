@@ -81,6 +81,21 @@ def test_score_and_judge_logprobs_agree_with_transformers(vllm_target, toy_targe
         vllm_target.next_token_logprobs(toy_prompts[:1], ["42"])
 
 
+def test_scores_read_the_prefix_cache_and_stay_the_models_own(vllm_target, toy_target, toy_prompts):
+    """vLLM skips its prefix cache for prompt log-probs unless told (their cached positions are not computed): a
+    score reads it, and a row whose cached blocks reach into its continuation is scored again without it."""
+    params = SamplingParams(max_tokens=40, stop=("\n\n",))
+    full = vllm_target.encode(toy_prompts[2]) + toy_target.generate([toy_prompts[2]], params)[0][0].token_ids
+    assert len(full) > 34  # more than one 32-token KV block
+    theirs = toy_target.score([full[:8]], [full[8:]])[0]
+    vllm_target.clear_prefix_cache()
+    for _ in range(2):  # the second time, the cached first block covers continuation tokens 8..31
+        assert max(abs(a - b) for a, b in zip(vllm_target.score([full[:8]], [full[8:]])[0], theirs)) < 1e-4
+    longer = vllm_target.score([full[:-2]], [full[-2:]])  # the cached block ends before the continuation
+    assert longer.usage[0].prefix_cached_tokens >= 32
+    assert max(abs(a - b) for a, b in zip(longer[0], theirs[-2:])) < 1e-4
+
+
 def test_sampling_is_seeded_and_logprobs_are_the_models_own(vllm_target, unsure_prompts):
     params = SamplingParams(n=6, temperature=1.5, top_p=0.95, max_tokens=24, seed=5)
     first, again = vllm_target.generate(unsure_prompts, params), vllm_target.generate(unsure_prompts, params)

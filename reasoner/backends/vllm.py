@@ -339,10 +339,23 @@ class VllmLM(Backend):
         usage = [RoleStats() for _ in pairs]
         if not todo:
             return Output(out, usage)
-        params = VllmParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        # vLLM skips its prefix cache for requests that ask for prompt log-probs (those of cached tokens are not
+        # computed), so a search's every score would recompute the whole trajectory. Only the continuation's are
+        # needed: read the cache, and score again without it the rare row whose cached prefix reached into its
+        # continuation (the first continuation token's log-prob comes from the position before it)
+        params = VllmParams(
+            max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False, skip_reading_prefix_cache=False
+        )
         with self._account() as call:
             full = [pairs[i][0] + pairs[i][1] for i in todo]
             outputs, served = self._run(full, params, call)
+            again = [k for k, (i, o) in enumerate(zip(todo, outputs)) if (o.num_cached_tokens or 0) >= len(pairs[i][0])]
+            if again:
+                params.skip_reading_prefix_cache = True
+                redone, reserved = self._run([full[k] for k in again], params, call)
+                for k, o, used in zip(again, redone, reserved):
+                    outputs[k] = o
+                    served[k] += used
             for i, ids, o, used in zip(todo, full, outputs, served):
                 start, usage[i] = len(pairs[i][0]), used
                 out[i] = [o.prompt_logprobs[t][ids[t]].logprob for t in range(start, len(ids))]
