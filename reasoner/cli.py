@@ -840,6 +840,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fit-auto",
+        action="store_true",
+        help="fit search.method=auto's table on a calibration split and add its row (DIR/auto_table.json)",
+    )
+    p.add_argument(
+        "--fit-seed",
+        type=count(0, 2**63 - 1, "64-bit seeds"),
+        help="suite seed of the calibration split (default --seed + 1; never --seed)",
+    )
+    p.add_argument(
+        "--probe", type=count(1, 64, "probes are one batch per problem"), default=4, help="auto's probes (default 4)"
+    )
+    p.add_argument("--auto-bins", default="0.5,0.75,1", help="auto's bins: the highest agreement of each, rising to 1")
     p.set_defaults(func=cmd_bench_search)
     p = bench.add_parser(
         "scale",

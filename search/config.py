@@ -307,8 +307,9 @@ class AutoConfig(SearchBase):
             AutoBin(max_agreement=0.5, search=BestOfNConfig(n=16)),
             AutoBin(max_agreement=1.0, search=BestOfNConfig(n=4)),
         ],
-        description="bins in increasing max_agreement (the last 1.0), each with its search; or a JSON file's path "
-        "(reasoner bench search --fit-auto writes one)",
+        description="rows {max_agreement: the highest probe agreement the row takes, search: any search section "
+        "but auto}, in increasing max_agreement, the last 1.0; or the path of a JSON table (reasoner bench search "
+        "--fit-auto writes one)",
     )
 
     @field_validator("table", mode="before")
