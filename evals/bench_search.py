@@ -109,7 +109,7 @@ def run(
         sets = overrides(method, budget or 1) + (SPECULATION if spec else [])
         rows.append(run_one(out, label, method, budget, spec, sets, problems, difficulty, seed, verifier))
     if fit_auto:
-        rows.append(auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, bins, progress))
+        rows.append(auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, bins))
     (out / "bench_search.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "bench_search.md").write_text(table(rows, difficulty) + "\n")
     plot(rows, out / "bench_search.png")
@@ -141,23 +141,24 @@ def run_one(out, label, method, budget, spec, sets, problems, difficulty, seed, 
     }
 
 
-def auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, bins, progress) -> dict:
-    """Fit auto's table on the calibration split (the grid's runs again, on suite seed ``fit_seed``, never this
-    split's problems), write ``DIR/auto_table.json``, and run auto with it here; its row."""
+def auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, bins) -> dict:
+    """Fit auto's table on the calibration split (the grid's runs again, on suite seed ``fit_seed``; a calibration
+    problem whose text is also in this split is left out of the fit), write ``DIR/auto_table.json``, and run auto
+    with it here; its row."""
     out = Path(out)
     fit_seed = seed + 1 if fit_seed is None else fit_seed
     if fit_seed == seed:
         raise ValueError(f"--fit-seed {fit_seed} is the evaluation split's --seed: fit on other problems")
+    evaluation = {r["problem"] for r in _per_problem(out / rows[0]["run"]).values()}
     calibration = out / "calibration"
     probe_sets = ["search.method=auto", f"search.probe={probe}", f"search.table={_probe_table(out, probe)}"]
     probed = run_one(calibration, "probe", "auto", probe, False, probe_sets, problems, difficulty, fit_seed, verifier)
     results = {"probe": _per_problem(calibration / "probe")}
-    budgets = {r["run"]: r["budget"] for r in rows if r["method"] not in ("cot", "auto") and not r["speculation"]}
+    budgets = {r["run"]: (r["method"], r["budget"]) for r in rows if r["method"] != "cot" and not r["speculation"]}
     if not budgets:
         raise ValueError("--fit-auto picks among the searches run: give --methods more than cot")
     fixed = {}
-    for label, budget in budgets.items():
-        method = label.split("-")[0]
+    for label, (method, budget) in budgets.items():
         fixed[label] = run_one(
             calibration,
             label,
@@ -171,12 +172,12 @@ def auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, b
             verifier,
         )
         results[label] = _per_problem(calibration / label)
-    agreement = {i: r["agreement"] for i, r in results["probe"].items()}
+    agreement = {i: r["agreement"] for i, r in results["probe"].items() if r["problem"] not in evaluation}
     costs = auto_costs(results, agreement)
     best = max(fixed.values(), key=lambda r: (r["accuracy"], -r["tokens_per_problem"]))
     picked = fit_table(agreement, costs, bins, best["tokens_per_problem"])
     sections = {"probe": {"method": "best_of_n", "n": probe}} | {
-        label: _section(label.split("-")[0], budget) for label, budget in budgets.items()
+        label: _section(method, budget) for label, (method, budget) in budgets.items()
     }
     doc = {
         "probe": probe,
@@ -185,6 +186,7 @@ def auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, b
             "rule": fit_table.__doc__.split("\n\n")[0],
             "calibration_suite_seed": fit_seed,
             "problems": len(agreement),
+            "left_out_as_in_the_evaluation_split": len(results["probe"]) - len(agreement),
             "budget_tokens_per_problem": best["tokens_per_problem"],
             "budget_from": best["run"],
             "probe_tokens_per_problem": probed["tokens_per_problem"],
@@ -216,13 +218,14 @@ def _section(method: str, budget: int) -> dict:
 
 
 def _per_problem(folder: Path) -> dict[str, dict]:
-    """Per problem id of a finished run: correct, generated tokens (all roles), auto's measured agreement."""
+    """Per problem id of a finished run: its text, correct, generated tokens (all roles), auto's agreement."""
     out = {}
     for line in (folder / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
         stats = r.get("stats") or {}
         tokens = sum(s["generated_tokens"] for s in stats.get("roles", {}).values())
         out[r["id"]] = {
+            "problem": r.get("problem"),
             "correct": bool(r["correct"]),
             "tokens": tokens,
             "agreement": stats.get("counters", {}).get("auto_agreement"),
@@ -410,6 +413,8 @@ def main(args) -> list[dict]:
     bins = tuple(float(b) for b in str(args.auto_bins).split(","))
     if any(b <= a for a, b in zip(bins, bins[1:])) or bins[-1] != 1.0:
         raise ValueError(f"--auto-bins {args.auto_bins} must rise and end at 1, e.g. 0.5,0.75,1")
+    if args.fit_auto and args.fit_seed == args.seed:
+        raise ValueError(f"--fit-seed {args.fit_seed} is --seed: calibrate on other problems (default --seed + 1)")
     rows = run(
         args.out,
         args.problems,
