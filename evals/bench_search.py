@@ -347,12 +347,16 @@ def goals(rows: list[dict]) -> list[str]:
             if not s and m != "auto" and r["tokens_per_problem"] <= auto["tokens_per_problem"] * 1.1
         ]
         rival = max(fixed, key=lambda r: r["accuracy"], default=None)
+        top = max(
+            (r for (m, _, s), r in at.items() if not s and m != "auto"), key=lambda r: r["accuracy"], default=None
+        )
         if rival is not None:
             ok = auto["accuracy"] >= rival["accuracy"]
             out.append(
                 f"- auto: {auto['accuracy']:.3f} at {auto['tokens_per_problem']:.0f} tokens/problem vs the best fixed "
                 f"run within 1.1x its tokens, {rival['run']} {rival['accuracy']:.3f} at "
-                f"{rival['tokens_per_problem']:.0f}: {'met' if ok else 'not met'} (goal: auto >= it)"
+                f"{rival['tokens_per_problem']:.0f}: {'met' if ok else 'not met'} (goal: auto >= it); the most "
+                f"accurate fixed run: {top['run']} {top['accuracy']:.3f} at {top['tokens_per_problem']:.0f}"
             )
     for spec in (False, True):
         cot = at.get(("cot", None, spec))
@@ -396,7 +400,8 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per problem (all roles)")
     ax.set_ylabel("accuracy")
-    ax.set_title("toy suite: accuracy vs compute (budgets 4/8/16)")
+    budgets = "/".join(str(b) for b in sorted({r["budget"] for r in rows if r["budget"] and r["method"] != "auto"}))
+    ax.set_title(f"toy suite: accuracy vs compute (budgets {budgets})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
