@@ -125,6 +125,13 @@ def cmd_solve(args) -> int:
     if len(solution.candidates) > 1:
         answers = [c.answer for c in solution.candidates]
         console.print(f"[dim]{len(answers)} candidates: {', '.join(str(a) for a in answers)}[/]")
+    bins = [int(k.removeprefix("auto_bin_")) for k in solution.stats.counters if k.startswith("auto_bin_")]
+    if bins:  # search.method: auto says what the probes measured and what it ran
+        row = recipe.search.table[bins[0]]
+        console.print(
+            f"[dim]auto: probe agreement {solution.stats.counters['auto_agreement']:.2f} -> bin {bins[0]} "
+            f"(<= {row.max_agreement}): {row.search.method}, n={row.search.n}[/]"
+        )
     table = Table(title=None, box=None, pad_edge=False)
     for col in ("role", "prefill tokens", "generated tokens", "forward passes", "seconds"):
         table.add_column(col, justify="right" if col != "role" else "left")

@@ -123,3 +123,15 @@ def test_auto_costs_count_the_probes_once_for_best_of_n_and_on_top_for_other_sea
 def test_agreement_groups_equivalent_answers():
     assert agreement(["1/2", "0.5", "3", None]) == 0.5
     assert agreement([extract_answer("The answer is \\boxed{4}")] * 3) == 1.0
+
+
+def test_solve_says_which_bin_and_search_ran(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "auto.json"
+    path.write_text(json.dumps([{"max_agreement": 1.0, "search": {"method": "best_of_n", "n": 5}}]))
+    args = ["solve", "Compute 12+30.", "--recipe", "toy-auto", "--set", f"search.table={path}"]
+    proc = subprocess.run([sys.executable, "-m", "reasoner.cli", *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "-> bin 0 (<= 1.0): best_of_n, n=5" in proc.stdout and "5 candidates" in proc.stdout
