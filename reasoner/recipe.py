@@ -444,6 +444,11 @@ class Recipe(Section):
         if (self.verifier.type == "ensemble") != bool(self.verifier.members):
             raise ValueError("verifier.members is for verifier.type=ensemble (give it two or more verifiers)")
         methods = getattr(self.search, "methods", [self.search.method])  # auto: every search of its table
+        if self.search.method == "auto" and len(methods) > 1 and self.sampling.temperature == 0:
+            raise ValueError(
+                "search.method=auto with sampling.temperature=0: greedy probes always agree, so only the last row of "
+                "search.table would run; set sampling.temperature > 0 (e.g. 0.8) or give a table of one row"
+            )
         if "rethink_mcts" in methods and self.verifier.type != "tests":
             raise ValueError(
                 "search.method=rethink_mcts rethinks programs that fail their public tests: set verifier.type=tests"

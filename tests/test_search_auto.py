@@ -81,6 +81,11 @@ def test_a_bad_table_is_one_clear_error(table, says):
     assert "\n" not in str(e.value)
 
 
+def test_greedy_probes_with_several_rows_are_an_error():
+    with pytest.raises(RecipeError, match="greedy probes always agree"):
+        Recipe.load("toy-auto", ["sampling.temperature=0"])
+
+
 def test_a_tree_search_row_needs_a_verifier():
     with pytest.raises(RecipeError, match="search.method=beam ranks steps with a verifier"):
         Recipe.load("toy-auto", {"verifier": {"type": "none"}})
