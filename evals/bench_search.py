@@ -11,6 +11,13 @@ rejects. (SpecReason's 0-9 judge is not used here: the toy target is a poor judg
 
 Writes ``DIR/<method>-<budget>[-spec]/`` (the eval runs), ``DIR/bench_search.json``, ``DIR/bench_search.md``
 and ``DIR/bench_search.png`` (accuracy against generated tokens per problem).
+
+With ``--fit-auto`` (Snell et al. 2024's compute-optimal search): the grid's searches (no speculation, not CoT)
+run again on a calibration split (suite seed ``--fit-seed``, default ``--seed`` + 1: other problems), with a probe run
+(``auto`` that only takes the vote of ``--probe`` samples) that measures each problem's agreement; ``fit_table``
+picks a search per agreement bin at the average tokens of the most accurate fixed calibration run, writes
+``DIR/auto_table.json`` and runs ``auto`` with it on the evaluation split (row ``auto``). CoT is not a candidate:
+the bench's CoT is greedy, and auto's sampling is the recipe's.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from itertools import product
 from pathlib import Path
 
 from reasoner.recipe import Recipe
@@ -80,8 +88,13 @@ def run(
     seed: int = 1234,
     progress: bool = True,
     verifier: str = "likelihood",
+    fit_auto: bool = False,
+    fit_seed: int | None = None,
+    probe: int = 4,
+    bins=(0.5, 0.75, 1.0),
 ) -> list[dict]:
-    """Run the grid (skipping runs already finished in ``out``); returns one row per run."""
+    """Run the grid (skipping runs already finished in ``out``); returns one row per run. ``fit_auto``: then fit
+    ``auto``'s table on a calibration split (suite seed ``fit_seed``) and add auto's row on this split."""
     import torch
 
     torch.set_num_threads(1)
@@ -93,39 +106,188 @@ def run(
 
     for method, budget, spec in tqdm(grid, desc="bench search", unit="run", disable=not progress):
         label = f"{method}" + (f"-{budget}" if budget else "") + ("-spec" if spec else "")
-        sets = (
-            overrides(method, budget or 1)
-            + VERIFIERS[verifier][0]
-            + [f"name={label}", f"suite.difficulty={difficulty}", f"suite.seed={seed}"]
-        )
-        if spec:
-            sets += SPECULATION
-        recipe = Recipe.load(BASE_RECIPE, sets)
-        start = time.perf_counter()
-        summary = evaluate(recipe, out / label, limit=problems, batch_size=problems, progress=False)
-        n = summary["n"]
-        rows.append(
-            {
-                "run": label,
-                "method": method,
-                "budget": budget,
-                "speculation": spec,
-                "n": n,
-                "accuracy": round(summary["accuracy"], 4),
-                "tokens_per_problem": round(sum(summary["tokens"].values()) / n, 1),
-                "target_tokens_per_problem": round(summary["tokens"].get("target", 0) / n, 1),
-                "verifier": VERIFIERS[verifier][1],
-                "verifier_prefill_per_problem": round(summary["prefill_tokens"].get(VERIFIERS[verifier][2], 0) / n, 1),
-                "s_per_problem": summary["s_per_problem"],
-                "kv_tokens_peak": summary.get("kv_tokens_peak"),
-                "kv_tokens_mean": summary.get("kv_tokens_mean"),
-                "bench_wall_s": round(time.perf_counter() - start, 1),
-            }
-        )
+        sets = overrides(method, budget or 1) + (SPECULATION if spec else [])
+        rows.append(run_one(out, label, method, budget, spec, sets, problems, difficulty, seed, verifier))
+    if fit_auto:
+        rows.append(auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, bins))
     (out / "bench_search.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "bench_search.md").write_text(table(rows, difficulty) + "\n")
     plot(rows, out / "bench_search.png")
     return rows
+
+
+def run_one(out, label, method, budget, spec, sets, problems, difficulty, seed, verifier) -> dict:
+    """One run of the grid (``sets``: its search overrides) on the suite with ``seed``; its row."""
+    sets = sets + VERIFIERS[verifier][0] + [f"name={label}", f"suite.difficulty={difficulty}", f"suite.seed={seed}"]
+    recipe = Recipe.load(BASE_RECIPE, sets)
+    start = time.perf_counter()
+    summary = evaluate(recipe, Path(out) / label, limit=problems, batch_size=problems, progress=False)
+    n = summary["n"]
+    return {
+        "run": label,
+        "method": method,
+        "budget": budget,
+        "speculation": spec,
+        "n": n,
+        "accuracy": round(summary["accuracy"], 4),
+        "tokens_per_problem": round(sum(summary["tokens"].values()) / n, 1),
+        "target_tokens_per_problem": round(summary["tokens"].get("target", 0) / n, 1),
+        "verifier": VERIFIERS[verifier][1],
+        "verifier_prefill_per_problem": round(summary["prefill_tokens"].get(VERIFIERS[verifier][2], 0) / n, 1),
+        "s_per_problem": summary["s_per_problem"],
+        "kv_tokens_peak": summary.get("kv_tokens_peak"),
+        "kv_tokens_mean": summary.get("kv_tokens_mean"),
+        "bench_wall_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, bins) -> dict:
+    """Fit auto's table on the calibration split (the grid's runs again, on suite seed ``fit_seed``; a calibration
+    problem whose text is also in this split is left out of the fit), write ``DIR/auto_table.json``, and run auto
+    with it here; its row."""
+    out = Path(out)
+    fit_seed = seed + 1 if fit_seed is None else fit_seed
+    if fit_seed == seed:
+        raise ValueError(f"--fit-seed {fit_seed} is the evaluation split's --seed: fit on other problems")
+    evaluation = {r["problem"] for r in _per_problem(out / rows[0]["run"]).values()}
+    calibration = out / "calibration"
+    probe_sets = ["search.method=auto", f"search.probe={probe}", f"search.table={_probe_table(out, probe)}"]
+    probed = run_one(calibration, "probe", "auto", probe, False, probe_sets, problems, difficulty, fit_seed, verifier)
+    results = {"probe": _per_problem(calibration / "probe")}
+    budgets = {r["run"]: (r["method"], r["budget"]) for r in rows if r["method"] != "cot" and not r["speculation"]}
+    if not budgets:
+        raise ValueError("--fit-auto picks among the searches run: give --methods more than cot")
+    fixed = {}
+    for label, (method, budget) in budgets.items():
+        fixed[label] = run_one(
+            calibration,
+            label,
+            method,
+            budget,
+            False,
+            overrides(method, budget),
+            problems,
+            difficulty,
+            fit_seed,
+            verifier,
+        )
+        results[label] = _per_problem(calibration / label)
+    agreement = {i: r["agreement"] for i, r in results["probe"].items() if r["problem"] not in evaluation}
+    costs = auto_costs(results, agreement)
+    best = max(fixed.values(), key=lambda r: (r["accuracy"], -r["tokens_per_problem"]))
+    picked = fit_table(agreement, costs, bins, best["tokens_per_problem"])
+    sections = {"probe": {"method": "best_of_n", "n": probe}} | {
+        label: _section(method, budget) for label, (method, budget) in budgets.items()
+    }
+    doc = {
+        "probe": probe,
+        "table": [{"max_agreement": b["max_agreement"], "search": sections[b["strategy"]]} for b in picked],
+        "fit": {
+            "rule": fit_table.__doc__.split("\n\n")[0],
+            "calibration_suite_seed": fit_seed,
+            "problems": len(agreement),
+            "left_out_as_in_the_evaluation_split": len(results["probe"]) - len(agreement),
+            "budget_tokens_per_problem": best["tokens_per_problem"],
+            "budget_from": best["run"],
+            "probe_tokens_per_problem": probed["tokens_per_problem"],
+            "bins": picked,
+        },
+    }
+    path = out / "auto_table.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    sets = ["search.method=auto", f"search.probe={probe}", f"search.table={path}"]
+    return run_one(out, "auto", "auto", None, False, sets, problems, difficulty, seed, verifier)
+
+
+def _probe_table(out: Path, probe: int) -> Path:
+    """A table that only probes: every problem takes the probes' vote (best-of-``probe`` reusing them)."""
+    path = Path(out) / "calibration" / "probe_table.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{"max_agreement": 1.0, "search": {"method": "best_of_n", "n": probe}}]) + "\n")
+    return path
+
+
+def _section(method: str, budget: int) -> dict:
+    """The search section ``overrides(method, budget)`` sets (for a table row)."""
+    out = {}
+    for item in overrides(method, budget):
+        key, value = item.split("=", 1)
+        if key.startswith("search."):
+            out[key.removeprefix("search.")] = int(value) if value.isdigit() else value
+    return out
+
+
+def _per_problem(folder: Path) -> dict[str, dict]:
+    """Per problem id of a finished run: its text, correct, generated tokens (all roles), auto's agreement."""
+    out = {}
+    for line in (folder / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        stats = r.get("stats") or {}
+        tokens = sum(s["generated_tokens"] for s in stats.get("roles", {}).values())
+        out[r["id"]] = {
+            "problem": r.get("problem"),
+            "correct": bool(r["correct"]),
+            "tokens": tokens,
+            "agreement": stats.get("counters", {}).get("auto_agreement"),
+        }
+    return out
+
+
+def auto_costs(results: dict[str, dict[str, dict]], agreement: dict) -> dict[str, dict[str, tuple[bool, float]]]:
+    """Per strategy, per problem: (correct, tokens auto would spend running it). The probes' tokens are added, except
+    that best-of-N reuses them (it costs the larger of the two); ``probe`` (the probes' own vote) costs the probes."""
+    probe = results["probe"]
+    out = {}
+    for label, per in results.items():
+        reuse = label == "probe" or label.startswith("best_of_n")
+        out[label] = {
+            i: (r["correct"], max(r["tokens"], probe[i]["tokens"]) if reuse else r["tokens"] + probe[i]["tokens"])
+            for i, r in per.items()
+            if i in agreement and i in probe
+        }
+    return out
+
+
+def fit_table(agreement: dict, costs: dict[str, dict[str, tuple[bool, float]]], bins, budget: float) -> list[dict]:
+    """Per agreement bin, the strategy: of every assignment of one strategy to each bin, the one solving the most
+    calibration problems whose mean tokens per problem (probes included) do not exceed ``budget``; ties to fewer
+    tokens; with none within budget, the cheapest assignment.
+
+    Snell et al. 2024 pick per difficulty bin the best strategy at a given compute budget; this picks jointly so
+    that the average over problems, not each bin, meets the budget (the bench's equal-average-tokens comparison).
+    A bin no calibration problem fell in gets the cheapest strategy."""
+    labels = sorted(costs)
+    members: list[list[str]] = [[] for _ in bins]
+    for i, a in agreement.items():
+        members[next(b for b, top in enumerate(bins) if a <= top + 1e-9)].append(i)
+    if len(labels) ** len(bins) > 1_000_000:
+        raise ValueError(f"{len(labels)} strategies over {len(bins)} bins is too many assignments: use fewer bins")
+
+    def cell(label, b):  # (problems solved, tokens) of ``label`` on bin ``b``
+        got = [costs[label][i] for i in members[b] if i in costs[label]]
+        return sum(c for c, _ in got), sum(t for _, t in got)
+
+    cells = {(label, b): cell(label, b) for label in labels for b in range(len(bins))}
+    cheapest = min(labels, key=lambda lab: sum(t for _, t in costs[lab].values()))
+    n = max(1, sum(len(m) for m in members))
+    best, best_key = None, None
+    for choice in product(labels, repeat=len(bins)):
+        choice = tuple(c if members[b] else cheapest for b, c in enumerate(choice))
+        solved = sum(cells[c, b][0] for b, c in enumerate(choice))
+        tokens = sum(cells[c, b][1] for b, c in enumerate(choice))
+        key = (tokens / n <= budget + 1e-9, solved if tokens / n <= budget + 1e-9 else 0, -tokens)
+        if best_key is None or key > best_key:
+            best, best_key = choice, key
+    return [
+        {
+            "max_agreement": top,
+            "strategy": best[b],
+            "problems": len(members[b]),
+            "solved": cells[best[b], b][0],
+            "tokens_per_problem": round(cells[best[b], b][1] / max(1, len(members[b])), 1),
+        }
+        for b, top in enumerate(bins)
+    ]
 
 
 def table(rows: list[dict], difficulty: str) -> str:
@@ -177,6 +339,25 @@ def goals(rows: list[dict]) -> list[str]:
                 f"- {r['run']}: {ratio:.2f}x {what} (goal {need}x), accuracy {r['accuracy']:.3f} vs "
                 f"{other['accuracy']:.3f}: {'met' if ok else 'not met'}"
             )
+    auto = at.get(("auto", None, False))
+    if auto is not None:
+        fixed = [
+            r
+            for (m, _, s), r in at.items()
+            if not s and m != "auto" and r["tokens_per_problem"] <= auto["tokens_per_problem"] * 1.1
+        ]
+        rival = max(fixed, key=lambda r: r["accuracy"], default=None)
+        top = max(
+            (r for (m, _, s), r in at.items() if not s and m != "auto"), key=lambda r: r["accuracy"], default=None
+        )
+        if rival is not None:
+            ok = auto["accuracy"] >= rival["accuracy"]
+            out.append(
+                f"- auto: {auto['accuracy']:.3f} at {auto['tokens_per_problem']:.0f} tokens/problem vs the best fixed "
+                f"run within 1.1x its tokens, {rival['run']} {rival['accuracy']:.3f} at "
+                f"{rival['tokens_per_problem']:.0f}: {'met' if ok else 'not met'} (goal: auto >= it); the most "
+                f"accurate fixed run: {top['run']} {top['accuracy']:.3f} at {top['tokens_per_problem']:.0f}"
+            )
     for spec in (False, True):
         cot = at.get(("cot", None, spec))
         if cot is None:
@@ -194,11 +375,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    colors = {
-        m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(METHODS)
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(METHODS)} | {
+        "auto": "black"
     }  # one colour per method, dashed with speculation
     for spec in (False, True):
-        for method in METHODS:
+        for method in (*METHODS, "auto"):
             pts = sorted(
                 (r["tokens_per_problem"], r["accuracy"])
                 for r in rows
@@ -211,15 +392,16 @@ def plot(rows: list[dict], path: Path) -> None:
                 [p[0] for p in pts],
                 [p[1] for p in pts],
                 style,
-                marker="o" if method != "cot" else "*",
-                markersize=10 if method == "cot" else 5,
+                marker={"cot": "*", "auto": "D"}.get(method, "o"),
+                markersize=5 if method not in ("cot", "auto") else 10,
                 label=method + (" +spec" if spec else ""),
                 color=colors[method],
             )
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per problem (all roles)")
     ax.set_ylabel("accuracy")
-    ax.set_title("toy suite: accuracy vs compute (budgets 4/8/16)")
+    budgets = "/".join(str(b) for b in sorted({r["budget"] for r in rows if r["budget"] and r["method"] != "auto"}))
+    ax.set_title(f"toy suite: accuracy vs compute (budgets {budgets})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
@@ -233,6 +415,11 @@ def main(args) -> list[dict]:
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r} in --methods: use {', '.join(METHODS)}")
+    bins = tuple(float(b) for b in str(args.auto_bins).split(","))
+    if any(b <= a for a, b in zip(bins, bins[1:])) or bins[-1] != 1.0:
+        raise ValueError(f"--auto-bins {args.auto_bins} must rise and end at 1, e.g. 0.5,0.75,1")
+    if args.fit_auto and args.fit_seed == args.seed:
+        raise ValueError(f"--fit-seed {args.fit_seed} is --seed: calibrate on other problems (default --seed + 1)")
     rows = run(
         args.out,
         args.problems,
@@ -243,6 +430,10 @@ def main(args) -> list[dict]:
         args.seed,
         progress=not args.no_progress,
         verifier=args.verifier,
+        fit_auto=args.fit_auto,
+        fit_seed=args.fit_seed,
+        probe=args.probe,
+        bins=bins,
     )
     print(table(rows, args.difficulty))
     print(f"wrote {args.out}/bench_search.md, bench_search.json and bench_search.png")

@@ -127,6 +127,13 @@ def cmd_solve(args) -> int:
     if len(solution.candidates) > 1:
         answers = [c.answer for c in solution.candidates]
         console.print(f"[dim]{len(answers)} candidates: {', '.join(str(a) for a in answers)}[/]")
+    bins = [int(k.removeprefix("auto_bin_")) for k in solution.stats.counters if k.startswith("auto_bin_")]
+    if bins:  # search.method: auto says what the probes measured and what it ran
+        row = recipe.search.table[bins[0]]
+        console.print(
+            f"[dim]auto: probe agreement {solution.stats.counters['auto_agreement']:.2f} -> bin {bins[0]} "
+            f"(<= {row.max_agreement}): {row.search.method}, n={row.search.n}[/]"
+        )
     table = Table(title=None, box=None, pad_edge=False)
     for col in ("role", "prefill tokens", "generated tokens", "forward passes", "seconds"):
         table.add_column(col, justify="right" if col != "role" else "left")
@@ -847,6 +854,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fit-auto",
+        action="store_true",
+        help="fit search.method=auto's table on a calibration split and add its row (DIR/auto_table.json)",
+    )
+    p.add_argument(
+        "--fit-seed",
+        type=count(0, 2**63 - 1, "64-bit seeds"),
+        help="suite seed of the calibration split (default --seed + 1; never --seed)",
+    )
+    p.add_argument(
+        "--probe", type=count(1, 64, "probes are one batch per problem"), default=4, help="auto's probes (default 4)"
+    )
+    p.add_argument("--auto-bins", default="0.5,0.75,1", help="auto's bins: the highest agreement of each, rising to 1")
     p.set_defaults(func=cmd_bench_search)
     p = bench.add_parser(
         "scale",

@@ -443,13 +443,20 @@ class Recipe(Section):
                 raise ValueError(f"verifier.model={v.model} but models.{v.model} is not set")
         if (self.verifier.type == "ensemble") != bool(self.verifier.members):
             raise ValueError("verifier.members is for verifier.type=ensemble (give it two or more verifiers)")
-        if self.search.method == "rethink_mcts" and self.verifier.type != "tests":
+        methods = getattr(self.search, "methods", [self.search.method])  # auto: every search of its table
+        if self.search.method == "auto" and len(methods) > 1 and self.sampling.temperature == 0:
+            raise ValueError(
+                "search.method=auto with sampling.temperature=0: greedy probes always agree, so only the last row of "
+                "search.table would run; set sampling.temperature > 0 (e.g. 0.8) or give a table of one row"
+            )
+        if "rethink_mcts" in methods and self.verifier.type != "tests":
             raise ValueError(
                 "search.method=rethink_mcts rethinks programs that fail their public tests: set verifier.type=tests"
             )
-        if self.search.method in TREE_SEARCHES and self.verifier.type == "none":
+        tree = [m for m in methods if m in TREE_SEARCHES]
+        if tree and self.verifier.type == "none":
             raise ValueError(
-                f"search.method={self.search.method} ranks steps with a verifier: set verifier.type (prm, judge, "
+                f"search.method={tree[0]} ranks steps with a verifier: set verifier.type (prm, judge, "
                 "likelihood or ensemble)"
             )
         if self.scale.vllm is not None:

@@ -3,13 +3,18 @@ by ``method`` (a pydantic discriminated union). A knob of another search is an e
 
 from __future__ import annotations
 
+import json
+from functools import reduce
+from operator import or_
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from reasoner.core.config import Section, at_most
 
 from .astar import AStar
+from .auto import AutoSearch
 from .beam import DVTS, BeamSearch
 from .best_of_n import BestOfN, ChainOfThought
 from .ets import ETS, Rebase
@@ -259,7 +264,7 @@ class ETSConfig(SearchBase):
         )
 
 
-SEARCH_CONFIGS: tuple[type[SearchBase], ...] = (
+FIXED_CONFIGS: tuple[type[SearchBase], ...] = (
     CoTConfig,
     BestOfNConfig,
     BeamConfig,
@@ -271,23 +276,100 @@ SEARCH_CONFIGS: tuple[type[SearchBase], ...] = (
     FetchConfig,
     RethinkMCTSConfig,
 )
+FixedSearchConfig = Annotated[reduce(or_, FIXED_CONFIGS), Field(discriminator="method")]  # every search but auto
+TABLE_FIX = (
+    "give search.table as bins in increasing max_agreement, the last 1.0, e.g. [{max_agreement: 0.5, search: "
+    "{method: best_of_n, n: 16}}, {max_agreement: 1.0, search: {method: best_of_n, n: 4}}], or the path of a JSON "
+    "table written by reasoner bench search --fit-auto"
+)
+
+
+class AutoBin(Section):
+    """One row of auto's table: problems whose probe agreement is at most ``max_agreement`` (and above the previous
+    row's) run ``search``."""
+
+    max_agreement: float = Field(ge=0, le=1, description="the highest probe agreement this bin takes")
+    search: FixedSearchConfig = Field(description="the search (any but auto) for the problems in this bin")
+
+
+class AutoConfig(SearchBase):
+    """Compute-optimal search (Snell et al. 2024): per problem, the agreement of ``probe`` sampled trajectories
+    picks a row of ``table`` and that row's search runs. Every row's search answers by this section's ``vote`` and
+    writes with its ``policy`` (one engine, one vote per recipe)."""
+
+    method: Literal["auto"] = Field("auto", description="the search")
+    probe: int = Field(
+        4, ge=1, **at_most(MAX_WIDTH, WIDTH_WHY), description="sampled trajectories that measure the agreement"
+    )
+    whole: bool = Field(True, description=WHOLE_WHY)
+    table: list[AutoBin] = Field(
+        default_factory=lambda: [
+            AutoBin(max_agreement=0.5, search=BestOfNConfig(n=16)),
+            AutoBin(max_agreement=1.0, search=BestOfNConfig(n=4)),
+        ],
+        description="rows {max_agreement: the highest probe agreement the row takes, search: any search section "
+        "but auto}, in increasing max_agreement, the last 1.0; or the path of a JSON table (reasoner bench search "
+        "--fit-auto writes one)",
+    )
+
+    @field_validator("table", mode="before")
+    @classmethod
+    def _load(cls, value):
+        if isinstance(value, (str, Path)):
+            path = Path(value)
+            try:
+                value = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"search.table {str(path)!r} is not a readable JSON table ({e}): {TABLE_FIX}") from e
+            if isinstance(value, dict):
+                value = value.get("table")
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"search.table is empty or not a list: {TABLE_FIX}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self):
+        tops = [b.max_agreement for b in self.table]
+        if any(b <= a for a, b in zip(tops, tops[1:])) or tops[-1] != 1.0:
+            raise ValueError(f"search.table's max_agreement values {tops} must increase and end at 1.0: {TABLE_FIX}")
+        for i, row in enumerate(self.table):
+            for knob in ("vote", "policy"):
+                mine, theirs = getattr(self, knob), getattr(row.search, knob)
+                if knob in row.search.model_fields_set and theirs != mine:
+                    raise ValueError(
+                        f"search.table[{i}].search.{knob}={theirs} but search.{knob}={mine}: every bin shares auto's "
+                        f"{knob}; set it once, as search.{knob}"
+                    )
+                if theirs != mine:
+                    row.search = row.search.model_copy(update={knob: mine})
+        return self
+
+    @property
+    def n(self) -> int:
+        """The most trajectories (or iterations) any bin spends, or the probes if more."""
+        return max([self.probe] + [row.search.n for row in self.table])
+
+    @property
+    def methods(self) -> list[str]:
+        """The searches the table can run."""
+        return [row.search.method for row in self.table]
+
+    def build(self, engine, verifier, aggregate, seed):
+        bins = []
+        for row in self.table:
+            if row.search.method in TREE_SEARCHES and verifier is None:
+                raise ValueError(
+                    f"search.table runs {row.search.method}, which ranks steps with a verifier: set verifier.type"
+                )
+            bins.append((row.max_agreement, row.search, row.search.build(engine, verifier, aggregate, seed)))
+        return AutoSearch(engine, self.probe, bins, self.whole)
+
+
+SEARCH_CONFIGS = (*FIXED_CONFIGS, AutoConfig)
 BY_METHOD: dict[str, type[SearchBase]] = {c.model_fields["method"].default: c for c in SEARCH_CONFIGS}
 SEARCHES = tuple(BY_METHOD)
-TREE_SEARCHES = tuple(m for m in SEARCHES if m not in ("cot", "best_of_n"))  # they rank steps with a verifier
-
-SearchConfig = Annotated[
-    CoTConfig
-    | BestOfNConfig
-    | BeamConfig
-    | DVTSConfig
-    | MCTSConfig
-    | AStarConfig
-    | RebaseConfig
-    | ETSConfig
-    | FetchConfig
-    | RethinkMCTSConfig,
-    Field(discriminator="method"),
-]
+TREE_SEARCHES = tuple(m for m in SEARCHES if m not in ("cot", "best_of_n", "auto"))  # they rank steps with a verifier
+SearchConfig = Annotated[reduce(or_, SEARCH_CONFIGS), Field(discriminator="method")]
 
 
 def knob_owners(knob: str) -> list[str]:

@@ -13,3 +13,12 @@ def test_every_run_of_the_grid_is_a_valid_recipe(verifier):
             recipe = Recipe.load(BASE_RECIPE, overrides(method, budget) + VERIFIERS[verifier][0])
             assert recipe.search.method == method
             assert recipe.verifier.type == verifier
+
+
+def test_every_fit_candidate_is_a_valid_row_of_autos_table():
+    from evals.bench_search import _section
+
+    for method in METHODS[1:]:
+        table = [{"max_agreement": 1.0, "search": _section(method, 8)}]
+        recipe = Recipe.load(BASE_RECIPE, {"search": {"method": "auto", "table": table}})
+        assert recipe.search.table[0].search.method == method
