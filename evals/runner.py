@@ -144,8 +144,9 @@ def _solve(recipe: Recipe, todo: list[Problem], batch_size: int, workers: int, w
     problem ends), in this process with one worker, across worker processes with several; with ``window``, one
     stream with ``batch_size`` problems in flight.
 
-    Batches by default, not the window: on this CPU the window ran target CoT at 0.77x (docs/benchmarks.md, "The
-    batch barrier"): prompts admitted one by one into a running batch cost more than the tail of a batch does.
+    Batches by default, not the window: on this CPU the window ran target CoT at 0.64-0.77x and every speculative
+    configuration slower too (docs/benchmarks.md, "The batch barrier"): prompts admitted one by one into a running
+    batch cost more than the tail of a batch does.
 
     On Ray (``recipe.scale``), units of problems go to the replicas from one queue (``evals/scale.py``)."""
     if recipe.scale.engine == "ray":
