@@ -2,10 +2,11 @@
 
 ``SpeculativeStepEngine.expand(nodes, k)`` has the plain engine's interface, so every search runs speculatively
 without knowing it. A round: the draft proposes ``k`` steps per node, an acceptor (``verifiers.acceptors``:
-SpecReason's judge, RSD's PRM threshold, Arbitrage's router, the target's likelihood) scores them, and the target
-rewrites only the rejected ones. With ``parallel`` (the models behind a ``Scheduler``) each node runs its own round
-in a thread, so a node whose draft was accepted is done while another's is still being rewritten, and the
-scheduler batches what all of them ask of each model; without it, one round covers every node (lock-step).
+SpecReason's judge, reward-guided speculation's (RSD) PRM threshold, Arbitrage's router, the target's likelihood)
+scores them, and the target rewrites only the rejected ones. With ``parallel`` (the models behind a ``Scheduler``)
+each node runs its own round in a thread, so a node whose draft was accepted is done while another's is still being
+rewritten, and the scheduler batches what all of them ask of each model; without it, one round covers every node
+(lock-step).
 
 Reasoning models (R1-Distill, QwQ) think inside ``<think> ... </think>`` and then answer. Speculation covers the
 thinking only: once a kept step (an accepted draft or a rewrite) contains ``</think>``, the target writes the rest of

@@ -12,7 +12,8 @@ more token itself (the bonus). Rules:
   p(x) = 0 and renormalise; if none is accepted, sample from what is left (EAGLE-2; MSS with point-mass drafts);
 - drafts with probabilities, sampling: multi-step speculative sampling (SpecInfer MSS): accept x with probability
   min(1, p(x)/q(x)), else p <- norm(max(0, p - q)); siblings were drawn without replacement, so q also drops x
-  and is renormalised (Sequoia / RSD recursive rejection sampling). If none is accepted, sample from p.
+  and is renormalised (Sequoia / recursive speculative decoding: recursive rejection sampling). If none is
+  accepted, sample from p.
 - sampling, ``traversal=True``: traversal verification (Weng et al. 2025, "Traversal Verification for Speculative
   Tree Decoding"), leaf to root with sequence-level acceptance (``walk_traversal``).
 Each rule leaves the distribution of emitted tokens equal to the target's (``tests/test_specdec_sampling.py``).

@@ -13,11 +13,12 @@ top-1 draft probabilities) -- the pops the one-at-a-time greedy order would also
 per round, at most ``num_tokens`` draft forwards (the tree's depth bound); after the last forward the budget
 left is filled from the heap.
 
-Sampling: a node's children are its draft distribution's Gumbel-top-k sample without replacement (Sequoia / RSD)
-and the trees carry these distributions for multi-step speculative sampling. Whether a node gets a j-th child is
-decided from the j-th largest probability of its distribution (not from which token the j-th draw is), so the
-multi-step rule stays exact. Candidates below ``min_score`` are never popped (the SpecDec++ stop rule, with the
-draft's own probability as the acceptance predictor instead of a trained head). Greedy: the most likely tokens.
+Sampling: a node's children are its draft distribution's Gumbel-top-k sample without replacement (Sequoia /
+recursive speculative decoding) and the trees carry these distributions for multi-step speculative sampling. Whether
+a node gets a j-th child is decided from the j-th largest probability of its distribution (not from which token the
+j-th draw is), so the multi-step rule stays exact. Candidates below ``min_score`` are never popped (the SpecDec++
+stop rule, with the draft's own probability as the acceptance predictor instead of a trained head). Greedy: the most
+likely tokens.
 
 The draft model's KV cache follows the sequence without recomputation: tokens it has already seen (the accepted
 nodes it expanded) are kept, the rest dropped; tokens it has not seen (the bonus token, accepted leaves) are fed
