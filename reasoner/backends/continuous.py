@@ -374,16 +374,23 @@ class ContinuousBatch:
                 piece = self.pieces[tok] = self.lm.tokenizer.decode([tok], skip_special_tokens=False)
             seq.tail = (seq.tail + piece)[-TAIL_CHARS:]
             for s in params.stop:
-                if len(s) > TAIL_CHARS // 2 or not s.isascii():  # pieces of multi-byte characters do not add up
-                    if s in self.lm.tokenizer.decode(seq.ids[max(seq.start, len(seq.ids) - 8 - len(s)) :]):
-                        return "stop", s
-                elif s in seq.tail:
+                if stop_found(s, seq.tail, seq.ids, seq.start, self.lm.tokenizer.decode):
                     return "stop", s
         if len(seq.ids) - seq.start >= params.max_tokens:
             return "length", None
         if self.context is not None and len(seq.prompt) + len(seq.ids) >= self.context:
             return "length", None
         return None
+
+
+def stop_found(stop: str, tail: str, ids: list[int], start: int, decode) -> bool:
+    """Whether the text a row wrote since ``ids[start]`` holds ``stop``, checked at each new token (so the token that
+    completes it ends the row): in ``tail``, the last ``TAIL_CHARS`` of its tokens' texts each decoded alone, for a
+    short ASCII stop; by decoding its last tokens for a long or non-ASCII one (pieces of multi-byte characters do
+    not add up). Also how ``StepEngine.write_whole`` cuts a whole trajectory into steps."""
+    if len(stop) > TAIL_CHARS // 2 or not stop.isascii():
+        return stop in decode(ids[max(start, len(ids) - 8 - len(stop)) :])
+    return stop in tail
 
 
 def _continues(params: SamplingParams) -> bool:

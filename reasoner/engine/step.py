@@ -22,6 +22,7 @@ from prompts import PromptTemplate
 from verifiers.likelihood import prompt_ids
 
 from ..backends.common import make_generation
+from ..backends.continuous import TAIL_CHARS, stop_found
 from ..core.lm import LM, Generation, SamplingParams
 from ..core.types import Node, Step, owned_by
 
@@ -161,9 +162,8 @@ class StepEngine:
         return out
 
     def _split(self, g: Generation) -> list[Step]:
-        """A whole trajectory's steps, cut as the backends cut a step (``backends.continuous``): after the token
-        whose text completes the delimiter (each token's text decoded alone, as the batch finds stop strings), at
-        EOS, or at ``max_step_tokens`` tokens."""
+        """A whole trajectory's steps, cut as the continuous batch cuts a step: after the token whose text completes
+        the delimiter (``continuous.stop_found``, the batch's own rule), at EOS, or at ``max_step_tokens`` tokens."""
         delimiter, limit = self.template.step_delimiter, self.sampling.max_step_tokens
         eos = g.finish_reason == "eos"
         steps, start, text = [], 0, ""
@@ -173,10 +173,8 @@ class StepEngine:
             if last and eos:
                 finish = ("eos", None)
             else:
-                text += self._piece(tok)
-                if delimiter and delimiter in (
-                    text if delimiter.isascii() else self.lm.decode(g.token_ids[start : i + 1])
-                ):
+                text = (text + self._piece(tok))[-TAIL_CHARS:]
+                if delimiter and stop_found(delimiter, text, g.token_ids[: i + 1], start, self.lm.decode):
                     finish = ("stop", delimiter)
                 elif i + 1 - start >= limit or last:
                     finish = ("length", None)
