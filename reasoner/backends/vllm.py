@@ -153,8 +153,9 @@ class VllmBatch:
         self.lookahead_steps = 0  # (vLLM keeps the prefix cache itself: nothing to write ahead)
 
     def add(self, request: GenerateRequest) -> None:
-        for rid, (i, prompt) in zip(self.lm._requests(request.prompts, request.params), enumerate(request.prompts)):
-            self.running[rid] = (request, i, len(prompt))
+        sampling = self.lm._sampling(request.prompts, request.params)
+        for i, (prompt, params) in enumerate(zip(request.prompts, sampling)):
+            self.running[self.lm.driver.add(prompt, params)] = (request, i, len(prompt))
 
     @property
     def busy(self) -> bool:
@@ -278,10 +279,6 @@ class VllmLM(Backend):
         each = params if isinstance(params, list) else [copy.copy(params) for _ in prompts]
         outputs = self.driver.wait([self.driver.add(p, q) for p, q in zip(prompts, each)])
         return outputs, [self._served(call, len(p), o.num_cached_tokens or 0) for p, o in zip(prompts, outputs)]
-
-    def _requests(self, prompts: list[list[int]], params: SamplingParams) -> list[str]:
-        """A generate call's prompts, added to the engine (one vLLM request each); their request ids."""
-        return [self.driver.add(p, q) for p, q in zip(prompts, self._sampling(prompts, params))]
 
     def _sampling(self, encoded: list[list[int]], params: SamplingParams) -> list:
         """vLLM's sampling parameters for each prompt of a generate call (a seed each, room left in the context)."""
