@@ -2,6 +2,8 @@
 
 Every configuration solves the same toy problems (default: 200 at the default difficulty, where the draft alone is
 wrong about a third of the time) through the eval runner, one after the other in this process, after a warm-up.
+``--pair qwen-coder --data FILE`` runs the real pair's recipes (Qwen2.5-Coder-0.5B drafting for -1.5B, issue 16)
+on a local JSONL file of GSM8K-style problems instead.
 For each: accuracy, wall time, target-generated tokens, the fraction of steps accepted from the draft, the
 wall-clock speedup and the reduction of target-generated tokens against target-only chain of thought, and the
 fraction of the ceiling reached (speedup / draft CoT's speedup: what speculation accepting every step would give),
@@ -39,6 +41,15 @@ CONFIGS = [
     *[(f"target router >= {t}", "toy-target-router", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7)],
     *[(f"likelihood >= {t}", "toy-likelihood", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7, 0.9)],
 ]
+# the real pair (issue 16): Qwen2.5-Coder-0.5B drafts for -1.5B on GSM8K; thresholds from `reasoner calibrate`
+QWEN_CODER = [
+    ("target CoT", "qwen-coder-cot", []),
+    ("draft CoT", "qwen-coder-draft-cot", []),
+    ("SpecReason judge (recipe)", "qwen-coder-specreason", []),
+    ("likelihood (recipe)", "qwen-coder-likelihood", []),
+    *[(f"likelihood >= {t}", "qwen-coder-likelihood", [f"step_speculation.threshold={t}"]) for t in (0.1, 0.3, 0.5)],
+]
+PAIRS = {"toy": CONFIGS, "qwen-coder": QWEN_CODER}
 QUICK = {
     "target CoT",
     "draft CoT",
@@ -47,6 +58,8 @@ QUICK = {
     "Arbitrage router >= 0.5",
     "target router >= 0.5",
     "likelihood >= 0.5",
+    "SpecReason judge (recipe)",
+    "likelihood (recipe)",
 }
 
 
@@ -63,17 +76,33 @@ def run(
     repeats: int = 1,
     lookahead_steps: int | None = None,
     window: bool = False,
+    pair: str = "toy",
+    data: str | None = None,
+    configs: list[tuple[str, str, list[str]]] | None = None,
 ) -> list[dict]:
+    """Run ``configs`` (default: the ``pair``'s; the first is the baseline, one labelled "draft CoT" the ceiling)
+    on the same problems: the JSONL file ``data`` when given, else the toy suite (``seed``, ``difficulty``)."""
+    if configs is None and pair not in PAIRS:
+        raise ValueError(f"unknown pair {pair!r}: choose one of {', '.join(PAIRS)}")
+    if pair != "toy" and not data:
+        raise ValueError(f"--pair {pair} runs on a local JSONL file: pass --data, e.g. ../shared/data/gsm8k-dev.jsonl")
+    if data and not Path(data).is_file():
+        raise ValueError(f"--data {data}: no such file")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
-    suite = [f"suite.seed={seed}", f"suite.difficulty={difficulty}", f"suite.size={max(limit, 1)}"]
+    if data:
+        suite = [f"suite.data={Path(data).resolve()}"]
+    else:
+        suite = [f"suite.seed={seed}", f"suite.difficulty={difficulty}", f"suite.size={max(limit, 1)}"]
     suite.append(f"scheduler.model_workers={model_workers}")
     if lookahead_steps is not None:
         suite.append(f"scheduler.lookahead_steps={lookahead_steps}")
-    configs = [c for c in CONFIGS if not quick or c[0] in QUICK]
-    evaluate(
-        Recipe.load("toy-cot", suite), None, limit=min(limit, batch_size), batch_size=batch_size, progress=False
-    )  # warm-up
+    if configs is None:
+        configs = [c for c in PAIRS[pair] if not quick or c[0] in QUICK]
+    if pair == "toy" and not data:
+        evaluate(
+            Recipe.load("toy-cot", suite), None, limit=min(limit, batch_size), batch_size=batch_size, progress=False
+        )  # warm-up
     runs: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
     for k in range(repeats):
         for label, recipe_name, overrides in configs:
@@ -94,15 +123,17 @@ def run(
     base = rows[0]
     for r in rows:
         r["speedup_vs_target"] = round(base["wall_s"] / r["wall_s"], 3) if r["wall_s"] else None
-    ceiling = next(r["speedup_vs_target"] for r in rows if r["method"] == "draft CoT")
+    ceiling = next((r["speedup_vs_target"] for r in rows if r["method"] == "draft CoT"), None)
     for r in rows:
-        r["fraction_of_ceiling"] = round(r["speedup_vs_target"] / ceiling, 3) if ceiling else None
+        r["fraction_of_ceiling"] = round(r["speedup_vs_target"] / ceiling, 3) if ceiling and r["wall_s"] else None
         r["target_token_reduction"] = (
             round(base["target_tokens"] / r["target_tokens"], 2) if r["target_tokens"] else None
         )
         r["accuracy_delta_points"] = round(100 * (r["accuracy"] - base["accuracy"]), 1)
     meta = {
-        "problems": limit,
+        "pair": pair,
+        "data": data,
+        "problems": min(limit, rows[0]["n"]) if rows else limit,
         "seed": seed,
         "difficulty": difficulty,
         "batch_size": batch_size,
@@ -114,7 +145,7 @@ def run(
     }
     (out / "bench.json").write_text(json.dumps({"setup": meta, "rows": rows}, indent=2) + "\n")
     (out / "bench.md").write_text(table(rows, meta))
-    plot(rows, out / "bench.png")
+    plot(rows, out / "bench.png", pair)
     return rows
 
 
@@ -166,8 +197,13 @@ def table(rows: list[dict], meta: dict) -> str:
             f"{r['speedup_vs_target']:.2f}x | {r['fraction_of_ceiling']:.2f} | {r['target_tokens']} | {fewer} | "
             f"{acc} | {r.get('target_prefill_per_step', '')} | {busy} |"
         )
+    problems = (
+        f"toy problems (difficulty {meta['difficulty']}, seed {meta['seed']})"
+        if not meta.get("data")
+        else f"problems of {Path(meta['data']).name} ({meta['pair']})"
+    )
     note = (
-        f"\n{meta['problems']} toy problems (difficulty {meta['difficulty']}, seed {meta['seed']}), "
+        f"\n{meta['problems']} {problems}, "
         f"{'a window' if meta.get('window') else 'batches'} of {meta['batch_size']}, greedy, model workers: "
         f"{meta['model_workers']}, {meta['threads']} torch thread(s) per model; speedup and token reduction "
         "against target CoT, measured in one run; of ceiling = speedup / draft CoT's speedup; "
@@ -180,7 +216,7 @@ def table(rows: list[dict], meta: dict) -> str:
     return head + "\n".join(lines) + "\n" + note
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, pair: str = "toy") -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -197,7 +233,7 @@ def plot(rows: list[dict], path: Path) -> None:
         )
     ax.set_xlabel("wall-clock speedup vs target CoT")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("Step-level speculation on the toy world")
+    ax.set_title("Step-level speculation on the toy world" if pair == "toy" else f"Step-level speculation: {pair}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -250,6 +286,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep --batch-size problems in flight (a sliding window) instead of batches, in every configuration",
     )
+    p.add_argument(
+        "--pair",
+        choices=list(PAIRS),
+        default="toy",
+        help="toy: the toy world's suite; qwen-coder: the real Qwen2.5-Coder pair's recipes on --data (default toy)",
+    )
+    p.add_argument("--data", default=None, help="a local JSONL file of problems (required for a real pair)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -268,6 +311,8 @@ def main(args) -> None:
         args.repeats,
         args.lookahead_steps,
         args.window,
+        args.pair,
+        args.data,
     )
     print((out / "bench.md").read_text())
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

@@ -20,6 +20,8 @@ from evals.bench_steps import add_arguments as bench_steps_arguments
 from evals.bench_steps import main as bench_steps
 from evals.bench_tokens import add_arguments as bench_tokens_arguments
 from evals.bench_tokens import main as bench_tokens
+from evals.calibrate import add_arguments as calibrate_arguments
+from evals.calibrate import main as calibrate
 from evals.compress import CompressConfig, compress_file, from_recipe, read_traces
 from evals.prm_label import label as prm_label
 from evals.prm_train import train as prm_train
@@ -383,6 +385,10 @@ def cmd_bench_steps(args) -> int:
 
     bench_steps(args)
     return 0
+
+
+def cmd_calibrate(args) -> int:
+    return calibrate(args)
 
 
 def cmd_bench_tokens(args) -> int:
@@ -801,6 +807,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="print it as the tables of docs/recipes.md instead")
     p.set_defaults(func=cmd_recipe_schema)
 
+    p = sub.add_parser(
+        "calibrate",
+        help="choose a step-speculation acceptor's threshold for a model pair: the fastest within --max-loss "
+        "accuracy points of the target alone, on development problems",
+    )
+    calibrate_arguments(p)
+    p.set_defaults(func=cmd_calibrate)
     bench = sub.add_parser("bench", help="benchmarks, side by side in one run").add_subparsers(
         dest="bench_command", required=True
     )

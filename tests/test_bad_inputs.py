@@ -150,6 +150,11 @@ CASES = {
     "compress-no-trace": (["compress", "{null_answer}"], 'line 1 has neither "steps" nor "text"'),
     "report-missing": (["report", "{tmp}/nowhere"], "no summary.json there"),
     "router-train-missing": (["router", "train", "{tmp}/missing.jsonl", "--out", "{tmp}/r.json"], "cannot read"),
+    "calibrate-no-speculation": (["calibrate", "-r", "toy-cot", "--out", "{tmp}/cal"], "has no step_speculation"),
+    "calibrate-write-exists": (["calibrate", "-r", "toy-likelihood", "--write", "{file}"], "the file exists"),
+    "calibrate-thresholds-text": (["calibrate", "-r", "toy-likelihood", "--thresholds", "a,b"], "comma-separated"),
+    "calibrate-negative-loss": (["calibrate", "-r", "toy-likelihood", "--max-loss", "-1"], "loss allowed is >= 0"),
+    "bench-steps-real-no-data": (["bench", "steps", "--pair", "qwen-coder", "--out", "{tmp}/bs"], "pass --data"),
     "no-command": ([], "the following arguments are required: command"),
     "unknown-command": (["nope"], "invalid choice: 'nope'"),
 }

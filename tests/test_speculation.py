@@ -106,3 +106,34 @@ def test_bench_steps_writes_its_table_json_and_plot(tmp_path):
     table = [line for line in (tmp_path / "bench.md").read_text().splitlines() if line.startswith("| ")]
     assert len(table) == len(rows) + 1  # the header and a row per configuration
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_calibrate_picks_the_fastest_threshold_within_the_accuracy_loss():
+    from evals.calibrate import choose
+
+    rows = [
+        {"method": "target CoT", "accuracy": 0.90, "speedup_vs_target": 1.0},
+        {"method": "draft CoT", "accuracy": 0.60, "speedup_vs_target": 3.0},  # the ceiling is never chosen
+        {"method": "t=0.1", "accuracy": 0.85, "speedup_vs_target": 2.0},
+        {"method": "t=0.3", "accuracy": 0.89, "speedup_vs_target": 1.5},
+        {"method": "t=0.5", "accuracy": 0.90, "speedup_vs_target": 1.2},
+    ]
+    assert choose(rows, 2.0)["method"] == "t=0.3"
+    assert choose(rows, 10.0)["method"] == "t=0.1"
+    assert choose(rows, 0.0)["method"] == "t=0.5"
+    assert choose(rows[:3], 2.0) is None
+
+
+def test_calibrate_runs_the_target_alone_the_draft_alone_and_each_threshold(tmp_path, capsys):
+    out, written = tmp_path / "sweep", tmp_path / "calibrated.yaml"
+    argv = ["calibrate", "-r", "toy-likelihood", "--limit", "4", "--batch-size", "4", "--thresholds", "0.5,0.9"]
+    assert main([*argv, "--max-loss", "100", "--out", str(out), "--write", str(written), "--no-progress"]) == 0
+    result = json.loads((out / "calibrate.json").read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    assert list(rows) == ["target CoT", "draft CoT", "likelihood >= 0.5", "likelihood >= 0.9"]
+    assert rows["target CoT"]["draft_tokens"] == 0 < rows["target CoT"]["target_tokens"]  # the target alone
+    assert rows["draft CoT"]["target_tokens"] == 0 < rows["draft CoT"]["draft_tokens"]  # the draft alone
+    assert all(rows[m]["steps_total"] > 0 for m in ("likelihood >= 0.5", "likelihood >= 0.9"))
+    chosen = result["chosen"]["threshold"]
+    assert chosen in (0.5, 0.9) and f"step_speculation.threshold={chosen:g}" in capsys.readouterr().out
+    assert Recipe.load(str(written)).step_speculation.threshold == chosen
