@@ -275,11 +275,16 @@ class ProbTreeConfig(SearchBase):
     max_depth: int = Field(
         2,
         ge=0,
-        **at_most(4, "each level multiplies the sub-questions and calls (up to max_children times)"),
+        **at_most(4, "each level multiplies the calls by up to max_children: past it one question takes hours"),
         description="levels of sub-questions below the question (0: closed-book only)",
     )
     max_children: int = Field(
-        4, ge=2, **at_most(16, WIDTH_WHY), description="sub-questions per question at most (more: not decomposed)"
+        4,
+        ge=2,
+        **at_most(
+            16, "each sub-question costs a decomposition and two or three answers: past it a tree outgrows a batch"
+        ),
+        description="sub-questions per question at most (more: not decomposed)",
     )
     prompts: str = Field(
         "default", description="ProbTree's prompt set: a name in prompts/probtree or the path of a YAML file"

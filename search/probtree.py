@@ -28,8 +28,8 @@ problems in flight: each call is a trajectory written for a *scratch tree* whose
 so the recipe's chat template and the engine's budget apply; what it cost, and its counters, are added to the
 problem's tree. The problem's tree mirrors the question tree: one node per question, parents above children, whose
 step is the kept generation (its tokens and log-probabilities), whose ``step.scores`` hold each method's confidence
-(``probtree:closed_book`` ...) and whose ``notes`` the question, the decomposition's fate, every method's answer and
-confidence, and the ``method`` that won. ``Stats`` counts ``probtree_questions``, ``probtree_decomposed``,
+(``probtree:closed_book`` ...) and whose ``notes`` the question, the decomposition's fate and text, every method's
+answer and confidence, and the ``method`` that won. ``Stats`` counts ``probtree_questions``, ``probtree_decomposed``,
 ``probtree_atomic``, ``probtree_malformed``, ``probtree_depth_limit`` and ``probtree_won_<method>``.
 
 Deviations from the paper, and why:
@@ -275,6 +275,7 @@ class ProbTree:
         node.notes = {
             "question": q.question,
             "decomposition": q.fate,
+            "decomposition_text": q.decomposition.text if q.decomposition else None,
             "method": q.best.method,
             "answers": {a.method: {"answer": a.answer, "confidence": a.confidence} for a in q.answers},
         }
