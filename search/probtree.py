@@ -43,7 +43,8 @@ Deviations from the paper, and why:
   callable ``question -> list of passages`` (recipe: ``search.retriever: "module:function"``); without one,
   open-book is skipped and nodes choose between closed-book and child aggregation.
 - answers are sampled as the recipe's ``sampling`` says (the paper decodes greedily); a problem's cancellation is
-  checked between phases, not inside a call.
+  checked between phases, not inside a call; steps are not streamed (``Tree.on_step``): the question tree is built
+  at the end. A node with an unanswered child is not aggregated (the reference code scores such answers -100).
 """
 
 from __future__ import annotations
@@ -238,11 +239,8 @@ class ProbTree:
             if self.retriever is not None:
                 passages = "\n".join(f"[{i + 1}] {p}" for i, p in enumerate(self.retriever(q.question)))
                 calls.append((q, "open_book", fill(self.prompts.open_book, question=q.question, passages=passages)))
-            if q.children:
-                context = "\n".join(
-                    f"Q{c.index}: {c.question}\nA{c.index}: {c.best.answer if c.best.answer is not None else 'unknown'}"
-                    for c in q.children
-                )
+            if q.children and all(c.best.confidence is not None for c in q.children):  # else nothing to stand on
+                context = "\n".join(f"Q{c.index}: {c.question}\nA{c.index}: {c.best.answer}" for c in q.children)
                 calls.append(
                     (q, "child_aggregation", fill(self.prompts.aggregate, question=q.question, context=context))
                 )
@@ -262,7 +260,7 @@ class ProbTree:
             return own
         parts = [own, q.decomposition.confidence if q.decomposition else None]
         parts += [c.best.confidence for c in q.children]
-        if any(p is None for p in parts):  # a sub-question without an answer: the aggregate has nothing to stand on
+        if any(p is None for p in parts):
             return None
         return sum(parts) / len(parts)
 

@@ -205,6 +205,14 @@ def test_open_book_answers_from_the_retriever_and_wins_when_more_confident():
     assert len(lm.asked("open_book")) == 3  # every node, leaves too
 
 
+def test_a_node_with_an_unanswered_child_is_not_aggregated():
+    script = probtree_script(("\\boxed{40}", -2.0), ("\\boxed{35}", -0.1))
+    del script["closed_book", "Compute 7*5."]  # the model's reply has no \boxed{}: no answer
+    lm, tree, root = solve(script)
+    assert root.children[1].notes["answers"]["closed_book"] == {"answer": None, "confidence": None}
+    assert lm.asked("aggregate") == [] and root.notes["method"] == "closed_book" and answer_of(root) == "40"
+
+
 def test_parse_decomposition():
     assert parse_decomposition(DECOMPOSED, 4) == ("decomposed", ["Compute 3+4.", "Compute #1*5."])
     assert parse_decomposition("Q1: a?\nQ2: b <1>?", 4) == ("decomposed", ["a?", "b <1>?"])
