@@ -59,7 +59,6 @@ from verifiers.math import extract_answer
 
 from .best_of_n import ChainOfThought
 
-METHODS = ("closed_book", "open_book", "child_aggregation")  # a tie goes to the first
 REF = re.compile(r"#(\d+)|<(\d+)>")
 ITEM = re.compile(r"^\s*(?:Q\s*)?(\d+)\s*[.):]\s*(\S.*?)\s*$")
 
