@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
+PROBTREE_DIR = Path(__file__).parent / "probtree"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
@@ -97,3 +98,43 @@ def load(name: str) -> PromptTemplate:
         raise ValueError(
             f"prompt template {path}: {e}; allowed keys: {list(PromptTemplate.__dataclass_fields__)[1:]}"
         ) from None
+
+
+@dataclass(frozen=True)
+class ProbTreePrompts:
+    """The user turns of ProbTree's calls (``search.probtree``), each with the fields it is formatted with."""
+
+    name: str
+    decompose: str  # {question}
+    closed_book: str  # {question}
+    open_book: str  # {question}, {passages}
+    aggregate: str  # {question}, {context}
+
+    FIELDS = {
+        "decompose": ("question",),
+        "closed_book": ("question",),
+        "open_book": ("question", "passages"),
+        "aggregate": ("question", "context"),
+    }
+
+
+@cache
+def probtree(name: str = "default") -> ProbTreePrompts:
+    """ProbTree's prompt set called ``name`` (a file in ``prompts/probtree``) or at a path to a YAML file; raises
+    ``ValueError`` naming the missing key or placeholder."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PROBTREE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROBTREE_DIR.glob("*.yaml"))
+        raise ValueError(f"unknown ProbTree prompt set {name!r}: use one of {known} or a path to a YAML file")
+    data = yaml.safe_load(path.read_text()) or {}
+    fields = ProbTreePrompts.FIELDS
+    if not isinstance(data, dict) or set(data) != set(fields):
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"ProbTree prompt set {path}: needs exactly the keys {sorted(fields)}, got {got}")
+    for key, names in fields.items():
+        missing = ["{" + n + "}" for n in names if "{" + n + "}" not in str(data[key])]
+        if missing:
+            raise ValueError(f"ProbTree prompt set {path}: {key} must contain {', '.join(missing)}")
+    return ProbTreePrompts(name=path.stem, **{k: str(v) for k, v in data.items()})

@@ -3,6 +3,7 @@ by ``method`` (a pydantic discriminated union). A knob of another search is an e
 
 from __future__ import annotations
 
+import importlib
 import json
 from functools import reduce
 from operator import or_
@@ -11,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+import prompts
 from reasoner.core.config import Section, at_most
 
 from .astar import AStar
@@ -20,6 +22,7 @@ from .best_of_n import BestOfN, ChainOfThought
 from .ets import ETS, Rebase
 from .fetch import Fetch, Merger
 from .mcts import MCTS
+from .probtree import ProbTree
 from .rethink import RethinkMCTS
 
 MAX_N = 1024  # trajectories (or iterations) per problem: past this a run needs more memory than one machine has
@@ -264,6 +267,72 @@ class ETSConfig(SearchBase):
         )
 
 
+class ProbTreeConfig(SearchBase):
+    """ProbTree: decompose the question into a tree of sub-questions; at every node keep the most confident of the
+    closed-book, open-book (with a retriever) and child-aggregation answers."""
+
+    method: Literal["probtree"] = Field("probtree", description="the search")
+    max_depth: int = Field(
+        2,
+        ge=0,
+        **at_most(4, "each level multiplies the calls by up to max_children: past it one question takes hours"),
+        description="levels of sub-questions below the question (0: closed-book only)",
+    )
+    max_children: int = Field(
+        4,
+        ge=2,
+        **at_most(
+            16, "each sub-question costs a decomposition and two or three answers: past it a tree outgrows a batch"
+        ),
+        description="sub-questions per question at most (more: not decomposed)",
+    )
+    prompts: str = Field(
+        "default", description="ProbTree's prompt set: a name in prompts/probtree or the path of a YAML file"
+    )
+    retriever: str | None = Field(
+        None,
+        description="open-book answering: 'module:function', a function question -> list of passages (none ships; "
+        "unset: closed-book and child aggregation only)",
+    )
+    whole: bool = Field(True, description=WHOLE_WHY)
+
+    @property
+    def n(self) -> int:
+        """One answer per problem."""
+        return 1
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, value: str) -> str:
+        prompts.probtree(value)  # a ValueError naming the set and the fix
+        return value
+
+    @field_validator("retriever")
+    @classmethod
+    def _retriever(cls, value: str | None) -> str | None:
+        if value is not None:
+            _import(value)
+        return value
+
+    def build(self, engine, verifier, aggregate, seed):
+        retriever = _import(self.retriever) if self.retriever else None
+        return ProbTree(
+            engine, prompts.probtree(self.prompts), self.max_depth, self.max_children, retriever, self.whole
+        )
+
+
+def _import(spec: str):
+    """The callable ``module:function`` names."""
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name) if module and name else None
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"search.retriever {spec!r} cannot be imported ({e}): give 'module:function'") from None
+    if not callable(fn):
+        raise ValueError(f"search.retriever {spec!r} is not a callable: give 'module:function'")
+    return fn
+
+
 FIXED_CONFIGS: tuple[type[SearchBase], ...] = (
     CoTConfig,
     BestOfNConfig,
@@ -275,6 +344,7 @@ FIXED_CONFIGS: tuple[type[SearchBase], ...] = (
     ETSConfig,
     FetchConfig,
     RethinkMCTSConfig,
+    ProbTreeConfig,
 )
 FixedSearchConfig = Annotated[reduce(or_, FIXED_CONFIGS), Field(discriminator="method")]  # every search but auto
 TABLE_FIX = (
@@ -368,7 +438,8 @@ class AutoConfig(SearchBase):
 SEARCH_CONFIGS = (*FIXED_CONFIGS, AutoConfig)
 BY_METHOD: dict[str, type[SearchBase]] = {c.model_fields["method"].default: c for c in SEARCH_CONFIGS}
 SEARCHES = tuple(BY_METHOD)
-TREE_SEARCHES = tuple(m for m in SEARCHES if m not in ("cot", "best_of_n", "auto"))  # they rank steps with a verifier
+# they rank steps with a verifier (probtree ranks answers by the model's own confidence)
+TREE_SEARCHES = tuple(m for m in SEARCHES if m not in ("cot", "best_of_n", "auto", "probtree"))
 SearchConfig = Annotated[reduce(or_, SEARCH_CONFIGS), Field(discriminator="method")]
 
 
