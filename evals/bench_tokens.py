@@ -8,6 +8,8 @@ fresh and are warmed up on other problems before each timed pass, so no pass see
 pools are per problem: the warm-up gives them nothing).
 Each configuration is timed ``--rounds`` times, interleaved, and its fastest pass is kept (the machine is shared).
 Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png``.
+``--pair qwen-coder --data FILE`` runs the real pair instead (Qwen2.5-Coder-1.5B verifying, -0.5B drafting, issue
+16) on the GSM8K-style problems of a local JSONL file, with the qwen-math prompt.
 """
 
 from __future__ import annotations
@@ -22,10 +24,18 @@ import torch
 import prompts as templates
 from reasoner.backends import SamplingParams, load_lm, resolve_path
 from reasoner.backends.speculative import build_drafter
+from reasoner.recipe import SuiteConfig
 from reasoner.toy import Difficulty, generate_problems
 
 from .args import count
 from .report import pyplot
+from .suites import load_suite
+
+# pair: (target, draft, prompt template); a real pair's problems come from --data
+PAIRS = {
+    "toy": ("toy:target", "toy:draft", "toy"),
+    "qwen-coder": ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct", "qwen-math"),
+}
 
 OURS = [
     ("prompt_lookup", {"method": "prompt_lookup", "num_tokens": 8}),
@@ -56,16 +66,17 @@ OURS = [
         {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "adaptive": True},
     ),
 ]
-HF = ["hf generate", "hf assisted (toy:draft)", "hf prompt lookup"]
+HF = ["hf generate", "hf assisted (draft)", "hf prompt lookup"]
 
 
-def _prompts(lm, n: int, seed: int, difficulty: str) -> list[list[int]]:
-
-    template = templates.load("toy")
-    return [
-        lm.encode(template.prompt(lm.tokenizer, p.question))
-        for p in generate_problems(n, seed=seed, difficulty=Difficulty.parse(difficulty))
-    ]
+def _prompts(lm, n: int, seed: int, difficulty: str, pair: str = "toy", data: str | None = None) -> list[list[int]]:
+    """``n`` prompts: toy problems of ``seed``, or (``data``) the file's problems from the ``seed``-th on."""
+    template = templates.load(PAIRS[pair][2])
+    if data:
+        questions = [p.text for p in load_suite(SuiteConfig(name="gsm8k", data=data))][seed : seed + n]
+    else:
+        questions = [p.question for p in generate_problems(n, seed=seed, difficulty=Difficulty.parse(difficulty))]
+    return [lm.encode(template.prompt(lm.tokenizer, q)) for q in questions]
 
 
 class ForwardCounter:
@@ -98,7 +109,7 @@ def _ours(lm, prompts, temperature, max_tokens, seed):
 def _hf(lm, draft, counter, prompts, kind, temperature, max_tokens, seed):
     extra = (
         {"assistant_model": draft}
-        if kind == "hf assisted (toy:draft)"
+        if kind == "hf assisted (draft)"
         else {"prompt_lookup_num_tokens": 10}
         if kind == "hf prompt lookup"
         else {}
@@ -141,19 +152,29 @@ def run(
     temperatures=(0.0, 0.7),
     progress: bool = True,
     only: tuple[str, ...] = (),
+    pair: str = "toy",
+    data: str | None = None,
 ) -> list[dict]:
-    """``only``: run just the configurations whose name contains one of these strings (plus the baselines)."""
+    """``only``: run just the configurations whose name contains one of these strings (plus the baselines).
+    ``pair``: the models (``PAIRS``); a real pair reads its problems from ``data`` (the first ``problems`` timed,
+    the next ``warmup`` to warm up, then the best-of-N problems)."""
     from transformers import AutoModelForCausalLM
 
+    if pair != "toy" and not data:
+        raise ValueError(f"--pair {pair} runs on a local JSONL file: pass --data, e.g. ../shared/data/gsm8k-dev.jsonl")
     torch.set_num_threads(1)  # two threads on a shared 2-core machine are many times slower
     out.mkdir(parents=True, exist_ok=True)
-    lm = load_lm("transformers", "toy:target", "target", seed=seed)
-    draft = AutoModelForCausalLM.from_pretrained(resolve_path("toy:draft")).eval()
+    target_path, draft_path, _ = PAIRS[pair]
+    lm = load_lm("transformers", target_path, "target", seed=seed)
+    draft = AutoModelForCausalLM.from_pretrained(resolve_path(draft_path)).eval()
     counter = ForwardCounter(lm.model)
-    test = _prompts(lm, problems, seed, difficulty)
-    warm = _prompts(lm, warmup, seed + 1, difficulty)
+    first = 0 if data else seed  # a file's problems are numbered from its first line
+    test = _prompts(lm, problems, first, difficulty, pair, data)
+    warm = _prompts(lm, warmup, first + problems if data else seed + 1, difficulty, pair, data)
 
     def ours(config, temperature):
+        if config and "draft" in config:
+            config = {**config, "draft": draft_path}
         lm.drafter = build_drafter(config, lm) if config else None
         if config:
             _ours(lm, warm, temperature, max_tokens, seed + 10_000)  # warm up the drafter's state on other problems
@@ -207,21 +228,27 @@ def run(
                     "identical_to_plain": (outs == best["plain"][0]) if temperature == 0 else None,
                 }
             )
-    rows += best_of_n(
-        lm,
-        _prompts(lm, best_of_problems, seed + 2, difficulty),
-        warm,
-        best_of,
-        max_tokens,
-        rounds,
-        seed,
-        progress,
-        only,
-    )
+    if best_of_problems:
+        rows += best_of_n(
+            lm,
+            _prompts(lm, best_of_problems, first + problems + warmup if data else seed + 2, difficulty, pair, data),
+            warm,
+            best_of,
+            max_tokens,
+            rounds,
+            seed,
+            progress,
+            only,
+        )
     lm.drafter = None
     (out / "bench.json").write_text(json.dumps(rows, indent=1))
     (out / "bench.md").write_text(
-        table(rows, {"problems": problems, "best_of": best_of, "max_tokens": max_tokens, "rounds": rounds})
+        table(
+            rows,
+            {"problems": problems, "best_of": best_of, "max_tokens": max_tokens, "rounds": rounds},
+            pair,
+            data,
+        )
     )
     plot(rows, out / "bench.png")
     return rows
@@ -285,13 +312,15 @@ def best_of_n(lm, prompts, warm, n, max_tokens, rounds, seed, progress, only=())
     return rows
 
 
-def table(rows: list[dict], setup: dict) -> str:
+def table(rows: list[dict], setup: dict, pair: str = "toy", data: str | None = None) -> str:
+    target, draft, _ = PAIRS[pair]
     lines = [
-        "# Token-level speculative decoding on the toy models",
+        "# Token-level speculative decoding on " + ("the toy models" if pair == "toy" else f"the {pair} pair"),
         "",
         "Setup: "
         + ", ".join(f"{k} {v}" for k, v in setup.items())
-        + "; toy:target verifies, toy:draft drafts where a draft model is used; "
+        + (f"; problems of {Path(data).name}" if data else "")
+        + f"; {target} verifies, {draft} drafts where a draft model is used; "
         "1 torch thread; fastest of the rounds. mean accepted = tokens per target forward (1.00 for plain decoding; "
         "best-of-N: per row).",
         "",
@@ -346,9 +375,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--best-of-problems",
-        type=count(1, 100_000, "each problem runs every configuration"),
+        type=count(0, 100_000, "each problem runs every configuration"),
         default=8,
-        help="problems for the best-of-8 comparison (default 8)",
+        help="problems for the best-of-8 comparison (default 8; 0: none)",
     )
     p.add_argument(
         "--rounds",
@@ -366,6 +395,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="toy suite seed (default 1234)"
     )
     p.add_argument("--difficulty", default="medium", help="toy difficulty preset or spec (default medium)")
+    p.add_argument(
+        "--pair",
+        choices=list(PAIRS),
+        default="toy",
+        help="toy: the toy models on toy problems; qwen-coder: the real Qwen2.5-Coder pair on --data (default toy)",
+    )
+    p.add_argument("--data", default=None, help="a local JSONL file of GSM8K-style problems (required for a real pair)")
+    p.add_argument(
+        "--temperatures", default="0,0.7", help="comma-separated sampling temperatures at batch 1 (default 0,0.7)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no per-configuration lines")
     p.add_argument(
         "--only",
@@ -386,8 +425,21 @@ def main(args) -> None:
         best_of_problems=args.best_of_problems,
         seed=args.seed,
         difficulty=args.difficulty,
+        temperatures=_temperatures(args.temperatures),
         progress=not args.no_progress,
         only=tuple(args.only),
+        pair=args.pair,
+        data=args.data,
     )
-    print(table(rows, {"problems": args.problems, "rounds": args.rounds}))
+    print(table(rows, {"problems": args.problems, "rounds": args.rounds}, args.pair, args.data))
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")
+
+
+def _temperatures(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"--temperatures {text!r}: write comma-separated numbers, e.g. 0,0.7") from None
+    if any(not 0 <= t <= 10 for t in values):
+        raise ValueError(f"--temperatures {text!r}: each temperature is in [0, 10]")
+    return values

@@ -154,6 +154,8 @@ CASES = {
     "calibrate-write-exists": (["calibrate", "-r", "toy-likelihood", "--write", "{file}"], "the file exists"),
     "calibrate-thresholds-text": (["calibrate", "-r", "toy-likelihood", "--thresholds", "a,b"], "comma-separated"),
     "calibrate-negative-loss": (["calibrate", "-r", "toy-likelihood", "--max-loss", "-1"], "loss allowed is >= 0"),
+    "bench-tokens-real-no-data": (["bench", "tokens", "--pair", "qwen-coder", "--out", "{tmp}/bt"], "pass --data"),
+    "bench-tokens-temperature": (["bench", "tokens", "--out", "{tmp}/bt", "--temperatures", "hot"], "comma-separated"),
     "bench-steps-real-no-data": (["bench", "steps", "--pair", "qwen-coder", "--out", "{tmp}/bs"], "pass --data"),
     "no-command": ([], "the following arguments are required: command"),
     "unknown-command": (["nope"], "invalid choice: 'nope'"),

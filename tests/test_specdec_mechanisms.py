@@ -3,6 +3,8 @@ chain drafter passes too): Goose's anisotropic tree, SuffixDecoding's cross-requ
 best-first heap, STAND's per-problem pools, SmartSpec's per-request draft lengths. Each test fails when the
 mechanism it names is removed (see the docstrings)."""
 
+import json
+
 import pytest
 import torch
 
@@ -232,3 +234,15 @@ def test_stand_tree_shape_is_fitted_from_measured_acceptance_and_used():
     assert [t - (tree.tokens[p] if p >= 0 else 3) for t, p in zip(tree.tokens, tree.parents)] == [
         r + 1 for _, r in deep
     ]
+
+
+def test_bench_tokens_times_plain_ours_and_transformers_side_by_side_with_greedy_output_identical(tmp_path):
+    from reasoner.cli import main
+
+    argv = ["bench", "tokens", "--out", str(tmp_path), "--problems", "2", "--best-of-problems", "0", "--rounds", "1"]
+    assert main([*argv, "--max-tokens", "24", "--temperatures", "0", "--only", "chain k=4", "--no-progress"]) == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "bench.json").read_text())}
+    assert set(rows) == {"plain", "draft_model chain k=4", "hf generate", "hf assisted (draft)", "hf prompt lookup"}
+    assert all(r["identical_to_plain"] for r in rows.values())  # lossless, and transformers decodes the same tokens
+    assert rows["plain"]["mean_accepted"] == 1.0 < rows["draft_model chain k=4"]["mean_accepted"]
+    assert (tmp_path / "bench.md").read_text().count("| batch 1 |") == 5
