@@ -34,31 +34,44 @@ GRIDS = {
 }
 
 
-def configs(recipe: Recipe, source: str, thresholds: list[float], overrides: list[str]) -> list[tuple]:
-    """The sweep's runs: baseline (target alone), ceiling (draft alone), then the recipe at each threshold."""
+def configs(recipes: dict[str, Recipe], grids: dict[str, list[float]], overrides: list[str]) -> list[tuple]:
+    """The sweep's runs: baseline (the first recipe's target alone), ceiling (its draft alone), then each recipe at
+    each of its thresholds."""
+    first = next(iter(recipes))
     alone = [*overrides, "step_speculation=null"]
+    named = len(recipes) > 1
     return [
-        ("target CoT", source, [*alone, "search.policy=target"]),
-        ("draft CoT", source, [*alone, "search.policy=draft"]),
+        ("target CoT", first, [*alone, "search.policy=target"]),
+        ("draft CoT", first, [*alone, "search.policy=draft"]),
         *[
-            (f"{recipe.step_speculation.acceptor} >= {t:g}", source, [*overrides, f"step_speculation.threshold={t}"])
-            for t in thresholds
+            (
+                (f"{Path(source).stem}: " if named else "") + f"{recipe.step_speculation.acceptor} >= {t:g}",
+                source,
+                [*overrides, f"step_speculation.threshold={t}"],
+            )
+            for source, recipe in recipes.items()
+            for t in grids[source]
         ],
     ]
 
 
-def choose(rows: list[dict], max_loss: float) -> dict | None:
-    """The fastest threshold row whose accuracy is at most ``max_loss`` points below the baseline's (None: none)."""
+def choose(rows: list[dict], max_loss: float, recipe: str | None = None) -> dict | None:
+    """The fastest threshold row (of ``recipe``, when given) whose accuracy is at most ``max_loss`` points below the
+    baseline's (None: none is)."""
     base = rows[0]
-    fit = [r for r in rows[2:] if 100 * (base["accuracy"] - r["accuracy"]) <= max_loss + 1e-9]
+    fit = [
+        r
+        for r in rows[2:]
+        if (recipe is None or r["recipe"] == recipe) and 100 * (base["accuracy"] - r["accuracy"]) <= max_loss + 1e-9
+    ]
     return max(fit, key=lambda r: r["speedup_vs_target"]) if fit else None
 
 
 def calibrate(
-    source: str,
+    sources: list[str],
     out: Path,
     data: str | None = None,
-    thresholds: list[float] | None = None,
+    thresholds: list[list[float]] | None = None,
     max_loss: float = 2.0,
     limit: int = 24,
     batch_size: int = 8,
@@ -67,13 +80,24 @@ def calibrate(
     model_workers: str = "process",
     progress: bool = True,
 ) -> dict:
-    """Sweep ``source``'s acceptor threshold; writes ``calibrate.json`` and the sweep's bench.md/json/png in ``out``."""
+    """Sweep each recipe's acceptor threshold against one shared baseline and ceiling (the recipes must name the
+    same models); writes ``calibrate.json`` and the sweep's bench.md/json/png in ``out``."""
     overrides = list(overrides or [])
-    recipe = Recipe.load(source, overrides)  # a bad recipe or override fails here, before anything runs
-    spec = recipe.step_speculation
-    if spec is None:
-        raise ValueError(f"recipe {source!r} has no step_speculation: calibrate a recipe with an acceptor")
-    grid = sorted(thresholds or GRIDS[spec.acceptor])
+    if thresholds and len(thresholds) != len(sources):
+        raise ValueError(
+            f"--thresholds given {len(thresholds)} times for {len(sources)} recipes: once per recipe, or not at all"
+        )
+    recipes = {source: Recipe.load(source, overrides) for source in sources}  # bad recipes fail before anything runs
+    for source, recipe in recipes.items():
+        if recipe.step_speculation is None:
+            raise ValueError(f"recipe {source!r} has no step_speculation: calibrate a recipe with an acceptor")
+    models = {source: recipe.models.model_dump(mode="json") for source, recipe in recipes.items()}
+    if len({json.dumps(m, sort_keys=True) for m in models.values()}) > 1:
+        raise ValueError(f"recipes {', '.join(sources)} name different models: calibrate one pair per sweep")
+    grids = {
+        source: sorted(thresholds[i] if thresholds else GRIDS[recipe.step_speculation.acceptor])
+        for i, (source, recipe) in enumerate(recipes.items())
+    }
     rows = bench_steps.run(
         out,
         limit=limit,
@@ -81,22 +105,23 @@ def calibrate(
         progress=progress,
         model_workers=model_workers,
         threads=threads,
-        pair="toy" if data is None else recipe.name or str(source),
+        pair="toy" if data is None else Path(sources[0]).stem,
         data=data,
-        configs=configs(recipe, source, grid, overrides),
+        configs=configs(recipes, grids, overrides),
     )
-    best = choose(rows, max_loss)
+    chosen = {}
+    for source in sources:
+        best = choose(rows, max_loss, source)
+        keep = ("threshold", "accuracy", "speedup_vs_target", "accepted_fraction")
+        chosen[source] = None if best is None else {k: best[k] for k in keep}
     result = {
-        "recipe": str(source),
-        "acceptor": spec.acceptor,
+        "recipes": {source: recipes[source].step_speculation.acceptor for source in sources},
         "data": data,
         "problems": rows[0]["n"],
         "batch_size": batch_size,
         "max_loss_points": max_loss,
         "baseline_accuracy": rows[0]["accuracy"],
-        "chosen": None
-        if best is None
-        else {k: best[k] for k in ("threshold", "accuracy", "speedup_vs_target", "accepted_fraction")},
+        "chosen": chosen,
         "rows": rows,
     }
     (out / "calibrate.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -114,14 +139,22 @@ def write_recipe(source: str, overrides: list[str], threshold: float, path: Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", "-r", required=True, help="a recipe with step_speculation (path or name in recipes/)")
+    p.add_argument(
+        "--recipe",
+        "-r",
+        action="append",
+        required=True,
+        help="a recipe with step_speculation (path or name in recipes/); repeat it to calibrate several acceptors of "
+        "one pair against one shared baseline",
+    )
     p.add_argument(
         "--data", default=None, help="a local JSONL file of development problems (default: the recipe's suite)"
     )
     p.add_argument(
         "--thresholds",
-        default=None,
-        help="comma-separated thresholds to try (default per acceptor: "
+        action="append",
+        default=[],
+        help="comma-separated thresholds to try, once per --recipe in the same order (default per acceptor: "
         + "; ".join(f"{a} {g}" for a, g in GRIDS.items())
         + ")",
     )
@@ -145,25 +178,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    thresholds = None
-    if args.thresholds:
+    thresholds = []
+    for text in args.thresholds:
         try:
-            thresholds = [float(t) for t in args.thresholds.split(",")]
+            thresholds.append([float(t) for t in text.split(",")])
         except ValueError:
-            raise ValueError(
-                f"--thresholds {args.thresholds!r}: write comma-separated numbers, e.g. 0.1,0.3,0.5"
-            ) from None
+            raise ValueError(f"--thresholds {text!r}: write comma-separated numbers, e.g. 0.1,0.3,0.5") from None
     if args.max_loss < 0:
         raise ValueError(f"--max-loss {args.max_loss}: the accuracy loss allowed is >= 0 points")
     write = Path(args.write) if args.write else None
+    if write is not None and len(args.recipe) > 1:
+        raise ValueError("--write takes one --recipe: calibrate the recipe to write on its own")
     if write is not None and write.exists():
         raise ValueError(f"--write {write}: the file exists; name a new file")
-    out = Path(args.out or f"runs/calibrate-{Path(args.recipe).stem}")
+    out = Path(args.out or f"runs/calibrate-{Path(args.recipe[0]).stem}")
     result = calibrate(
         args.recipe,
         out,
         args.data,
-        thresholds,
+        thresholds or None,
         args.max_loss,
         args.limit,
         args.batch_size,
@@ -172,24 +205,22 @@ def main(args) -> int:
         progress=not args.no_progress,
     )
     print((out / "bench.md").read_text())
-    chosen = result["chosen"]
-    if chosen is None:
-        print(
-            f"no threshold stayed within {args.max_loss:g} points of the target's accuracy "
-            f"({100 * result['baseline_accuracy']:.1f} %) on {result['problems']} problems; wrote {out}/calibrate.json"
-        )
-        return 1
-    print(
-        f"chosen: step_speculation.threshold={chosen['threshold']:g} ({chosen['speedup_vs_target']:.2f}x the target "
-        f"alone, accuracy {100 * chosen['accuracy']:.1f} % vs {100 * result['baseline_accuracy']:.1f} %, "
-        f"{result['problems']} problems); wrote {out}/calibrate.json"
-    )
-    if write is not None:
+    base = f"{100 * result['baseline_accuracy']:.1f} %"
+    for source, chosen in result["chosen"].items():
+        if chosen is None:
+            print(f"{source}: no threshold stayed within {args.max_loss:g} points of the target's accuracy ({base})")
+        else:
+            print(
+                f"{source}: step_speculation.threshold={chosen['threshold']:g} ({chosen['speedup_vs_target']:.2f}x "
+                f"the target alone, accuracy {100 * chosen['accuracy']:.1f} % vs {base}, {result['problems']} problems)"
+            )
+    print(f"wrote {out}/calibrate.json")
+    chosen = result["chosen"][args.recipe[0]]
+    if write is not None and chosen is not None:
         note = (
             f"calibrated by reasoner calibrate on {result['problems']} problems of {args.data or 'the recipe suite'}: "
-            f"{chosen['speedup_vs_target']:.2f}x, accuracy {100 * chosen['accuracy']:.1f} % "
-            f"(target alone {100 * result['baseline_accuracy']:.1f} %)"
+            f"{chosen['speedup_vs_target']:.2f}x, accuracy {100 * chosen['accuracy']:.1f} % (target alone {base})"
         )
-        write_recipe(args.recipe, args.overrides, chosen["threshold"], write, note)
+        write_recipe(args.recipe[0], args.overrides, chosen["threshold"], write, note)
         print(f"wrote {write}")
-    return 0
+    return 0 if all(result["chosen"].values()) else 1

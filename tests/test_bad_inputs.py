@@ -153,6 +153,15 @@ CASES = {
     "calibrate-no-speculation": (["calibrate", "-r", "toy-cot", "--out", "{tmp}/cal"], "has no step_speculation"),
     "calibrate-write-exists": (["calibrate", "-r", "toy-likelihood", "--write", "{file}"], "the file exists"),
     "calibrate-thresholds-text": (["calibrate", "-r", "toy-likelihood", "--thresholds", "a,b"], "comma-separated"),
+    "calibrate-write-two": (
+        ["calibrate", "-r", "toy-likelihood", "-r", "toy-specreason", "--write", "{tmp}/w.yaml"],
+        "takes one --recipe",
+    ),
+    "calibrate-thresholds-count": (
+        ["calibrate", "-r", "toy-likelihood", "--thresholds", "0.1", "--thresholds", "0.2"],
+        "once per recipe",
+    ),
+    "calibrate-two-pairs": (["calibrate", "-r", "toy-likelihood", "-r", "qwen-coder-likelihood"], "different models"),
     "calibrate-negative-loss": (["calibrate", "-r", "toy-likelihood", "--max-loss", "-1"], "loss allowed is >= 0"),
     "bench-tokens-real-no-data": (["bench", "tokens", "--pair", "qwen-coder", "--out", "{tmp}/bt"], "pass --data"),
     "bench-tokens-temperature": (["bench", "tokens", "--out", "{tmp}/bt", "--temperatures", "hot"], "comma-separated"),

@@ -124,16 +124,37 @@ def test_calibrate_picks_the_fastest_threshold_within_the_accuracy_loss():
     assert choose(rows[:3], 2.0) is None
 
 
-def test_calibrate_runs_the_target_alone_the_draft_alone_and_each_threshold(tmp_path, capsys):
-    out, written = tmp_path / "sweep", tmp_path / "calibrated.yaml"
-    argv = ["calibrate", "-r", "toy-likelihood", "--limit", "4", "--batch-size", "4", "--thresholds", "0.5,0.9"]
-    assert main([*argv, "--max-loss", "100", "--out", str(out), "--write", str(written), "--no-progress"]) == 0
+def test_calibrate_runs_the_target_alone_the_draft_alone_and_each_recipes_thresholds(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["calibrate", "-r", "toy-likelihood", "--thresholds", "0.5", "-r", "toy-specreason", "--thresholds", "5"]
+    assert (
+        main([*argv, "--limit", "4", "--batch-size", "4", "--max-loss", "100", "--out", str(out), "--no-progress"]) == 0
+    )
     result = json.loads((out / "calibrate.json").read_text())
     rows = {r["method"]: r for r in result["rows"]}
-    assert list(rows) == ["target CoT", "draft CoT", "likelihood >= 0.5", "likelihood >= 0.9"]
+    assert list(rows) == ["target CoT", "draft CoT", "toy-likelihood: likelihood >= 0.5", "toy-specreason: judge >= 5"]
     assert rows["target CoT"]["draft_tokens"] == 0 < rows["target CoT"]["target_tokens"]  # the target alone
     assert rows["draft CoT"]["target_tokens"] == 0 < rows["draft CoT"]["draft_tokens"]  # the draft alone
-    assert all(rows[m]["steps_total"] > 0 for m in ("likelihood >= 0.5", "likelihood >= 0.9"))
-    chosen = result["chosen"]["threshold"]
-    assert chosen in (0.5, 0.9) and f"step_speculation.threshold={chosen:g}" in capsys.readouterr().out
-    assert Recipe.load(str(written)).step_speculation.threshold == chosen
+    assert (
+        rows["toy-specreason: judge >= 5"]["acceptor"] == "judge" and rows["toy-specreason: judge >= 5"]["steps_total"]
+    )
+    assert (
+        result["chosen"]["toy-likelihood"]["threshold"] == 0.5 and result["chosen"]["toy-specreason"]["threshold"] == 5
+    )
+    printed = capsys.readouterr().out
+    assert "toy-likelihood: step_speculation.threshold=0.5" in printed and "threshold=5 " in printed
+
+
+def test_a_calibrated_recipe_is_written_to_a_new_file_only(tmp_path):
+    from evals.calibrate import write_recipe
+
+    path = tmp_path / "calibrated.yaml"
+    write_recipe("toy-likelihood", ["step_speculation.reduce=mean"], 0.3, path, "calibrated on 4 problems")
+    assert path.read_text().startswith("# calibrated on 4 problems\n")
+    assert Recipe.load(str(path)).step_speculation.model_dump(include={"threshold", "reduce"}) == {
+        "threshold": 0.3,
+        "reduce": "mean",  # the overrides the sweep ran with
+    }
+    with pytest.raises(FileExistsError):
+        write_recipe("toy-likelihood", [], 0.5, path, "again")
+    assert Recipe.load(str(path)).step_speculation.threshold == 0.3
