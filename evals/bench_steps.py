@@ -96,7 +96,7 @@ def run(
     if lookahead_steps is not None:
         suite.append(f"scheduler.lookahead_steps={lookahead_steps}")
     if configs is None:
-        configs = [c for c in PAIRS[pair] if not quick or c[0] in QUICK]
+        configs = [c for c in PAIRS[pair] if not quick or pair != "toy" or c[0] in QUICK]
     if pair == "toy" and not data:
         evaluate(
             Recipe.load("toy-cot", suite), None, limit=min(limit, batch_size), batch_size=batch_size, progress=False
@@ -257,7 +257,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=32,
         help="problems solved together (default 32)",
     )
-    p.add_argument("--quick", action="store_true", help="one threshold per acceptor")
+    p.add_argument("--quick", action="store_true", help="toy: one threshold per acceptor")
     p.add_argument(
         "--model-workers",
         choices=["auto", "thread", "process"],
