@@ -2,7 +2,8 @@
 ignored, a GSM8K-style chat prompt, one warm-up call), the load time and the process's peak memory. Why a command of
 its own: the real models' speed on the machine at hand decides which recipes are worth running there.
 
-    python -m evals.bench_models qwen2.5-coder-0.5b-instruct --batches 1,8 --tokens 32
+    python -m evals.bench_models qwen2.5-coder-0.5b-instruct --batches 1,8 --tokens 32 [--dtype bfloat16]
+        [--quantize int8] [--compile]
 """
 
 from __future__ import annotations
@@ -19,25 +20,43 @@ PROMPT = (
 )
 
 
-def measure(path: str, batches: list[int], tokens: int, dtype: str = "auto") -> dict:
-    """``{"load_s", "peak_rss_gb", "tok_s": {batch: tokens per second}}`` for the model at ``path``."""
+def measure(
+    path: str, batches: list[int], tokens: int, dtype: str = "auto", quantize: str = "none", compile: bool = False
+) -> dict:
+    """``{"load_s", "peak_rss_gb", "tok_s": {batch: tokens per second}}`` for the model at ``path``; ``quantize``:
+    the backend's option (int8: dynamic quantization of the linear layers); ``compile``: ``torch.compile`` of the
+    model's forward (dynamic shapes; the warm-up pays the compilation)."""
+    import torch
+
     start = time.perf_counter()
-    lm = load_lm("transformers", path, "target", dtype=dtype, prefix_cache_tokens=0, max_batch_size=max(batches))
+    lm = load_lm(
+        "transformers",
+        path,
+        "target",
+        dtype=dtype,
+        prefix_cache_tokens=0,
+        max_batch_size=max(batches),
+        quantize=quantize,
+    )
+    if compile:
+        lm.model.forward = torch.compile(lm.model.forward, dynamic=True)
     load_s = time.perf_counter() - start
     chat = lm.tokenizer.apply_chat_template(
         [{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True
     )
-    lm.generate([chat], SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True))  # warm-up
-    rates = {}
+    rates, first = {}, None
     for b in batches:
+        # warm-up at this batch size (torch.compile specializes on it; eager kernels pick their blocking)
+        lm.generate([chat + " " * i for i in range(b)], SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True))
         # distinct prompts (one more trailing space each): every row is its own sequence, as in a batch of problems
         start = time.perf_counter()
         out = lm.generate(
             [chat + " " * i for i in range(b)], SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
         )
         rates[b] = sum(len(g[0].token_ids) for g in out) / (time.perf_counter() - start)
+        first = first or out[0][0].token_ids
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
-    return {"load_s": load_s, "peak_rss_gb": peak, "tok_s": rates}
+    return {"load_s": load_s, "peak_rss_gb": peak, "tok_s": rates, "first_row_tokens": first}
 
 
 def main(argv=None) -> None:
@@ -46,9 +65,13 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
     parser.add_argument("--tokens", type=int, default=32, help="tokens generated per row (default 32)")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (default auto)")
+    parser.add_argument("--quantize", default="none", choices=["none", "int8"], help="the backend's quantize option")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
     args = parser.parse_args(argv)
-    result = measure(args.model, [int(b) for b in args.batches.split(",")], args.tokens, args.dtype)
-    print(f"{args.model}: load {result['load_s']:.1f} s, peak RSS {result['peak_rss_gb']:.2f} GB")
+    batches = [int(b) for b in args.batches.split(",")]
+    result = measure(args.model, batches, args.tokens, args.dtype, args.quantize, args.compile)
+    setup = f"dtype {args.dtype}, quantize {args.quantize}" + (", compiled" if args.compile else "")
+    print(f"{args.model} ({setup}): load {result['load_s']:.1f} s, peak RSS {result['peak_rss_gb']:.2f} GB")
     for b, rate in result["tok_s"].items():
         print(f"  batch {b}: {rate:.1f} tok/s")
 

@@ -73,6 +73,11 @@ class ModelConfig(Section):
         description="openai: the served model's context in tokens, prompts checked against it (default: the "
         "max_model_len the server's /v1/models reports; unknown: prompts go unchecked)",
     )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="transformers on a CPU: int8 quantizes every linear layer's weights, activations quantized on the "
+        "fly (torch dynamic quantization; lossy: tokens may differ from float32; see docs/benchmarks.md for its speed)",
+    )
     prefix_cache_tokens: int = Field(
         32768,
         ge=0,
@@ -96,6 +101,8 @@ class ModelConfig(Section):
             raise ValueError(
                 f"engine_args are vLLM's engine arguments: set backend: vllm (got backend: {self.backend})"
             )
+        if self.quantize != "none" and self.backend != "transformers":
+            raise ValueError(f"quantize is a transformers backend option (got backend: {self.backend})")
         if self.gguf_file is not None and self.backend != "transformers":
             raise ValueError(f"gguf_file is read by the transformers backend (got backend: {self.backend})")
         if (self.backend == "openai") != bool(self.base_url):
@@ -117,7 +124,7 @@ class ModelConfig(Section):
                 "base_url": self.base_url,
                 **({"context_length": self.context_length} if self.context_length is not None else {}),
             },
-            "transformers": {"prefix_cache_tokens": self.prefix_cache_tokens},
+            "transformers": {"prefix_cache_tokens": self.prefix_cache_tokens, "quantize": self.quantize},
         }.get(self.backend, {})
 
 

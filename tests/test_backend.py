@@ -154,3 +154,19 @@ def test_bad_inputs_are_named(toy_draft, tmp_path):
         load_lm("transformers", "toy:huge", "target")
     with pytest.raises(ValueError, match="backend"):
         load_lm("tensorrt", "toy:target", "target")
+
+
+def test_int8_quantization_stores_int8_linear_layers_and_still_solves():
+    """``quantize: int8`` (the CPU speed option of issue 16): every linear layer runs int8 weights, and the toy
+    target still solves what it solves in float32 (lossy in general; on this problem the answer holds)."""
+    from reasoner import Reasoner
+    from reasoner.recipe import Recipe, RecipeError
+
+    lm = load_lm("transformers", "toy:target", "target", quantize="int8")
+    linear = [m for m in lm.model.modules() if isinstance(m, torch.nn.Linear)]
+    quantized = [m for m in lm.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert quantized and not linear
+    solution = Reasoner("toy-cot", ["models.target.quantize=int8"]).solve("Compute 12+7.")
+    assert solution.answer == "19"
+    with pytest.raises(RecipeError, match="quantize is a transformers backend option"):
+        Recipe.load("toy-cot-vllm", ["models.target.quantize=int8"])

@@ -42,6 +42,23 @@ class _Batch:
         self.ids, self.mask, self.positions, self.cached, self.entries = ids, mask, positions, cached, entries
 
 
+def quantize_linear(model, kind: str, device: str):
+    """``model`` with its linear layers quantized (``kind``: int8): weights stored as int8, activations quantized per
+    call (torch's dynamic quantization, fbgemm / onednn kernels); CPU only. Lossy: greedy tokens may differ from
+    float32. Issue 16 asked which CPU option is fastest for the real pair; docs/benchmarks.md has the measurement."""
+    if kind != "int8":
+        raise ValueError(f"quantize: {kind!r} is not an option (none | int8)")
+    if not str(device).startswith("cpu"):
+        raise ValueError(f"quantize: int8 runs on a CPU (the model is on {device}): use dtype: bfloat16 on a GPU")
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks the quantized tensor API deprecated; it still runs and is measured
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class TransformersLM(SpeculativeDecoding, Backend):
     """An ``LM`` over a Hugging Face causal LM. Prompts are fully rendered texts (chat templates add their own
     BOS) or token-id lists; ``max_batch_size`` bounds the rows decoded together. ``token_speculation`` (a recipe
@@ -60,6 +77,7 @@ class TransformersLM(SpeculativeDecoding, Backend):
         add_special_tokens: bool = False,
         token_speculation=None,
         prefix_cache_tokens: int = 0,
+        quantize: str = "none",
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -73,6 +91,8 @@ class TransformersLM(SpeculativeDecoding, Backend):
             AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, self.device)).to(self.device).eval(),
             self.device,
         )
+        if quantize != "none":
+            self.model = quantize_linear(self.model, quantize, self.device)
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         )
