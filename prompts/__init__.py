@@ -38,6 +38,20 @@ def thinking_closed(steps: list[str]) -> bool:
     return any(THINK_CLOSE in s for s in steps)
 
 
+# RethinkMCTS's refinement request (arXiv 2409.09584, its "rethink" prompt in spirit, not in words): the problem,
+# the thoughts before the erroneous one, that thought, the code written after it and the execution feedback.
+RETHINK_INSTRUCTION = (
+    "{problem}\n\n"
+    "Thoughts so far:\n{thoughts}\n\n"
+    "Next thought:\n{thought}\n\n"
+    "The code written from these thoughts:\n```python\n{code}```\n\n"
+    "It fails the public tests. Execution feedback:\n{feedback}\n\n"
+    "Rethink the next thought: rewrite it so that the code written from it passes the tests. "
+    "Reply with the rewritten thought only."
+)
+RETHINK_FIELDS = ("problem", "thoughts", "thought", "code", "feedback")
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     name: str
@@ -47,6 +61,8 @@ class PromptTemplate:
     step_delimiter: str = "\n\n"
     judge_instruction: str = "Evaluate the last step. Assign a score from 0 to 9."
     judge_prefix: str = "I think the quality score is: "
+    rethink_instruction: str = RETHINK_INSTRUCTION
+    rethink_prefix: str = ""
     description: str = ""
 
     def messages(self, problem: str) -> list[dict]:
@@ -77,6 +93,21 @@ class PromptTemplate:
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return head + after_head(head, self.judge_prefix)
 
+    def rethink_prompt(self, tokenizer, problem: str, steps: list[str], thought: str, code: str, feedback: str) -> str:
+        """RethinkMCTS's refinement: one user turn (``rethink_instruction``) with the problem, the thoughts before
+        the erroneous one (``steps``), that ``thought``, the failing ``code`` and the execution ``feedback``;
+        the model's reply (after ``rethink_prefix``), up to the step delimiter, is the refined thought."""
+        user = self.rethink_instruction.format(
+            problem=problem,
+            thoughts="\n\n".join(steps) if steps else "(none)",
+            thought=thought.strip(),
+            code=code,
+            feedback=feedback,
+        )
+        messages = self.messages(problem)[:-1] + [{"role": "user", "content": user}]  # the system turn, if any
+        head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return head + after_head(head, self.rethink_prefix)
+
 
 def available() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
@@ -92,7 +123,13 @@ def load(name: str) -> PromptTemplate:
         raise ValueError(f"unknown prompt template {name!r}: use one of {available()} or a path to a YAML file")
     data = yaml.safe_load(path.read_text()) or {}
     try:
-        return PromptTemplate(name=path.stem, **data)
+        template = PromptTemplate(name=path.stem, **data)
+        template.rethink_instruction.format(**{k: "" for k in RETHINK_FIELDS})
+        return template
+    except (KeyError, IndexError) as e:
+        raise ValueError(
+            f"prompt template {path}: rethink_instruction uses the field {e}; its fields: {', '.join(RETHINK_FIELDS)}"
+        ) from None
     except TypeError as e:
         raise ValueError(
             f"prompt template {path}: {e}; allowed keys: {list(PromptTemplate.__dataclass_fields__)[1:]}"
