@@ -165,4 +165,3 @@ def test_the_feedback_is_bounded_and_the_verdicts_stay_the_checkers():
     assert len(text) < 2000  # two failures, each value, message and output tail bounded
     hang = check(program, "assert g(1) == 1\n", timeout_s=1)
     assert not hang.passed and hang.reason == "timed out after 1s" and hang.detail == {}
-

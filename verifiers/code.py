@@ -18,7 +18,10 @@ The safe channel (the default) keeps the program and the tests in different proc
   the judge's own import of it when it is the standard module of that name; a literal value (``x = 3``) is
   copied; anything else cannot cross, and using it fails naming the shared checker.
 
-The program never holds the tests, the expected values, the verdict or its pipe, and every comparison happens
+For the feedback a rethinking search reads, the judge compiles the tests with every ``assert`` rewritten as
+pytest rewrites them (``_ShowAsserts``): each side evaluated once, the same ``AssertionError`` raised, and the
+compared values recorded (bounded reprs); ``CheckResult.detail`` carries them with the exception and the lines
+involved. The program never holds the tests, the expected values, the verdict or its pipe, and every comparison happens
 in the judge on plain values: walking the stack to forge a verdict, reading the tests to answer from a table,
 returning an object whose ``__eq__`` is always true (a failure: "returned a non-literal object"), shadowing a
 builtin the tests use (``abs``, ``all``: such names stay the judge's builtins) or patching ``math.isclose``

@@ -8,8 +8,13 @@ run in parallel (threads, each waiting on its own sandbox subprocess).
 
 Counting: all public tests first run together in one sandbox run (the common cases, all pass or a single
 test, cost one run); only when that fails and there are several test statements does each run on its own,
-after the non-test statements before it (imports, setup). The failing run's reason is kept as the feedback a
-rethinking search reads (``outcome(node).reason``).
+after the non-test statements before it (imports, setup). What failed is kept for a rethinking search
+(RethinkMCTS's verbal feedback): ``outcome(node).reason`` (the first failure, one line) and ``failures``, one
+``TestFailure`` per failing test (at most ``FEEDBACK_FAILURES``) with the test's line, a failed assert's expected
+and actual values, the exception (type and message) and the program's line that raised it, and the tail of the
+program's output, each bounded (``FEEDBACK_CHARS``, ``STDOUT_CHARS``); ``feedback()`` is their text. They come
+from the checker's judge (``verifiers.code``), the trusted side, so the program can shape what it returns, raises
+and prints, but not the verdict or where the feedback says it failed.
 
 Public tests come from ``problem.meta["public_tests"]`` (toy-code, MBPP). HumanEval has none: there the
 doctest examples of the prompt (``>>> call`` followed by the expected value) become asserts where both are
