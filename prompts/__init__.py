@@ -3,7 +3,10 @@
 A template turns a problem and the reasoning steps written so far into the text a chat model continues:
 the chat template of the model's tokenizer renders the turns, then the steps are appended to the open
 assistant turn (what vLLM calls ``continue_final_message``), so a step is always generated, scored or
-judged on the same prefix and prefix caches hit.
+judged on the same prefix and prefix caches hit. Two requests have turns of their own: SpecReason's judge
+(``judge_prompt``) and RethinkMCTS's rethink (``rethink_prompt``: rewrite an erroneous thought from the
+execution feedback; a template's ``rethink_instruction`` and ``rethink_prefix`` may use {problem}, {thoughts},
+{path} (the thoughts as the assistant turn holds them), {thought}, {code} and {feedback}).
 
 Reasoning models (DeepSeek-R1-Distill, QwQ) think inside ``<think> ... </think>`` and answer after it. Their current
 chat templates open the ``<think>`` block themselves in the generation prompt; a template's ``assistant_prefix`` (and
@@ -49,7 +52,7 @@ RETHINK_INSTRUCTION = (
     "Rethink the next thought: rewrite it so that the code written from it passes the tests. "
     "Reply with the rewritten thought only."
 )
-RETHINK_FIELDS = ("problem", "thoughts", "thought", "code", "feedback")
+RETHINK_FIELDS = ("problem", "thoughts", "path", "thought", "code", "feedback")
 
 
 @dataclass(frozen=True)
@@ -97,16 +100,18 @@ class PromptTemplate:
         """RethinkMCTS's refinement: one user turn (``rethink_instruction``) with the problem, the thoughts before
         the erroneous one (``steps``), that ``thought``, the failing ``code`` and the execution ``feedback``;
         the model's reply (after ``rethink_prefix``), up to the step delimiter, is the refined thought."""
-        user = self.rethink_instruction.format(
-            problem=problem,
-            thoughts="\n\n".join(steps) if steps else "(none)",
-            thought=thought.strip(),
-            code=code,
-            feedback=feedback,
-        )
+        fields = {
+            "problem": problem,
+            "thoughts": "\n\n".join(steps) if steps else "(none)",
+            "path": self.steps_text(list(steps)),  # the thoughts as the assistant wrote them, delimiter after
+            "thought": thought.strip(),
+            "code": code,
+            "feedback": feedback,
+        }
+        user = self.rethink_instruction.format(**fields)
         messages = self.messages(problem)[:-1] + [{"role": "user", "content": user}]  # the system turn, if any
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return head + after_head(head, self.rethink_prefix)
+        return head + after_head(head, self.rethink_prefix.format(**fields))
 
 
 def available() -> list[str]:
@@ -124,11 +129,13 @@ def load(name: str) -> PromptTemplate:
     data = yaml.safe_load(path.read_text()) or {}
     try:
         template = PromptTemplate(name=path.stem, **data)
-        template.rethink_instruction.format(**{k: "" for k in RETHINK_FIELDS})
+        for text in (template.rethink_instruction, template.rethink_prefix):
+            text.format(**{k: "" for k in RETHINK_FIELDS})
         return template
     except (KeyError, IndexError) as e:
         raise ValueError(
-            f"prompt template {path}: rethink_instruction uses the field {e}; its fields: {', '.join(RETHINK_FIELDS)}"
+            f"prompt template {path}: rethink_instruction or rethink_prefix uses the field {e}; "
+            f"their fields: {', '.join(RETHINK_FIELDS)}"
         ) from None
     except TypeError as e:
         raise ValueError(

@@ -119,9 +119,11 @@ def test_the_recipe_rethinks_from_the_sandbox_feedback():
     generate = lm.generate
     lm.generate = lambda ids, params: prompts.extend(map(lm.decode, ids)) or generate(ids, params)
     solution = r.solve(CODE[0])
-    (asked,) = [p for p in prompts if "Rethink the next thought" in p]  # the one rethink
+    (asked,) = [p for p in prompts if "fails the tests" in p]  # the one rethink
     assert CODE[0].text in asked and "Failed test: assert f(1) == 22\nExpected: 22\nActual: " in asked
     (new,) = [n for n in nodes(solution.tree.root) if n.notes and "rethought" in n.notes]
+    before = "\n\n".join(n.step.text for n in new.path()[:-1])  # the toy layout: then the thoughts before it
+    assert asked.endswith("<|im_start|>assistant\n" + (before + "\n\n" if before else ""))
     assert new.notes["feedback"] in asked and new.parent is new.notes["rethought"].parent
     with pytest.raises(RecipeError, match="rethink"):
         Recipe.load("toy-code-rethink", ["search.rethink=both"])

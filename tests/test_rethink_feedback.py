@@ -34,6 +34,7 @@ RAISES = Problem(  # the plan multiplies by a name it never defined: the program
     id="raises",
     meta={"entry_point": "f", "public_tests": "import math\nassert f(1) == 8\n"},
 )
+CHAT = prompts.PromptTemplate("chat")  # the default rethink prompt (the toy template has one for toy:code's layout)
 PLANS = {WRONG.text: ["x+4", "(x+4)*2"], RAISES.text: ["x+3", "(x+3)*k"]}
 # what the scripted model needs to read in the feedback to fix a thought, and the fix
 FIXES = {
@@ -79,7 +80,7 @@ class ScriptedCoder(Backend):
 
 def search(mode: str, n: int = 3, think: int = 2, stop_on_pass: bool = True):
     lm = ScriptedCoder()
-    engine = StepEngine(lm, prompts.load("toy"), StepSampling(temperature=0.8), StepBudget(max_steps=8))
+    engine = StepEngine(lm, CHAT, StepSampling(temperature=0.8), StepBudget(max_steps=8))
     rethink = RethinkMCTS(engine, ExecutionVerifier(), n, 2, think, stop_on_pass=stop_on_pass, rethink=mode)
     trees = [Tree(WRONG), Tree(RAISES)]
     answers = rethink.run(trees)
@@ -130,7 +131,7 @@ def test_a_replaced_thought_is_never_selected_again():
 
 
 def test_rethink_mode_is_checked():
-    engine = StepEngine(ScriptedCoder(), prompts.load("toy"))
+    engine = StepEngine(ScriptedCoder(), CHAT)
     with pytest.raises(ValueError, match="search.rethink 'both'.*feedback or resample"):
         RethinkMCTS(engine, ExecutionVerifier(), rethink="both")
 
@@ -165,3 +166,10 @@ def test_the_feedback_is_bounded_and_the_verdicts_stay_the_checkers():
     assert len(text) < 2000  # two failures, each value, message and output tail bounded
     hang = check(program, "assert g(1) == 1\n", timeout_s=1)
     assert not hang.passed and hang.reason == "timed out after 1s" and hang.detail == {}
+
+
+def test_a_template_s_rethink_fields_are_checked_when_loaded(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('rethink_instruction: "{problem} {hint}"\n')
+    with pytest.raises(ValueError, match="uses the field 'hint'; their fields: problem, thoughts, path"):
+        prompts.load(str(bad))
