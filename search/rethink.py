@@ -51,10 +51,12 @@ Deviations from the paper, and why:
   rollout) and the viewer can show both.
 - *dual evaluation* (an LLM self-evaluation score added when the public tests pass) is left out: the toy model
   cannot judge code. Passing programs score 1.
-- *toy scale*: the toy code model was never trained on rethink prompts and cannot read feedback, so on
-  ``toy-code-rethink`` a rethink is, in effect, a resample from an unfamiliar prompt. The mechanism is tested with
-  a scripted model that fixes a thought only when the feedback names the bug (``tests/test_rethink_feedback.py``);
-  its benefit at toy scale is unmeasured.
+- *toy scale*: the toy code model was never trained on rethink prompts and cannot read feedback (the toy
+  template's rethink request keeps its trained layout: the problem and the feedback, then the thoughts before
+  the erroneous one), so on ``toy-code-rethink`` a rethink is, in effect, a resample from a perturbed prompt, and
+  does worse than resampling (94 % against 98 % pass@1, docs/benchmarks.md). The mechanism is tested with a
+  scripted model that fixes a thought only when the feedback names the bug (``tests/test_rethink_feedback.py``);
+  its benefit with a model that reads feedback is unmeasured.
 """
 
 from __future__ import annotations
