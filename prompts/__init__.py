@@ -3,7 +3,10 @@
 A template turns a problem and the reasoning steps written so far into the text a chat model continues:
 the chat template of the model's tokenizer renders the turns, then the steps are appended to the open
 assistant turn (what vLLM calls ``continue_final_message``), so a step is always generated, scored or
-judged on the same prefix and prefix caches hit.
+judged on the same prefix and prefix caches hit. Two requests have turns of their own: SpecReason's judge
+(``judge_prompt``) and RethinkMCTS's rethink (``rethink_prompt``: rewrite an erroneous thought from the
+execution feedback; a template's ``rethink_instruction`` and ``rethink_prefix`` may use {problem}, {thoughts},
+{path} (the thoughts as the assistant turn holds them), {thought}, {code} and {feedback}).
 
 Reasoning models (DeepSeek-R1-Distill, QwQ) think inside ``<think> ... </think>`` and answer after it. Their current
 chat templates open the ``<think>`` block themselves in the generation prompt; a template's ``assistant_prefix`` (and
@@ -39,6 +42,20 @@ def thinking_closed(steps: list[str]) -> bool:
     return any(THINK_CLOSE in s for s in steps)
 
 
+# RethinkMCTS's refinement request (arXiv 2409.09584, its "rethink" prompt in spirit, not in words): the problem,
+# the thoughts before the erroneous one, that thought, the code written after it and the execution feedback.
+RETHINK_INSTRUCTION = (
+    "{problem}\n\n"
+    "Thoughts so far:\n{thoughts}\n\n"
+    "Next thought:\n{thought}\n\n"
+    "The code written from these thoughts:\n```python\n{code}```\n\n"
+    "It fails the public tests. Execution feedback:\n{feedback}\n\n"
+    "Rethink the next thought: rewrite it so that the code written from it passes the tests. "
+    "Reply with the rewritten thought only."
+)
+RETHINK_FIELDS = ("problem", "thoughts", "path", "thought", "code", "feedback")
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     name: str
@@ -48,6 +65,8 @@ class PromptTemplate:
     step_delimiter: str = "\n\n"
     judge_instruction: str = "Evaluate the last step. Assign a score from 0 to 9."
     judge_prefix: str = "I think the quality score is: "
+    rethink_instruction: str = RETHINK_INSTRUCTION
+    rethink_prefix: str = ""
     description: str = ""
 
     def messages(self, problem: str) -> list[dict]:
@@ -78,6 +97,23 @@ class PromptTemplate:
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return head + after_head(head, self.judge_prefix)
 
+    def rethink_prompt(self, tokenizer, problem: str, steps: list[str], thought: str, code: str, feedback: str) -> str:
+        """RethinkMCTS's refinement: one user turn (``rethink_instruction``) with the problem, the thoughts before
+        the erroneous one (``steps``), that ``thought``, the failing ``code`` and the execution ``feedback``;
+        the model's reply (after ``rethink_prefix``), up to the step delimiter, is the refined thought."""
+        fields = {
+            "problem": problem,
+            "thoughts": "\n\n".join(steps) if steps else "(none)",
+            "path": self.steps_text(list(steps)),  # the thoughts as the assistant wrote them, delimiter after
+            "thought": thought.strip(),
+            "code": code,
+            "feedback": feedback,
+        }
+        user = self.rethink_instruction.format(**fields)
+        messages = self.messages(problem)[:-1] + [{"role": "user", "content": user}]  # the system turn, if any
+        head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return head + after_head(head, self.rethink_prefix.format(**fields))
+
 
 def available() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
@@ -93,7 +129,15 @@ def load(name: str) -> PromptTemplate:
         raise ValueError(f"unknown prompt template {name!r}: use one of {available()} or a path to a YAML file")
     data = yaml.safe_load(path.read_text()) or {}
     try:
-        return PromptTemplate(name=path.stem, **data)
+        template = PromptTemplate(name=path.stem, **data)
+        for text in (template.rethink_instruction, template.rethink_prefix):
+            text.format(**{k: "" for k in RETHINK_FIELDS})
+        return template
+    except (KeyError, IndexError) as e:
+        raise ValueError(
+            f"prompt template {path}: rethink_instruction or rethink_prefix uses the field {e}; "
+            f"their fields: {', '.join(RETHINK_FIELDS)}"
+        ) from None
     except TypeError as e:
         raise ValueError(
             f"prompt template {path}: {e}; allowed keys: {list(PromptTemplate.__dataclass_fields__)[1:]}"

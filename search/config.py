@@ -185,15 +185,16 @@ class RethinkMCTSConfig(SearchBase):
         2,
         ge=0,
         **at_most(16, DEPTH_WHY),
-        description="rethinks (regenerate a thought, roll out again) after a rollout fails the tests",
+        description="rethinks (rewrite or regenerate a thought, roll out again) after a rollout fails the tests",
     )
     rethink_pick: Literal["least_likely", "deepest"] = Field(
-        "least_likely", description="the thought to regenerate: the one with the least likely token, or the deepest"
+        "least_likely", description="the thought to rethink: the one with the least likely token, or the deepest"
     )
-    rethink_prompt: str | None = Field(
-        None,
-        description="for models that read feedback: the problem text while a thought is regenerated, with "
-        "{problem} and {feedback}",
+    rethink: Literal["feedback", "resample"] = Field(
+        "feedback",
+        description="how a thought is rethought: feedback (RethinkMCTS: the model rewrites it from the rethink "
+        "prompt, which carries the failing tests' execution feedback, and the rewrite replaces it) or resample "
+        "(written again from the same prompt, no feedback, as a new sibling)",
     )
     stop_on_pass: bool = Field(True, description="stop a problem's search once a program passes every public test")
     puct_base: float = Field(10.0, gt=0, description="var_p_uct's ucb_base (RethinkMCTS: 10)")
@@ -210,7 +211,7 @@ class RethinkMCTSConfig(SearchBase):
             self.stop_on_pass,
             self.puct_base,
             self.puct_init,
-            self.rethink_prompt,
+            self.rethink,
             seed,
         )
 

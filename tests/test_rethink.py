@@ -110,19 +110,23 @@ def test_rethink_regenerates_a_thought_of_each_failing_rollout():
     ).passed
 
 
-def test_rethink_puts_the_feedback_in_the_regeneration_prompt_when_asked():
-    r = Reasoner(
-        Recipe.load(
-            "toy-code-rethink",
-            ["search.n=1", "search.max_think_times=1", "search.rethink_prompt={problem} Failed: {feedback}"],
-        )
-    )
+def test_the_recipe_rethinks_from_the_sandbox_feedback():
+    """toy-code-rethink uses ``search.rethink: feedback``: the toy model is handed the rethink prompt with the real
+    run's failing test, expected and actual value (whether it can use it: tests/test_rethink_feedback.py)."""
+    r = Reasoner(Recipe.load("toy-code-rethink", ["search.n=1", "search.max_think_times=1"]))
+    assert r.recipe.search.rethink == "feedback"
     prompts, lm = [], r.engine.lm
     generate = lm.generate
     lm.generate = lambda ids, params: prompts.extend(map(lm.decode, ids)) or generate(ids, params)
     solution = r.solve(CODE[0])
-    assert sum("Failed: AssertionError" in p and "assert f(1) == 22" in p for p in prompts) == 1  # the one regeneration
-    assert solution.problem.text == CODE[0].text  # the problem text is restored
+    (asked,) = [p for p in prompts if "fails the tests" in p]  # the one rethink
+    assert CODE[0].text in asked and "Failed test: assert f(1) == 22\nExpected: 22\nActual: " in asked
+    (new,) = [n for n in nodes(solution.tree.root) if n.notes and "rethought" in n.notes]
+    before = "\n\n".join(n.step.text for n in new.path()[:-1])  # the toy layout: then the thoughts before it
+    assert asked.endswith("<|im_start|>assistant\n" + (before + "\n\n" if before else ""))
+    assert new.notes["feedback"] in asked and new.parent is new.notes["rethought"].parent
+    with pytest.raises(RecipeError, match="rethink"):
+        Recipe.load("toy-code-rethink", ["search.rethink=both"])
 
 
 def test_rethink_recipe_end_to_end(tmp_path):

@@ -18,7 +18,10 @@ The safe channel (the default) keeps the program and the tests in different proc
   the judge's own import of it when it is the standard module of that name; a literal value (``x = 3``) is
   copied; anything else cannot cross, and using it fails naming the shared checker.
 
-The program never holds the tests, the expected values, the verdict or its pipe, and every comparison happens
+For the feedback a rethinking search reads, the judge compiles the tests with every ``assert`` rewritten as
+pytest rewrites them (``_ShowAsserts``): each side evaluated once, the same ``AssertionError`` raised, and the
+compared values recorded (bounded reprs); ``CheckResult.detail`` carries them with the exception and the lines
+involved. The program never holds the tests, the expected values, the verdict or its pipe, and every comparison happens
 in the judge on plain values: walking the stack to forge a verdict, reading the tests to answer from a table,
 returning an object whose ``__eq__`` is always true (a failure: "returned a non-literal object"), shadowing a
 builtin the tests use (``abs``, ``all``: such names stay the judge's builtins) or patching ``math.isclose``
@@ -38,6 +41,7 @@ reason names it.
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import os
@@ -103,6 +107,10 @@ class CheckResult:
     stdout: str = ""  # the program's output (capped; tail)
     stderr: str = ""
     isolation: list[str] = field(default_factory=list)
+    # the first failure, as the judge saw it (safe channel): ``test`` (its line), ``error`` (type: message),
+    # ``where`` (the program's line that raised), ``actual`` / ``expected`` / ``compare`` (a failed assert's
+    # values, bounded reprs); empty when passed, on the shared channel, or when the run gave no verdict
+    detail: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -242,13 +250,13 @@ def _check_safe(program: str, tests: str, timeout_s: float, limits: Limits) -> C
     stderr = run.stderr.strip()[-2000:]
     seconds = round(time.monotonic() - start, 4)
 
-    def result(passed: bool, reason: str) -> CheckResult:
+    def result(passed: bool, reason: str, detail: dict | None = None) -> CheckResult:
         err = stderr + (f"\n--- tests ---\n{judge_log[-2000:]}" if judge_log else "")
-        return CheckResult(passed, reason, seconds, stdout, err.strip(), run.isolation)
+        return CheckResult(passed, reason, seconds, stdout, err.strip(), run.isolation, detail or {})
 
     verdict = json.loads(verdict_text) if verdict_text else None
     if verdict is not None and not verdict.get("gone"):
-        return result(verdict["passed"], verdict["reason"])
+        return result(verdict["passed"], verdict["reason"], verdict.get("detail"))
     if verdict is None and not killed and not run.timed_out:
         if judge.returncode > 0:  # the judge failed in Python, not by the program's doing: every check would
             raise RuntimeError(f"the checker's judge process failed (exit {judge.returncode}):\n{judge_log[-2000:]}")
@@ -674,6 +682,74 @@ def _opaque(program: _Program, name: str, what: str):
     return type("Opaque", (), {m: fail for m in methods})()
 
 
+FEEDBACK_CHARS = 300  # the most of one value, message or line a failure's detail carries
+_ASSERT_FAILED = "_judge_assert_failed"  # the tests' name for ``_assert_failed`` (never a program name: see _bind)
+
+
+def _show(value) -> str:
+    """A bounded ``repr`` of a value the tests computed (the program's results arrive as plain literals)."""
+    import reprlib
+
+    shower = reprlib.Repr()
+    shower.maxstring, shower.maxother, shower.maxlong = FEEDBACK_CHARS, FEEDBACK_CHARS, FEEDBACK_CHARS
+    shower.maxlist = shower.maxtuple = shower.maxset = shower.maxfrozenset = shower.maxdict = 20
+    try:
+        return shower.repr(value)[:FEEDBACK_CHARS]
+    except Exception:  # noqa: BLE001 - an int past str()'s digit limit, a test object's broken __repr__
+        return f"<{type(value).__name__}>"
+
+
+def _assert_failed(actual, expected, swapped: bool, op: str, *message):
+    """What a rewritten ``assert`` calls when it fails (``_ShowAsserts``): an ``AssertionError`` with the
+    assert's own message, carrying the compared values for the feedback (``compared``)."""
+    e = AssertionError(*message)
+    if swapped:
+        actual, expected = expected, actual
+    e.compared = {"actual": _show(actual)}
+    if op:
+        e.compared.update(expected=_show(expected), compare=op)
+    raise e
+
+
+class _ShowAsserts(ast.NodeTransformer):
+    """Rewrites every ``assert`` of the tests so a failure says what was compared, as pytest's assertion rewriting
+    does: ``assert A == B, m`` runs as ``if not ((a := A) == (b := B)): _assert_failed(a, b, ...)``, each side
+    evaluated once and in order, the raised error the same ``AssertionError(m)``; ``assert E`` records ``E``'s
+    value. *actual* is the side that uses the program's names (``names``), *expected* the other (the left side
+    when both or neither do). Chained comparisons are left as they are."""
+
+    OPS = {"Eq": "==", "NotEq": "!=", "Lt": "<", "LtE": "<=", "Gt": ">", "GtE": ">=", "In": "in", "NotIn": "not in"}
+    OPS.update({"Is": "is", "IsNot": "is not"})
+
+    def __init__(self, names: set[str]):
+        self.names, self.count = names, 0
+
+    def uses_program(self, node) -> bool:
+        return any(isinstance(n, ast.Name) and n.id in self.names for n in ast.walk(node))
+
+    def visit_Assert(self, node):
+        self.count += 1
+        a, b = f"_judge_a{self.count}", f"_judge_b{self.count}"
+        message = [node.msg] if node.msg is not None else []
+        test = node.test
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]).__name__ in self.OPS:
+            left, right = test.left, test.comparators[0]
+            swapped = self.uses_program(right) and not self.uses_program(left)
+            check = ast.Compare(
+                ast.NamedExpr(ast.Name(a, ast.Store()), left),
+                test.ops,
+                [ast.NamedExpr(ast.Name(b, ast.Store()), right)],
+            )
+            args = [ast.Name(a, ast.Load()), ast.Name(b, ast.Load()), ast.Constant(swapped)]
+            args.append(ast.Constant(self.OPS[type(test.ops[0]).__name__]))
+        else:
+            check = ast.NamedExpr(ast.Name(a, ast.Store()), test)
+            args = [ast.Name(a, ast.Load()), ast.Constant(None), ast.Constant(False), ast.Constant("")]
+        call = ast.Call(ast.Name(_ASSERT_FAILED, ast.Load()), args + message, [])
+        out = ast.If(ast.UnaryOp(ast.Not(), check), [ast.Expr(call)], [])
+        return ast.fix_missing_locations(ast.copy_location(out, node))
+
+
 def _judge_main() -> None:
     """The trusted side: read the job (tests, pipe fds, deadline) from stdin, wait for the program to be ready,
     bind the names the tests use, run the tests, write the verdict to the verdict pipe."""
@@ -699,7 +775,6 @@ def _judge_main() -> None:
 
 
 def _judge(program: _Program, tests: str) -> dict:
-    import ast
     import builtins
     import traceback
 
@@ -707,20 +782,27 @@ def _judge(program: _Program, tests: str) -> dict:
         if isinstance(e, _Broken):
             return {"passed": False, "reason": e.reason[:1000], "gone": e.gone}
         text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        detail = {"error": text[:FEEDBACK_CHARS]}
         where = [getattr(e, "where", None)] if getattr(e, "where", None) else []
+        if where:
+            detail["where"] = where[0][:FEEDBACK_CHARS]
         frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == "tests.py"]
         if frames and frames[-1].lineno and frames[-1].lineno <= len(lines):
             n = frames[-1].lineno
             where.append(f"line {n}, tests: {lines[n - 1].strip()[:200]}")
-        return {"passed": False, "reason": (text + (f" ({'; '.join(where)})" if where else ""))[:1000]}
+            detail["test"] = lines[n - 1].strip()[:FEEDBACK_CHARS]
+        detail.update(getattr(e, "compared", None) or {})
+        reason = (text + (f" ({'; '.join(where)})" if where else ""))[:1000]
+        return {"passed": False, "reason": reason, "detail": detail}
 
     lines = tests.splitlines()
     try:
-        code = compile(tests, "tests.py", "exec")
+        tree = ast.parse(tests)
         wanted = sorted(
-            {n.id for n in ast.walk(ast.parse(tests)) if isinstance(n, ast.Name)}
+            {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
             - set(dir(builtins))  # a program's ``abs`` or ``all`` never replaces the tests' builtins
         )
+        code = compile(_ShowAsserts(set(wanted)).visit(tree), "tests.py", "exec")
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes, lone surrogates
         return {"passed": False, "reason": f"the tests do not compile: {e}"}
     try:
@@ -738,6 +820,7 @@ def _judge(program: _Program, tests: str) -> dict:
             if kind != "names" or type(names) is not dict:
                 raise program.broke("the program broke the channel (no names)")
         namespace = {**_bind(program, names, wanted), "__name__": "tests", "__builtins__": builtins}
+        namespace[_ASSERT_FAILED] = _assert_failed
         exec(code, namespace)
     except BaseException as e:  # noqa: BLE001 - every way the tests end is a verdict
         return failed(program.failure or e)

@@ -8,8 +8,13 @@ run in parallel (threads, each waiting on its own sandbox subprocess).
 
 Counting: all public tests first run together in one sandbox run (the common cases, all pass or a single
 test, cost one run); only when that fails and there are several test statements does each run on its own,
-after the non-test statements before it (imports, setup). The failing run's reason is kept as the feedback a
-rethinking search reads (``outcome(node).reason``).
+after the non-test statements before it (imports, setup). What failed is kept for a rethinking search
+(RethinkMCTS's verbal feedback): ``outcome(node).reason`` (the first failure, one line) and ``failures``, one
+``TestFailure`` per failing test (at most ``FEEDBACK_FAILURES``) with the test's line, a failed assert's expected
+and actual values, the exception (type and message) and the program's line that raised it, and the tail of the
+program's output, each bounded (``FEEDBACK_CHARS``, ``STDOUT_CHARS``); ``feedback()`` is their text. They come
+from the checker's judge (``verifiers.code``), the trusted side, so the program can shape what it returns, raises
+and prints, but not the verdict or where the feedback says it failed.
 
 Public tests come from ``problem.meta["public_tests"]`` (toy-code, MBPP). HumanEval has none: there the
 doctest examples of the prompt (``>>> call`` followed by the expected value) become asserts where both are
@@ -28,9 +33,57 @@ from dataclasses import dataclass
 
 from reasoner.core.types import Node, Problem
 
-from .code import check, extract_code
+from .code import FEEDBACK_CHARS, CheckResult, check, extract_code
 
 log = logging.getLogger(__name__)
+
+
+FEEDBACK_FAILURES = 3  # failing tests a feedback text shows
+STDOUT_CHARS = 300  # the tail of the program's output a failure keeps
+
+
+@dataclass(frozen=True)
+class TestFailure:
+    """One failing public test, as the checker's judge saw it (``CheckResult.detail``), every field bounded:
+    ``test`` (the test's line), ``actual`` / ``expected`` (a failed assert's compared values, reprs), ``error``
+    (the exception, type and message, or why the run ended: a timeout, a crash), ``where`` (the program's line
+    that raised) and ``stdout`` (the tail of what the program printed). The program wrote some of it (its
+    values, messages, output), so it is data for the model to read, never something that decides a verdict."""
+
+    __test__ = False  # not a pytest class
+
+    test: str = ""
+    actual: str | None = None
+    expected: str | None = None
+    error: str = ""
+    where: str = ""
+    stdout: str = ""
+
+    @classmethod
+    def of(cls, result: CheckResult, test: str) -> TestFailure:
+        d = result.detail
+        return cls(
+            test=d.get("test") or (test.strip().splitlines() or [""])[-1].strip()[:FEEDBACK_CHARS],
+            actual=d.get("actual"),
+            expected=d.get("expected"),
+            error=d.get("error") or result.reason[:FEEDBACK_CHARS],
+            where=d.get("where", ""),
+            stdout=result.stdout[-STDOUT_CHARS:],
+        )
+
+    def text(self) -> str:
+        lines = [f"Failed test: {self.test}"]
+        if self.expected is not None:
+            lines += [f"Expected: {self.expected}", f"Actual: {self.actual}"]
+        elif self.actual is not None:
+            lines.append(f"Actual value: {self.actual}")
+        if self.error and self.error != "AssertionError":
+            lines.append(f"Error: {self.error}")
+        if self.where:
+            lines.append(f"Raised at: {self.where}")
+        if self.stdout:
+            lines.append(f"Program output (last {STDOUT_CHARS} characters):\n{self.stdout}")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -41,10 +94,22 @@ class ExecutionResult:
     passed: int
     total: int
     reason: str  # "passed", or the first failure: the failing assert, an exception, a timeout
+    failures: tuple[TestFailure, ...] = ()  # the failing tests, in order (at most FEEDBACK_FAILURES)
 
     @property
     def score(self) -> float:
         return self.passed / self.total if self.total else 0.0
+
+    def feedback(self) -> str:
+        """The execution feedback a rethinking model reads (RethinkMCTS's verbal feedback, before its
+        block-level debugging): the pass count, then each failing test with expected vs actual, the
+        exception and where the program raised it, and the tail of its output."""
+        if self.reason == "passed":
+            return f"All {self.total} public tests pass."
+        head = f"The code passes {self.passed} of {self.total} public tests."
+        if not self.failures:
+            return f"{head}\n{self.reason}"
+        return "\n\n".join([head] + [f.text() for f in self.failures])
 
 
 def public_tests(problem: Problem) -> str:
@@ -160,9 +225,14 @@ class ExecutionVerifier:
             if together.passed:
                 return ExecutionResult(program, len(parts), len(parts), "passed"), 1
             if len(parts) == 1:
-                return ExecutionResult(program, 0, 1, together.reason), 1
-            passed = sum(check(program, part, self.timeout_s).passed for part in parts)
-            return ExecutionResult(program, passed, len(parts), together.reason), 1 + len(parts)
+                return ExecutionResult(program, 0, 1, together.reason, (TestFailure.of(together, tests),)), 1
+            results = [check(program, part, self.timeout_s) for part in parts]
+            failures = tuple(TestFailure.of(r, part) for r, part in zip(results, parts) if not r.passed)
+            passed = len(parts) - len(failures)
+            if not failures:  # only together (a test's setup broke a later one): the joint run's failure
+                failures = (TestFailure.of(together, tests),)
+            result = ExecutionResult(program, passed, len(parts), together.reason, failures[:FEEDBACK_FAILURES])
+            return result, 1 + len(parts)
 
         with ThreadPoolExecutor(max(1, min(self.workers, len(jobs)))) as pool:
             for (node, program, tests), (result, runs) in zip(jobs, pool.map(one, jobs)):

@@ -33,7 +33,7 @@ def step_token_ids(lm: LM, template: PromptTemplate, step: Step) -> list[int]:
 def prompt_ids(lm: LM, template: PromptTemplate, node: Node) -> list[int]:
     """The token ids ``lm`` continues from at ``node``: the rendered problem, then every step on the path as the
     tokens it was generated as (``step_token_ids``). Kept on the tree, per model and problem text (a search may
-    rewrite the problem for a while, as RethinkMCTS does to add feedback), so the step engine, the verifiers and the
+    rewrite the problem for a while), so the step engine, the verifiers and the
     router all see the sequence the model wrote, never a re-rendering of the steps' text."""
     key = (lm.name, node.tree.problem.text, node)
     ids = node.tree.prompt_ids.get(key)

@@ -219,7 +219,7 @@
       if (cand.has(k) && cand.get(k)[1].score !== null && cand.get(k)[1].score !== undefined) badges.push('<span class="badge b-cand">path score ' + num(cand.get(k)[1].score) + "</span>");
       if (notes.pruned) { cls.push("pruned"); badges.push('<span class="badge b-pruned">pruned (' + esc(notes.pruned) + ")</span>"); }
       if (notes.merged_into !== undefined) { cls.push("merged"); badges.push('<span class="badge b-merged">merged into <a href="#" data-goto="' + notes.merged_into + '">#' + notes.merged_into + "</a></span>"); }
-      if (notes.rethought !== undefined && notes.rethought !== null) badges.push('<span class="badge b-merged">rethinks <a href="#" data-goto="' + notes.rethought + '">#' + notes.rethought + "</a></span>");
+      if (notes.rethought !== undefined && notes.rethought !== null) badges.push('<span class="badge b-merged"' + (notes.feedback ? ' title="rewritten from the execution feedback:\n' + esc(notes.feedback) + '"' : "") + ">" + (notes.feedback ? "rewrites" : "rethinks") + ' <a href="#" data-goto="' + notes.rethought + '">#' + notes.rethought + "</a>" + (notes.feedback ? " (feedback)" : "") + "</span>");
       if (n.terminal) badges.push('<span class="badge ' + (n.finish_reason === "length" ? "b-len" : "b-end") + '">end' + (n.finish_reason && n.finish_reason !== "stop" ? " · " + esc(n.finish_reason) : "") + "</span>");
       else if (!kids[k].length && !cand.has(k) && !notes.pruned && notes.merged_into === undefined) { cls.push("dropped"); badges.push('<span class="badge b-dropped" title="not kept by the search">dropped</span>'); }
       if (n.value !== undefined) badges.push('<span class="badge">value ' + num(n.value) + "</span>");

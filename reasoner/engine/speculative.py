@@ -62,6 +62,10 @@ class SpeculativeStepEngine:
     def is_terminal(self, parent: Node, step) -> bool:
         return self.target.is_terminal(parent, step)
 
+    def propose_from(self, nodes: list[Node], prompts: list):
+        """A search's own requests (RethinkMCTS's refinement) go to the target, which writes what it rewrites."""
+        return self.target.propose_from(nodes, prompts)
+
     def expand(self, nodes: list[Node], k: int = 1) -> list[list[Node]]:
         if self.pool is None or len(nodes) < 2:
             return self._round(nodes, k)

@@ -16,7 +16,9 @@ would have written (the same tokens, cut where its stop rules cut), so they cost
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from prompts import PromptTemplate
 from verifiers.likelihood import prompt_ids
@@ -88,16 +90,28 @@ class StepEngine:
         for node in nodes:
             if node.terminal:
                 raise ValueError(f"cannot expand a terminal node: {node}")
+        return self._steps(nodes, [self.prompt(n) for n in nodes], k, self.lookahead)
+
+    def propose_from(self, nodes: list[Node], prompts: list[Callable[[PromptTemplate, Any], str]]) -> list[Step]:
+        """One step for every node, written after a prompt of the search's own (RethinkMCTS's refinement request)
+        rather than after the node's path: each of ``prompts`` renders it from this engine's template and
+        tokenizer. Not added to the tree; booked on each node's tree."""
+        if not nodes:
+            return []
+        ids = [self.lm.encode(render(self.template, self.lm.tokenizer)) for render in prompts]
+        return [steps[0] for steps in self._steps(nodes, ids, 1, False)]
+
+    def _steps(self, nodes: list[Node], prompts: list[list[int]], k: int, lookahead: bool) -> list[list[Step]]:
         params = SamplingParams(
             n=k,
             temperature=self.sampling.temperature,
             top_p=self.sampling.top_p,
             stop=(self.template.step_delimiter,),
             max_tokens=self.sampling.max_step_tokens,
-            lookahead=self.lookahead,
+            lookahead=lookahead,
         )
         with owned_by([n.tree for n in nodes]):  # raises Cancelled when every tree is; a scheduler drops their rows
-            generations = self.lm.generate([self.prompt(n) for n in nodes], params)
+            generations = self.lm.generate(prompts, params)
         seconds = generations.total.wall_s / max(1, len(nodes) * k)
         out = []
         for node, gens, usage in zip(nodes, generations, generations.usage):
