@@ -325,6 +325,7 @@ def convert_gguf(gguf: Path, sha256: str | None = None, say: Callable[[str], Non
     folder = converted_path(sha256)
     if _complete(folder):
         return folder
+    check_gguf(gguf)
     say(f"converting {gguf.name} to safetensors (once) into {folder}")
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -340,6 +341,31 @@ def convert_gguf(gguf: Path, sha256: str | None = None, say: Callable[[str], Non
         shutil.rmtree(partial, ignore_errors=True)
     say(f"converted: {folder}")
     return folder
+
+
+def check_gguf(gguf: Path) -> None:
+    """Fail in one line, before any conversion starts, unless ``gguf`` is a whole GGUF file: its header, metadata
+    and tensor table readable and every tensor's data inside the file. Why: a truncated or damaged file (a copy cut
+    short, a download that stopped) otherwise fails deep in the loader with whatever numpy or ``struct`` says
+    (``cannot reshape array of size 100 into shape (64,64)``, ``unpack_from requires a buffer of at least 101
+    bytes``), a ``struct.error`` that the command line would print as a traceback."""
+    from gguf import GGUFReader
+
+    size = gguf.stat().st_size
+    try:
+        reader = GGUFReader(gguf)
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    except Exception as e:  # noqa: BLE001 - whatever the reader trips on, the file is not a readable GGUF
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(
+            f"{str(gguf)!r} is not a readable GGUF file (truncated or corrupt? {size} bytes; the reader says: "
+            f"{reason}): copy or install it again"
+        ) from None
+    if not reader.tensors or end > size:
+        what = "holds no tensors" if not reader.tensors else f"needs {end} bytes for its tensors, has {size}"
+        raise ValueError(
+            f"{str(gguf)!r} is not a readable GGUF file (truncated or corrupt? it {what}): copy or install it again"
+        )
 
 
 def _dequantize(gguf: Path, out: Path) -> None:
