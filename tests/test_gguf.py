@@ -49,6 +49,10 @@ LAYOUT = OUTER + [
     (f"model.layers.{i}.{hf}", f"blk.{i}.{gg}", kind, shape) for i in range(LAYERS) for hf, gg, kind, shape in LAYER
 ]
 PROMPT = " the cat sat on the mat"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def write_gguf(path, tied: bool, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -74,6 +78,7 @@ def write_gguf(path, tied: bool, seed: int) -> tuple[dict[str, torch.Tensor], di
     writer.add_bos_token_id(TOKENS.index("<|endoftext|>"))
     writer.add_eos_token_id(EOS)
     writer.add_pad_token_id(TOKENS.index("<|endoftext|>"))
+    writer.add_chat_template(CHAT_TEMPLATE)
     stored, original = {}, {}
     for name, gguf_name, kind, shape in LAYOUT:
         if tied and name == "lm_head.weight":
@@ -179,6 +184,12 @@ def test_a_gguf_path_converts_once_and_loads_as_the_model_it_holds(files, cache,
     assert lm.encode("<|im_end|>") == [EOS]
     text = "The cat sat on the mat.\n\nÜber 3 € — 'quoted'   spaces\t<|im_end|>"
     assert lm.tokenizer.decode(lm.encode(text)) == text
+    # its end of turn ends a generation, and its chat template renders
+    assert lm.tokenizer.eos_token == "<|im_end|>" and EOS in lm.eos_ids
+    chat = lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
     # the model the file holds: Q8_0 and F16 weights dequantized, nothing left quantized, its own head
     assert not lm.model.config.tie_word_embeddings and lm.model.dtype == torch.float32
@@ -199,12 +210,10 @@ def test_a_gguf_without_output_weight_ties_its_head_to_the_embedding(files, cach
     stored, _ = files["tied"]
     lm = load_lm("transformers", str(files["folder"] / "tiny-tied.gguf"), "draft", device="cpu")
     assert conversions == ["tiny-tied.gguf"]
-    model = lm.model
-    assert model.config.tie_word_embeddings
-    assert torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
-    assert torch.equal(model.lm_head.weight, stored["model.embed_tokens.weight"])  # the dequantized token_embd
-    ids = lm.encode(PROMPT)
+    model, ids = lm.model, lm.encode(PROMPT)
     assert torch.allclose(logits(model, ids), logits(reference_model(stored, tied=True), ids), atol=1e-4, rtol=1e-4)
+    assert torch.equal(model.lm_head.weight, stored["model.embed_tokens.weight"])  # the dequantized token_embd
+    assert model.lm_head.weight is model.model.embed_tokens.weight and model.config.tie_word_embeddings  # one tensor
 
 
 @pytest.mark.parametrize("cut", ["header", "metadata", "tensors", "last byte", "magic"])
