@@ -55,10 +55,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def write_gguf(path, tied: bool, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Write a tiny Qwen2 GGUF at ``path`` (no ``output.weight`` when ``tied``). Returns the weights a correct
-    loader must end up with (stored values, dequantized with gguf's own reference code) and the weights before
-    quantization, both under transformers' names."""
+def write_gguf(path, seed: int, drop=()) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Write a tiny Qwen2 GGUF at ``path``, without the tensors named in ``drop`` (GGUF names). Returns the weights
+    a correct loader must end up with (stored values, dequantized with gguf's own reference code) and the weights
+    before quantization, both under transformers' names."""
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), "qwen2")
     writer.add_name("tiny-qwen2")
@@ -81,7 +81,7 @@ def write_gguf(path, tied: bool, seed: int) -> tuple[dict[str, torch.Tensor], di
     writer.add_chat_template(CHAT_TEMPLATE)
     stored, original = {}, {}
     for name, gguf_name, kind, shape in LAYOUT:
-        if tied and name == "lm_head.weight":
+        if gguf_name in drop:
             continue
         value = rng.standard_normal(shape).astype(np.float32) * (0.1 if len(shape) == 1 else 0.3)
         if name.endswith("norm.weight"):
@@ -129,8 +129,9 @@ def reference_model(weights: dict[str, torch.Tensor], tied: bool) -> Qwen2ForCau
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gguf")
-    untied = write_gguf(folder / "tiny.gguf", tied=False, seed=0)
-    tied = write_gguf(folder / "tiny-tied.gguf", tied=True, seed=1)
+    untied = write_gguf(folder / "tiny.gguf", seed=0)
+    tied = write_gguf(folder / "tiny-tied.gguf", seed=1, drop={"output.weight"})  # the model ties its head
+    write_gguf(folder / "tiny-unmapped.gguf", seed=2, drop={"blk.1.ffn_up.weight"})
     return {"folder": folder, "untied": untied, "tied": tied}
 
 
@@ -151,6 +152,12 @@ def conversions(monkeypatch):
 
     monkeypatch.setattr(sources, "_dequantize", counted)
     return calls
+
+
+def leftovers(cache) -> list[str]:
+    """What the cache's converted models hold: a final folder or a partial one."""
+    converted = cache / "converted"
+    return sorted(p.name for p in converted.iterdir()) if converted.exists() else []
 
 
 def logits(model, ids: list[int]) -> torch.Tensor:
@@ -232,5 +239,15 @@ def test_a_cut_or_damaged_gguf_fails_in_one_line_and_leaves_nothing(files, cache
         load_lm("transformers", str(bad), "target", device="cpu")
     assert str(bad) in str(error.value) and "\n" not in str(error.value)
     assert conversions == []  # refused before converting
-    converted = cache / "converted"
-    assert not converted.exists() or list(converted.iterdir()) == []  # no final folder, no partial one
+    assert leftovers(cache) == []
+
+
+def test_a_gguf_that_leaves_a_weight_unset_is_refused_not_converted_with_a_random_one(files, cache, conversions):
+    """transformers would initialize the weight at random (a warning once) and the cached conversion would load
+    without a word ever after."""
+    with pytest.raises(
+        ValueError, match=r"does not give 1 of the qwen2 model's weights \(model\.layers\.1\.mlp\.up_proj"
+    ):
+        load_lm("transformers", str(files["folder"] / "tiny-unmapped.gguf"), "target", device="cpu")
+    assert conversions == ["tiny-unmapped.gguf"]
+    assert leftovers(cache) == []

@@ -370,12 +370,27 @@ def check_gguf(gguf: Path) -> None:
 
 def _dequantize(gguf: Path, out: Path) -> None:
     """Load ``gguf`` with transformers (dequantized to float32) and save it as a plain model: the GGUF quantizer is
-    taken off the model and its config first, or ``save_pretrained`` refuses (and a reload would look for GGUF)."""
+    taken off the model and its config first, or ``save_pretrained`` refuses (and a reload would look for GGUF).
+
+    A model whose weights the file does not all give is refused: transformers would initialize the missing ones at
+    random with a warning, and once saved the conversion loads without one, every time, from the cache (a head not
+    tied to the embedding of a GGUF without ``output.weight``, a tensor whose GGUF name it does not map). A model
+    whose head is tied to its embedding, as the config says, has nothing missing."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model, loading = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True
+    )
+    mismatched = (k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys", ()))
+    unset = sorted({*loading.get("missing_keys", ()), *mismatched})
+    if unset:
+        raise ValueError(
+            f"{str(gguf)!r} does not give {len(unset)} of the {model.config.model_type} model's weights "
+            f"({', '.join(unset[:3])}{', ...' if len(unset) > 3 else ''}): transformers does not map all of this "
+            "file's tensors, and a conversion would leave those weights random"
+        )
     model.hf_quantizer = None
     for attr in ("is_quantized", "quantization_method"):
         if hasattr(model, attr):
