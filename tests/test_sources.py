@@ -99,9 +99,7 @@ def test_registry_name_not_installed_says_how_to_install(cache):
 
 @pytest.fixture
 def fake_dequantize(monkeypatch):
-    """Conversion without transformers: writes a config.json naming the GGUF's bytes; counts the conversions. The
-    stand-in files are not GGUFs, so the check that a file is a whole GGUF is left out too (tests/test_gguf.py
-    converts real tiny GGUFs)."""
+    """Conversion without transformers: writes a config.json naming the GGUF's bytes; counts the conversions."""
     calls = []
 
     def dequantize(gguf, out):
@@ -110,7 +108,6 @@ def fake_dequantize(monkeypatch):
         (out / "config.json").write_text(json.dumps({"bytes": gguf.read_bytes().decode()}))
 
     monkeypatch.setattr(sources, "_dequantize", dequantize)
-    monkeypatch.setattr(sources, "check_gguf", lambda gguf: None)
     return calls
 
 
@@ -151,7 +148,7 @@ def test_failed_conversion_leaves_nothing(cache, tmp_path, monkeypatch):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(sources, "_dequantize", broken)
-    monkeypatch.setattr(sources, "check_gguf", lambda gguf: None)
+    monkeypatch.setattr(sources, "check_gguf", lambda gguf: None)  # a whole file here (tests/test_gguf.py: cut ones)
     with pytest.raises(RuntimeError):
         sources.resolve_path(str(gguf))
     assert list((cache / "converted").iterdir()) == []
