@@ -2,8 +2,8 @@
 seeded random weights, some Q8_0, some F16, some F32, and a byte-level BPE tokenizer in its metadata): it converts
 once into the cache, loads as the model the file holds (logits equal to a transformers Qwen2 built directly from the
 same dequantized weights), with its tokenizer; a GGUF without ``output.weight`` ties its head to the embedding; a cut
-or damaged file, or one that leaves a weight unset, fails in one line and leaves nothing in the cache. The real 491 MB model is the "real" tier's
-(tests/test_real.py)."""
+or damaged file, or one that leaves a weight unset, fails in one line and leaves nothing in the cache. The real
+491 MB model is the "real" tier's (tests/test_real.py)."""
 
 import numpy as np
 import pytest
