@@ -329,7 +329,11 @@ def convert_gguf(gguf: Path, sha256: str | None = None, say: Callable[[str], Non
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        _dequantize(gguf, partial)
+        try:
+            _dequantize(gguf, partial)
+        except Exception:
+            check_gguf(gguf)  # a cut or damaged file: say so, not what the loader tripped on
+            raise
         (partial / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": sha256}, indent=1))
         try:
             os.replace(partial, folder)
@@ -342,14 +346,55 @@ def convert_gguf(gguf: Path, sha256: str | None = None, say: Callable[[str], Non
     return folder
 
 
+def check_gguf(gguf: Path) -> None:
+    """Fail in one line unless ``gguf`` is a whole GGUF file: its header, metadata and tensor table readable and
+    every tensor's data inside the file. Why: a truncated or damaged file (a copy cut short, a download that
+    stopped) fails deep in the loader with whatever numpy or ``struct`` says (``cannot reshape array of size 100
+    into shape (64,64)``, ``unpack_from requires a buffer of at least 101 bytes``: a ``struct.error``, which the
+    command line prints as a traceback). Run when a conversion fails, not before each: parsing a real model's
+    vocabulary with ``GGUFReader`` takes seconds (21 s for the 0.5B's on this shared CPU)."""
+    from gguf import GGUFReader
+
+    size = gguf.stat().st_size
+    try:
+        reader = GGUFReader(gguf)
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    except Exception as e:  # noqa: BLE001 - whatever the reader trips on, the file is not a readable GGUF
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(
+            f"{str(gguf)!r} is not a readable GGUF file (truncated or corrupt? {size} bytes; the reader says: "
+            f"{reason}): copy or install it again"
+        ) from None
+    if not reader.tensors or end > size:
+        what = "holds no tensors" if not reader.tensors else f"needs {end} bytes for its tensors, has {size}"
+        raise ValueError(
+            f"{str(gguf)!r} is not a readable GGUF file (truncated or corrupt? it {what}): copy or install it again"
+        )
+
+
 def _dequantize(gguf: Path, out: Path) -> None:
     """Load ``gguf`` with transformers (dequantized to float32) and save it as a plain model: the GGUF quantizer is
-    taken off the model and its config first, or ``save_pretrained`` refuses (and a reload would look for GGUF)."""
+    taken off the model and its config first, or ``save_pretrained`` refuses (and a reload would look for GGUF).
+
+    A model whose weights the file does not all give is refused: transformers would initialize the missing ones at
+    random with a warning, and once saved the conversion loads without one, every time, from the cache (a head not
+    tied to the embedding of a GGUF without ``output.weight``, a tensor whose GGUF name it does not map). A model
+    whose head is tied to its embedding, as the config says, has nothing missing."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model, loading = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True
+    )
+    mismatched = (k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys", ()))
+    unset = sorted({*loading.get("missing_keys", ()), *mismatched})
+    if unset:
+        raise ValueError(
+            f"{str(gguf)!r} does not give {len(unset)} of the {model.config.model_type} model's weights "
+            f"({', '.join(unset[:3])}{', ...' if len(unset) > 3 else ''}): transformers does not map all of this "
+            "file's tensors, and a conversion would leave those weights random"
+        )
     model.hf_quantizer = None
     for attr in ("is_quantized", "quantization_method"):
         if hasattr(model, attr):
