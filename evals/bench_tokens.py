@@ -50,6 +50,10 @@ OURS = [
             "verification": "traversal",
         },
     ),
+    (
+        "draft_model chain k=8, SpecDec++ head",
+        {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "acceptance_head": "toy"},
+    ),
     ("goose, adaptive", {"method": "goose", "adaptive": True}),
     (
         "draft_model chain k=8, adaptive",

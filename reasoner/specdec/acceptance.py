@@ -1,0 +1,121 @@
+"""SpecDec++'s acceptance-prediction head (Huang et al. 2024, "SpecDec++: Boosting Speculative Decoding via
+Adaptive Candidate Lengths"): a small residual MLP on the draft model's last hidden state that predicts whether the
+target will reject the token the draft proposes there. While drafting a chain, the draft stops as soon as the
+predicted probability that at least one token drafted so far is rejected, ``1 - prod_i (1 - p_reject_i)``, crosses
+a threshold (the paper's stopping rule, cast as a Markov decision process); the draft then goes to the target.
+
+Inputs of the head for drafted token ``y_i``: the draft's last hidden state at the position whose distribution
+``q_i`` ``y_i`` was drawn from, and ``log q_i(y_i)``. Deviation: the paper's head reads the hidden state of the
+candidate token itself (one draft forward on ``y_i`` before the decision); reading the state that produced ``q_i``
+decides before that forward, so a stopped draft costs no forward past its last token, and ``log q_i(y_i)`` tells
+the head which token was drawn when sampling. The head is trained by ``evals/specdec_train.py`` (``reasoner specdec
+train``) with the paper's weighted BCE (rejections are rare); the shipped ``toy`` head is for toy:draft / toy:target.
+
+A head file is one safetensors file: the weights, and in its metadata the architecture and the draft it reads
+(``hidden_size``, ``draft``) plus the training summary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FEATURES = 2  # inputs beside the hidden state: log q(y), the entropy of q
+TOY_HEAD = Path(__file__).parents[1] / "toy" / "models" / "specdec_head.safetensors"
+
+
+def features(hidden: torch.Tensor, q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The head's raw inputs [N, hidden_size + 2]: the draft's hidden states [N, hidden_size] that drew tokens
+    ``y`` [N] from its distributions ``q`` [N, V], then ``log q(y)`` and the entropy of ``q``."""
+    logq = q.gather(-1, y[:, None]).clamp(min=1e-30).log()
+    entropy = -(q * q.clamp(min=1e-30).log()).sum(-1, keepdim=True)
+    return torch.cat([hidden.float(), logq.float(), entropy.float()], dim=-1)
+
+
+class AcceptanceHead(nn.Module):
+    """``p_reject = sigmoid(head(h, log q(y)))``: an input projection, ``blocks`` residual SiLU blocks (the paper's
+    ResNet head), one output logit."""
+
+    def __init__(self, hidden_size: int, width: int = 128, blocks: int = 2):
+        super().__init__()
+        self.hidden_size, self.width, self.blocks = hidden_size, width, blocks
+        # the inputs' training mean and spread (set by the trainer): the head sees standardised inputs
+        self.register_buffer("mean", torch.zeros(hidden_size + FEATURES))
+        self.register_buffer("scale", torch.ones(hidden_size + FEATURES))
+        self.proj = nn.Linear(hidden_size + FEATURES, width)
+        self.res = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
+        self.out = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rejection logits [N] for raw inputs [N, hidden_size + 2] (``features``)."""
+        x = self.proj((x - self.mean) / self.scale)
+        for layer in self.res:
+            x = x + nn.functional.silu(layer(x))
+        return self.out(nn.functional.silu(x)).squeeze(-1)
+
+    @torch.inference_mode()
+    def reject_probability(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(x))
+
+    def save(self, path: str | Path, info: dict) -> None:
+        from safetensors.torch import save_file
+
+        meta = {"hidden_size": self.hidden_size, "width": self.width, "blocks": self.blocks} | info
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().to(torch.float16) for k, v in self.state_dict().items()}
+        save_file(state, str(path), metadata={"specdec_head": json.dumps(meta)})
+
+
+def head_info(path: str | Path) -> dict:
+    """A head file's metadata: architecture, the draft it was trained for, training summary."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads((f.metadata() or {})["specdec_head"])
+
+
+def load_head(path: str, hidden_size: int | None = None, device="cpu") -> AcceptanceHead:
+    """The head file ``path`` (``toy``: the shipped head for toy:draft); ``hidden_size``: the draft's, checked."""
+    from safetensors.torch import load_file
+
+    file = TOY_HEAD if path == "toy" else Path(path)
+    try:
+        meta = head_info(file)
+        state = load_file(str(file))
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(
+            f"token_speculation.acceptance_head {path!r} is not a head file ({type(e).__name__}: {e}); train one "
+            "with `reasoner specdec train`"
+        ) from None
+    if hidden_size is not None and meta["hidden_size"] != hidden_size:
+        raise ValueError(
+            f"token_speculation.acceptance_head {path!r} reads hidden states of size {meta['hidden_size']} (trained "
+            f"for {meta.get('draft', 'another draft')}), the draft's are {hidden_size}: train a head for this draft"
+        )
+    head = AcceptanceHead(meta["hidden_size"], meta["width"], meta["blocks"])
+    head.load_state_dict({k: v.float() for k, v in state.items()})
+    return head.eval().to(device)
+
+
+class StopRule:
+    """The SpecDec++ stopping rule for a batch of chains: each row's probability that some token drafted so far is
+    rejected, ``1 - prod(1 - p_reject)``; a row stops once it exceeds ``threshold``."""
+
+    def __init__(self, head: AcceptanceHead, threshold: float, rows: int):
+        self.head, self.threshold = head, threshold
+        self.survive = [1.0] * rows  # prod(1 - p_reject) per row
+
+    def stops(self, rows: list[int], hidden: torch.Tensor, q: torch.Tensor, y: torch.Tensor) -> list[bool]:
+        """Add drafted tokens ``y`` (one per entry of ``rows``, with the hidden state and distribution that drew
+        each); returns, per entry, whether its row stops after that token."""
+        if not rows:
+            return []
+        p = self.head.reject_probability(features(hidden, q, y)).tolist()
+        out = []
+        for r, pr in zip(rows, p):
+            self.survive[r] *= 1.0 - pr
+            out.append(1.0 - self.survive[r] > self.threshold)
+        return out
