@@ -79,13 +79,14 @@ def head_info(path: str | Path) -> dict:
 
 def load_head(path: str, hidden_size: int | None = None, device="cpu") -> AcceptanceHead:
     """The head file ``path`` (``toy``: the shipped head for toy:draft); ``hidden_size``: the draft's, checked."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     file = TOY_HEAD if path == "toy" else Path(path)
     try:
         meta = head_info(file)
         state = load_file(str(file))
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, SafetensorError) as e:
         raise ValueError(
             f"token_speculation.acceptance_head {path!r} is not a head file ({type(e).__name__}: {e}); train one "
             "with `reasoner specdec train`"
