@@ -16,9 +16,11 @@ left is filled from the heap.
 Sampling: a node's children are its draft distribution's Gumbel-top-k sample without replacement (Sequoia /
 recursive speculative decoding) and the trees carry these distributions for multi-step speculative sampling. Whether
 a node gets a j-th child is decided from the j-th largest probability of its distribution (not from which token the
-j-th draw is), so the multi-step rule stays exact. Candidates below ``min_score`` are never popped (the SpecDec++
-stop rule, with the draft's own probability as the acceptance predictor instead of a trained head). Greedy: the most
-likely tokens.
+j-th draw is), so the multi-step rule stays exact. Greedy: the most likely tokens. Candidates below ``min_score``
+are never popped (a cut on the draft's own cumulative probability). Chains can instead stop by SpecDec++'s trained
+acceptance head (``acceptance``, ``token_speculation.acceptance_head``): after each drafted token, once the head's
+probability that some token of the chain is rejected exceeds the threshold, the chain goes to the target without a
+draft forward on that token.
 
 The draft model's KV cache follows the sequence without recomputation: tokens it has already seen (the accepted
 nodes it expanded) are kept, the rest dropped; tokens it has not seen (the bonus token, accepted leaves) are fed
