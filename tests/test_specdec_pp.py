@@ -138,3 +138,21 @@ def test_train_command_writes_a_head_a_recipe_can_name(target, tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "cannot read prompts" in bad.stderr
+
+
+def test_batched_rows_stop_on_their_own_and_stay_lossless(target, prompts, plain):
+    """Rows decoded together each get their own chain length in the same forward; output is still plain greedy."""
+    target.drafter = build_drafter(CHAIN | {"acceptance_head": "toy"}, target)
+    lengths, update = [], target.drafter.update
+
+    def recorded(seqs, verdicts):
+        lengths.append([len(v.tree) for v in verdicts])
+        return update(seqs, verdicts)
+
+    target.drafter.update = recorded
+    try:
+        out = target.generate(prompts, SamplingParams(temperature=0.0, max_tokens=200))
+    finally:
+        target.drafter = None
+    assert [g[0].token_ids for g in out] == plain
+    assert any(len(set(step)) > 1 for step in lengths)  # one forward, rows of different draft lengths
