@@ -7,12 +7,14 @@ prompt + response in one forward each. At every response position the draft prop
 draw from its distribution), labelled by the verifier's rule: greedy, rejected unless it is the target's argmax;
 sampling, rejected with probability ``1 - min(1, p(y) / q(y))`` (a soft label). Only drafted tokens whose earlier
 draft tokens were all accepted matter at decoding time, and their context is then distributed as the target's own
-output, so the target's responses are the right contexts (the paper likewise mixes target and draft tokens).
-Training: the paper's weighted BCE (rejected tokens weighted ``--reject-weight``), full batch, problems split train
-/ held out, dropout on the hidden-state inputs (deviation: rejections are rare -- about 1% of the toy draft's greedy
-tokens -- and without it the head fits the training rejections through the 128 hidden dimensions and ranks held-out
-ones worse than the draft's own probability does); prints the held-out ROC-AUC beside that of the draft's own
-probability (the stop rule SpecDec++ replaces).
+output (greedy: it is the target's output), so we label on the target's responses (deviation: the paper's contexts
+mix 15% target tokens into the draft's own, so it also learns from contexts past a rejection that decoding never
+reaches before the next verification).
+Training: the paper's weighted BCE (rejected tokens weighted ``--reject-weight``; the paper balances with 6), full
+batch, prompts split train / held out, dropout on the hidden-state inputs (deviation: rejections are rare -- about
+1% of the toy draft's greedy tokens -- and without it the head fits the training rejections through the 128 hidden
+dimensions and ranks held-out ones worse than the draft's own probability does). Prints the held-out ROC-AUC beside
+that of the draft's own probability (what the simplified stop rule used).
 """
 
 from __future__ import annotations

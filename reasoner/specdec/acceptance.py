@@ -2,17 +2,24 @@
 Adaptive Candidate Lengths"): a small residual MLP on the draft model's last hidden state that predicts whether the
 target will reject the token the draft proposes there. While drafting a chain, the draft stops as soon as the
 predicted probability that at least one token drafted so far is rejected, ``1 - prod_i (1 - p_reject_i)``, crosses
-a threshold (the paper's stopping rule, cast as a Markov decision process); the draft then goes to the target.
+a threshold (the paper's stopping rule, from its Markov-decision-process view of candidate length); the chain then
+goes to the target. Verification is unchanged, so the output is exactly what it is without the head.
 
-Inputs of the head for drafted token ``y_i``: the draft's last hidden state at the position whose distribution
-``q_i`` ``y_i`` was drawn from, and ``log q_i(y_i)``. Deviation: the paper's head reads the hidden state of the
-candidate token itself (one draft forward on ``y_i`` before the decision); reading the state that produced ``q_i``
-decides before that forward, so a stopped draft costs no forward past its last token, and ``log q_i(y_i)`` tells
-the head which token was drawn when sampling. The head is trained by ``evals/specdec_train.py`` (``reasoner specdec
-train``) with the paper's weighted BCE (rejections are rare); the shipped ``toy`` head is for toy:draft / toy:target.
+Deviations, each with its reason:
+- inputs: the paper's head reads the hidden state at the candidate token's own position (the draft has run on it);
+  ours reads the hidden state that produced the token's distribution ``q_i``, plus ``log q_i(y_i)`` and the entropy
+  of ``q_i``. The decision then comes before the draft forward on ``y_i``, so a stopped chain costs no forward
+  past its last token, and ``log q_i(y_i)`` tells the head which token was drawn when sampling;
+- architecture: the paper's residual SiLU blocks at the draft's hidden size and a 2-class output; ours projects the
+  standardised inputs to ``width`` first (the toy draft's hidden size is 128: a narrower head overfits less on the
+  few rejections there are) and outputs one logit;
+- training (``evals/specdec_train.py``): the paper's weighted BCE (rejections weighted up; the paper's soft label
+  when sampling), but on contexts of the target's own output rather than the paper's mix of target and draft
+  tokens, and with dropout on the hidden-state inputs (see there).
 
 A head file is one safetensors file: the weights, and in its metadata the architecture and the draft it reads
-(``hidden_size``, ``draft``) plus the training summary.
+(``hidden_size``, ``draft``) plus the training summary. ``toy``: the shipped head for toy:draft against toy:target,
+trained for greedy decoding (``reasoner specdec train --temperature`` trains one for sampling).
 """
 
 from __future__ import annotations
