@@ -150,6 +150,18 @@ CASES = {
     "compress-no-trace": (["compress", "{null_answer}"], 'line 1 has neither "steps" nor "text"'),
     "report-missing": (["report", "{tmp}/nowhere"], "no summary.json there"),
     "router-train-missing": (["router", "train", "{tmp}/missing.jsonl", "--out", "{tmp}/r.json"], "cannot read"),
+    "specdec-train-prompts-missing": (
+        ["specdec", "train", "--out", "{tmp}/h.safetensors", "--prompts", "{tmp}/missing.jsonl"],
+        "cannot read prompts",
+    ),
+    "specdec-train-prompts-not-json": (
+        ["specdec", "train", "--out", "{tmp}/h.safetensors", "--prompts", "{bad_json}"],
+        "line 1 is not",
+    ),
+    "specdec-train-holdout": (
+        ["specdec", "train", "--out", "{tmp}/h.safetensors", "--holdout", "1.5"],
+        "--holdout must be between 0 and 1",
+    ),
     "no-command": ([], "the following arguments are required: command"),
     "unknown-command": (["nope"], "invalid choice: 'nope'"),
 }
