@@ -335,6 +335,9 @@ def cmd_specdec_train(args) -> int:
         raise ValueError(f"--holdout must be between 0 and 1, got {args.holdout}")
     if args.temperature < 0 or args.reject_weight <= 0:
         raise ValueError("--temperature must be >= 0 and --reject-weight > 0")
+    import torch
+
+    torch.set_num_threads(args.threads)
     info = specdec_train(
         args.out,
         target=args.target,
@@ -653,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--holdout", type=finite, default=0.25, help="fraction of prompts held out for the ROC-AUC (default 0.25)"
     )
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0)
+    p.add_argument("--threads", type=count(1, 256, "torch threads"), default=1, help="torch threads (default 1)")
     p.set_defaults(func=cmd_specdec_train)
 
     prm = sub.add_parser(
