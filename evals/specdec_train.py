@@ -1,6 +1,7 @@
 """``reasoner specdec train``: SpecDec++'s acceptance-prediction head for a draft/target pair (``reasoner.specdec
-.acceptance``; Huang et al. 2024). The shipped toy head (``token_speculation.acceptance_head: toy``) is this
-command's output with its defaults: ``reasoner specdec train --out reasoner/toy/models/specdec_head.safetensors``.
+.acceptance``; Huang et al. 2024). The shipped toy heads (``token_speculation.acceptance_head: toy``) are this
+command's output with its defaults, ``--out reasoner/toy/models/specdec_head.safetensors``, and with ``--temperature
+0.7 --out reasoner/toy/models/specdec_head_sampling.safetensors``.
 
 Data: the target writes a response to each prompt (greedy, or sampled at ``--temperature``); both models then read
 prompt + response in one forward each. At every response position the draft proposes a token (its argmax, or a

@@ -3,7 +3,8 @@ Adaptive Candidate Lengths"): a small residual MLP on the draft model's last hid
 target will reject the token the draft proposes there. While drafting a chain, the draft stops as soon as the
 predicted probability that at least one token drafted so far is rejected, ``1 - prod_i (1 - p_reject_i)``, crosses
 a threshold (the paper's stopping rule, from its Markov-decision-process view of candidate length); the chain then
-goes to the target. Verification is unchanged, so the output is exactly what it is without the head.
+goes to the target. Verification is unchanged and the stop depends on the draft's side only, so greedy output is
+exactly plain greedy output and sampled output keeps the target's distribution.
 
 Deviations, each with its reason:
 - inputs: the paper's head reads the hidden state at the candidate token's own position (the draft has run on it);
@@ -18,8 +19,9 @@ Deviations, each with its reason:
   tokens, and with dropout on the hidden-state inputs (see there).
 
 A head file is one safetensors file: the weights, and in its metadata the architecture and the draft it reads
-(``hidden_size``, ``draft``) plus the training summary. ``toy``: the shipped head for toy:draft against toy:target,
-trained for greedy decoding (``reasoner specdec train --temperature`` trains one for sampling).
+(``hidden_size``, ``draft``) plus the training summary. ``toy``: the shipped heads for toy:draft against
+toy:target, one trained on greedy verdicts and one on sampling's at T = 0.7 (``toy-sampling``), each used where
+the decoding matches; a head file of one's own serves both.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ import torch
 from torch import nn
 
 FEATURES = 2  # inputs beside the hidden state: log q(y), the entropy of q
-TOY_HEAD = Path(__file__).parents[1] / "toy" / "models" / "specdec_head.safetensors"
+TOY_HEADS = {  # trained by `reasoner specdec train` with its defaults, and with --temperature 0.7
+    "toy": Path(__file__).parents[1] / "toy" / "models" / "specdec_head.safetensors",
+    "toy-sampling": Path(__file__).parents[1] / "toy" / "models" / "specdec_head_sampling.safetensors",
+}
 
 
 def features(hidden: torch.Tensor, q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -85,11 +90,12 @@ def head_info(path: str | Path) -> dict:
 
 
 def load_head(path: str, hidden_size: int | None = None, device="cpu") -> AcceptanceHead:
-    """The head file ``path`` (``toy``: the shipped head for toy:draft); ``hidden_size``: the draft's, checked."""
+    """The head file ``path`` (``toy`` / ``toy-sampling``: the shipped heads for toy:draft, trained on greedy /
+    sampling verdicts); ``hidden_size``: the draft's, checked."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    file = TOY_HEAD if path == "toy" else Path(path)
+    file = TOY_HEADS.get(path, Path(path))
     try:
         meta = head_info(file)
         state = load_file(str(file))

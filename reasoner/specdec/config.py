@@ -75,8 +75,9 @@ class TokenSpeculation(Section):
     acceptance_head: str | None = Field(
         None,
         description="draft_model, chain: SpecDec++'s trained acceptance-prediction head (a file from `reasoner specdec "
-        "train`, or toy: trained for toy:draft against toy:target); the chain stops once the head's probability that "
-        "some drafted token is rejected crosses stop_threshold (num_tokens stays the longest draft)",
+        "train`, or toy: toy:draft's against toy:target, one for greedy and one for sampling); the chain stops once "
+        "the head's probability that some drafted token is rejected crosses stop_threshold (num_tokens stays the "
+        "longest draft)",
     )
     stop_threshold: float = Field(
         0.5,

@@ -77,6 +77,10 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats)
             if c.acceptance_head
             else None,
             threshold=c.stop_threshold,
+            # the shipped toy heads: one trained on greedy verdicts, one on sampling's (T = 0.7)
+            sampling_head=load_head("toy-sampling", draft_model.config.hidden_size, draft_model.device)
+            if c.acceptance_head == "toy"
+            else None,
         )
     raise ValueError(f"unknown token_speculation.method {c.method!r}: use one of {', '.join(METHODS)}")
 

@@ -106,10 +106,13 @@ class DraftModel(Drafter):
         vocab_size: int | None = None,
         head=None,
         threshold: float = 0.5,
+        sampling_head=None,
     ):
         self.model = model
         # SpecDec++: an ``acceptance.AcceptanceHead`` stops each chain once P(some token rejected) > threshold
+        # (``sampling_head``: the one used when sampling, if not ``head``)
         self.head, self.threshold = head, threshold
+        self.heads = (head, sampling_head or head)
         if head is not None and tree != "chain":
             raise ValueError("token_speculation.acceptance_head stops chains: use tree: chain")
         self.vocab_size = vocab_size  # the target's logits width: q must be over the same tokens as p
@@ -121,6 +124,7 @@ class DraftModel(Drafter):
 
     def begin(self, seqs, temperature, top_p):
         self.temperature, self.top_p = temperature, top_p
+        self.head = self.heads[temperature > 0]
         distinct = list(dict.fromkeys(tuple(s[:-1]) for s in seqs))
         self.cache = RaggedCache(self.model, len(distinct), self.device)
         if any(distinct):
@@ -193,9 +197,9 @@ class DraftModel(Drafter):
     def _forward(self, ids, depth, sees):
         """The draft forward: logits, and the last hidden states when a head reads them (else ``None``)."""
         out = self.cache.forward(
-            *(torch.from_numpy(x).to(self.device) for x in (ids, depth, sees)), hidden=bool(self.head)
+            *(torch.from_numpy(x).to(self.device) for x in (ids, depth, sees)), hidden=self.head is not None
         )
-        return out if self.head else (out, None)
+        return out if self.head is not None else (out, None)
 
     def _stop(self, heaps: list[BestFirst], trees: list[DraftTree], chosen: list[list[int]], rule) -> None:
         """SpecDec++: score each row's newly drafted token with the head; a row whose P(some drafted token is
@@ -247,7 +251,7 @@ class DraftModel(Drafter):
             self._dist(logits[last_column]),
             None if hidden is None else hidden[last_column],
         )
-        rule = StopRule(self.head, self.threshold, B) if self.head else None
+        rule = StopRule(self.head, self.threshold, B) if self.head is not None else None
         while True:
             last = forwards >= deepest  # no forward left: fill the budget from the heap
             chosen = [
