@@ -52,3 +52,21 @@ def test_bad_td_options_are_one_line_exit_2(tmp_path, capsys, flags, message):
                      "--objective", "td", *flags)  # fmt: skip
     assert code == 2 and err.count("\n") == 0 and message in err, err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_fetch_ensemble_recipe_ranks_by_both_verifiers():
+    from reasoner import Reasoner
+    from reasoner.toy import generate_problems
+    from verifiers.ensemble import EnsembleVerifier
+
+    p = generate_problems(1, seed=5, difficulty="ops=2,digits=1")[0]
+    r = Reasoner("toy-fetch-ensemble", search={"n": 2, "width": 2})
+    assert isinstance(r.verifier, EnsembleVerifier)
+    solution = r.solve(p.question)
+    assert solution.answer == str(p.answer)
+    names = {m.name for m in r.verifier.members}
+    assert len(names) == 2 and all(names <= s.scores.keys() for s in solution.steps)  # both members scored each
+    for c in solution.candidates:  # a candidate's score is the mean of its members' (aggregate: min over steps)
+        mean = [sum(s.scores[n] for n in names) / 2 for s in c.steps]
+        assert c.score == pytest.approx(min(mean))

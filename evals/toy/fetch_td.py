@@ -151,11 +151,13 @@ def main(argv=None) -> None:
     ap.add_argument("--lam", type=float, default=0.8)
     ap.add_argument("--td-iterations", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=1, help="repeat over seeds 0..N-1")
+    ap.add_argument("--base", default="toy:target", help="the verifier's backbone (default toy:target)")
+    ap.add_argument("--samples", type=int, default=4, help="trajectories per problem")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     for seed in range(args.seeds):
-        r = compare(args.out / f"seed{seed}", args.problems, steps=args.steps, seed=seed, lam=args.lam,
-                    td_iterations=args.td_iterations)  # fmt: skip
+        r = compare(args.out / f"seed{seed}", args.problems, args.samples, args.steps, seed, args.lam,
+                    args.td_iterations, args.base)  # fmt: skip
         print(json.dumps({"seed": seed, **r}))
 
 
