@@ -59,12 +59,16 @@ def slipping_trajectory(rng: random.Random, problem: ToyProblem, slip: float) ->
     return out + [ANSWER_TEMPLATE.format(value)], first
 
 
-def rows(n_problems: int, samples: int, seed: int, slip: float = 0.2, difficulty=DIFFICULTY) -> list[dict]:
+def problems(n: int, seed: int) -> dict[str, ToyProblem]:
+    rng = random.Random(seed)
+    return {f"toy-{seed}-{i}": generate_problem(rng, DIFFICULTY) for i in range(n)}
+
+
+def rows(problems: dict[str, ToyProblem], samples: int, seed: int, slip: float = 0.2) -> list[dict]:
     """``samples`` trajectories per problem as ``prm label`` rows (``soft``: one-completion MC labels)."""
     rng = random.Random(seed)
     out = []
-    for i in range(n_problems):
-        p = generate_problem(rng, difficulty)
+    for pid, p in problems.items():
         for _ in range(samples):
             steps, first = slipping_trajectory(rng, p, slip)
             n = len(steps)
@@ -78,7 +82,7 @@ def rows(n_problems: int, samples: int, seed: int, slip: float = 0.2, difficulty
                     soft.append(float(rng.random() < (1 - slip) ** (n - 1 - t)))
             out.append(
                 {
-                    "problem": f"toy-{seed}-{i}",
+                    "problem": pid,
                     "question": p.question,
                     "answer": str(p.answer),
                     "steps": [paraphrase(s, rng.randrange(len(SPACINGS))) for s in steps],
@@ -126,18 +130,24 @@ def sibling_spread(prm, groups) -> dict:
 def compare(out: Path, n_problems: int = 160, samples: int = 4, steps: int = 60, seed: int = 0, lam: float = 0.8,
             td_iterations: int = 2, base: str = "toy:target", heldout_problems: int = 12) -> dict:  # fmt: skip
     """Train the MC and the TD(lambda) verifier on one dataset; their held-out AUC and sibling spread."""
-    from evals.prm_train import train
+    from evals.prm_train import split, train
     from reasoner.toy import generate_problems
     from verifiers.prm import PRMVerifier
 
-    data = write(out / "data", rows(n_problems, samples, seed))
-    groups = sibling_groups(generate_problems(heldout_problems, seed=seed + 1000, difficulty="ops=2-4,digits=2"), seed)
+    seen = problems(n_problems, seed)
+    data = rows(seen, samples, seed)
+    write(out / "data", data)
+    trained = sorted({r["problem"] for r in split(data, 0.2, seed)[0]})[:heldout_problems]
+    groups = {
+        "train": sibling_groups([seen[p] for p in trained], seed),  # states of the problems the verifier learnt on
+        "heldout": sibling_groups(generate_problems(heldout_problems, seed=seed + 1000, difficulty=DIFFICULTY), seed),
+    }
     result = {}
     for objective in ("mc", "td"):
-        info = train(data, out / objective, base=base, steps=steps, batch=16, holdout=0.2, seed=seed,
-                     objective=objective, lam=lam, td_iterations=td_iterations, progress=False)  # fmt: skip
-        spread = sibling_spread(PRMVerifier(str(out / objective)), groups)
-        result[objective] = {"heldout_auc": info["heldout"]["roc_auc"], **{k: round(v, 5) for k, v in spread.items()}}
+        train(out / "data", out / objective, base=base, steps=steps, batch=16, holdout=0.2, seed=seed,
+              objective=objective, lam=lam, td_iterations=td_iterations, progress=False)  # fmt: skip
+        prm = PRMVerifier(str(out / objective))
+        result[objective] = {k: {m: round(v, 5) for m, v in sibling_spread(prm, g).items()} for k, g in groups.items()}
     return result
 
 
@@ -150,12 +160,13 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--lam", type=float, default=0.8)
     ap.add_argument("--td-iterations", type=int, default=2)
-    ap.add_argument("--seeds", type=int, default=1, help="repeat over seeds 0..N-1")
+    ap.add_argument("--seeds", type=int, default=1, help="repeat over N seeds")
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--base", default="toy:target", help="the verifier's backbone (default toy:target)")
     ap.add_argument("--samples", type=int, default=4, help="trajectories per problem")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         r = compare(args.out / f"seed{seed}", args.problems, args.samples, args.steps, seed, args.lam,
                     args.td_iterations, args.base)  # fmt: skip
         print(json.dumps({"seed": seed, **r}))
