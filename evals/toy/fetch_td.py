@@ -24,8 +24,9 @@ import re
 import statistics
 from pathlib import Path
 
-from reasoner.toy.problems import ANSWER_TEMPLATE, Difficulty, ToyProblem, apply, generate_problem
+from reasoner.toy.problems import Difficulty, ToyProblem, generate_problem
 
+from .prm import wrong_from
 from .train import corrupt_step
 
 SPACINGS = ("{l}{op}{r}={v}", "{l} {op} {r} = {v}", "{l}{op}{r} = {v}", "{l} {op} {r}={v}")
@@ -43,20 +44,8 @@ def paraphrase(step: str, spacing: int) -> str:
 
 def slipping_trajectory(rng: random.Random, problem: ToyProblem, slip: float) -> tuple[list[str], int | None]:
     """The policy's steps (unspaced) and the index of its first wrong step (``None``: right to the end)."""
-    ops = problem.operations
-    first = next((j for j in range(len(ops) + 1) if rng.random() < slip), None)
-    if first is None:
-        return problem.steps, None
-    out = problem.steps[:first] + [corrupt_step(rng, problem, first)]
-    m = _OPERATION.match(out[-1])
-    if m is None:  # a (wrong or early) answer line ends it
-        return out, first
-    value = int(m.group(4))
-    for o in ops[first + 1 :]:
-        nxt = apply(value, o.op, o.right)
-        out.append(f"{value}{o.op}{o.right}={nxt}")
-        value = nxt
-    return out + [ANSWER_TEMPLATE.format(value)], first
+    first = next((j for j in range(len(problem.operations) + 1) if rng.random() < slip), None)
+    return (problem.steps, None) if first is None else (wrong_from(rng, problem, first), first)
 
 
 def problems(n: int, seed: int) -> dict[str, ToyProblem]:
@@ -128,7 +117,8 @@ def sibling_spread(prm, groups) -> dict:
 
 
 def compare(out: Path, n_problems: int = 160, samples: int = 4, steps: int = 60, seed: int = 0, lam: float = 0.8,
-            td_iterations: int = 2, base: str = "toy:target", heldout_problems: int = 12) -> dict:  # fmt: skip
+            td_iterations: int = 2, base: str = "toy:target", heldout_problems: int = 12,
+            groups: tuple[str, ...] = ("train", "heldout")) -> dict:  # fmt: skip
     """Train the MC and the TD(lambda) verifier on one dataset; their held-out AUC and sibling spread."""
     from evals.prm_train import split, train
     from reasoner.toy import generate_problems
@@ -138,10 +128,11 @@ def compare(out: Path, n_problems: int = 160, samples: int = 4, steps: int = 60,
     data = rows(seen, samples, seed)
     write(out / "data", data)
     trained = sorted({r["problem"] for r in split(data, 0.2, seed)[0]})[:heldout_problems]
-    groups = {
-        "train": sibling_groups([seen[p] for p in trained], seed),  # states of the problems the verifier learnt on
-        "heldout": sibling_groups(generate_problems(heldout_problems, seed=seed + 1000, difficulty=DIFFICULTY), seed),
+    sets = {
+        "train": lambda: [seen[p] for p in trained],  # states of the problems the verifier learnt on
+        "heldout": lambda: generate_problems(heldout_problems, seed=seed + 1000, difficulty=DIFFICULTY),
     }
+    groups = {k: sibling_groups(sets[k](), seed) for k in groups}
     result = {}
     for objective in ("mc", "td"):
         train(out / "data", out / objective, base=base, steps=steps, batch=16, holdout=0.2, seed=seed,
