@@ -399,6 +399,9 @@ def cmd_prm_train(args) -> int:
         lr=args.lr,
         head_lr=args.head_lr,
         likelihood_weight=args.likelihood_weight,
+        objective=args.objective,
+        lam=args.lam,
+        td_iterations=args.td_iterations,
         progress=not args.no_progress,
     )
     held = info["heldout"] or {}
@@ -730,6 +733,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="weight of a dense auxiliary loss: the head also predicts the frozen backbone's probability of every "
         "step token (default 0: Math-Shepherd's step labels only)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("mc", "td"),
+        default="mc",
+        help="mc: fit the MC labels (default); td: FETCH's TD(lambda) value training, each step's target the "
+        "lambda-return of its trajectory (final answer's correctness, bootstrapped on the model's next-step value)",
+    )
+    p.add_argument(
+        "--lam", type=finite, default=0.8, help="td: lambda, 1 = Monte-Carlo return, 0 = one-step (default 0.8)"
+    )
+    p.add_argument(
+        "--td-iterations",
+        type=count(0, 10**6, "TD rounds"),
+        default=2,
+        help="td: rounds that re-bootstrap the targets on the model's values, after a first round on the "
+        "Monte-Carlo returns (default 2)",
     )
     p.add_argument("--holdout", type=finite, default=0.2, help="fraction of problems held out (default 0.2)")
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0)
