@@ -262,6 +262,10 @@ def _check_safe(program: str, tests: str, timeout_s: float, limits: Limits) -> C
             raise RuntimeError(f"the checker's judge process failed (exit {judge.returncode}):\n{judge_log[-2000:]}")
         if judge.returncode < 0:
             return result(False, f"the tests' process was killed by {signal.Signals(-judge.returncode).name}")
+    if verdict is None and killed and not run.timed_out and run.signal is None and not run.output_exceeded:
+        # the program ended on its own, but the tests did not finish in time (slow tests, or a starved machine):
+        # a time-out, not the program exiting early
+        return result(False, f"timed out after {timeout_s:g}s: the tests did not finish")
     return result(False, _ended_early(run, timeout_s, limits, stderr))
 
 
