@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..adaptive import SmartSpec
 from ..config import TokenSpeculation
+from ..judge import load_judge
 from .base import Drafter
 from .draft_model import DraftModel
 from .goose import Goose
@@ -22,6 +23,7 @@ def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | N
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
     drafter = _build(config, draft_model, vocab_size, stats)
     drafter.verification = config.verification
+    drafter.judge = load_judge(config.judge, config.judge_threshold) if config.judge else None
     if config.adaptive:
         chain = config.method == "prompt_lookup" or (config.method == "draft_model" and config.tree == "chain")
         drafter.goodput = SmartSpec(config.num_tokens if chain else config.nodes)
