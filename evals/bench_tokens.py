@@ -68,6 +68,10 @@ OURS = [
     ),
     # Judge Decoding (lossy: compare its accuracy): the toy judge reads toy:target's hidden states, so toy pair only
     ("draft_model chain k=8, judge", {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "judge": "toy"}),
+    (
+        "draft_model chain k=8, judge 0.2",
+        {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "judge": "toy", "judge_threshold": 0.2},
+    ),
 ]
 HF = ["hf generate", "hf assisted (draft)", "hf prompt lookup"]
 
