@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from .tree import DraftTree
+from .verify import _draft_dist, _drop_point, _drop_sampled, _sample, _uniform
 
 TOY_JUDGE = Path(__file__).parents[1] / "toy" / "models" / "judge.json"
 
@@ -104,8 +105,6 @@ class JudgeHead:
             node = child
 
     def walk_sampling(self, tree: DraftTree, probs: torch.Tensor, ok: list[bool], generator):
-        from .verify import _draft_dist, _sample, _uniform
-
         kids, path, judged, node = tree.children(), [], [], -1
         while True:
             children = kids[node + 1]
@@ -124,18 +123,11 @@ class JudgeHead:
                     judged.append(len(path))
                     break
                 if q is None:
-                    p[x] = 0.0
-                    p /= 1.0 - px if px < 1.0 else 1.0
+                    _drop_point(p, x, px)
                     continue
-                residual = (p - q).clamp_(min=0)
-                total = float(residual.sum())
-                if total > 0:
-                    p = residual / total
-                q[x] = 0.0
-                rest = float(q.sum())
-                if rest <= 0:
+                p, q = _drop_sampled(p, q, x)
+                if q is None:
                     break
-                q /= rest
             if chosen is None:
                 return path, _sample(p, generator), judged
             path.append(chosen)

@@ -196,9 +196,14 @@ def point_mass_rule(p: torch.Tensor, children, generator) -> tuple[int, int | No
         px = float(p[x])
         if _uniform(generator) < px:
             return x, child
-        p[x] = 0.0
-        p /= 1.0 - px if px < 1.0 else 1.0
+        _drop_point(p, x, px)
     return _sample(p, generator), None
+
+
+def _drop_point(p: torch.Tensor, x: int, px: float) -> None:
+    """A rejected point-mass draft x: remove it from p (in place) and renormalise."""
+    p[x] = 0.0
+    p /= 1.0 - px if px < 1.0 else 1.0
 
 
 def multi_step_rule(p: torch.Tensor, q: torch.Tensor, children, generator) -> tuple[int, int | None]:
@@ -209,16 +214,24 @@ def multi_step_rule(p: torch.Tensor, q: torch.Tensor, children, generator) -> tu
         px, qx = float(p[x]), float(q[x])
         if _uniform(generator) * qx < px:
             return x, child
-        residual = (p - q).clamp_(min=0)
-        total = float(residual.sum())
-        if total > 0:
-            p = residual / total
-        q[x] = 0.0
-        rest = float(q.sum())
-        if rest <= 0:
+        p, q = _drop_sampled(p, q, x)
+        if q is None:
             break
-        q /= rest
     return _sample(p, generator), None
+
+
+def _drop_sampled(p: torch.Tensor, q: torch.Tensor, x: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A rejected draft x drawn from q: p moves to the residual norm(max(0, p - q)), q drops x (in place) and is
+    renormalised; q is None once nothing is left in it."""
+    residual = (p - q).clamp_(min=0)
+    total = float(residual.sum())
+    if total > 0:
+        p = residual / total
+    q[x] = 0.0
+    rest = float(q.sum())
+    if rest <= 0:
+        return p, None
+    return p, q.div_(rest)
 
 
 def walk_traversal(tree: DraftTree, probs: torch.Tensor, generator) -> tuple[list[int], int]:
