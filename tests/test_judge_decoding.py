@@ -197,3 +197,15 @@ def test_training_writes_a_judge_that_decoding_uses(tmp_path, target, prompts):
     assert head.hidden_size == 192
     out, counts = _decode(target, CHAIN | {"judge": str(tmp_path / "judge.json")}, prompts[:2])
     assert all(out) and "token_spec.rule_accepted" in counts  # the judge was on (it may not fire on 2 problems)
+
+
+def test_bench_tokens_reports_the_judge_rows_with_accuracy(tmp_path):
+    """``reasoner bench tokens`` has the judge's rows, and every batch-1 row carries its toy accuracy."""
+    from reasoner.cli import main
+
+    argv = ["bench", "tokens", "--out", str(tmp_path), "--problems", "2", "--best-of-problems", "0", "--rounds", "1"]
+    assert main([*argv, "--max-tokens", "24", "--temperatures", "0", "--only", "judge", "--no-progress"]) == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "bench.json").read_text())}
+    assert {"draft_model chain k=8, judge", "draft_model chain k=8, judge 0.2"} <= set(rows)
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows.values())
+    assert "| accuracy |" in (tmp_path / "bench.md").read_text()
