@@ -61,6 +61,10 @@ OURS = [
             "verification": "traversal",
         },
     ),
+    (
+        "draft_model chain k=8, SpecDec++ head",
+        {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "acceptance_head": "toy"},
+    ),
     ("goose, adaptive", {"method": "goose", "adaptive": True}),
     (
         "draft_model chain k=8, adaptive",
@@ -117,7 +121,10 @@ def _ours(lm, prompts, temperature, max_tokens, seed):
     c, role = spent.counters, spent.roles["target"]
     forwards = c.get("token_spec.verify_forwards") or role.forward_passes
     drafter = spent.roles["drafter"].forward_passes if "drafter" in spent.roles else 0
-    return outs, wall, role.generated_tokens / max(forwards, 1), drafter
+    # draft tokens the target verified, and of them the ones it rejected (thrown away)
+    drafted = {"drafted": c.get("token_spec.drafted_tokens", 0)}
+    drafted["rejected"] = drafted["drafted"] - c.get("token_spec.accepted_tokens", 0)
+    return outs, wall, role.generated_tokens / max(forwards, 1), drafter, drafted
 
 
 def _hf(lm, draft, counter, prompts, kind, temperature, max_tokens, seed):
@@ -150,7 +157,7 @@ def _hf(lm, draft, counter, prompts, kind, temperature, max_tokens, seed):
         outs.append(out[0, len(p) :].tolist())
     wall = time.perf_counter() - start
     tokens = sum(len(o) for o in outs)
-    return outs, wall, tokens / max(counter.calls - len(prompts), 1), 0  # one prefill per prompt
+    return outs, wall, tokens / max(counter.calls - len(prompts), 1), 0, {}  # one prefill per prompt
 
 
 def run(
@@ -199,7 +206,10 @@ def run(
     rows = []
     for temperature in temperatures:
         configs = [("plain", None)] + [
-            (name, c) for name, c in OURS if _picked(name, only) and (pair == "toy" or "judge" not in c)
+            (name, c)
+            for name, c in OURS
+            # the toy heads (SpecDec++'s, the judge) read toy models' hidden states: toy pair only
+            if _picked(name, only) and (pair == "toy" or (c.get("acceptance_head") != "toy" and "judge" not in c))
         ]
         best: dict[str, tuple] = {}
         for r in range(rounds):
@@ -227,7 +237,7 @@ def run(
         plain_tps = sum(map(len, best["plain"][0])) / best["plain"][1]
         hf_best = max(sum(map(len, best[n][0])) / best[n][1] for n in HF)
         for name, _ in configs + [(n, None) for n in HF]:
-            outs, wall, mean_accepted, drafter_forwards = best[name]
+            outs, wall, mean_accepted, drafter_forwards, drafted = best[name]
             tps = sum(map(len, outs)) / wall
             rows.append(
                 {
@@ -240,6 +250,8 @@ def run(
                     "tokens_per_s": round(tps, 1),
                     "mean_accepted": round(mean_accepted, 2),
                     "drafter_forwards": drafter_forwards,
+                    "drafted_tokens": drafted.get("drafted"),
+                    "rejected_drafts": drafted.get("rejected"),
                     "speedup_vs_plain": round(tps / plain_tps, 2),
                     "speedup_vs_best_hf": round(tps / hf_best, 2),
                     "identical_to_plain": (outs == best["plain"][0]) if temperature == 0 else None,

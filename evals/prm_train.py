@@ -15,6 +15,22 @@ gold answer; Wang et al. 2024 train on hard labels, the soft ones carry more per
 Problems are split train / held out with a seed; the held-out step ROC-AUC and step accuracy (threshold 0.5,
 against the hard labels) are printed (scikit-learn). The saved folder loads with ``verifiers.prm.PRMVerifier``
 unchanged: its config records ``prm_family``, ``prm_step_token`` and ``prm_system``.
+
+``objective="td"`` (``--objective td --lam 0.8``) trains the same head as a value verifier by temporal-difference
+learning instead, FETCH's verifier variance reduction (Wang et al. 2025, "Don't Get Lost in the Trees"):
+each step's target is its TD(lambda) return over its trajectory (``lambda_returns``): the terminal reward is
+whether the trajectory's final answer is right, every earlier step bootstraps from the value of the step after
+it, ``G_t = (1 - lam) * V(s_t+1) + lam * G_t+1`` (gamma 1, no reward before the end). A Monte-Carlo label is one
+noisy draw of the outcome; the lambda-return averages in the model's value of the next state, which is shared
+by near-identical states, so the targets and the verifier's scores of equivalent steps vary less. Only the
+trajectories and their outcomes are used (``prm label --k 1`` suffices): the soft labels only score the result.
+What we follow and where we deviate: the paper trains its value model on its policy's search trajectories with
+lambda 0.8 and gamma 1 (we default to the same); its code warm-starts on the outcome (MC) and moves, over
+training, to the lambda-returns of the model's own detached values in each batch, MSE on {-1, 1}. We train in
+``td_iterations + 1`` equal rounds: round 0 fits the Monte-Carlo returns (the outcome at every step), and each
+later round fits the lambda-returns bootstrapped on the values of the model as the previous round left it (frozen
+for the round, one scoring pass over the training trajectories), BCE on [0, 1] targets so the saved head stays a
+``prm`` verifier.
 """
 
 from __future__ import annotations
@@ -78,6 +94,38 @@ def split(rows: list[dict], holdout: float, seed: int) -> tuple[list[dict], list
 
 
 FORMATS = {"qwen": (QwenPRM, 2), "skywork": (SkyworkPRM, 1)}  # the ``verifiers.prm`` family and its head's labels
+OBJECTIVES = ("mc", "td")
+
+
+def lambda_returns(values: list[float], reward: float, lam: float) -> list[float]:
+    """TD(lambda) targets of a trajectory's steps (Sutton & Barto ch. 12, gamma 1, reward only at the end):
+    ``values[t]`` is the model's value of the state after step ``t``; the last step's return is ``reward``, each
+    earlier one ``(1 - lam) * values[t + 1] + lam * return[t + 1]``. ``lam`` 1 gives the Monte-Carlo return
+    (the outcome at every step), ``lam`` 0 the one-step bootstrap (the next state's value)."""
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"prm train: --lam must be in [0, 1], got {lam}")
+    out = [float(reward)] * len(values)
+    for t in range(len(values) - 2, -1, -1):
+        out[t] = (1.0 - lam) * values[t + 1] + lam * out[t + 1]
+    return out
+
+
+def outcome(row: dict) -> float:
+    """A trajectory's terminal reward: whether its final answer is right (``prm label``'s ``correct``; rows
+    without it: the last step's label, which ``prm label`` sets to the finished answer's own outcome)."""
+    return float(row["correct"]) if "correct" in row else float(row["soft"][-1])
+
+
+def td_rows(rows: list[dict], lam: float, values: list[float] | None = None) -> list[dict]:
+    """``rows`` with their λ-returns as the training targets (``soft``); ``values`` are the bootstrap values of
+    every step, flattened in row order (``None``: the Monte-Carlo returns, the outcome at every step)."""
+    out, at = [], 0
+    for r in rows:
+        n = len(r["steps"])
+        v = values[at : at + n] if values is not None else [0.0] * n
+        at += n
+        out.append(r | {"soft": lambda_returns(v, outcome(r), lam if values is not None else 1.0)})
+    return out
 
 
 def values(model, ids, mask):
@@ -173,6 +221,9 @@ def train(
     lr: float = 1e-3,
     head_lr: float = 3e-3,
     likelihood_weight: float = 0.0,
+    objective: str = "mc",
+    lam: float = 0.8,
+    td_iterations: int = 2,
     save_dtype: str = "float16",
     progress: bool = True,
 ) -> dict:
@@ -189,6 +240,12 @@ def train(
         raise ValueError(f"prm train: --steps and --batch must be >= 1, got {steps} and {batch}")
     if family not in FORMATS:
         raise ValueError(f"prm train: unknown format {family!r}: use one of {', '.join(FORMATS)}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"prm train: unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if objective == "td":
+        lambda_returns([], 0.0, lam)  # a bad --lam fails before any loading
+        if not isinstance(td_iterations, int) or not 0 <= td_iterations < steps:
+            raise ValueError(f"prm train: --td-iterations must be in 0..{steps - 1} (< --steps), got {td_iterations}")
     rows, meta = read_rows(data)
     train_rows, test_rows = split(rows, holdout, seed)
     step_token = step_token or meta.get("step_delimiter") or "\n\n"
@@ -220,9 +277,16 @@ def train(
     )
     model.train()
     running = None
+    targets = train_rows
+    # TD: the first step of each round -> its index (round 0 fits the Monte-Carlo returns, later rounds the
+    # λ-returns bootstrapped on the values of the model as the previous round left it)
+    rounds = {steps * i // (td_iterations + 1): i for i in range(td_iterations + 1)} if objective == "td" else {}
     bar = tqdm(range(steps), desc="prm train", unit="step", disable=not progress, dynamic_ncols=True)
-    for _ in bar:
-        ids, mask, target, inside = encode(fmt, [rng.choice(train_rows) for _ in range(batch)], pad, solution=True)
+    for step in bar:
+        if step in rounds:
+            targets = td_rows(train_rows, lam, scores(model, fmt, train_rows, pad) if rounds[step] else None)
+            model.train()
+        ids, mask, target, inside = encode(fmt, [rng.choice(targets) for _ in range(batch)], pad, solution=True)
         keep = target >= 0
         v = values(model, ids, mask)
         loss = F.binary_cross_entropy_with_logits(v[keep], target[keep])
@@ -250,7 +314,9 @@ def train(
     model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     info = {
-        "method": "value head on Math-Shepherd MC labels (Wang et al. 2024), BCE on soft labels",
+        "method": "value head on Math-Shepherd MC labels (Wang et al. 2024), BCE on soft labels"
+        if objective == "mc"
+        else f"value head by TD(lambda) (FETCH, Wang et al. 2025): lambda-returns, {td_iterations} bootstrap rounds",
         "format": family,
         "step_token": step_token,
         "base": base,
@@ -267,6 +333,8 @@ def train(
             "lr": lr,
             "head_lr": head_lr,
             "likelihood_weight": likelihood_weight,
+            "objective": objective,
+            **({"lam": lam, "td_iterations": td_iterations} if objective == "td" else {}),
             "holdout": holdout,
             "seed": seed,
         },

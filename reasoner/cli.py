@@ -29,6 +29,8 @@ from evals.prm_train import train as prm_train
 from evals.report import report
 from evals.router_train import collect, train
 from evals.runner import evaluate
+from evals.specdec_train import read_prompts
+from evals.specdec_train import train as specdec_train
 from evals.suites import load_suite
 from evals.toy.report import main as toy_report
 from evals.toy.train import main as toy_train
@@ -350,6 +352,33 @@ def cmd_judge_train(args) -> int:
     return 0
 
 
+def cmd_specdec_train(args) -> int:
+
+    if not 0 < args.holdout < 1:
+        raise ValueError(f"--holdout must be between 0 and 1, got {args.holdout}")
+    if args.temperature < 0 or args.reject_weight <= 0:
+        raise ValueError("--temperature must be >= 0 and --reject-weight > 0")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    info = specdec_train(
+        args.out,
+        target=args.target,
+        draft=args.draft,
+        prompts=read_prompts(args.prompts) if args.prompts else None,
+        problems=args.problems,
+        difficulty=str(Difficulty.parse(args.difficulty)),
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        reject_weight=args.reject_weight,
+        steps=args.steps,
+        holdout=args.holdout,
+        seed=args.seed,
+    )
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def cmd_prm_label(args) -> int:
 
     recipe = Recipe.load(
@@ -391,6 +420,9 @@ def cmd_prm_train(args) -> int:
         lr=args.lr,
         head_lr=args.head_lr,
         likelihood_weight=args.likelihood_weight,
+        objective=args.objective,
+        lam=args.lam,
+        td_iterations=args.td_iterations,
         progress=not args.no_progress,
     )
     held = info["heldout"] or {}
@@ -652,6 +684,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0, help="toy problems' seed")
     p.set_defaults(func=cmd_judge_train)
 
+    specdec = sub.add_parser(
+        "specdec", help="token-level speculative decoding: train SpecDec++'s acceptance head for a draft/target pair"
+    ).add_subparsers(dest="specdec_command", required=True)
+    p = specdec.add_parser(
+        "train",
+        help="label the draft's proposals by the target's verdicts, train the acceptance-prediction head; print its "
+        "held-out ROC-AUC",
+    )
+    p.add_argument("--out", required=True, help="head file to write (token_speculation.acceptance_head in a recipe)")
+    p.add_argument("--target", default="toy:target", help="target model: toy:NAME or a transformers path")
+    p.add_argument("--draft", default="toy:draft", help="draft model, same tokenizer (default toy:draft)")
+    p.add_argument(
+        "--prompts", help='JSONL of {"prompt": rendered prompt text} (default: toy problems in the toy template)'
+    )
+    p.add_argument("--problems", type=count(2, 100_000), default=240, help="toy problems (default 240)")
+    p.add_argument("--difficulty", default="ops=2-7", help="toy problems' difficulty (default ops=2-7)")
+    p.add_argument(
+        "--temperature", type=finite, default=0.0, help="the decoding it is for: 0 greedy (default), else sampling"
+    )
+    p.add_argument(
+        "--max-tokens", type=count(1, 131072), default=200, help="target response tokens per prompt (default 200)"
+    )
+    p.add_argument(
+        "--reject-weight", type=finite, default=3.0, help="BCE weight of rejected tokens (default 3; accepted: 1)"
+    )
+    p.add_argument("--steps", type=count(1, 100_000), default=300, help="full-batch optimizer steps (default 300)")
+    p.add_argument(
+        "--holdout", type=finite, default=0.25, help="fraction of prompts held out for the ROC-AUC (default 0.25)"
+    )
+    p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0)
+    p.add_argument("--threads", type=count(1, 256, "torch threads"), default=1, help="torch threads (default 1)")
+    p.set_defaults(func=cmd_specdec_train)
+
     prm = sub.add_parser(
         "prm", help="process reward models: label steps by Monte Carlo completions (Math-Shepherd), train a PRM"
     ).add_subparsers(dest="prm_command", required=True)
@@ -717,6 +782,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="weight of a dense auxiliary loss: the head also predicts the frozen backbone's probability of every "
         "step token (default 0: Math-Shepherd's step labels only)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("mc", "td"),
+        default="mc",
+        help="mc: fit the MC labels (default); td: FETCH's TD(lambda) value training, each step's target the "
+        "lambda-return of its trajectory (final answer's correctness, bootstrapped on the model's next-step value)",
+    )
+    p.add_argument(
+        "--lam", type=finite, default=0.8, help="td: lambda, 1 = Monte-Carlo return, 0 = one-step (default 0.8)"
+    )
+    p.add_argument(
+        "--td-iterations",
+        type=count(0, 10**6, "TD rounds"),
+        default=2,
+        help="td: rounds that re-bootstrap the targets on the model's values, after a first round on the "
+        "Monte-Carlo returns (default 2)",
     )
     p.add_argument("--holdout", type=finite, default=0.2, help="fraction of problems held out (default 0.2)")
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0)

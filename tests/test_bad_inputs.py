@@ -166,6 +166,18 @@ CASES = {
     "bench-tokens-real-no-data": (["bench", "tokens", "--pair", "qwen-coder", "--out", "{tmp}/bt"], "pass --data"),
     "bench-tokens-temperature": (["bench", "tokens", "--out", "{tmp}/bt", "--temperatures", "hot"], "comma-separated"),
     "bench-steps-real-no-data": (["bench", "steps", "--pair", "qwen-coder", "--out", "{tmp}/bs"], "pass --data"),
+    "specdec-train-prompts-missing": (
+        ["specdec", "train", "--out", "{tmp}/h.safetensors", "--prompts", "{tmp}/missing.jsonl"],
+        "cannot read prompts",
+    ),
+    "specdec-train-prompts-not-json": (
+        ["specdec", "train", "--out", "{tmp}/h.safetensors", "--prompts", "{bad_json}"],
+        "line 1 is not",
+    ),
+    "specdec-train-holdout": (
+        ["specdec", "train", "--out", "{tmp}/h.safetensors", "--holdout", "1.5"],
+        "--holdout must be between 0 and 1",
+    ),
     "no-command": ([], "the following arguments are required: command"),
     "unknown-command": (["nope"], "invalid choice: 'nope'"),
 }

@@ -95,9 +95,13 @@ def trajectory(rng: random.Random, problem: ToyProblem) -> list[str]:
     steps = problem.steps
     if rng.random() < 0.5:
         return steps
-    j = rng.randrange(len(steps))
+    return wrong_from(rng, problem, rng.randrange(len(steps)))
+
+
+def wrong_from(rng: random.Random, problem: ToyProblem, j: int) -> list[str]:
+    """The reference steps before ``j``, a corrupted step ``j``, then the rest computed from its wrong value."""
     wrong = corrupt_step(rng, problem, j)
-    out = steps[:j] + [wrong]
+    out = problem.steps[:j] + [wrong]
     m = _OPERATION.match(wrong)
     if m is None:  # a (wrong or early) answer line ends the trajectory
         return out

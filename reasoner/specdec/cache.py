@@ -38,10 +38,11 @@ class RaggedCache:
         return self.valid.shape[0]
 
     def forward(
-        self, ids: torch.Tensor, depth: torch.Tensor, sees: torch.Tensor, logits_to_keep: int = 0
-    ) -> torch.Tensor:
+        self, ids: torch.Tensor, depth: torch.Tensor, sees: torch.Tensor, logits_to_keep: int = 0, hidden: bool = False
+    ):
         """Run ``ids`` [B, Q] at positions ``lengths + depth``; query i sees the committed columns and the speculative
-        columns (earlier ones, then these Q) marked in ``sees`` [B, Q, S + Q]. Returns float logits [B, Q, V]."""
+        columns (earlier ones, then these Q) marked in ``sees`` [B, Q, S + Q]. Returns float logits [B, Q, V], and
+        with ``hidden`` also the last hidden states [B, Q, H] (``(logits, hidden)``)."""
         B, Q = ids.shape
         spec = self.spec.shape[-1]
         visible = torch.cat([self.valid[:, None, :].expand(B, Q, -1), sees], dim=-1)[:, None]
@@ -56,12 +57,13 @@ class RaggedCache:
             past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=logits_to_keep,
+            output_hidden_states=hidden,
         )
         grown = torch.zeros((B, spec + Q, spec + Q), dtype=torch.bool, device=self.device)
         grown[:, :spec, :spec] = self.spec
         grown[:, spec:, :] = sees
         self.spec = grown
-        return out.logits.float()
+        return (out.logits.float(), out.hidden_states[-1]) if hidden else out.logits.float()
 
     def commit(self, keep: list[list[int]]) -> None:
         """Make, per row, the speculative columns ``keep[b]`` (indices in order of appending, a root-to-node path in

@@ -72,6 +72,19 @@ class TokenSpeculation(Section):
         "traversal (leaf to root with sequence-level acceptance, Traversal Verification); greedy is the same either "
         "way",
     )
+    acceptance_head: str | None = Field(
+        None,
+        description="draft_model, chain: SpecDec++'s trained acceptance-prediction head (a file from `reasoner specdec "
+        "train`, or toy: toy:draft's against toy:target, one for greedy and one for sampling); the chain stops once "
+        "the head's probability that some drafted token is rejected crosses stop_threshold (num_tokens stays the "
+        "longest draft)",
+    )
+    stop_threshold: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="acceptance_head: stop drafting once 1 - prod(1 - P(reject)) over the chain exceeds this",
+    )
     adaptive: bool = Field(
         False,
         description="SmartSpec: per step, each row's draft length (chain tokens or tree nodes) maximising goodput, "

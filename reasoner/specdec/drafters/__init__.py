@@ -3,6 +3,7 @@ names. The draft model itself is loaded by the backend that drafts with it and h
 
 from __future__ import annotations
 
+from ..acceptance import load_head
 from ..adaptive import SmartSpec
 from ..config import TokenSpeculation
 from ..judge import load_judge
@@ -21,6 +22,10 @@ def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | N
     """The drafter ``config`` names. ``draft_model`` (``method: draft_model``): the loaded draft ``nn.Module``;
     ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are charged to."""
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
+    if config.acceptance_head and config.method != "draft_model":
+        raise ValueError(
+            "token_speculation.acceptance_head reads a draft model's hidden states: use method: draft_model"
+        )
     drafter = _build(config, draft_model, vocab_size, stats)
     drafter.verification = config.verification
     drafter.judge = load_judge(config.judge, config.judge_threshold) if config.judge else None
@@ -70,6 +75,14 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats)
             seed=c.seed,
             stats=stats,
             vocab_size=vocab_size,
+            head=load_head(c.acceptance_head, draft_model.config.hidden_size, draft_model.device)
+            if c.acceptance_head
+            else None,
+            threshold=c.stop_threshold,
+            # the shipped toy heads: one trained on greedy verdicts, one on sampling's (T = 0.7)
+            sampling_head=load_head("toy-sampling", draft_model.config.hidden_size, draft_model.device)
+            if c.acceptance_head == "toy"
+            else None,
         )
     raise ValueError(f"unknown token_speculation.method {c.method!r}: use one of {', '.join(METHODS)}")
 

@@ -16,9 +16,11 @@ left is filled from the heap.
 Sampling: a node's children are its draft distribution's Gumbel-top-k sample without replacement (Sequoia /
 recursive speculative decoding) and the trees carry these distributions for multi-step speculative sampling. Whether
 a node gets a j-th child is decided from the j-th largest probability of its distribution (not from which token the
-j-th draw is), so the multi-step rule stays exact. Candidates below ``min_score`` are never popped (the SpecDec++
-stop rule, with the draft's own probability as the acceptance predictor instead of a trained head). Greedy: the most
-likely tokens.
+j-th draw is), so the multi-step rule stays exact. Greedy: the most likely tokens. Candidates below ``min_score``
+are never popped (a cut on the draft's own cumulative probability). Chains can instead stop by SpecDec++'s trained
+acceptance head (``acceptance``, ``token_speculation.acceptance_head``): after each drafted token, once the head's
+probability that some token of the chain is rejected exceeds the threshold, the chain goes to the target without a
+draft forward on that token.
 
 The draft model's KV cache follows the sequence without recomputation: tokens it has already seen (the accepted
 nodes it expanded) are kept, the rest dropped; tokens it has not seen (the bonus token, accepted leaves) are fed
@@ -32,6 +34,7 @@ import heapq
 import numpy as np
 import torch
 
+from ..acceptance import StopRule
 from ..cache import RaggedCache
 from ..tree import DraftTree
 from ..verify import sampling_probs
@@ -101,8 +104,17 @@ class DraftModel(Drafter):
         seed: int = 0,
         stats=None,
         vocab_size: int | None = None,
+        head=None,
+        threshold: float = 0.5,
+        sampling_head=None,
     ):
         self.model = model
+        # SpecDec++: an ``acceptance.AcceptanceHead`` stops each chain once P(some token rejected) > threshold
+        # (``sampling_head``: the one used when sampling, if not ``head``)
+        self.head, self.threshold = head, threshold
+        self.heads = (head, sampling_head or head)
+        if head is not None and tree != "chain":
+            raise ValueError("token_speculation.acceptance_head stops chains: use tree: chain")
         self.vocab_size = vocab_size  # the target's logits width: q must be over the same tokens as p
         self.device = next(model.parameters()).device
         self.tree, self.num_tokens, self.nodes, self.top_k, self.min_score = tree, num_tokens, nodes, top_k, min_score
@@ -112,6 +124,7 @@ class DraftModel(Drafter):
 
     def begin(self, seqs, temperature, top_p):
         self.temperature, self.top_p = temperature, top_p
+        self.head = self.heads[temperature > 0]
         distinct = list(dict.fromkeys(tuple(s[:-1]) for s in seqs))
         self.cache = RaggedCache(self.model, len(distinct), self.device)
         if any(distinct):
@@ -172,11 +185,39 @@ class DraftModel(Drafter):
             self.top1 = 0.9 * self.top1 + 0.1 * float(top.values[:, 0].mean())
         return index.tolist(), values
 
-    def _offer(self, heaps: list[BestFirst], rows: list[tuple[int, int]], q: torch.Tensor) -> None:
-        """Row ``b``'s node ``n`` (``rows[i] == (b, n)``; -1: the root) has the draft distribution ``q[i]``."""
+    def _offer(self, heaps: list[BestFirst], rows: list[tuple[int, int]], q: torch.Tensor, hidden=None) -> None:
+        """Row ``b``'s node ``n`` (``rows[i] == (b, n)``; -1: the root) has the draft distribution ``q[i]``, drawn
+        from the draft's last hidden state ``hidden[i]`` (kept for the acceptance head)."""
         tokens, values = self._draw(q)
         for i, (b, node) in enumerate(rows):
             heaps[b].offer(node, q[i], tokens[i], values[i])
+            if hidden is not None:
+                self.hidden[b, node] = hidden[i]
+
+    def _forward(self, ids, depth, sees):
+        """The draft forward: logits, and the last hidden states when a head reads them (else ``None``)."""
+        out = self.cache.forward(
+            *(torch.from_numpy(x).to(self.device) for x in (ids, depth, sees)), hidden=self.head is not None
+        )
+        return out if self.head is not None else (out, None)
+
+    def _stop(self, heaps: list[BestFirst], trees: list[DraftTree], chosen: list[list[int]], rule) -> None:
+        """SpecDec++: score each row's newly drafted token with the head; a row whose P(some drafted token is
+        rejected) crossed the threshold drafts no further (its heap closes, its token gets no draft forward)."""
+        rows = [(b, nodes[0]) for b, nodes in enumerate(chosen) if nodes]
+        if not rows:
+            return
+        parents = [(b, trees[b].parents[n]) for b, n in rows]
+        stops = rule.stops(
+            [b for b, _ in rows],
+            torch.stack([self.hidden[p] for p in parents]),
+            torch.stack([heaps[b].draws[n][0] for b, n in parents]),
+            torch.tensor([trees[b].tokens[n] for b, n in rows], device=self.device),
+        )
+        for (b, _), stop in zip(rows, stops):
+            if stop:
+                heaps[b].budget = len(trees[b])
+                chosen[b] = []
 
     @torch.inference_mode()
     def draft(self, seqs):
@@ -193,7 +234,8 @@ class DraftModel(Drafter):
         i, j = np.arange(P)[:, None], np.arange(P)[None, :]
         sees = ((j <= i) & (i < lens)) | (i == j)  # a causal chain; padding sees itself
         depth = np.tile(np.arange(P), (B, 1))
-        logits = self.cache.forward(*(torch.from_numpy(x).to(self.device) for x in (ids, depth, sees)))
+        self.hidden = {}  # (row, node) -> the draft's last hidden state where node's children were drawn
+        logits, hidden = self._forward(ids, depth, sees)
         forwards = 1
         self.pending = [len(p) for p in pending]
         self.width = P  # speculative columns so far
@@ -202,15 +244,22 @@ class DraftModel(Drafter):
         deepest = min(self.num_tokens, self.limit or self.num_tokens)  # SmartSpec's longest draft: no forward past it
         budget = min(self.num_tokens if chain else self.nodes, self.limit or self.nodes)
         heaps = [BestFirst(t, budget, deepest, self.min_score) for t in trees]
+        last_column = (torch.arange(B), torch.tensor(self.pending) - 1)
         self._offer(
-            heaps, [(b, -1) for b in range(B)], self._dist(logits[torch.arange(B), torch.tensor(self.pending) - 1])
+            heaps,
+            [(b, -1) for b in range(B)],
+            self._dist(logits[last_column]),
+            None if hidden is None else hidden[last_column],
         )
+        rule = StopRule(self.head, self.threshold, B) if self.head is not None else None
         while True:
             last = forwards >= deepest  # no forward left: fill the budget from the heap
             chosen = [
                 h.pop_round(1 if chain else (h.budget if last else self.top_k), None if last else self.top1)
                 for h in heaps
             ]
+            if rule is not None:
+                self._stop(heaps, trees, chosen, rule)
             W = 0 if last else max(len(c) for c in chosen)
             if W == 0:
                 if not last and any(h.open() for h in heaps):
@@ -231,12 +280,13 @@ class DraftModel(Drafter):
                         a, d = tree.parents[a], d + 1
                     depth[b, j] = self.pending[b] - 1 + d
                     column[node] = self.width + j
-            logits = self.cache.forward(*(torch.from_numpy(x).to(self.device) for x in (ids, depth, sees)))
+            logits, hidden = self._forward(ids, depth, sees)
             forwards += 1
             self.width += W
             rows = [(b, node) for b, nodes in enumerate(chosen) for node in nodes]
             index = [(b, j) for b, nodes in enumerate(chosen) for j in range(len(nodes))]
-            self._offer(heaps, rows, self._dist(logits[[b for b, _ in index], [j for _, j in index]]))
+            at = ([b for b, _ in index], [j for _, j in index])
+            self._offer(heaps, rows, self._dist(logits[at]), None if hidden is None else hidden[at])
         self._charge(forwards)
         return trees
 
