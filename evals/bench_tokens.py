@@ -26,6 +26,7 @@ from reasoner.backends import SamplingParams, load_lm, resolve_path
 from reasoner.backends.speculative import build_drafter
 from reasoner.recipe import SuiteConfig
 from reasoner.toy import Difficulty, generate_problems
+from verifiers.math import extract_answer
 
 from .args import count
 from .report import pyplot
@@ -69,6 +70,12 @@ OURS = [
         "draft_model chain k=8, adaptive",
         {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "adaptive": True},
     ),
+    # Judge Decoding (lossy: compare its accuracy): the toy judge reads toy:target's hidden states, so toy pair only
+    ("draft_model chain k=8, judge", {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "judge": "toy"}),
+    (
+        "draft_model chain k=8, judge 0.2",
+        {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "judge": "toy", "judge_threshold": 0.2},
+    ),
 ]
 HF = ["hf generate", "hf assisted (draft)", "hf prompt lookup"]
 
@@ -81,6 +88,13 @@ def _prompts(lm, n: int, seed: int, difficulty: str, pair: str = "toy", data: st
     else:
         questions = [p.question for p in generate_problems(n, seed=seed, difficulty=Difficulty.parse(difficulty))]
     return [lm.encode(template.prompt(lm.tokenizer, q)) for q in questions]
+
+
+def _accuracy(lm, outs: list[list[int]], answers: list[int] | None) -> float | None:
+    """Fraction of toy solutions ``outs`` whose boxed answer is right (None off the toy pair)."""
+    if answers is None:
+        return None
+    return round(sum(extract_answer(lm.decode(o)) == str(a) for o, a in zip(outs, answers)) / len(answers), 3)
 
 
 class ForwardCounter:
@@ -178,6 +192,7 @@ def run(
     first = 0 if data else seed  # a file's problems are numbered from its first line
     test = _prompts(lm, problems, first, difficulty, pair, data)
     warm = _prompts(lm, warmup, first + problems if data else seed + 1, difficulty, pair, data)
+    answers = None if data else [p.answer for p in generate_problems(problems, seed, Difficulty.parse(difficulty))]
 
     def ours(config, temperature):
         if config and "draft" in config:
@@ -193,7 +208,8 @@ def run(
         configs = [("plain", None)] + [
             (name, c)
             for name, c in OURS
-            if _picked(name, only) and (pair == "toy" or c.get("acceptance_head") != "toy")  # toy heads: toy pair
+            # the toy heads (SpecDec++'s, the judge) read toy models' hidden states: toy pair only
+            if _picked(name, only) and (pair == "toy" or (c.get("acceptance_head") != "toy" and "judge" not in c))
         ]
         best: dict[str, tuple] = {}
         for r in range(rounds):
@@ -239,6 +255,7 @@ def run(
                     "speedup_vs_plain": round(tps / plain_tps, 2),
                     "speedup_vs_best_hf": round(tps / hf_best, 2),
                     "identical_to_plain": (outs == best["plain"][0]) if temperature == 0 else None,
+                    "accuracy": _accuracy(lm, outs, answers),
                 }
             )
     if best_of_problems:
@@ -335,17 +352,19 @@ def table(rows: list[dict], setup: dict, pair: str = "toy", data: str | None = N
         + (f"; problems of {Path(data).name}" if data else "")
         + f"; {target} verifies, {draft} drafts where a draft model is used; "
         "1 torch thread; fastest of the rounds. mean accepted = tokens per target forward (1.00 for plain decoding; "
-        "best-of-N: per row).",
+        "best-of-N: per row). accuracy = right final answers on the timed toy problems (a lossy method: the judge).",
         "",
-        "| section | method | T | tokens/s | mean accepted | speedup vs plain | vs best HF | identical to plain |",
-        "|---|---|---|---|---|---|---|---|",
+        "| section | method | T | tokens/s | mean accepted | speedup vs plain | vs best HF | identical to plain | "
+        "accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         same = "" if r["identical_to_plain"] is None else ("yes" if r["identical_to_plain"] else "NO")
         lines.append(
             f"| {r['section']} | {r['method']} | {r['temperature']} | {r['tokens_per_s']} | {r['mean_accepted']:.2f} | "
             f"{r['speedup_vs_plain']:.2f}x | "
-            f"{r.get('speedup_vs_best_hf', '') and str(r['speedup_vs_best_hf']) + 'x'} | {same} |"
+            f"{r.get('speedup_vs_best_hf', '') and str(r['speedup_vs_best_hf']) + 'x'} | {same} | "
+            f"{'' if r.get('accuracy') is None else r['accuracy']} |"
         )
     return "\n".join(lines) + "\n"
 

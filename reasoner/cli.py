@@ -23,6 +23,7 @@ from evals.bench_tokens import main as bench_tokens
 from evals.calibrate import add_arguments as calibrate_arguments
 from evals.calibrate import main as calibrate
 from evals.compress import CompressConfig, compress_file, from_recipe, read_traces
+from evals.judge_train import train as judge_train
 from evals.prm_label import label as prm_label
 from evals.prm_train import train as prm_train
 from evals.report import report
@@ -331,6 +332,26 @@ def cmd_router_train(args) -> int:
     return 0
 
 
+def cmd_judge_train(args) -> int:
+
+    import torch
+
+    torch.set_num_threads(1)
+    info = judge_train(
+        args.out,
+        target=args.target,
+        draft=args.draft,
+        problems=args.problems,
+        seed=args.seed,
+        difficulty=str(Difficulty.parse(args.difficulty)),
+        max_tokens=args.max_tokens,
+        holdout=args.holdout,
+    )
+    print(json.dumps(info, indent=2))
+    print(f"held-out ROC-AUC {info['heldout_roc_auc']}; wrote {info['out']} (token_speculation.judge in a recipe)")
+    return 0
+
+
 def cmd_specdec_train(args) -> int:
 
     if not 0 < args.holdout < 1:
@@ -634,6 +655,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0)
     p.set_defaults(func=cmd_router_train)
+
+    judge = sub.add_parser(
+        "judge",
+        help="Judge Decoding: train the judge head that accepts correct draft tokens the target would not write",
+    ).add_subparsers(dest="judge_command", required=True)
+    p = judge.add_parser(
+        "train",
+        help="label the draft's mismatching tokens on toy problems by whether the answer stays correct, fit the "
+        "linear judge on the target's hidden states; print its held-out ROC-AUC",
+    )
+    p.add_argument("--out", required=True, help="judge file to write (token_speculation.judge in a recipe)")
+    p.add_argument("--target", default="toy:target", help="target model: toy:NAME or a transformers path")
+    p.add_argument("--draft", default="toy:draft", help="draft model, same tokenizer (default toy:draft)")
+    p.add_argument(
+        "--problems", type=count(4, 100_000, "each problem is decoded"), default=320, help="toy problems (default 320)"
+    )
+    p.add_argument("--difficulty", default="ops=2-7", help="toy problems' difficulty (default ops=2-7)")
+    p.add_argument(
+        "--max-tokens",
+        type=count(1, 131072, "no model's context holds more"),
+        default=200,
+        help="tokens per solution at most (default 200)",
+    )
+    p.add_argument(
+        "--holdout", type=finite, default=0.25, help="fraction of problems held out for the ROC-AUC (default 0.25)"
+    )
+    p.add_argument("--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=0, help="toy problems' seed")
+    p.set_defaults(func=cmd_judge_train)
 
     specdec = sub.add_parser(
         "specdec", help="token-level speculative decoding: train SpecDec++'s acceptance head for a draft/target pair"

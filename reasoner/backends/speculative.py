@@ -99,6 +99,7 @@ class SpeculativeDecoding:
                 self.generator,
                 self.pad_id,
                 traversal=drafter.verification == "traversal",
+                judge=drafter.judge,
             )
             call.forward_passes += 1
             stats.count("token_spec.verify_forwards")
@@ -123,6 +124,10 @@ class SpeculativeDecoding:
                 )
                 stats.count("token_spec.emitted_tokens", emitted)
                 stats.count("token_spec.accepted_tokens", min(len(v.path), emitted))
+                if drafter.judge is not None:  # Judge Decoding: accepted by the judge alone vs by the standard rule
+                    judged = sum(i < emitted for i in v.judged)
+                    stats.count("token_spec.judge_accepted", judged)
+                    stats.count("token_spec.rule_accepted", min(len(v.path), emitted) - judged)
                 if finish:
                     finished.append(out_ids[slot])
                     yield (

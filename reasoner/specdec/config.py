@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..core.config import SEED_WHY, Section, at_most
 
@@ -90,6 +90,27 @@ class TokenSpeculation(Section):
         description="SmartSpec: per step, each row's draft length (chain tokens or tree nodes) maximising goodput, "
         "from the row's acceptance rate and a step-time model fitted on measured steps; down to no draft",
     )
+    judge: str | None = Field(
+        None,
+        description="Judge Decoding (lossy): a judge head on the target's last hidden state (a file from `reasoner "
+        "judge train`, or toy: trained for toy:target) that also accepts a drafted token the target would not have "
+        "produced when it judges the token correct; greedy and token-level sampled verification",
+    )
+    judge_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        description="judge: accept a token the target rejects when the judge's probability is at least this "
+        "(above 1: never, i.e. lossless)",
+    )
     seed: int = Field(
         0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the drafters that sample (draft_model, ngram_pool)"
     )
+
+    @model_validator(mode="after")
+    def _judge_alone(self):
+        if self.judge and self.verification == "traversal":
+            raise ValueError(
+                "token_speculation.judge works with verification: token (traversal verification accepts whole "
+                "paths, the judge single tokens)"
+            )
+        return self

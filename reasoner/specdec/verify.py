@@ -16,12 +16,14 @@ more token itself (the bonus). Rules:
   accepted, sample from p.
 - sampling, ``traversal=True``: traversal verification (Weng et al. 2025, "Traversal Verification for Speculative
   Tree Decoding"), leaf to root with sequence-level acceptance (``walk_traversal``).
+- ``judge``: Judge Decoding (``judge.JudgeHead``, lossy): a token the rule rejects is still accepted when a linear
+  head on the target's hidden state at that token judges it correct.
 Each rule leaves the distribution of emitted tokens equal to the target's (``tests/test_specdec_sampling.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -53,6 +55,7 @@ class Verdict:
     logprobs: list[float]
     tree: DraftTree
     logits: torch.Tensor  # [1 + len(tree), V]: row 0 is the root's next-token logits, row i + 1 node i's
+    judged: list[int] = field(default_factory=list)  # positions in ``path`` accepted by the judge alone (lossy)
 
 
 def tree_inputs(roots: list[int], trees: list[DraftTree], device, pad_id: int = 0):
@@ -83,12 +86,19 @@ def verify(
     generator,
     pad_id: int = 0,
     traversal: bool = False,
+    judge=None,
 ) -> list[Verdict]:
     """One target forward over every row's root and tree; commit the accepted paths to ``cache``. ``traversal``:
-    sampled trees are verified leaf to root (``walk_traversal``) instead of token by token from the root."""
+    sampled trees are verified leaf to root (``walk_traversal``) instead of token by token from the root.
+    ``judge``: a ``judge.JudgeHead`` that also accepts tokens it judges correct (Judge Decoding, lossy)."""
     ids, depth, sees = tree_inputs(roots, trees, cache.device, pad_id)
+    if judge is not None:
+        with judge.capture(cache.model) as box:
+            logits = cache.forward(ids, depth, sees)
+        return _judged(
+            cache, trees, logits, judge.accepts(box["hidden"]).tolist(), temperature, top_p, generator, judge
+        )
     logits = cache.forward(ids, depth, sees)
-    verdicts = []
     if temperature == 0:
         best = logits.argmax(-1).tolist()
     else:
@@ -98,6 +108,26 @@ def verify(
         walk_greedy(tree, best[b]) if temperature == 0 else sampled(tree, probs[b], generator)
         for b, tree in enumerate(trees)
     ]
+    return _verdicts(cache, trees, logits, walks)
+
+
+def _judged(cache, trees, logits, ok, temperature, top_p, generator, judge) -> list[Verdict]:
+    """``verify`` with the judge's verdicts ``ok`` [B][Q] (column i + 1: node i)."""
+    if temperature == 0:
+        best = logits.argmax(-1).tolist()
+        walks = [judge.walk_greedy(tree, best[b], ok[b]) for b, tree in enumerate(trees)]
+    else:
+        probs = sampling_probs(logits, temperature, top_p)
+        walks = [judge.walk_sampling(tree, probs[b], ok[b], generator) for b, tree in enumerate(trees)]
+    verdicts = _verdicts(cache, trees, logits, [(path, bonus) for path, bonus, _ in walks])
+    for v, (_, _, judged) in zip(verdicts, walks):
+        v.judged = judged
+    return verdicts
+
+
+def _verdicts(cache, trees, logits, walks) -> list[Verdict]:
+    """Each row's ``(path, bonus)`` as a Verdict with the emitted tokens' log-probabilities; commits the paths."""
+    verdicts = []
     # the raw log-probability of every emitted token, gathered at once: (row, position of its parent, token)
     keep = [[0] + [i + 1 for i in path] for path, _ in walks]
     tokens = [[tree.tokens[i] for i in path] + [bonus] for tree, (path, bonus) in zip(trees, walks)]
@@ -166,9 +196,14 @@ def point_mass_rule(p: torch.Tensor, children, generator) -> tuple[int, int | No
         px = float(p[x])
         if _uniform(generator) < px:
             return x, child
-        p[x] = 0.0
-        p /= 1.0 - px if px < 1.0 else 1.0
+        _drop_point(p, x, px)
     return _sample(p, generator), None
+
+
+def _drop_point(p: torch.Tensor, x: int, px: float) -> None:
+    """A rejected point-mass draft x: remove it from p (in place) and renormalise."""
+    p[x] = 0.0
+    p /= 1.0 - px if px < 1.0 else 1.0
 
 
 def multi_step_rule(p: torch.Tensor, q: torch.Tensor, children, generator) -> tuple[int, int | None]:
@@ -179,16 +214,24 @@ def multi_step_rule(p: torch.Tensor, q: torch.Tensor, children, generator) -> tu
         px, qx = float(p[x]), float(q[x])
         if _uniform(generator) * qx < px:
             return x, child
-        residual = (p - q).clamp_(min=0)
-        total = float(residual.sum())
-        if total > 0:
-            p = residual / total
-        q[x] = 0.0
-        rest = float(q.sum())
-        if rest <= 0:
+        p, q = _drop_sampled(p, q, x)
+        if q is None:
             break
-        q /= rest
     return _sample(p, generator), None
+
+
+def _drop_sampled(p: torch.Tensor, q: torch.Tensor, x: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A rejected draft x drawn from q: p moves to the residual norm(max(0, p - q)), q drops x (in place) and is
+    renormalised; q is None once nothing is left in it."""
+    residual = (p - q).clamp_(min=0)
+    total = float(residual.sum())
+    if total > 0:
+        p = residual / total
+    q[x] = 0.0
+    rest = float(q.sum())
+    if rest <= 0:
+        return p, None
+    return p, q.div_(rest)
 
 
 def walk_traversal(tree: DraftTree, probs: torch.Tensor, generator) -> tuple[list[int], int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..acceptance import load_head
 from ..adaptive import SmartSpec
 from ..config import TokenSpeculation
+from ..judge import load_judge
 from .base import Drafter
 from .draft_model import DraftModel
 from .goose import Goose
@@ -27,6 +28,7 @@ def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | N
         )
     drafter = _build(config, draft_model, vocab_size, stats)
     drafter.verification = config.verification
+    drafter.judge = load_judge(config.judge, config.judge_threshold) if config.judge else None
     if config.adaptive:
         chain = config.method == "prompt_lookup" or (config.method == "draft_model" and config.tree == "chain")
         drafter.goodput = SmartSpec(config.num_tokens if chain else config.nodes)

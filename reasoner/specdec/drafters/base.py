@@ -14,6 +14,7 @@ class Drafter:
     name = "drafter"
     goodput = None  # an ``adaptive.SmartSpec`` sizes (or skips) each row's tree by goodput
     verification = "token"  # how the backend verifies sampled trees: "token" or "traversal" (``verify.verify``)
+    judge = None  # a ``judge.JudgeHead``: Judge Decoding also accepts the tokens it judges correct (lossy)
     limit = (
         None  # the longest draft any row takes this step (SmartSpec sets it); drafters that pay per token stop there
     )
