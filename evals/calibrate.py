@@ -5,9 +5,11 @@ An acceptor's scores mean different things for different pairs: SpecReason's jud
 depends on how peaked the target is. So a threshold is measured, not copied: the sweep runs the recipe's target
 alone (the baseline), its draft alone (the ceiling) and the recipe at each threshold on the same development
 problems, side by side in one run (the runs of ``reasoner bench steps``), and picks the fastest threshold whose
-accuracy is within ``--max-loss`` points of the baseline. Calibrate on problems you will not report on.
+accuracy is within ``--max-loss`` points of the baseline. Several acceptor recipes of one pair share one baseline
+and ceiling (``-r`` repeated); a stopped sweep resumes (each run is an eval folder). Calibrate on problems you will
+not report on.
 
-    reasoner calibrate --recipe qwen-coder-likelihood --data dev.jsonl --limit 24 --batch-size 8
+    reasoner calibrate -r qwen-coder-likelihood -r qwen-coder-specreason --data dev.jsonl --limit 24 --batch-size 8
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .args import count, finite
 # routers: escalate at or above, so a higher threshold accepts more)
 GRIDS = {
     "judge": [4.0, 5.0, 6.0, 6.5, 7.0],
-    "likelihood": [0.05, 0.1, 0.2, 0.3, 0.5],
+    "likelihood": [0.02, 0.05, 0.1, 0.3, 0.5],  # real models put a few unlikely tokens in most steps
     "prm": [0.3, 0.5, 0.7, 0.9],
     "router": [0.3, 0.5, 0.7, 0.9],
     "target_router": [0.3, 0.5, 0.7, 0.9],
