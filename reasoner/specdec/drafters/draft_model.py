@@ -196,10 +196,10 @@ class DraftModel(Drafter):
 
     def _forward(self, ids, depth, sees):
         """The draft forward: logits, and the last hidden states when a head reads them (else ``None``)."""
-        out = self.cache.forward(
-            *(torch.from_numpy(x).to(self.device) for x in (ids, depth, sees)), hidden=self.head is not None
-        )
-        return out if self.head is not None else (out, None)
+        args = [torch.from_numpy(x).to(self.device) for x in (ids, depth, sees)]
+        if self.head is None:  # the plain cache interface: forward(ids, depth, sees) -> log-probs
+            return self.cache.forward(*args), None
+        return self.cache.forward(*args, hidden=True)
 
     def _stop(self, heaps: list[BestFirst], trees: list[DraftTree], chosen: list[list[int]], rule) -> None:
         """SpecDec++: score each row's newly drafted token with the head; a row whose P(some drafted token is
