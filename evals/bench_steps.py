@@ -41,13 +41,13 @@ CONFIGS = [
     *[(f"target router >= {t}", "toy-target-router", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7)],
     *[(f"likelihood >= {t}", "toy-likelihood", [f"step_speculation.threshold={t}"]) for t in (0.3, 0.5, 0.7, 0.9)],
 ]
-# the real pair (issue 16): Qwen2.5-Coder-0.5B drafts for -1.5B; each acceptor at its recipe's threshold, which
-# `reasoner calibrate` chose on other problems
+# the real pair (issue 16): Qwen2.5-Coder-0.5B drafts for -1.5B; each acceptor at its recipe's threshold (set from
+# `reasoner calibrate` on other problems; the judge found none within 2 points)
 QWEN_CODER = [
     ("target CoT", "qwen-coder-cot", []),
     ("draft CoT", "qwen-coder-draft-cot", []),
-    ("SpecReason judge (calibrated)", "qwen-coder-specreason", []),
-    ("likelihood (calibrated)", "qwen-coder-likelihood", []),
+    ("SpecReason judge (recipe threshold)", "qwen-coder-specreason", []),
+    ("likelihood (recipe threshold)", "qwen-coder-likelihood", []),
 ]
 PAIRS = {"toy": CONFIGS, "qwen-coder": QWEN_CODER}
 QUICK = {
