@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def count(low: int = 1, high: int | None = None, why: str = ""):
@@ -33,3 +34,19 @@ def finite(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
+
+
+def numbers(text: str, flag: str, example: str) -> list[float]:
+    """A comma-separated list of numbers given to ``flag``, else one line showing ``example``."""
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: write comma-separated numbers, e.g. {example}") from None
+
+
+def check_pair_data(pair: str, data: str | None) -> None:
+    """A real pair runs on a local JSONL file (nothing downloads here): one line naming what is missing."""
+    if pair != "toy" and not data:
+        raise ValueError(f"--pair {pair} runs on a local JSONL file: pass --data, e.g. ../shared/data/gsm8k-dev.jsonl")
+    if data and not Path(data).is_file():
+        raise ValueError(f"--data {data}: no such file")

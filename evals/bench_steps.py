@@ -27,7 +27,7 @@ import torch
 
 from reasoner.recipe import Recipe
 
-from .args import count
+from .args import check_pair_data, count
 from .report import pyplot
 from .runner import evaluate, read_results
 
@@ -82,10 +82,7 @@ def run(
     on the same problems: the JSONL file ``data`` when given, else the toy suite (``seed``, ``difficulty``)."""
     if configs is None and pair not in PAIRS:
         raise ValueError(f"unknown pair {pair!r}: choose one of {', '.join(PAIRS)}")
-    if pair != "toy" and not data:
-        raise ValueError(f"--pair {pair} runs on a local JSONL file: pass --data, e.g. ../shared/data/gsm8k-dev.jsonl")
-    if data and not Path(data).is_file():
-        raise ValueError(f"--data {data}: no such file")
+    check_pair_data(pair, data)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
     if data:

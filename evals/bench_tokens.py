@@ -28,7 +28,7 @@ from reasoner.recipe import SuiteConfig
 from reasoner.toy import Difficulty, generate_problems
 from verifiers.math import extract_answer
 
-from .args import count
+from .args import check_pair_data, count, numbers
 from .report import pyplot
 from .suites import load_suite
 
@@ -181,8 +181,7 @@ def run(
     the next ``warmup`` to warm up, then the best-of-N problems)."""
     from transformers import AutoModelForCausalLM
 
-    if pair != "toy" and not data:
-        raise ValueError(f"--pair {pair} runs on a local JSONL file: pass --data, e.g. ../shared/data/gsm8k-dev.jsonl")
+    check_pair_data(pair, data)
     torch.set_num_threads(1)  # two threads on a shared 2-core machine are many times slower
     out.mkdir(parents=True, exist_ok=True)
     target_path, draft_path, _ = PAIRS[pair]
@@ -468,10 +467,7 @@ def main(args) -> None:
 
 
 def _temperatures(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise ValueError(f"--temperatures {text!r}: write comma-separated numbers, e.g. 0,0.7") from None
+    values = tuple(numbers(text, "--temperatures", "0,0.7"))
     if any(not 0 <= t <= 10 for t in values):
         raise ValueError(f"--temperatures {text!r}: each temperature is in [0, 10]")
     return values

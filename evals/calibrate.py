@@ -23,7 +23,7 @@ import yaml
 from reasoner.recipe import Recipe
 
 from . import bench_steps
-from .args import count, finite
+from .args import count, finite, numbers
 
 # thresholds tried when --thresholds is not given: each acceptor's scale (judge 0-9; prm / likelihood [0, 1];
 # routers: escalate at or above, so a higher threshold accepts more)
@@ -180,12 +180,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    thresholds = []
-    for text in args.thresholds:
-        try:
-            thresholds.append([float(t) for t in text.split(",")])
-        except ValueError:
-            raise ValueError(f"--thresholds {text!r}: write comma-separated numbers, e.g. 0.1,0.3,0.5") from None
+    thresholds = [numbers(text, "--thresholds", "0.1,0.3,0.5") for text in args.thresholds]
     if args.max_loss < 0:
         raise ValueError(f"--max-loss {args.max_loss}: the accuracy loss allowed is >= 0 points")
     write = Path(args.write) if args.write else None
