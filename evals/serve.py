@@ -448,7 +448,7 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
         if len(texts) * req.n > MAX_CHOICES:
             raise APIError(400, f"n times the prompts is {len(texts) * req.n}, above {MAX_CHOICES}", "n")
         slo_name, slo_ms = _slo(req.slo, config)
-        reasoner = _reasoner_for(s, req, config.slo_thresholds.get(slo_name))
+        reasoner = _reasoner_for(s, req, config.slo_thresholds.get(slo_name), slo_ms)
         lm = reasoner.scheduler.wrapped[reasoner.recipe.search.policy]
         try:  # before anything is admitted or streamed: a prompt too long is the client's error
             problems = [Problem(t) for t in texts]
@@ -617,9 +617,12 @@ def _slo(slo: SLO | str | None, config: ServerConfig) -> tuple[str | None, float
     return slo, config.slo_classes[slo]
 
 
-def _reasoner_for(s: Served, req: _Common, threshold: float | None = None) -> Reasoner:
-    """The reasoner of the request's overrides: its ``reasoner`` object's sections, over the OpenAI fields, and its
-    SLO class's step-acceptance ``threshold`` (where the recipe speculates steps; ignored elsewhere)."""
+def _reasoner_for(
+    s: Served, req: _Common, threshold: float | None = None, tpot_ms: float | None = None
+) -> Reasoner:
+    """The reasoner of the request's overrides: its ``reasoner`` object's sections, over the OpenAI fields, its
+    SLO class's step-acceptance ``threshold`` (where the recipe speculates steps; ignored elsewhere) and its TPOT
+    (``sampling.tpot_ms``, where token speculation sizes trees by it: AdaServe's ``slo_trees``)."""
     ext = req.reasoner or ReasonerOptions()
     sampling = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p)) if v is not None}
     budget = {}
@@ -631,6 +634,9 @@ def _reasoner_for(s: Served, req: _Common, threshold: float | None = None) -> Re
         "budget": {**budget, **(ext.budget or {})},
         "sampling": {**sampling, **(ext.sampling or {})},
     }
+    spec = s.reasoner.recipe.token_speculation
+    if tpot_ms is not None and spec is not None and spec.slo_trees:
+        sections["sampling"]["tpot_ms"] = tpot_ms
     if threshold is not None and s.reasoner.recipe.step_speculation is not None:
         sections["step_speculation"] = {"threshold": threshold}
     try:
