@@ -5,7 +5,7 @@ the larger trees, and the output stays plain greedy decoding's."""
 
 import pytest
 
-from reasoner.backends import SamplingParams, load_lm
+from reasoner.backends import SamplingParams
 from reasoner.backends.speculative import build_drafter
 from reasoner.recipe import Recipe, RecipeError
 from reasoner.specdec.slo_trees import SLOTrees, select_trees
@@ -70,17 +70,13 @@ def test_recipe_refuses_slo_trees_without_scored_trees():
         Recipe.load("toy-cot", ["token_speculation.method=draft_model", "token_speculation.slo_trees=true"])
 
 
-@pytest.fixture(scope="module")
-def target():
-    return load_lm("transformers", "toy:target", "target", seed=0)
-
-
-def test_toy_pair_tight_request_gets_the_larger_trees_and_output_is_plain_greedy(target, template):
+def test_toy_pair_tight_request_gets_the_larger_trees_and_output_is_plain_greedy(toy_target, template):
     """One call, the same prompt twice: row 1 with a TPOT far below what the CPU can do, row 0 with none. Every
     step after the first (when the step time is first measured) gives row 1 its whole candidate tree and row 0 what
     is left; ties would favour row 0. The tokens are plain greedy decoding's."""
     from reasoner.toy import generate_problems
 
+    target = toy_target
     prompt = template.prompt(target.tokenizer, generate_problems(1, seed=7)[0].question)
     plain = target.generate([prompt, prompt], SamplingParams(max_tokens=24))
     config = {"method": "draft_model", "draft": "toy:draft", "tree": "dynamic", "nodes": 8, "slo_trees": True}
@@ -102,3 +98,51 @@ def test_toy_pair_tight_request_gets_the_larger_trees_and_output_is_plain_greedy
     assert [[g.token_ids for g in row] for row in spec] == [[g.token_ids for g in row] for row in plain]
     two_rows = [s for s in sizes[1:] if len(s) == 2]
     assert two_rows and all(tight > loose for loose, tight in two_rows)
+
+
+def test_calls_of_different_slos_share_one_generate_each_prompt_keeping_its_tpot():
+    """The scheduler merges calls that differ only in their TPOT into one backend call (one verification batch, as
+    AdaServe needs), passing each prompt's TPOT; other sampling differences still split calls."""
+    from reasoner.core.lm import Output
+    from reasoner.core.stats import Stats
+    from reasoner.engine.scheduler import ModelWorker, _Call
+
+    class Recorder:
+        name, role, tokenizer, batch, stats = "fake", "target", None, None, Stats()
+        calls = []
+
+        def generate(self, prompts, params):
+            self.calls.append((len(prompts), params.tpot_ms, params.temperature))
+            return Output([[None] for _ in prompts])
+
+    lm = Recorder()
+    worker = ModelWorker(lm)
+    try:
+        calls = [
+            _Call("generate", ([[1], [2]], SamplingParams(tpot_ms=20.0))),
+            _Call("generate", ([[3]], SamplingParams())),
+            _Call("generate", ([[4]], SamplingParams(tpot_ms=400.0))),
+            _Call("generate", ([[5]], SamplingParams(temperature=0.5, tpot_ms=20.0))),
+        ]
+        worker._generate_whole(calls)
+    finally:
+        worker.close()
+    assert lm.calls == [(4, (20.0, 20.0, None, 400.0), 0.0), (1, (20.0,), 0.5)]
+    assert all(len(c.future.result()) == len(c.args[0]) for c in calls)
+
+
+def test_serve_passes_a_requests_tpot_to_a_recipe_with_slo_trees():
+    """``reasoner serve`` puts the request's TPOT in the sampling section where the recipe sizes trees by it (and
+    nowhere else: other recipes keep their variants)."""
+    from types import SimpleNamespace
+
+    from evals.serve import ChatRequest, _reasoner_for
+
+    def served(recipe):
+        return SimpleNamespace(reasoner=SimpleNamespace(recipe=recipe), variant=lambda sections: sections)
+
+    req = ChatRequest(model="m", messages=[{"role": "user", "content": "1+1"}])
+    spec = ["token_speculation.method=draft_model", "token_speculation.tree=dynamic", "models.draft.path=toy:draft"]
+    adaserve = Recipe.load("toy-cot", spec + ["token_speculation.slo_trees=true"])
+    assert _reasoner_for(served(adaserve), req, None, 40.0)["sampling"] == {"tpot_ms": 40.0}
+    assert "tpot_ms" not in _reasoner_for(served(Recipe.load("toy-cot", spec)), req, None, 40.0)["sampling"]
