@@ -617,9 +617,7 @@ def _slo(slo: SLO | str | None, config: ServerConfig) -> tuple[str | None, float
     return slo, config.slo_classes[slo]
 
 
-def _reasoner_for(
-    s: Served, req: _Common, threshold: float | None = None, tpot_ms: float | None = None
-) -> Reasoner:
+def _reasoner_for(s: Served, req: _Common, threshold: float | None = None, tpot_ms: float | None = None) -> Reasoner:
     """The reasoner of the request's overrides: its ``reasoner`` object's sections, over the OpenAI fields, its
     SLO class's step-acceptance ``threshold`` (where the recipe speculates steps; ignored elsewhere) and its TPOT
     (``sampling.tpot_ms``, where token speculation sizes trees by it: AdaServe's ``slo_trees``)."""

@@ -146,7 +146,9 @@ class SpeculativeDecoding:
             else:
                 drafter.update(seqs, used)  # drafters learn from the tokens that stayed, aligned with seqs
             if slo:
-                slo.record(trees, [len(v.tokens) for v in used], [len(v.path) for v in used], time.perf_counter() - start)
+                slo.record(
+                    trees, [len(v.tokens) for v in used], [len(v.path) for v in used], time.perf_counter() - start
+                )
             if goodput:
                 depths = [max(t.depths(), default=0) for t in trees]
                 goodput.record(lengths, [len(v.path) for v in used], depths, time.perf_counter() - start)
