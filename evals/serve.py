@@ -331,14 +331,15 @@ class ServerConfig:
 class _Slots:
     """The running slots, handed to waiting requests earliest deadline first.
 
-    AdaServe (2025) serves each request by its own TPOT SLO; here the SLO orders admission only. A request meets
+    AdaServe (2025) serves each request by its own TPOT SLO; here the SLO orders admission (and, with
+    ``token_speculation.slo_trees``, sizes the request's token trees in the batch: ``_reasoner_for``). A request meets
     its SLO when its seconds from arrival over its completion tokens are at most its TPOT, so its deadline is its
     arrival plus its TPOT times the completion tokens it is expected to write (the served model's recent mean per
     choice, ``EXPECTED_TOKENS`` before any has finished): a tight request passes loose ones that came well before it,
     and one without an SLO waits behind every request with one. (Keyed on the first token's due time alone, a tight
     request passed only loose ones that came within one TPOT of it: under a long queue that was first come, first
-    served; ``reasoner bench serve`` measured it.) Within the running batch all sequences are decoded alike (the
-    scheduler's model workers know no SLO). ``fifo`` keys on arrival alone (the baseline). A request that gives up
+    served; ``reasoner bench serve`` measured it.) Without ``slo_trees`` all sequences of the running batch are
+    decoded alike. ``fifo`` keys on arrival alone (the baseline). A request that gives up
     while waiting leaves the line.
     """
 
