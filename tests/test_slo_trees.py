@@ -38,6 +38,17 @@ def test_leftover_budget_goes_to_the_most_probable_nodes_of_any_row_keeping_tree
     assert select_trees(probs, parents, needs=[0.0, 0.0], budget=7) == [[0, 1, 2, 3], [0, 1, 2]]
 
 
+def test_leftover_nodes_that_cost_more_time_than_they_add_tokens_are_not_verified():
+    """With each verified token costing as much as the rest of the step, no leftover node pays (0.9 more expected
+    tokens for twice the time), yet a row's SLO minimum is still verified; with cheap tokens the budget is
+    filled."""
+    costly, cheap = (lambda n: 1.0 + n), (lambda n: 1 + 0.01 * n)
+    chains = [CHAIN, CHAIN], [chain_parents(6)] * 2
+    assert select_trees(*chains, needs=[0.0, 0.0], budget=8, step_seconds=costly) == [[], []]
+    assert select_trees(*chains, needs=[2.5, 0.0], budget=8, step_seconds=costly) == [[0, 1, 2, 3], []]
+    assert sum(map(len, select_trees(*chains, needs=[0.0, 0.0], budget=8, step_seconds=cheap))) == 8
+
+
 def test_a_budget_too_small_for_every_minimum_serves_the_most_urgent_row_first():
     """Needs of 2.5 (row 1: 4 nodes) and 1.2 (row 0: 2 nodes) with 5 nodes: row 1 gets its 4, row 0 the one left;
     in row order row 0 would get its 2 and row 1 only 3 (missing its SLO)."""
