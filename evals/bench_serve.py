@@ -3,6 +3,7 @@ a freed running slot goes to the waiting request with the earliest deadline (``-
 come, first served (``fifo``), on the same seeded arrival trace.
 
     reasoner bench serve --recipe toy-likelihood --requests 120 --rate 6 --out runs/bench-serve
+    reasoner bench serve --recipe toy-cot,toy-cot-specdec,toy-cot-specdec-tree,toy-cot-adaserve --orders slo
 
 For each order a server is started (``reasoner serve`` in a process of its own, on a free loopback port) with two
 SLO classes, ``tight`` and ``loose`` (a TPOT each, in ms a completion token), and ``--max-running`` slots. A client
@@ -13,9 +14,10 @@ request met its SLO if its TPOT is at most its class's. Reported per order and c
 completion tokens a second of the requests that met their SLO, AdaServe's measure); throughput; and p50 / p90
 latency. Writes ``bench_serve.json`` and ``bench_serve.md``.
 
-AdaServe (Li et al. 2025) sizes each request's token tree to its SLO; ``reasoner serve`` has no token trees in its
-batch yet (docs/serve.md), so this measures what it has: deadline-ordered admission, and each class's own
-step-speculation threshold where ``--tight-threshold`` is given.
+Several comma-separated recipes are served one after another on the same trace: e.g. no token speculation, a
+fixed chain, a fixed tree, and AdaServe's SLO-customized trees (``token_speculation.slo_trees``, Li et al. 2025:
+each request's tree sized to its TPOT inside the verification batch). ``--tight-threshold`` gives the tight class
+its own step-speculation threshold where a recipe speculates steps.
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ from .args import count
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--recipe", default="toy-likelihood", help="the served recipe (default toy-likelihood)")
+    p.add_argument(
+        "--recipe",
+        default="toy-likelihood",
+        help="the served recipe, or several comma-separated, each served on the same trace (default toy-likelihood)",
+    )
     p.add_argument("--requests", type=count(1, 100_000, "requests in the trace"), default=120, help="default 120")
     p.add_argument("--rate", type=float, default=6.0, help="mean arrivals a second (Poisson; default 6)")
     p.add_argument("--tight-share", type=float, default=0.3, help="share of requests in the tight class (0.3)")
@@ -63,12 +69,17 @@ def main(args) -> dict:
         raise ValueError(f"--orders {args.orders!r}: use slo, fifo or both (comma-separated)")
     if not 0 <= args.tight_share <= 1 or args.rate <= 0 or args.tight_ms <= 0 or args.loose_ms <= 0:
         raise ValueError("--tight-share must be in [0, 1], and --rate, --tight-ms, --loose-ms above 0")
+    recipes = [r.strip() for r in args.recipe.split(",") if r.strip()]
+    if not recipes:
+        raise ValueError(f"--recipe {args.recipe!r}: give a recipe name or path (several: comma-separated)")
     trace = make_trace(args.requests, args.rate, args.tight_share, args.seed)
     runs = {}
-    for order in orders:
-        with Server(args, order) as server:
-            runs[order] = asyncio.run(replay(server, trace))
-        print(f"{order}: " + ", ".join(f"{k} {v}" for k, v in summarize(runs[order], args)["all"].items()), flush=True)
+    for recipe in recipes:
+        for order in orders:
+            run = order if len(recipes) == 1 else f"{recipe} {order}"
+            with Server(args, order, recipe) as server:
+                runs[run] = asyncio.run(replay(server, trace))
+            print(f"{run}: " + ", ".join(f"{k} {v}" for k, v in summarize(runs[run], args)["all"].items()), flush=True)
     summary = {
         "recipe": args.recipe,
         "requests": args.requests,
@@ -101,15 +112,15 @@ def make_trace(n: int, rate: float, tight_share: float, seed: int) -> list[dict]
 
 
 class Server:
-    """``reasoner serve`` in a process of its own on a free loopback port, for one admission order."""
+    """``reasoner serve`` in a process of its own on a free loopback port, for one recipe and admission order."""
 
-    def __init__(self, args, order: str):
+    def __init__(self, args, order: str, recipe: str):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         tight = f"tight={args.tight_ms:g}" + (f":{args.tight_threshold:g}" if args.tight_threshold is not None else "")
         self.command = [
-            sys.executable, "-m", "reasoner", "serve", "--recipe", args.recipe, "--port", str(self.port),
+            sys.executable, "-m", "reasoner", "serve", "--recipe", recipe, "--port", str(self.port),
             "--max-running", str(args.max_running), "--max-queue", str(max(64, args.requests)),
             "--slo-class", tight, "--slo-class", f"loose={args.loose_ms:g}", "--slo-order", order,
         ]  # fmt: skip
@@ -194,7 +205,7 @@ def table(s: dict) -> str:
         f"{s['requests']} requests of {s['recipe']} at {s['rate']:g}/s (Poisson, seed {s['seed']}), "
         f"{100 * s['tight_share']:.0f} % tight (TPOT {s['slo_ms']['tight']:g} ms) and the rest loose "
         f"({s['slo_ms']['loose']:g} ms), {s['max_running']} running slots\n",
-        "| order | class | requests | attainment | goodput (tok/s) | throughput (tok/s) | p50 latency (s) | p90 (s) |",
+        "| run | class | requests | attainment | goodput (tok/s) | throughput (tok/s) | p50 latency (s) | p90 (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for order, classes in s["orders"].items():

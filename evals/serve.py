@@ -331,14 +331,15 @@ class ServerConfig:
 class _Slots:
     """The running slots, handed to waiting requests earliest deadline first.
 
-    AdaServe (2025) serves each request by its own TPOT SLO; here the SLO orders admission only. A request meets
+    AdaServe (2025) serves each request by its own TPOT SLO; here the SLO orders admission (and, with
+    ``token_speculation.slo_trees``, sizes the request's token trees in the batch: ``_reasoner_for``). A request meets
     its SLO when its seconds from arrival over its completion tokens are at most its TPOT, so its deadline is its
     arrival plus its TPOT times the completion tokens it is expected to write (the served model's recent mean per
     choice, ``EXPECTED_TOKENS`` before any has finished): a tight request passes loose ones that came well before it,
     and one without an SLO waits behind every request with one. (Keyed on the first token's due time alone, a tight
     request passed only loose ones that came within one TPOT of it: under a long queue that was first come, first
-    served; ``reasoner bench serve`` measured it.) Within the running batch all sequences are decoded alike (the
-    scheduler's model workers know no SLO). ``fifo`` keys on arrival alone (the baseline). A request that gives up
+    served; ``reasoner bench serve`` measured it.) Without ``slo_trees`` all sequences of the running batch are
+    decoded alike. ``fifo`` keys on arrival alone (the baseline). A request that gives up
     while waiting leaves the line.
     """
 
@@ -448,7 +449,7 @@ def create_app(served: dict[str, Served], config: ServerConfig | None = None) ->
         if len(texts) * req.n > MAX_CHOICES:
             raise APIError(400, f"n times the prompts is {len(texts) * req.n}, above {MAX_CHOICES}", "n")
         slo_name, slo_ms = _slo(req.slo, config)
-        reasoner = _reasoner_for(s, req, config.slo_thresholds.get(slo_name))
+        reasoner = _reasoner_for(s, req, config.slo_thresholds.get(slo_name), slo_ms)
         lm = reasoner.scheduler.wrapped[reasoner.recipe.search.policy]
         try:  # before anything is admitted or streamed: a prompt too long is the client's error
             problems = [Problem(t) for t in texts]
@@ -617,9 +618,10 @@ def _slo(slo: SLO | str | None, config: ServerConfig) -> tuple[str | None, float
     return slo, config.slo_classes[slo]
 
 
-def _reasoner_for(s: Served, req: _Common, threshold: float | None = None) -> Reasoner:
-    """The reasoner of the request's overrides: its ``reasoner`` object's sections, over the OpenAI fields, and its
-    SLO class's step-acceptance ``threshold`` (where the recipe speculates steps; ignored elsewhere)."""
+def _reasoner_for(s: Served, req: _Common, threshold: float | None = None, tpot_ms: float | None = None) -> Reasoner:
+    """The reasoner of the request's overrides: its ``reasoner`` object's sections, over the OpenAI fields, its
+    SLO class's step-acceptance ``threshold`` (where the recipe speculates steps; ignored elsewhere) and its TPOT
+    (``sampling.tpot_ms``, where token speculation sizes trees by it: AdaServe's ``slo_trees``)."""
     ext = req.reasoner or ReasonerOptions()
     sampling = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p)) if v is not None}
     budget = {}
@@ -631,6 +633,9 @@ def _reasoner_for(s: Served, req: _Common, threshold: float | None = None) -> Re
         "budget": {**budget, **(ext.budget or {})},
         "sampling": {**sampling, **(ext.sampling or {})},
     }
+    spec = s.reasoner.recipe.token_speculation
+    if tpot_ms is not None and spec is not None and spec.slo_trees:
+        sections["sampling"]["tpot_ms"] = tpot_ms
     if threshold is not None and s.reasoner.recipe.step_speculation is not None:
         sections["step_speculation"] = {"threshold": threshold}
     try:

@@ -113,7 +113,9 @@ class Reasoner:
     def _assemble(self) -> None:
         """The step engine and the search of ``self.recipe``, over the scheduler's models and the verifier."""
         r, lms = self.recipe, self.scheduler.wrapped
-        sampling = StepSampling(r.sampling.temperature, r.sampling.top_p, r.sampling.max_step_tokens)
+        sampling = StepSampling(
+            r.sampling.temperature, r.sampling.top_p, r.sampling.max_step_tokens, r.sampling.tpot_ms
+        )
         budget = StepBudget(r.budget.max_steps, r.budget.max_tokens, r.budget.stop_on_repeat)
         self.engine = StepEngine(lms[r.search.policy], self.template, sampling, budget)
         if r.step_speculation is not None:

@@ -148,6 +148,12 @@ class Sampling(Section):
     max_step_tokens: int = Field(
         256, ge=1, **at_most(131072, CONTEXT_WHY), description="tokens one step may take at most"
     )
+    tpot_ms: float | None = Field(
+        None,
+        gt=0.0,
+        description="a TPOT SLO (ms per generated token) that token_speculation.slo_trees sizes each row's tree to "
+        "meet; reasoner serve sets it from a request's slo",
+    )
 
 
 class VerifierConfig(Section):

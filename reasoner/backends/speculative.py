@@ -80,9 +80,11 @@ class SpeculativeDecoding:
         out_ids: list[list[int]] = [[] for _ in live]
         out_lps: list[list[float]] = [[] for _ in live]
         drafter.begin(seqs, params.temperature, params.top_p)
-        goodput = drafter.goodput
+        goodput, slo = drafter.goodput, drafter.slo_trees
         if goodput:
             goodput.begin(len(seqs))
+        if slo:  # AdaServe: each row's tree cut to its TPOT SLO
+            slo.begin([t for t in params.row_tpot_ms(len(prompts)) for _ in range(n)])
         while True:
             start = time.perf_counter()
             lengths = goodput.lengths() if goodput else None  # SmartSpec: a draft length per row
@@ -90,6 +92,9 @@ class SpeculativeDecoding:
             trees = drafter.draft(seqs) if lengths is None or any(lengths) else [DraftTree() for _ in seqs]
             if lengths is not None:
                 trees = [prefix(t, k) for t, k in zip(trees, lengths)]
+            candidates = None
+            if slo:
+                trees, candidates = slo.select(trees)
             verdicts = verify(
                 cache,
                 [s[-1] for s in seqs],
@@ -136,7 +141,14 @@ class SpeculativeDecoding:
                     )
                 else:
                     keep.append(r)
-            drafter.update(seqs, used)  # drafters learn from the tokens that stayed, aligned with seqs
+            if candidates is not None:  # the drafter numbers its candidate trees' nodes
+                drafter.update(seqs, [replace(v, path=[k[i] for i in v.path]) for v, k in zip(used, candidates)])
+            else:
+                drafter.update(seqs, used)  # drafters learn from the tokens that stayed, aligned with seqs
+            if slo:
+                slo.record(
+                    trees, [len(v.tokens) for v in used], [len(v.path) for v in used], time.perf_counter() - start
+                )
             if goodput:
                 depths = [max(t.depths(), default=0) for t in trees]
                 goodput.record(lengths, [len(v.path) for v in used], depths, time.perf_counter() - start)
@@ -144,6 +156,8 @@ class SpeculativeDecoding:
                 drafter.select_rows(keep, finished)
                 if goodput:
                     goodput.select_rows(keep)
+                if slo:
+                    slo.select_rows(keep)
                 if not keep:
                     return
                 cache.select_rows(keep)

@@ -258,11 +258,14 @@ class TransformersLM(SpeculativeDecoding, Backend):
         results: list[list[Generation]] = [[None] * n for _ in encoded]  # type: ignore[list-item]
         usage = [RoleStats() for _ in encoded]
         per_chunk = max(1, self.max_batch_size // n)
+        tpot_ms = params.row_tpot_ms(len(encoded))
         with self._account() as call:
             for start in range(0, len(encoded), per_chunk):
                 chunk, chunk_usage = encoded[start : start + per_chunk], usage[start : start + per_chunk]
                 room = min(check_context(self, ids, 1) or params.max_tokens for ids in chunk)
-                fit = replace(params, max_tokens=room) if room < params.max_tokens else params  # rows end in context
+                fit = replace(
+                    params, max_tokens=min(room, params.max_tokens), tpot_ms=tuple(tpot_ms[start : start + per_chunk])
+                )
                 for slot, gen in self._speculative_chunk(chunk, fit, call, chunk_usage, self.drafter):
                     results[start + slot // n][slot % n] = gen
                     usage[start + slot // n].generated_tokens += len(gen.token_ids)

@@ -29,6 +29,9 @@ class SamplingParams:
     seed: int | None = None  # reseed the backend's sampler for this call
     ignore_eos: bool = False  # keep going past EOS (benchmarks that need a fixed length)
     lookahead: bool = False  # a hint: the next call will likely continue this one past its stop (write ahead)
+    # the TPOT SLO in ms of the call's rows, one for all or one per prompt (a scheduler merges calls that differ only
+    # in it); token speculation's slo_trees sizes each row's tree to meet it, other backends ignore it
+    tpot_ms: float | tuple[float | None, ...] | None = None
 
     def __post_init__(self):
         if self.n < 1:
@@ -40,6 +43,16 @@ class SamplingParams:
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         self.stop = tuple(self.stop)
+        if isinstance(self.tpot_ms, list):
+            self.tpot_ms = tuple(self.tpot_ms)
+
+    def row_tpot_ms(self, prompts: int) -> list[float | None]:
+        """``tpot_ms`` of each of ``prompts`` prompts."""
+        if isinstance(self.tpot_ms, tuple):
+            if len(self.tpot_ms) != prompts:
+                raise ValueError(f"tpot_ms has {len(self.tpot_ms)} values for {prompts} prompts")
+            return list(self.tpot_ms)
+        return [self.tpot_ms] * prompts
 
 
 @dataclass

@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 from ..backends import load_lm
@@ -181,13 +182,19 @@ class ModelWorker:
                 self._split(group, self.lm.next_token_logprobs, prompts, list(key[1]))
 
     def _generate_whole(self, calls: list[_Call]) -> None:
-        """For backends that batch their own requests: the calls with the same sampling go as one call."""
+        """For backends that batch their own requests: the calls with the same sampling go as one call (calls of
+        different TPOT SLOs too, each prompt keeping its own: token speculation's ``slo_trees`` sizes each row's tree
+        by it)."""
         groups: dict[str, list[_Call]] = {}
         for call in calls:
-            groups.setdefault(repr(call.args[1]), []).append(call)
+            groups.setdefault(repr(replace(call.args[1], tpot_ms=None)), []).append(call)
         for group in groups.values():
             prompts = [p for c in group for p in c.args[0]]
-            self._split(group, self.lm.generate, prompts, group[0].args[1])
+            params = group[0].args[1]
+            if any(c.args[1].tpot_ms is not None for c in group):
+                tpot_ms = tuple(t for c in group for t in c.args[1].row_tpot_ms(len(c.args[0])))
+                params = replace(params, tpot_ms=tpot_ms)
+            self._split(group, self.lm.generate, prompts, params)
 
     def _split(self, calls: list[_Call], method, *args) -> None:
         """One call of ``method`` for all of ``calls``; each gets its rows back (or the error)."""

@@ -34,6 +34,7 @@ class StepSampling:
     temperature: float = 0.0
     top_p: float = 1.0
     max_step_tokens: int = 256
+    tpot_ms: float | None = None  # the TPOT SLO token speculation's slo_trees sizes trees by (``SamplingParams``)
 
 
 @dataclass
@@ -109,6 +110,7 @@ class StepEngine:
             stop=(self.template.step_delimiter,),
             max_tokens=self.sampling.max_step_tokens,
             lookahead=lookahead,
+            tpot_ms=self.sampling.tpot_ms,
         )
         with owned_by([n.tree for n in nodes]):  # raises Cancelled when every tree is; a scheduler drops their rows
             generations = self.lm.generate(prompts, params)
@@ -152,7 +154,11 @@ class StepEngine:
         # step by step, the last step may start at max_tokens - 1 and run max_step_tokens
         room = self.budget.max_tokens - min(path_tokens(n) for n in nodes) - 1 + self.sampling.max_step_tokens
         params = SamplingParams(
-            n=k, temperature=self.sampling.temperature, top_p=self.sampling.top_p, max_tokens=max(1, room)
+            n=k,
+            temperature=self.sampling.temperature,
+            top_p=self.sampling.top_p,
+            max_tokens=max(1, room),
+            tpot_ms=self.sampling.tpot_ms,
         )
         with owned_by([n.tree for n in nodes]):
             generations = self.lm.generate([self.prompt(n) for n in nodes], params)

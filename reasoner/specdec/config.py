@@ -90,6 +90,20 @@ class TokenSpeculation(Section):
         description="SmartSpec: per step, each row's draft length (chain tokens or tree nodes) maximising goodput, "
         "from the row's acceptance rate and a step-time model fitted on measured steps; down to no draft",
     )
+    slo_trees: bool = Field(
+        False,
+        description="AdaServe: per step, each row's tree is the smallest that meets its request's TPOT SLO "
+        "(sampling.tpot_ms, which reasoner serve sets from a request's slo) by the draft's path probabilities and "
+        "the fitted step time, and the batch's budget left goes to the most probable nodes of any row; "
+        "method: draft_model, tree: dynamic (nodes: the most one row gets)",
+    )
+    slo_budget: int = Field(
+        8,
+        ge=1,
+        **at_most(256, TREE_WHY),
+        description="slo_trees: draft tokens the verification batch takes per live row (its budget: this times "
+        "the rows)",
+    )
     judge: str | None = Field(
         None,
         description="Judge Decoding (lossy): a judge head on the target's last hidden state (a file from `reasoner "
@@ -105,6 +119,17 @@ class TokenSpeculation(Section):
     seed: int = Field(
         0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the drafters that sample (draft_model, ngram_pool)"
     )
+
+    @model_validator(mode="after")
+    def _slo_trees_need_scores(self):
+        if self.slo_trees and (self.method != "draft_model" or self.tree != "dynamic"):
+            raise ValueError(
+                "token_speculation.slo_trees picks nodes by their draft path probability: use method: draft_model "
+                "and tree: dynamic"
+            )
+        if self.slo_trees and self.adaptive:
+            raise ValueError("token_speculation.slo_trees and adaptive both size the trees: set one of them")
+        return self
 
     @model_validator(mode="after")
     def _judge_alone(self):

@@ -15,11 +15,15 @@ class DraftTree:
     ``dists`` is set by drafters that sample: for a parent (``-1`` for the root) the draft distribution its
     children were drawn from, without replacement and in order (a vocabulary-sized tensor, or a sparse
     ``{token: probability}`` dict); verification then uses multi-step speculative sampling. Without it the drafts
-    are deterministic (point masses)."""
+    are deterministic (point masses).
+
+    ``scores`` is set by drafters that estimate acceptance: each node's path probability under the draft (AdaServe's
+    selection, ``slo_trees``, reads it)."""
 
     tokens: list[int] = field(default_factory=list)
     parents: list[int] = field(default_factory=list)
     dists: dict[int, torch.Tensor | dict[int, float]] | None = None
+    scores: list[float] | None = None
 
     def add(self, token: int, parent: int = -1) -> int:
         self.tokens.append(int(token))
@@ -55,3 +59,13 @@ class DraftTree:
             out.append(self.tokens[node])
             node = self.parents[node]
         return out[::-1]
+
+    def subtree(self, keep: list[int]) -> DraftTree:
+        """The tree of nodes ``keep`` (ascending, each one's parent kept), renumbered in that order. Each node's kept
+        children must be a prefix of its children (a sampled tree's siblings are draws in order)."""
+        index = {-1: -1}
+        for new, old in enumerate(keep):
+            index[old] = new
+        dists = None if self.dists is None else {index[p]: q for p, q in self.dists.items() if p in index}
+        scores = None if self.scores is None else [self.scores[i] for i in keep]
+        return DraftTree([self.tokens[i] for i in keep], [index[self.parents[i]] for i in keep], dists, scores)

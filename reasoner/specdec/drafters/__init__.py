@@ -7,6 +7,7 @@ from ..acceptance import load_head
 from ..adaptive import SmartSpec
 from ..config import TokenSpeculation
 from ..judge import load_judge
+from ..slo_trees import SLOTrees
 from .base import Drafter
 from .draft_model import DraftModel
 from .goose import Goose
@@ -32,6 +33,8 @@ def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | N
     if config.adaptive:
         chain = config.method == "prompt_lookup" or (config.method == "draft_model" and config.tree == "chain")
         drafter.goodput = SmartSpec(config.num_tokens if chain else config.nodes)
+    if config.slo_trees:
+        drafter.slo_trees = SLOTrees(config.slo_budget)
     return drafter
 
 

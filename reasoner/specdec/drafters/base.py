@@ -13,6 +13,7 @@ class Drafter:
 
     name = "drafter"
     goodput = None  # an ``adaptive.SmartSpec`` sizes (or skips) each row's tree by goodput
+    slo_trees = None  # a ``slo_trees.SLOTrees`` cuts each row's tree to its TPOT SLO (AdaServe)
     verification = "token"  # how the backend verifies sampled trees: "token" or "traversal" (``verify.verify``)
     judge = None  # a ``judge.JudgeHead``: Judge Decoding also accepts the tokens it judges correct (lossy)
     limit = (

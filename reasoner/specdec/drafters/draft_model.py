@@ -288,6 +288,8 @@ class DraftModel(Drafter):
             at = ([b for b, _ in index], [j for _, j in index])
             self._offer(heaps, rows, self._dist(logits[at]), None if hidden is None else hidden[at])
         self._charge(forwards)
+        for tree, heap in zip(trees, heaps):  # each node's cumulative draft probability: its acceptance estimate
+            tree.scores = [heap.score[i] for i in range(len(tree))]
         return trees
 
     def update(self, seqs, verdicts):
