@@ -60,8 +60,10 @@ class DraftTree:
         """This tree with ``other``'s paths fused in by longest prefix matching (RASD's tree fusion): each path of
         ``other`` follows the nodes already here with its tokens, and only the rest of it hangs below the deepest
         match as a new branch, so no (parent, token) is verified twice. This tree's nodes keep their indices; the
-        new ones come after. A parent that gains a child loses its draft distribution: its children are no longer
-        a sample from it alone, so verification treats them as point masses (lossless either way)."""
+        new ones come after. A node that ``other`` continues loses its draft distribution and its children are
+        verified as point masses (lossless for any children), whether or not the continuation matched a drawn
+        child: multi-step sampling is exact only averaged over the draws, so picking the rule by what was drawn
+        would bias it."""
         fused = DraftTree(list(self.tokens), list(self.parents), None if self.dists is None else dict(self.dists))
         index = {(p, t): i for i, (t, p) in enumerate(zip(self.tokens, self.parents))}
         match: dict[int, int] = {-1: -1}  # other's node -> the fused tree's
@@ -70,7 +72,7 @@ class DraftTree:
             node = index.get((parent, t))
             if node is None:
                 node = index[parent, t] = fused.add(t, parent)
-                if fused.dists is not None:
-                    fused.dists.pop(parent, None)
+            if fused.dists is not None:
+                fused.dists.pop(parent, None)
             match[i] = node
         return fused

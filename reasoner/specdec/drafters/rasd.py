@@ -17,9 +17,9 @@ acceptance than the drafting time allows).
 
 Deviations: the pruning rule is a top-k cut on the draft model's first-token distribution, as we read the paper's
 description (its exact cut and hyperparameters may differ); drafting then retrieval run one after the other, as in
-the paper. Sampling: a parent that gains a retrieved child no longer has children drawn from the draft
-distribution alone, so all its children are verified as point masses (accept x with probability p(x)); still
-lossless, but a sampled draft token there is accepted a little less often than with min(1, p/q).
+the paper. Sampling: on the nodes a retrieved path runs through, the children are verified as point masses (accept
+x with probability p(x)) instead of by multi-step sampling with the draft distribution (``DraftTree.merge`` says
+why); still lossless, but a sampled draft token there is accepted less often than with min(1, p/q).
 """
 
 from __future__ import annotations
