@@ -61,6 +61,9 @@ OURS = [
             "verification": "traversal",
         },
     ),
+    # RASD: the draft model's tree fused with suffix-tree retrieval pruned by the draft's confidence
+    ("rasd chain k=4", {"method": "rasd", "draft": "toy:draft", "num_tokens": 4}),
+    ("rasd tree 16", {"method": "rasd", "draft": "toy:draft", "tree": "dynamic", "num_tokens": 8, "nodes": 16}),
     (
         "draft_model chain k=8, SpecDec++ head",
         {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "acceptance_head": "toy"},

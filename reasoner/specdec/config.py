@@ -30,11 +30,18 @@ class TokenSpeculation(Section):
         "probability (DySpec)",
     )
     num_tokens: int = Field(
-        6, ge=1, **at_most(64, TREE_WHY), description="longest draft (chain length, tree depth, spine length; rasd: the draft model's)",
+        6,
+        ge=1,
+        **at_most(64, TREE_WHY),
+        description="longest draft (chain length, tree depth, spine length; rasd: the draft model's, while retrieved "
+        "branches go as deep as nodes allows)",
     )
     nodes: int = Field(
-        24, ge=1, **at_most(256, TREE_WHY), description="tree size budget in draft tokens per row and forward (rasd: the draft model's, and the "
-        "retrieved tree's before pruning)",
+        24,
+        ge=1,
+        **at_most(256, TREE_WHY),
+        description="tree size budget in draft tokens per row and forward (rasd: the draft model's tree and, before "
+        "pruning, the retrieved tree's)",
     )
     top_k: int = Field(
         4, ge=1, **at_most(32, TREE_WHY), description="most children per node (and successors kept per token)"

@@ -61,9 +61,7 @@ class Rasd(Drafter):
         drafts = self.model.draft(seqs)
         retrieved = self.retrieval.draft(seqs)
         self.sizes = [len(t) for t in drafts]  # nodes past these only retrieval proposed
-        return [
-            d.merge(prune(r, d.dists.get(-1) if d.dists else None, self.top_k)) for d, r in zip(drafts, retrieved)
-        ]
+        return [d.merge(prune(r, d.dists.get(-1) if d.dists else None, self.top_k)) for d, r in zip(drafts, retrieved)]
 
     def update(self, seqs, verdicts):
         if self.drafted and self.stats is not None:
