@@ -1,7 +1,7 @@
 """Each token-level system does what its paper says, not just "lossless and some tokens accepted" (which a plain
 chain drafter passes too): Goose's anisotropic tree, SuffixDecoding's cross-request suffix tree, DySpec's global
-best-first heap, STAND's per-problem pools, SmartSpec's per-request draft lengths. Each test fails when the
-mechanism it names is removed (see the docstrings)."""
+best-first heap, STAND's per-problem pools, SmartSpec's per-request draft lengths, RASD's pruned and fused
+retrieval. Each test fails when the mechanism it names is removed (see the docstrings)."""
 
 import json
 
