@@ -111,7 +111,7 @@ RULES = {
     "multi_step-pool": {"method": "ngram_pool", "ngram": 2, "top_k": 3, "nodes": 10},
     "multi_step-fitted_pool": {"method": "ngram_pool", "ngram": 2, "nodes": 10, "shape": "toy"},
     # RASD: sampled draft-model children and retrieved (point-mass) ones fused in one tree
-    "mixed-rasd": {"method": "rasd", "draft": "draft", "tree": "dynamic", "top_k": 3, "nodes": 10, "num_tokens": 3},
+    "mixed-rasd": {"method": "rasd", "draft": "draft", "tree": "dynamic", "top_k": 3, "nodes": 6, "num_tokens": 3},
 }
 # the same trees verified leaf to root (traversal verification)
 RULES.update(

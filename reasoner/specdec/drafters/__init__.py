@@ -21,8 +21,8 @@ METHODS = ("draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", 
 
 def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | None = None, stats=None) -> Drafter:
     """The drafter ``config`` names. ``draft_model`` (``method: draft_model`` or ``rasd``): the loaded draft
-    ``nn.Module``;
-    ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are charged to."""
+    ``nn.Module``; ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are
+    charged to."""
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
     if config.acceptance_head and config.method != "draft_model":
         raise ValueError(
