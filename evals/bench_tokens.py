@@ -5,7 +5,8 @@ instead (``generate`` plain, with ``assistant_model=`` the draft, with ``prompt_
 drafters. Then best-of-N (N = 8 rows decoded together, T = 0.7) with no speculation, an n-gram pool per
 trajectory, and one pool shared by the trajectories. Stateful drafters (pools, tables, suffix caches) start
 fresh and are warmed up on other problems before each timed pass, so no pass sees its own problems twice (STAND's
-pools are per problem: the warm-up gives them nothing).
+pools are per problem: the warm-up gives them nothing). ``--repeat`` warms them up on the timed problems themselves
+instead: a workload of repeated requests, where retrieval (suffix, rasd) finds the earlier outputs.
 Each configuration is timed ``--rounds`` times, interleaved, and its fastest pass is kept (the machine is shared).
 Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png``.
 ``--pair qwen-coder --data FILE`` runs the real pair instead (Qwen2.5-Coder-1.5B verifying, -0.5B drafting, issue
@@ -61,6 +62,9 @@ OURS = [
             "verification": "traversal",
         },
     ),
+    # RASD: the draft model's tree fused with suffix-tree retrieval pruned by the draft's confidence
+    ("rasd chain k=4", {"method": "rasd", "draft": "toy:draft", "num_tokens": 4}),
+    ("rasd tree 16", {"method": "rasd", "draft": "toy:draft", "tree": "dynamic", "num_tokens": 8, "nodes": 16}),
     (
         "draft_model chain k=8, SpecDec++ head",
         {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "acceptance_head": "toy"},
@@ -175,8 +179,10 @@ def run(
     only: tuple[str, ...] = (),
     pair: str = "toy",
     data: str | None = None,
+    repeat: bool = False,
 ) -> list[dict]:
     """``only``: run just the configurations whose name contains one of these strings (plus the baselines).
+    ``repeat``: warm the drafters up on the timed problems themselves (repeated requests).
     ``pair``: the models (``PAIRS``); a real pair reads its problems from ``data`` (the first ``problems`` timed,
     the next ``warmup`` to warm up, then the best-of-N problems)."""
     from transformers import AutoModelForCausalLM
@@ -197,8 +203,8 @@ def run(
         if config and "draft" in config:
             config = {**config, "draft": draft_path}
         lm.drafter = build_drafter(config, lm) if config else None
-        if config:
-            _ours(lm, warm, temperature, max_tokens, seed + 10_000)  # warm up the drafter's state on other problems
+        if config:  # warm up the drafter's state on other problems (repeat: on these)
+            _ours(lm, test if repeat else warm, temperature, max_tokens, seed + 10_000)
         return _ours(lm, test, temperature, max_tokens, seed)
 
     _ours(lm, warm[:2], 0.0, max_tokens, seed)  # warm up torch
@@ -274,7 +280,8 @@ def run(
     (out / "bench.md").write_text(
         table(
             rows,
-            {"problems": problems, "best_of": best_of, "max_tokens": max_tokens, "rounds": rounds},
+            {"problems": problems, "best_of": best_of, "max_tokens": max_tokens, "rounds": rounds}
+            | ({"warm-up": "the timed problems (repeated requests)"} if repeat else {}),
             pair,
             data,
         )
@@ -438,6 +445,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no per-configuration lines")
     p.add_argument(
+        "--repeat",
+        action="store_true",
+        help="warm the drafters up on the timed problems themselves: repeated requests, whose earlier outputs "
+        "retrieval (suffix, rasd) finds",
+    )
+    p.add_argument(
         "--only",
         action="append",
         default=[],
@@ -461,6 +474,7 @@ def main(args) -> None:
         only=tuple(args.only),
         pair=args.pair,
         data=args.data,
+        repeat=args.repeat,
     )
     print(table(rows, {"problems": args.problems, "rounds": args.rounds}, args.pair, args.data))
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

@@ -37,7 +37,7 @@ def token_speculation_options(recipe: Recipe, role: str) -> dict:
     generates = role == recipe.search.policy or (recipe.step_speculation is not None and role == "target")
     if spec is None or not generates:
         return {}
-    if spec.method == "draft_model":
+    if spec.uses_draft_model:
         draft = spec.draft or recipe.models.draft.path
         if role == "draft" or draft == getattr(recipe.models, role).path:
             return {}

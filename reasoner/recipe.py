@@ -445,11 +445,12 @@ class Recipe(Section):
                 )
         if (
             self.token_speculation is not None
-            and self.token_speculation.method == "draft_model"
+            and self.token_speculation.uses_draft_model
             and not (self.token_speculation.draft or self.models.draft)
         ):
             raise ValueError(
-                "token_speculation.method=draft_model needs a draft model: set models.draft or token_speculation.draft"
+                f"token_speculation.method={self.token_speculation.method} needs a draft model: set models.draft or "
+                "token_speculation.draft"
             )
         for v in [self.verifier, *self.verifier.members]:
             if v.type not in ("none", "ensemble", "tests") and getattr(self.models, v.model) is None:

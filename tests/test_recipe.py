@@ -53,6 +53,11 @@ def test_dotted_overrides_parse_values():
         ),
         (["search.method=tree"], "search.method='tree' is not a search: use one of cot, best_of_n, beam"),
         (["search.method.x=3"], "search.method is a value"),
+        (["token_speculation.method=rasd"], "method=rasd needs a draft model: set models.draft"),
+        (
+            ["token_speculation.method=rasd", "token_speculation.adaptive=true"],
+            "use adaptive: false with method: rasd",
+        ),
     ],
 )
 def test_bad_recipes_name_the_field_and_the_fix(overrides, message):

@@ -24,6 +24,7 @@ DRAFTERS = {
     "draft_model-tree": {"method": "draft_model", "draft": "toy:draft", "tree": "dynamic", "nodes": 12},
     "goose-adaptive": {"method": "goose", "nodes": 12, "adaptive": True},  # trees cut per row by goodput (SmartSpec)
     "draft_model-chain-adaptive": {"method": "draft_model", "draft": "toy:draft", "adaptive": True},
+    "rasd": {"method": "rasd", "draft": "toy:draft", "nodes": 12},  # the draft chain fused with retrieved branches
 }
 
 

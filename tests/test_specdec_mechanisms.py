@@ -1,7 +1,7 @@
 """Each token-level system does what its paper says, not just "lossless and some tokens accepted" (which a plain
 chain drafter passes too): Goose's anisotropic tree, SuffixDecoding's cross-request suffix tree, DySpec's global
-best-first heap, STAND's per-problem pools, SmartSpec's per-request draft lengths. Each test fails when the
-mechanism it names is removed (see the docstrings)."""
+best-first heap, STAND's per-problem pools, SmartSpec's per-request draft lengths, RASD's pruned and fused
+retrieval. Each test fails when the mechanism it names is removed (see the docstrings)."""
 
 import json
 
@@ -147,6 +147,58 @@ def test_dyspec_tree_comes_from_one_global_heap():
     assert sum(value) >= 0.98 * sum(best)  # 2.66; level by level: 2.33
 
 
+def _rasd(cache_size: int = 10, top_k: int = 4):
+    """RASD over a MarkovDraft chain of 4 (after 8: 9 10 11 12) and a suffix datastore of two earlier outputs after
+    "5 6 7 8": one goes on 9 10 20 21 (agrees with the draft for two tokens, then not), one 40 41 42 (a first token
+    the draft model does not rank in its top 4)."""
+    from reasoner.specdec.drafters import DraftModel, Rasd, Suffix
+
+    model = DraftModel(torch.nn.Linear(1, 1), tree="chain", num_tokens=4)
+    model.temperature, model.top_p, model.cache, model.fed = 0.0, 1.0, MarkovDraft(), [3]
+    retrieval = Suffix(num_tokens=24, nodes=24, cache_size=cache_size)
+    retrieval.select_rows([], [[5, 6, 7, 8, 9, 10, 20, 21], [5, 6, 7, 8, 40, 41, 42]])
+    retrieval.begin([[5, 6, 7, 8]], 0.0, 1.0)
+    return Rasd(model, retrieval, top_k=top_k).draft([[5, 6, 7, 8]])[0]
+
+
+def test_rasd_fuses_pruned_retrieval_into_the_draft_tree_by_longest_prefix():
+    """The fused tree holds the draft model's chain and the retrieved branch that only retrieval proposed, sharing
+    their common prefix "9 10" as one path (no (parent, token) twice: fusion by longest prefix matching, not
+    concatenation); the retrieved branch starting with 40, which the draft model does not rank in its top 4, is
+    pruned. The nodes the retrieved path runs through lose their draft distribution (point-mass verification),
+    the others keep it."""
+    tree = _rasd()
+    leaves = [i for i in range(len(tree)) if i not in tree.parents]
+    assert sorted(tree.path(i) for i in leaves) == [[9, 10, 11, 12], [9, 10, 20, 21]]
+    assert len(set(zip(tree.parents, tree.tokens))) == len(tree) == 6
+    assert 40 not in tree.tokens
+    assert set(tree.dists) == {2}  # the root, 9 and 10 lead to retrieved tokens; 11 only to the draft's 12
+    assert 40 in _rasd(top_k=64).tokens  # the pruning is what cut it: with every token in the top k it stays
+    assert _rasd(cache_size=0).tokens == [9, 10, 11, 12]  # no datastore, the draft model's chain alone
+
+
+def test_rasd_accepts_retrieved_tokens_the_draft_model_did_not_propose(target, prompts):
+    """A request repeated after the first: the suffix datastore holds the first one's output, so the target accepts
+    tokens on branches only retrieval proposed (past the draft chain's 4 tokens, or where the draft model is
+    wrong), needing fewer verify forwards than the draft model alone, with output identical to plain decoding.
+    Without the fusion (the draft model's tree alone) no token comes from retrieval and the forwards are the same."""
+    params = SamplingParams(max_tokens=64)
+    plain = target.generate([prompts[0]], params)[0][0].token_ids
+    spent = {}
+    for method in ("rasd", "draft_model"):
+        target.drafter = build_drafter({"method": method, "draft": "toy:draft", "num_tokens": 4}, target)
+        try:
+            target.generate([prompts[0]], params)  # the first request
+            before = target.stats.snapshot()
+            again = target.generate([prompts[0]], params)[0][0].token_ids  # the same request again
+            spent[method] = target.stats.since(before).counters
+        finally:
+            target.drafter = None
+        assert again == plain
+    assert spent["rasd"]["token_spec.retrieval_accepted"] >= 10
+    assert spent["rasd"]["token_spec.verify_forwards"] < spent["draft_model"]["token_spec.verify_forwards"]
+
+
 def test_stand_pools_are_per_problem_shared_by_its_trajectories():
     """Two trajectories of problem A and one of problem B decode together. What trajectory A1 decoded, its sibling
     A2 drafts (it never saw those tokens), and so does a later call whose prompt extends A's (a search step); B,
@@ -242,7 +294,8 @@ def test_bench_tokens_times_plain_ours_and_transformers_side_by_side_with_greedy
     argv = ["bench", "tokens", "--out", str(tmp_path), "--problems", "2", "--best-of-problems", "0", "--rounds", "1"]
     assert main([*argv, "--max-tokens", "24", "--temperatures", "0", "--only", "chain k=4", "--no-progress"]) == 0
     rows = {r["method"]: r for r in json.loads((tmp_path / "bench.json").read_text())}
-    assert set(rows) == {"plain", "draft_model chain k=4", "hf generate", "hf assisted (draft)", "hf prompt lookup"}
+    ours = {"draft_model chain k=4", "rasd chain k=4"}
+    assert set(rows) == {"plain", *ours, "hf generate", "hf assisted (draft)", "hf prompt lookup"}
     assert all(r["identical_to_plain"] for r in rows.values())  # lossless, and transformers decodes the same tokens
-    assert rows["plain"]["mean_accepted"] == 1.0 < rows["draft_model chain k=4"]["mean_accepted"]
-    assert (tmp_path / "bench.md").read_text().count("| batch 1 |") == 5
+    assert all(rows["plain"]["mean_accepted"] == 1.0 < rows[name]["mean_accepted"] for name in ours)
+    assert (tmp_path / "bench.md").read_text().count("| batch 1 |") == 6

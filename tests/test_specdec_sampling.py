@@ -1,6 +1,7 @@
 """Sampling with token trees follows the target's distribution exactly: a chi-square test on the first three
 tokens of thousands of samples from a tiny random-weight Llama with a 6-token vocabulary, for every sampling rule
-(point-mass drafts tried in order; multi-step speculative sampling with drafts drawn without replacement), and
+(point-mass drafts tried in order; multi-step speculative sampling with drafts drawn without replacement; both in
+one tree, RASD's), and
 the same test catching deliberately wrong rules."""
 
 import pytest
@@ -109,6 +110,8 @@ RULES = {
     },
     "multi_step-pool": {"method": "ngram_pool", "ngram": 2, "top_k": 3, "nodes": 10},
     "multi_step-fitted_pool": {"method": "ngram_pool", "ngram": 2, "nodes": 10, "shape": "toy"},
+    # RASD: sampled draft-model children and retrieved (point-mass) ones fused in one tree
+    "mixed-rasd": {"method": "rasd", "draft": "draft", "tree": "dynamic", "top_k": 3, "nodes": 6, "num_tokens": 3},
 }
 # the same trees verified leaf to root (traversal verification)
 RULES.update(

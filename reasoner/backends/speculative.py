@@ -32,7 +32,7 @@ def build_drafter(config: TokenSpeculation | dict, lm) -> Drafter:
     loaded on ``lm``'s device and dtype; its tokenizer must be ``lm``'s)."""
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
     model = None
-    if config.method == "draft_model" and config.draft:
+    if config.uses_draft_model and config.draft:
         model = load_draft_model(config.draft, lm)
     return drafters.build(config, model, lm.model.get_output_embeddings().out_features, lm.stats)
 

@@ -15,24 +15,33 @@ class TokenSpeculation(Section):
     """Token-level speculative decoding inside the backend: drafted token trees verified by the generating model,
     losslessly (greedy output identical, sampled output identically distributed). See ``reasoner/specdec``."""
 
-    method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose"] = Field(
+    method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose", "rasd"] = Field(
         description="draft_model: a smaller model; prompt_lookup: n-gram match in prompt + output; ngram_pool: "
         "n-grams with the target's own probabilities, one pool per problem shared by its trajectories (STAND); "
         "suffix: suffix trees over this and earlier outputs (SuffixDecoding); "
         "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table "
-        "branches"
+        "branches; rasd: the draft model's tree fused with suffix-tree retrieval pruned by the draft's confidence "
+        "(RASD)"
     )
-    draft: str | None = Field(None, description="draft_model: the draft model's path (default: models.draft)")
+    draft: str | None = Field(None, description="draft_model, rasd: the draft model's path (default: models.draft)")
     tree: Literal["chain", "dynamic"] = Field(
         "chain",
-        description="draft_model: a chain, or a tree grown from one global best-first heap of cumulative draft "
+        description="draft_model, rasd: a chain, or a tree grown from one global best-first heap of cumulative draft "
         "probability (DySpec)",
     )
     num_tokens: int = Field(
-        6, ge=1, **at_most(64, TREE_WHY), description="longest draft (chain length, tree depth, spine length)"
+        6,
+        ge=1,
+        **at_most(64, TREE_WHY),
+        description="longest draft (chain length, tree depth, spine length; rasd: the draft model's, while retrieved "
+        "branches go as deep as nodes allows)",
     )
     nodes: int = Field(
-        24, ge=1, **at_most(256, TREE_WHY), description="tree size budget in draft tokens per row and forward"
+        24,
+        ge=1,
+        **at_most(256, TREE_WHY),
+        description="tree size budget in draft tokens per row and forward (rasd: the draft model's tree and, before "
+        "pruning, the retrieved tree's)",
     )
     top_k: int = Field(
         4, ge=1, **at_most(32, TREE_WHY), description="most children per node (and successors kept per token)"
@@ -48,7 +57,7 @@ class TokenSpeculation(Section):
         ge=0.0,
         le=1.0,
         description="draft_model, suffix: stop growing a branch below this cumulative draft probability (default: "
-        "draft_model 0, suffix 0.1)",
+        "draft_model 0, suffix 0.1; rasd: the draft model's)",
     )
     shared: bool = Field(
         True,
@@ -64,7 +73,14 @@ class TokenSpeculation(Section):
         1000,
         ge=0,
         **at_most(100_000, "the suffix tree holds every kept output in memory and is searched each step"),
-        description="suffix: earlier outputs kept in the global suffix tree",
+        description="suffix, rasd: earlier outputs kept in the global suffix tree",
+    )
+    retrieval_top_k: int = Field(
+        4,
+        ge=1,
+        **at_most(32, TREE_WHY),
+        description="rasd: keep a retrieved branch only when the draft model ranks its first token among its this "
+        "many most likely (RASD's tree pruning)",
     )
     verification: Literal["token", "traversal"] = Field(
         "token",
@@ -119,6 +135,20 @@ class TokenSpeculation(Section):
     seed: int = Field(
         0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the drafters that sample (draft_model, ngram_pool)"
     )
+
+    @property
+    def uses_draft_model(self) -> bool:
+        """Whether the drafter runs a draft model (``draft`` or ``models.draft``)."""
+        return self.method in ("draft_model", "rasd")
+
+    @model_validator(mode="after")
+    def _rasd_not_adaptive(self):
+        if self.method == "rasd" and self.adaptive:
+            raise ValueError(
+                "token_speculation.adaptive sizes one drafter's trees and rasd fuses two: use adaptive: false with "
+                "method: rasd (or method: draft_model for SmartSpec)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _slo_trees_need_scores(self):

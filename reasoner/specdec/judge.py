@@ -111,7 +111,8 @@ class JudgeHead:
         while True:
             children = kids[node + 1]
             p = probs[node + 1].clone()
-            q = _draft_dist(tree, node, p).clone() if tree.dists is not None and children else None
+            q = _draft_dist(tree, node, p) if children else None
+            q = None if q is None else q.clone()
             chosen = None
             for child in children:
                 x = tree.tokens[child]

@@ -14,8 +14,8 @@ class DraftTree:
 
     ``dists`` is set by drafters that sample: for a parent (``-1`` for the root) the draft distribution its
     children were drawn from, without replacement and in order (a vocabulary-sized tensor, or a sparse
-    ``{token: probability}`` dict); verification then uses multi-step speculative sampling. Without it the drafts
-    are deterministic (point masses).
+    ``{token: probability}`` dict); verification then uses multi-step speculative sampling. Without it (or without
+    an entry for a parent) the drafts are deterministic (point masses).
 
     ``scores`` is set by drafters that estimate acceptance: each node's path probability under the draft (AdaServe's
     selection, ``slo_trees``, reads it)."""
@@ -69,3 +69,24 @@ class DraftTree:
         dists = None if self.dists is None else {index[p]: q for p, q in self.dists.items() if p in index}
         scores = None if self.scores is None else [self.scores[i] for i in keep]
         return DraftTree([self.tokens[i] for i in keep], [index[self.parents[i]] for i in keep], dists, scores)
+
+    def merge(self, other: DraftTree) -> DraftTree:
+        """This tree with ``other``'s paths fused in by longest prefix matching (RASD's tree fusion): each path of
+        ``other`` follows the nodes already here with its tokens, and only the rest of it hangs below the deepest
+        match as a new branch, so no (parent, token) is verified twice. This tree's nodes keep their indices; the
+        new ones come after. A node that ``other`` continues loses its draft distribution and its children are
+        verified as point masses (lossless for any children), whether or not the continuation matched a drawn
+        child: multi-step sampling is exact only averaged over the draws, so picking the rule by what was drawn
+        would bias it."""
+        fused = DraftTree(list(self.tokens), list(self.parents), None if self.dists is None else dict(self.dists))
+        index = {(p, t): i for i, (t, p) in enumerate(zip(self.tokens, self.parents))}
+        match: dict[int, int] = {-1: -1}  # other's node -> the fused tree's
+        for i, (t, p) in enumerate(zip(other.tokens, other.parents)):
+            parent = match[p]
+            node = index.get((parent, t))
+            if node is None:
+                node = index[parent, t] = fused.add(t, parent)
+            if fused.dists is not None:
+                fused.dists.pop(parent, None)
+            match[i] = node
+        return fused

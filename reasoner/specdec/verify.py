@@ -155,9 +155,12 @@ def walk_greedy(tree: DraftTree, argmax: list[int]) -> tuple[list[int], int]:
         path.append(node)
 
 
-def _draft_dist(tree: DraftTree, node: int, like: torch.Tensor) -> torch.Tensor:
-    """The distribution ``node``'s children were drawn from, as a dense vector like ``like``."""
-    q = tree.dists[node]
+def _draft_dist(tree: DraftTree, node: int, like: torch.Tensor) -> torch.Tensor | None:
+    """The distribution ``node``'s children were drawn from, as a dense vector like ``like``; ``None`` when they are
+    deterministic (point masses: no ``dists``, or none for this node)."""
+    q = None if tree.dists is None else tree.dists.get(node)
+    if q is None:
+        return None
     if isinstance(q, dict):  # sparse draft distribution
         index = torch.tensor(list(q), device=like.device)
         q = torch.zeros_like(like).index_put_(
@@ -170,8 +173,8 @@ def walk_sampling(tree: DraftTree, probs: torch.Tensor, generator) -> tuple[list
     kids, path, node = tree.children(), [], -1
     while True:
         children = [(c, tree.tokens[c]) for c in kids[node + 1]]
-        if tree.dists is not None and children:
-            q = _draft_dist(tree, node, probs[0])
+        q = _draft_dist(tree, node, probs[0]) if children else None
+        if q is not None:
             token, child = multi_step_rule(probs[node + 1], q, children, generator)
         else:
             token, child = point_mass_rule(probs[node + 1], children, generator)
@@ -254,7 +257,8 @@ def walk_traversal(tree: DraftTree, probs: torch.Tensor, generator) -> tuple[lis
     def visit(node: int, w: float) -> tuple[list[int], int] | None:
         p = probs[node + 1]
         children = kids[node + 1]
-        q = None if tree.dists is None or not children else _draft_dist(tree, node, p).clone()
+        q = _draft_dist(tree, node, p) if children else None
+        q = None if q is None else q.clone()
         for child in children:
             x = tree.tokens[child]
             qx = 1.0 if q is None else float(q[x])

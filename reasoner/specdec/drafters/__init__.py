@@ -13,15 +13,17 @@ from .draft_model import DraftModel
 from .goose import Goose
 from .ngram_pool import NgramPool, load_shape
 from .prompt_lookup import PromptLookup
+from .rasd import Rasd
 from .recycling import Recycling
 from .suffix import Suffix
 
-METHODS = ("draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose")
+METHODS = ("draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose", "rasd")
 
 
 def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | None = None, stats=None) -> Drafter:
-    """The drafter ``config`` names. ``draft_model`` (``method: draft_model``): the loaded draft ``nn.Module``;
-    ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are charged to."""
+    """The drafter ``config`` names. ``draft_model`` (``method: draft_model`` or ``rasd``): the loaded draft
+    ``nn.Module``; ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are
+    charged to."""
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
     if config.acceptance_head and config.method != "draft_model":
         raise ValueError(
@@ -63,11 +65,16 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats)
         return Recycling(nodes=c.nodes, top_k=c.top_k, depth=c.num_tokens)
     if c.method == "goose":
         return Goose(nodes=c.nodes, top_k=c.top_k, spine=c.num_tokens, ngram=c.ngram)
+    if c.uses_draft_model and draft_model is None:
+        raise ValueError(
+            f"token_speculation.method={c.method} needs token_speculation.draft (or models.draft in a recipe)"
+        )
+    if c.method == "rasd":
+        # retrieval costs no forward: its branches are as deep as SuffixDecoding's budget allows (``nodes``)
+        retrieval = Suffix(num_tokens=c.nodes, nodes=c.nodes, cache_size=c.cache_size)
+        drafter = _build(c.model_copy(update={"method": "draft_model"}), draft_model, vocab_size, stats)
+        return Rasd(drafter, retrieval, top_k=c.retrieval_top_k, stats=stats)
     if c.method == "draft_model":
-        if draft_model is None:
-            raise ValueError(
-                "token_speculation.method=draft_model needs token_speculation.draft (or models.draft in a recipe)"
-            )
         return DraftModel(
             draft_model,
             tree=c.tree,
@@ -90,4 +97,15 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats)
     raise ValueError(f"unknown token_speculation.method {c.method!r}: use one of {', '.join(METHODS)}")
 
 
-__all__ = ["Drafter", "DraftModel", "Goose", "NgramPool", "PromptLookup", "Recycling", "Suffix", "build", "METHODS"]
+__all__ = [
+    "Drafter",
+    "DraftModel",
+    "Goose",
+    "NgramPool",
+    "PromptLookup",
+    "Rasd",
+    "Recycling",
+    "Suffix",
+    "build",
+    "METHODS",
+]
