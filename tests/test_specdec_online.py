@@ -10,15 +10,15 @@ from reasoner.backends.speculative import build_drafter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# long problems: past the draft's training lengths it disagrees with the target often (frozen acceptance ~0.6)
-SHIFT = "ops=7-8,digits=2"
+# long problems, past the draft's training lengths: it disagrees with the target often (frozen acceptance ~0.7)
+SHIFT = "ops=9-10,digits=2"
 
 
 @pytest.fixture(scope="module")
 def stream(toy_target, template):
     from reasoner.toy import Difficulty, generate_problems
 
-    problems = generate_problems(2, seed=7, difficulty=Difficulty.parse(SHIFT))
+    problems = generate_problems(1, seed=5, difficulty=Difficulty.parse(SHIFT))
     return [toy_target.encode(template.prompt(toy_target.tokenizer, p.question)) for p in problems]
 
 
@@ -37,7 +37,7 @@ def _passes(lm, prompts, rounds: int) -> tuple[list[float], list[list[int]]]:
     rates = []
     for _ in range(rounds):
         before = lm.stats.snapshot()
-        outs = [lm.generate([p], SamplingParams(temperature=0.0, max_tokens=120))[0][0].token_ids for p in prompts]
+        outs = [lm.generate([p], SamplingParams(temperature=0.0, max_tokens=100))[0][0].token_ids for p in prompts]
         c = lm.stats.since(before).counters
         rates.append(c["token_spec.accepted_tokens"] / c["token_spec.drafted_tokens"])
     return rates, outs
@@ -49,11 +49,11 @@ def test_online_updates_raise_acceptance_and_stay_lossless(toy_target, stream, t
     decoding's either way. Fails if nothing is buffered, the update does not step, or the loss is not the
     distillation toward the target's distribution."""
     toy_target.drafter = None
-    plain = [toy_target.generate([p], SamplingParams(temperature=0.0, max_tokens=120))[0][0].token_ids for p in stream]
+    plain = [toy_target.generate([p], SamplingParams(temperature=0.0, max_tokens=100))[0][0].token_ids for p in stream]
     try:
         toy_target.drafter = build_drafter(_spec(0.0), toy_target)
         frozen, _ = _passes(toy_target, stream, 2)
-        toy_target.drafter = build_drafter(_spec(3e-3, save=str(tmp_path / "draft")), toy_target)
+        toy_target.drafter = build_drafter(_spec(3e-4, save=str(tmp_path / "draft")), toy_target)
         online, outs = _passes(toy_target, stream, 3)
         updates = toy_target.stats.counters["token_spec.online_updates"]
     finally:

@@ -16,13 +16,13 @@ class OnlineDistillation(Section):
     it serves. See ``reasoner/specdec/online.py``."""
 
     update_every: int = Field(
-        8,
+        4,
         ge=1,
         **at_most(100_000, "the buffer keeps at most `buffer` positions: past it most mistakes are dropped unlearnt"),
         description="sequences decoded (rows finished) between draft updates (the paper's update interval I)",
     )
     lr: float = Field(
-        1e-3, ge=0.0, le=1.0, description="AdamW learning rate of the draft's updates (0: record, never change)"
+        1e-4, ge=0.0, le=1.0, description="AdamW learning rate of the draft's updates (0: record, never change)"
     )
     steps: int = Field(
         4,

@@ -85,6 +85,29 @@ class OnlineDistiller:
             if self.buffer:
                 self.update()
 
+    def _batch(self):
+        """The buffer as one training batch: contexts that are prefixes of a longer buffered context (the same
+        row's earlier mistakes) share its forward. Returns left-padded ids and mask [S, L], the (sequence, column)
+        of each position, and the target log-probabilities there [N, V]."""
+        entries = sorted(self.buffer, key=lambda e: -len(e[0]))
+        sequences: list[list[int]] = []
+        at, targets = [], []
+        for context, target in entries:
+            home = next((i for i, s in enumerate(sequences) if s[: len(context)] == context), None)
+            if home is None:
+                home = len(sequences)
+                sequences.append(context)
+            at.append((home, len(context) - 1))
+            targets.append(target)
+        width = max(map(len, sequences))
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, s in enumerate(sequences):  # left padding: position j of sequence i is column width - len + j
+            ids[i, width - len(s) :], mask[i, width - len(s) :] = torch.tensor(s), 1
+        rows = torch.tensor([h for h, _ in at])
+        columns = torch.tensor([width - len(sequences[h]) + j for h, j in at])
+        return ids, mask, rows, columns, torch.stack([t.clone() for t in targets])
+
     def update(self) -> float:
         """``steps`` AdamW steps of the distillation loss over the whole buffer, then clear it (and save the draft
         when asked); returns the loss before the first step."""
@@ -92,31 +115,24 @@ class OnlineDistiller:
         with torch.inference_mode(False), torch.enable_grad():
             if self.optimizer is None:
                 self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-            contexts = [c for c, _ in self.buffer]
-            target = torch.stack([t.clone() for _, t in self.buffer]).to(model.device)
-            width = max(map(len, contexts))
-            ids = torch.full((len(contexts), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(contexts), width), dtype=torch.long)
-            for i, c in enumerate(contexts):  # left padding: every context's last token in the last column
-                ids[i, width - len(c) :], mask[i, width - len(c) :] = torch.tensor(c), 1
-            ids, mask = ids.to(model.device), mask.to(model.device)
+            ids, mask, rows, columns, target = (t.to(model.device) for t in self._batch())
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             first = None
             for _ in range(config.steps):
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits
-                draft_logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[rows, columns]
+                draft_logp = torch.log_softmax(logits.float(), dim=-1)
                 shared = min(draft_logp.shape[-1], target.shape[-1])
                 loss = divergence(target[:, :shared], draft_logp[:, :shared], config.loss)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 first = float(loss.detach()) if first is None else first
-        log.info("online draft update %d: %d positions, loss %.4f", self.updates + 1, len(contexts), first)
-        self.buffer.clear()
-        self.updates += 1
+        log.info("online draft update %d: %d positions, loss %.4f", self.updates + 1, len(target), first)
         if self.stats is not None:
             self.stats.count("token_spec.online_updates")
-            self.stats.count("token_spec.online_positions", len(contexts))
+            self.stats.count("token_spec.online_positions", len(target))
+        self.buffer.clear()
+        self.updates += 1
         if config.save:
             self.save(config.save)
         return first
