@@ -300,12 +300,12 @@ def online_stream(
     modes: tuple[str, ...] = ("frozen", "online"),
 ) -> list[dict]:
     """Online Speculative Decoding on a stream of ``stream`` toy problems (``difficulty``: by default longer than
-    the draft was trained on, where it disagrees with the target most), decoded one after another at batch 1 with
-    toy:draft drafting a chain of 4 for toy:target: once with the draft frozen, once with ``online``
-    (``token_speculation.online`` keys) updating it. Reports each run's acceptance rate (accepted / drafted
-    tokens) and tokens per target forward over the first and the last ``window`` problems, and whether the two
-    runs' outputs are identical (greedy: both equal plain decoding; each row also has a hash of its outputs, to compare
-runs made apart: ``modes`` runs only some of them). Writes ``online.json`` and ``online.md``."""
+        the draft was trained on, where it disagrees with the target most), decoded one after another at batch 1 with
+        toy:draft drafting a chain of 4 for toy:target: once with the draft frozen, once with ``online``
+        (``token_speculation.online`` keys) updating it. Reports each run's acceptance rate (accepted / drafted
+        tokens) and tokens per target forward over the first and the last ``window`` problems, and whether the two
+        runs' outputs are identical (greedy: both equal plain decoding; each row also has a hash of its outputs, to compare
+    runs made apart: ``modes`` runs only some of them). Writes ``online.json`` and ``online.md``."""
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     online = OnlineDistillation(**(online or {})).model_dump(exclude_none=True)
