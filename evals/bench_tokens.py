@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import time
 from pathlib import Path
 
@@ -298,21 +299,28 @@ def online_stream(
     max_tokens: int = 200,
     progress: bool = True,
     modes: tuple[str, ...] = ("frozen", "online"),
+    pool: int = 0,
 ) -> list[dict]:
     """Online Speculative Decoding on a stream of ``stream`` toy problems (``difficulty``: by default longer than
-        the draft was trained on, where it disagrees with the target most), decoded one after another at batch 1 with
-        toy:draft drafting a chain of 4 for toy:target: once with the draft frozen, once with ``online``
-        (``token_speculation.online`` keys) updating it. Reports each run's acceptance rate (accepted / drafted
-        tokens) and tokens per target forward over the first and the last ``window`` problems, and whether the two
-        runs' outputs are identical (greedy: both equal plain decoding; each row also has a hash of its outputs, to compare
-    runs made apart: ``modes`` runs only some of them). Writes ``online.json`` and ``online.md``."""
+    the draft was trained on, where it disagrees with the target most), decoded one after another at batch 1 with
+    toy:draft drafting a chain of 4 for toy:target: once with the draft frozen, once with ``online``
+    (``token_speculation.online`` keys) updating it. Reports each run's acceptance rate (accepted / drafted
+    tokens) and tokens per target forward over the first and the last ``window`` problems, and whether the two
+    runs' outputs are identical (greedy: both equal plain decoding; each row also has a hash of its outputs, to
+    compare runs made apart: ``modes`` runs only some of them). ``pool``: the stream draws (seeded, with
+    replacement) from this many distinct problems, as traffic where queries recur (0: every problem new). Writes
+    ``online.json`` and ``online.md``."""
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     online = OnlineDistillation(**(online or {})).model_dump(exclude_none=True)
     window = min(window, stream)
     lm = load_lm("transformers", "toy:target", "target", seed=seed)
-    problems = generate_problems(stream, seed=seed, difficulty=Difficulty.parse(difficulty))
-    prompts = _prompts(lm, stream, seed, difficulty)
+    problems = generate_problems(pool or stream, seed=seed, difficulty=Difficulty.parse(difficulty))
+    prompts = _prompts(lm, pool or stream, seed, difficulty)
+    if pool:
+        draw = random.Random(seed)
+        order = [draw.randrange(pool) for _ in range(stream)]
+        problems, prompts = [problems[i] for i in order], [prompts[i] for i in order]
     rows = []
     for temperature in temperatures:
         outputs = {}
@@ -348,6 +356,7 @@ def online_stream(
                     "temperature": temperature,
                     "difficulty": difficulty,
                     "stream": stream,
+                    "pool": pool or None,
                     "window": window,
                     "acceptance_first": round(rate["first"], 3),
                     "acceptance_last": round(rate["last"], 3),
@@ -368,7 +377,10 @@ def online_stream(
     lines = [
         "# Online Speculative Decoding on the toy models",
         "",
-        f"A stream of {stream} toy problems ({difficulty}), batch 1, toy:draft drafting a chain of 4 for toy:target, "
+        f"A stream of {stream} toy problems ({difficulty}"
+        + (f", drawn from {pool} distinct ones" if pool else "")
+        + "), batch 1, "
+        "toy:draft drafting a chain of 4 for toy:target, "
         f"frozen vs updated online ({', '.join(f'{k} {v}' for k, v in online.items())}). acceptance = accepted / "
         f"drafted tokens; per forward = tokens per target forward; first / last {window} problems of the stream.",
         "",
