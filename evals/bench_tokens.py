@@ -33,7 +33,7 @@ from reasoner.specdec.config import OnlineDistillation
 from reasoner.toy import Difficulty, generate_problems
 from verifiers.math import extract_answer
 
-from .args import check_pair_data, count, numbers
+from .args import check_pair_data, count, finite, numbers
 from .report import pyplot
 from .suites import load_suite
 
@@ -563,6 +563,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run only Online Speculative Decoding: acceptance over a stream of N toy problems (first vs last 100), "
         "frozen vs online draft, at each --temperatures; --difficulty defaults to ops=9-10,digits=2 here (0: off)",
     )
+    p.add_argument(
+        "--online-pool",
+        type=count(0, 100_000, "problems are generated up front"),
+        default=0,
+        metavar="K",
+        help="--online-stream: draw the stream from K distinct problems, as traffic where queries recur (default 0: "
+        "every problem new)",
+    )
+    p.add_argument(
+        "--online-window",
+        type=count(1, 100_000, "a window is a count of problems"),
+        default=100,
+        help="--online-stream: problems in the first and last windows compared (default 100)",
+    )
+    p.add_argument(
+        "--online-lr",
+        type=finite,
+        default=None,
+        help="--online-stream: token_speculation.online.lr (default: the recipe default)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no per-configuration lines")
     p.add_argument(
         "--only",
@@ -586,6 +606,9 @@ def main(args) -> None:
             seed=args.seed,
             max_tokens=args.max_tokens,
             progress=not args.no_progress,
+            window=args.online_window,
+            pool=args.online_pool,
+            online={} if args.online_lr is None else {"lr": args.online_lr},
         )
         print((Path(args.out) / "online.md").read_text())
         return
