@@ -20,7 +20,12 @@ computed with the old weights, which only changes what they draft next (verifica
 decides every emitted token). Distributions are the target's raw softmax (temperature 1), so the draft's tempered
 distribution follows the target's tempered one at any sampling temperature; top-p truncation is not distilled.
 Where the draft's vocabulary is narrower than the target's logits (padded embedding tables) the loss covers the
-shared tokens.
+shared tokens. AdamW keeps no float32 master copy: on bfloat16 weights (the GPU default) updates smaller than
+the weights' precision are lost; load the draft in float32 to train it online.
+
+On the toy pair (``reasoner bench tokens --online-stream``, docs/benchmarks.md) it raises acceptance on a stream
+where queries recur, not on one of new problems: the toy draft's mistakes are arithmetic results, which it
+memorises but does not generalise from a few hundred positions.
 """
 
 from __future__ import annotations
