@@ -9,6 +9,8 @@ pools are per problem: the warm-up gives them nothing). ``--repeat`` warms them 
 instead: a workload of repeated requests, where retrieval (suffix, rasd) finds the earlier outputs.
 Each configuration is timed ``--rounds`` times, interleaved, and its fastest pass is kept (the machine is shared).
 Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png``.
+``--online-stream N`` runs only Online Speculative Decoding (``online_stream``): the acceptance rate of the draft over a
+stream of N toy problems, first 100 vs last 100, with the draft frozen and updated online, on the same stream.
 ``--pair qwen-coder --data FILE`` runs the real pair instead (Qwen2.5-Coder-1.5B verifying, -0.5B drafting, issue
 16) on the GSM8K-style problems of a local JSONL file, with the qwen-math prompt.
 """
@@ -16,7 +18,9 @@ Writes ``bench.json`` (one row per configuration), ``bench.md`` and ``bench.png`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import random
 import time
 from pathlib import Path
 
@@ -26,10 +30,11 @@ import prompts as templates
 from reasoner.backends import SamplingParams, load_lm, resolve_path
 from reasoner.backends.speculative import build_drafter
 from reasoner.recipe import SuiteConfig
+from reasoner.specdec.config import OnlineDistillation
 from reasoner.toy import Difficulty, generate_problems
 from verifiers.math import extract_answer
 
-from .args import check_pair_data, count, numbers
+from .args import check_pair_data, count, finite, numbers
 from .report import pyplot
 from .suites import load_suite
 
@@ -290,6 +295,116 @@ def run(
     return rows
 
 
+def online_stream(
+    out: Path,
+    stream: int = 500,
+    window: int = 100,
+    difficulty: str = "ops=9-10,digits=2",
+    temperatures=(0.0,),
+    seed: int = 1234,
+    online: dict | None = None,
+    max_tokens: int = 200,
+    progress: bool = True,
+    modes: tuple[str, ...] = ("frozen", "online"),
+    pool: int = 0,
+) -> list[dict]:
+    """Online Speculative Decoding on a stream of ``stream`` toy problems (``difficulty``: by default longer than
+    the draft was trained on, where it disagrees with the target most), decoded one after another at batch 1 with
+    toy:draft drafting a chain of 4 for toy:target: once with the draft frozen, once with ``online``
+    (``token_speculation.online`` keys) updating it. Reports each run's acceptance rate (accepted / drafted
+    tokens) and tokens per target forward over the first and the last ``window`` problems, and whether the two
+    runs' outputs are identical (greedy: both equal plain decoding; each row also has a hash of its outputs, to
+    compare runs made apart: ``modes`` runs only some of them). ``pool``: the stream draws (seeded, with
+    replacement) from this many distinct problems, as traffic where queries recur (0: every problem new). Writes
+    ``online.json`` and ``online.md``."""
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    online = OnlineDistillation(**(online or {})).model_dump(exclude_none=True)
+    window = min(window, stream)
+    lm = load_lm("transformers", "toy:target", "target", seed=seed)
+    problems = generate_problems(pool or stream, seed=seed, difficulty=Difficulty.parse(difficulty))
+    prompts = _prompts(lm, pool or stream, seed, difficulty)
+    if pool:
+        draw = random.Random(seed)
+        order = [draw.randrange(pool) for _ in range(stream)]
+        problems, prompts = [problems[i] for i in order], [prompts[i] for i in order]
+    rows = []
+    for temperature in temperatures:
+        outputs = {}
+        for mode in modes:
+            spec = {"method": "draft_model", "draft": "toy:draft", "num_tokens": 4}
+            lm.drafter = build_drafter({**spec, "online": online} if mode == "online" else spec, lm)
+            per, outs, start = [], [], time.perf_counter()
+            log = out / f"online-{mode}-T{temperature}.jsonl"  # per problem, as it goes
+            log.write_text("")
+            for i, p in enumerate(prompts):
+                before = lm.stats.snapshot()
+                outs.append(
+                    lm.generate([p], SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + i))[0][
+                        0
+                    ].token_ids
+                )
+                c = lm.stats.since(before).counters
+                per.append(
+                    (c["token_spec.accepted_tokens"], c["token_spec.drafted_tokens"], c["token_spec.verify_forwards"])
+                )
+                with log.open("a") as f:
+                    f.write(json.dumps({"problem": i, "counts": per[-1], "tokens": len(outs[-1])}) + "\n")
+                if progress and (i + 1) % window == 0:
+                    print(f"T={temperature} {mode}: {i + 1}/{stream} problems", flush=True)
+            wall = time.perf_counter() - start
+            outputs[mode] = outs
+            ends = {"first": per[:window], "last": per[-window:]}
+            rate = {k: sum(a for a, _, _ in v) / max(sum(d for _, d, _ in v), 1) for k, v in ends.items()}
+            tokens = {k: sum(map(len, outs[:window] if k == "first" else outs[-window:])) for k in ends}
+            rows.append(
+                {
+                    "mode": mode,
+                    "temperature": temperature,
+                    "difficulty": difficulty,
+                    "stream": stream,
+                    "pool": pool or None,
+                    "window": window,
+                    "acceptance_first": round(rate["first"], 3),
+                    "acceptance_last": round(rate["last"], 3),
+                    "per_forward_first": round(tokens["first"] / max(sum(f for *_, f in ends["first"]), 1), 2),
+                    "per_forward_last": round(tokens["last"] / max(sum(f for *_, f in ends["last"]), 1), 2),
+                    "updates": lm.drafter.online.updates if mode == "online" else 0,
+                    "wall_s": round(wall, 1),
+                    "accuracy": _accuracy(lm, outs, [q.answer for q in problems]),
+                    "online": online if mode == "online" else None,
+                    "outputs_sha1": hashlib.sha1(json.dumps(outs).encode()).hexdigest(),
+                }
+            )
+        same = outputs["frozen"] == outputs["online"] if len(outputs) == 2 else None
+        for r in rows[-len(modes) :]:
+            r["identical_outputs"] = same
+    lm.drafter = None
+    (out / "online.json").write_text(json.dumps(rows, indent=1))
+    lines = [
+        "# Online Speculative Decoding on the toy models",
+        "",
+        f"A stream of {stream} toy problems ({difficulty}"
+        + (f", drawn from {pool} distinct ones" if pool else "")
+        + "), batch 1, "
+        "toy:draft drafting a chain of 4 for toy:target, "
+        f"frozen vs updated online ({', '.join(f'{k} {v}' for k, v in online.items())}). acceptance = accepted / "
+        f"drafted tokens; per forward = tokens per target forward; first / last {window} problems of the stream.",
+        "",
+        "| draft | T | acceptance first | acceptance last | per forward first | per forward last | updates | "
+        "identical outputs | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['temperature']} | {r['acceptance_first']} | {r['acceptance_last']} | "
+            f"{r['per_forward_first']} | {r['per_forward_last']} | {r['updates']} | "
+            f"{'' if r['identical_outputs'] is None else 'yes' if r['identical_outputs'] else 'no'} | {r['wall_s']} |"
+        )
+    (out / "online.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
 def _picked(name: str, only) -> bool:
     return not only or any(o in name for o in only)
 
@@ -432,7 +547,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seed", type=count(0, 2**63 - 1, "64-bit seeds"), default=1234, help="toy suite seed (default 1234)"
     )
-    p.add_argument("--difficulty", default="medium", help="toy difficulty preset or spec (default medium)")
+    p.add_argument(
+        "--difficulty",
+        default=None,
+        help="toy difficulty preset or spec (default medium; --online-stream: ops=9-10,digits=2)",
+    )
     p.add_argument(
         "--pair",
         choices=list(PAIRS),
@@ -442,6 +561,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="a local JSONL file of GSM8K-style problems (required for a real pair)")
     p.add_argument(
         "--temperatures", default="0,0.7", help="comma-separated sampling temperatures at batch 1 (default 0,0.7)"
+    )
+    p.add_argument(
+        "--online-stream",
+        type=count(0, 100_000, "each problem is decoded twice, one after another"),
+        default=0,
+        metavar="N",
+        help="run only Online Speculative Decoding: acceptance over a stream of N toy problems (first vs last 100), "
+        "frozen vs online draft, at each --temperatures; --difficulty defaults to ops=9-10,digits=2 here (0: off)",
+    )
+    p.add_argument(
+        "--online-pool",
+        type=count(0, 100_000, "problems are generated up front"),
+        default=0,
+        metavar="K",
+        help="--online-stream: draw the stream from K distinct problems, as traffic where queries recur (default 0: "
+        "every problem new)",
+    )
+    p.add_argument(
+        "--online-window",
+        type=count(1, 100_000, "a window is a count of problems"),
+        default=100,
+        help="--online-stream: problems in the first and last windows compared (default 100)",
+    )
+    p.add_argument(
+        "--online-lr",
+        type=finite,
+        default=None,
+        help="--online-stream: token_speculation.online.lr (default: the recipe default)",
     )
     p.add_argument("--no-progress", action="store_true", help="no per-configuration lines")
     p.add_argument(
@@ -461,6 +608,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> None:
+    if args.online_stream:
+        if args.pair != "toy":
+            raise ValueError("--online-stream runs on the toy pair: drop --pair")
+        rows = online_stream(
+            Path(args.out),
+            args.online_stream,
+            difficulty=args.difficulty or "ops=9-10,digits=2",
+            temperatures=_temperatures(args.temperatures),
+            seed=args.seed,
+            max_tokens=args.max_tokens,
+            progress=not args.no_progress,
+            window=args.online_window,
+            pool=args.online_pool,
+            online={} if args.online_lr is None else {"lr": args.online_lr},
+        )
+        print((Path(args.out) / "online.md").read_text())
+        return
     rows = run(
         Path(args.out),
         args.problems,
@@ -468,7 +632,7 @@ def main(args) -> None:
         rounds=args.rounds,
         best_of_problems=args.best_of_problems,
         seed=args.seed,
-        difficulty=args.difficulty,
+        difficulty=args.difficulty or "medium",
         temperatures=_temperatures(args.temperatures),
         progress=not args.no_progress,
         only=tuple(args.only),

@@ -11,6 +11,44 @@ from ..core.config import SEED_WHY, Section, at_most
 TREE_WHY = "every drafted token is a row of the verifying forward: past it a forward costs more than speculation saves"
 
 
+class OnlineDistillation(Section):
+    """Online Speculative Decoding (Liu et al., ICML 2024): the draft model learns from the target's verdicts while
+    it serves. See ``reasoner/specdec/online.py``."""
+
+    update_every: int = Field(
+        4,
+        ge=1,
+        **at_most(100_000, "the buffer keeps at most `buffer` positions: past it most mistakes are dropped unlearnt"),
+        description="sequences decoded (rows finished) between draft updates (the paper's update interval I)",
+    )
+    lr: float = Field(
+        1e-4, ge=0.0, le=1.0, description="AdamW learning rate of the draft's updates (0: record, never change)"
+    )
+    steps: int = Field(
+        4,
+        ge=1,
+        **at_most(1000, "each step is a forward and backward of the draft over the whole buffer"),
+        description="gradient steps per update, each over the whole buffer",
+    )
+    buffer: int = Field(
+        512,
+        ge=1,
+        **at_most(100_000, "each position keeps the target's whole distribution (vocabulary-sized) in memory"),
+        description="positions kept between updates (where the draft was wrong, with the target's distribution "
+        "there); the oldest go first",
+    )
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl",
+        description="distillation loss against the target's distribution p: forward_kl KL(p||q), reverse_kl "
+        "KL(q||p), jsd the Jensen-Shannon divergence",
+    )
+    save: str | None = Field(
+        None,
+        description="a folder the draft is saved to (save_pretrained, with the tokenizer) after every update: "
+        "loadable as token_speculation.draft",
+    )
+
+
 class TokenSpeculation(Section):
     """Token-level speculative decoding inside the backend: drafted token trees verified by the generating model,
     losslessly (greedy output identical, sampled output identically distributed). See ``reasoner/specdec``."""
@@ -135,6 +173,20 @@ class TokenSpeculation(Section):
     seed: int = Field(
         0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the drafters that sample (draft_model, ngram_pool)"
     )
+    online: OnlineDistillation | None = Field(
+        None,
+        description="draft_model: Online Speculative Decoding, the draft distilled from the target's distributions "
+        "where it was wrong, every update_every sequences, while it serves (none: the draft stays frozen)",
+    )
+
+    @model_validator(mode="after")
+    def _online_needs_a_model(self):
+        if self.online is not None and self.method != "draft_model":
+            raise ValueError(
+                f"token_speculation.online trains a draft model: use method: draft_model (got {self.method}) or "
+                "remove online"
+            )
+        return self
 
     @property
     def uses_draft_model(self) -> bool:

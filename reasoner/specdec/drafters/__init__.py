@@ -7,6 +7,7 @@ from ..acceptance import load_head
 from ..adaptive import SmartSpec
 from ..config import TokenSpeculation
 from ..judge import load_judge
+from ..online import OnlineDistiller
 from ..slo_trees import SLOTrees
 from .base import Drafter
 from .draft_model import DraftModel
@@ -20,16 +21,18 @@ from .suffix import Suffix
 METHODS = ("draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose", "rasd")
 
 
-def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | None = None, stats=None) -> Drafter:
+def build(
+    config: TokenSpeculation | dict, draft_model=None, vocab_size: int | None = None, stats=None, tokenizer=None
+) -> Drafter:
     """The drafter ``config`` names. ``draft_model`` (``method: draft_model`` or ``rasd``): the loaded draft
     ``nn.Module``; ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are
-    charged to."""
+    charged to; ``tokenizer``: the shared tokenizer (saved with an online-trained draft)."""
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
     if config.acceptance_head and config.method != "draft_model":
         raise ValueError(
             "token_speculation.acceptance_head reads a draft model's hidden states: use method: draft_model"
         )
-    drafter = _build(config, draft_model, vocab_size, stats)
+    drafter = _build(config, draft_model, vocab_size, stats, tokenizer)
     drafter.verification = config.verification
     drafter.judge = load_judge(config.judge, config.judge_threshold) if config.judge else None
     if config.adaptive:
@@ -40,7 +43,7 @@ def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | N
     return drafter
 
 
-def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats) -> Drafter:
+def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats, tokenizer=None) -> Drafter:
     c = config
     if c.method == "prompt_lookup":
         return PromptLookup(num_tokens=c.num_tokens, ngram=c.ngram)
@@ -93,6 +96,7 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats)
             sampling_head=load_head("toy-sampling", draft_model.config.hidden_size, draft_model.device)
             if c.acceptance_head == "toy"
             else None,
+            online=OnlineDistiller(draft_model, c.online, tokenizer, stats) if c.online else None,
         )
     raise ValueError(f"unknown token_speculation.method {c.method!r}: use one of {', '.join(METHODS)}")
 

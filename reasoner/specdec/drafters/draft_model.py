@@ -25,6 +25,9 @@ draft forward on that token.
 The draft model's KV cache follows the sequence without recomputation: tokens it has already seen (the accepted
 nodes it expanded) are kept, the rest dropped; tokens it has not seen (the bonus token, accepted leaves) are fed
 in the next round 0 together with the root.
+
+With ``online`` (``token_speculation.online``) the draft model learns from the target's verdicts as it drafts
+(Online Speculative Decoding, ``specdec/online.py``).
 """
 
 from __future__ import annotations
@@ -107,8 +110,10 @@ class DraftModel(Drafter):
         head=None,
         threshold: float = 0.5,
         sampling_head=None,
+        online=None,
     ):
         self.model = model
+        self.online = online  # Online Speculative Decoding: an ``online.OnlineDistiller`` training ``model``
         # SpecDec++: an ``acceptance.AcceptanceHead`` stops each chain once P(some token rejected) > threshold
         # (``sampling_head``: the one used when sampling, if not ``head``)
         self.head, self.threshold = head, threshold
@@ -293,6 +298,8 @@ class DraftModel(Drafter):
         return trees
 
     def update(self, seqs, verdicts):
+        if self.online is not None:
+            self.online.record(seqs, verdicts)
         if not self.drafted:  # no speculative columns: the new tokens are fed with the next draft
             return
         self.drafted = False
@@ -306,3 +313,5 @@ class DraftModel(Drafter):
     def select_rows(self, keep, finished):
         self.cache.select_rows(keep)
         self.fed = [self.fed[r] for r in keep]
+        if self.online is not None:
+            self.online.finished(len(finished))
