@@ -42,6 +42,17 @@ def thinking_closed(steps: list[str]) -> bool:
     return any(THINK_CLOSE in s for s in steps)
 
 
+# What SpecReason's code takes for a step that states the final answer (ruipeterpan/specreason ``spec_reason.py``,
+# ``generate_new_step``: ``finished = any(x in step_str for x in ["boxed", "Answer:", "ANSWER:"])``); its prompts ask
+# for the answer in ``\boxed{}``, as ours (r1-distill, qwen-math, toy) do.
+ANSWER_MARKERS = ("boxed", "Answer:", "ANSWER:")
+
+
+def states_answer(step: str) -> bool:
+    """Whether ``step`` states the final answer (SpecReason's ``ANSWER_MARKERS``)."""
+    return any(marker in step for marker in ANSWER_MARKERS)
+
+
 # RethinkMCTS's refinement request (arXiv 2409.09584, its "rethink" prompt in spirit, not in words): the problem,
 # the thoughts before the erroneous one, that thought, the code written after it and the execution feedback.
 RETHINK_INSTRUCTION = (
