@@ -11,7 +11,8 @@ execution feedback; a template's ``rethink_instruction`` and ``rethink_prefix`` 
 Reasoning models (DeepSeek-R1-Distill, QwQ) think inside ``<think> ... </think>`` and answer after it. Their current
 chat templates open the ``<think>`` block themselves in the generation prompt; a template's ``assistant_prefix`` (and
 ``judge_prefix``) that opens one too is trimmed then, so the model sees exactly one ``<think>`` whichever template
-version its tokenizer carries.
+version its tokenizer carries. How step speculation treats the tags (``thinking_closed``, ``states_answer``) is
+``step_speculation.think_rule`` (``reasoner/engine/speculative.py``).
 """
 
 from __future__ import annotations
