@@ -15,10 +15,12 @@ speculation meets the think tags:
   Inference-Time Compute via Speculative Reasoning"; ruipeterpan/specreason ``spec_reason.py``, the loop after
   ``get_score``). Every step is speculated, to the end of the trajectory; a trajectory ends at the first kept step (an
   accepted draft or a rewrite) that states the answer (``prompts.states_answer``: ``boxed``, ``Answer:`` or
-  ``ANSWER:``), besides EOS and the budget; a kept step with ``</think>`` but no answer loses the tag, and thinking goes
-  on (the code's guard against a model that stops thinking without answering). As there, the steps the target writes
-  itself (``first_n_target_steps``) are kept as written, and a ``</think>`` in the step that states the answer stays.
-  This is the rule the paper's numbers were measured with, so it is what reproduces them.
+  ``ANSWER:``), or at the budget or a repeated step (``budget.stop_on_repeat``), as there; a kept step with
+  ``</think>`` but no answer loses the tag, and thinking goes on (the code's guard against a model that stops thinking
+  without answering). As there, the steps the target writes itself (``first_n_target_steps``) are kept as written,
+  and a ``</think>`` in the step that states the answer stays. One deviation: EOS ends a trajectory too (the code
+  would ask a model that ended its turn for another step). It is the rule of the paper's code, so the one to
+  reproduce its numbers with.
 - ``target_answers``: speculation covers the thinking only. Once a kept step contains ``</think>``, the target writes
   the rest of that trajectory, the answer, step by step, with no draft and no judge (``steps_after_thinking``): the
   graded answer is the target's rather than an approximation of it, at the price of target decoding after the
