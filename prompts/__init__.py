@@ -11,7 +11,8 @@ execution feedback; a template's ``rethink_instruction`` and ``rethink_prefix`` 
 Reasoning models (DeepSeek-R1-Distill, QwQ) think inside ``<think> ... </think>`` and answer after it. Their current
 chat templates open the ``<think>`` block themselves in the generation prompt; a template's ``assistant_prefix`` (and
 ``judge_prefix``) that opens one too is trimmed then, so the model sees exactly one ``<think>`` whichever template
-version its tokenizer carries.
+version its tokenizer carries. How step speculation treats the tags (``thinking_closed``, ``states_answer``) is
+``step_speculation.think_rule`` (``reasoner/engine/speculative.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ def after_head(head: str, prefix: str) -> str:
 def thinking_closed(steps: list[str]) -> bool:
     """Whether a step of ``steps`` closed the think block (``</think>``): what follows is the answer."""
     return any(THINK_CLOSE in s for s in steps)
+
+
+# What SpecReason's code takes for a step that states the final answer (ruipeterpan/specreason ``spec_reason.py``,
+# ``generate_new_step``: ``finished = any(x in step_str for x in ["boxed", "Answer:", "ANSWER:"])``); its prompts ask
+# for the answer in ``\boxed{}``, as ours (r1-distill, qwen-math, toy) do.
+ANSWER_MARKERS = ("boxed", "Answer:", "ANSWER:")
+
+
+def states_answer(step: str) -> bool:
+    """Whether ``step`` states the final answer (SpecReason's ``ANSWER_MARKERS``)."""
+    return any(marker in step for marker in ANSWER_MARKERS)
 
 
 # RethinkMCTS's refinement request (arXiv 2409.09584, its "rethink" prompt in spirit, not in words): the problem,

@@ -121,8 +121,10 @@ class Reasoner:
         if r.step_speculation is not None:
             target = StepEngine(lms["target"], self.template, sampling, budget, lookahead=False)
             acceptor = make_acceptor(r.step_speculation, lms["target"], self.template, self.verifier, lms["draft"])
-            first = r.step_speculation.first_n_target_steps
-            self.engine = SpeculativeStepEngine(self.engine, target, acceptor, first, parallel=True)
+            spec = r.step_speculation
+            self.engine = SpeculativeStepEngine(
+                self.engine, target, acceptor, spec.first_n_target_steps, parallel=True, think_rule=spec.think_rule
+            )
         # one search, run once per problem, each in its own thread
         self.search = search.build(r.search, self.engine, self.verifier, r.verifier.aggregate, r.seed)
 

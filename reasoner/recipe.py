@@ -228,6 +228,13 @@ class StepSpeculation(Section):
     first_n_target_steps: int = Field(
         0, ge=0, **at_most(MAX_STEPS, STEPS_WHY), description="the target writes the first n steps itself"
     )
+    think_rule: Literal["specreason", "target_answers"] = Field(
+        "specreason",
+        description="reasoning models' <think> block. specreason (SpecReason's code): every step is speculated; a "
+        "trajectory ends at the first kept step containing boxed, Answer: or ANSWER:, and a kept step with </think> "
+        "but no answer loses the tag (thinking goes on). target_answers: after a kept step with </think> the target "
+        "writes the rest (the answer) with no draft and no judge",
+    )
 
 
 class SchedulerConfig(Section):

@@ -68,6 +68,13 @@ def test_first_steps_can_be_written_by_the_target(problems):
         assert s.stats.counters["steps_total"] == len(s.steps)
 
 
+def test_the_recipes_think_rule_reaches_the_engine():
+    reasoner = Reasoner("toy-likelihood")
+    assert reasoner.engine.think_rule == "specreason"  # the default
+    variant = reasoner.variant(step_speculation={"think_rule": "target_answers"})
+    assert variant.engine.think_rule == "target_answers"
+
+
 def test_best_of_n_speculates_every_trajectory(problems):
     reasoner = Reasoner(
         "toy-bon", ["search.n=4", "step_speculation.acceptor=likelihood", "step_speculation.threshold=0.9"]

@@ -1,9 +1,13 @@
 """SpecReason on reasoning models (R1-Distill, QwQ): one ``<think>`` in every prompt whatever the chat template, the
-judge sees the reasoning, speculation ends with the thinking (``</think>``), and the answer is read after it.
+judge sees the reasoning, the think tags are handled by ``step_speculation.think_rule`` (``specreason``: SpecReason's
+code, speculation to the first kept step with an answer, a ``</think>`` without one removed; ``target_answers``: the
+target writes what follows a kept ``</think>``), and the answer is read after the thinking.
 
 Chat templates: DeepSeek-R1-Distill-Qwen and QwQ-32B as fixtures (tests/fixtures/chat_templates, written out from
 the public templates), and Qwen2.5-Coder's own (tests/fixtures/qwen2.5-tokenizer), on the real Qwen2.5 tokenizer
-(its BOS stands in where R1's would render); the ``real`` test reads the installed Qwen2.5-Coder pair's tokenizers.
+(its BOS stands in where R1's would render; for the reasoning templates ``<think>`` and ``</think>`` are added as
+tokens of their own, as in R1-Distill's and QwQ's vocabularies); the ``real`` test reads the installed Qwen2.5-Coder
+pair's tokenizers.
 """
 
 from pathlib import Path
@@ -35,6 +39,8 @@ def tokenizer(family: str):
 
     tok = AutoTokenizer.from_pretrained(FIXTURES / "qwen2.5-tokenizer")
     tok.chat_template = TEMPLATES[family]
+    if family != "qwen2.5-coder":
+        tok.add_tokens(["<think>", "</think>"])  # R1-Distill and QwQ: each tag one token
     return tok
 
 
@@ -105,13 +111,14 @@ class ScriptedLM(Backend):
     of how many steps its prompt holds after ``<think>\\n``. The draft writes ``DRAFT``; the target thinks
     ``Target thought n.`` and answers ``TARGET_ANSWER`` after ``</think>``."""
 
-    def __init__(self, role: str, tok):
+    def __init__(self, role: str, tok, draft=DRAFT, eos_after_answer=True):
         super().__init__()
         self.name = self.role = role
         self.tokenizer = tok
+        self.draft, self.eos_after_answer = draft, eos_after_answer
 
     def _write(self, text: str) -> Generation:
-        if "boxed" in text:  # the answer ends the trajectory
+        if "boxed" in text and self.eos_after_answer:  # the answer ends the trajectory
             return Generation(text, self.encode(text) + [self.tokenizer.eos_token_id], [], "eos")
         return Generation(text, self.encode(text + "\n\n"), [], "stop", "\n\n")
 
@@ -120,7 +127,7 @@ class ScriptedLM(Backend):
         for ids in prompts:
             done = self.decode(ids).rsplit("<think>\n", 1)[1].split("\n\n")[:-1]
             if self.role == "draft":
-                text = DRAFT[len(done)]
+                text = self.draft[min(len(done), len(self.draft) - 1)]
             else:
                 closed = any("</think>" in step for step in done)
                 text = TARGET_ANSWER if closed else f"Target thought {len(done)}."
@@ -141,12 +148,12 @@ class Acceptor:
         return [(0.0, False) if self.reject and self.reject in c.step.text else (1.0, True) for c in children]
 
 
-def solve(tok, acceptor):
+def solve(tok, acceptor, think_rule, **script):
     template = prompts.load("r1-distill")
     draft, target = (
-        StepEngine(ScriptedLM(r, tok), template, StepSampling(), StepBudget()) for r in ("draft", "target")
+        StepEngine(ScriptedLM(r, tok, **script), template, StepSampling(), StepBudget()) for r in ("draft", "target")
     )
-    engine = SpeculativeStepEngine(draft, target, acceptor)
+    engine = SpeculativeStepEngine(draft, target, acceptor, think_rule=think_rule)
     tree = Tree(Problem(PROBLEM, answer="4"))
     node = tree.root
     while not node.terminal:
@@ -154,9 +161,9 @@ def solve(tok, acceptor):
     return tree, node
 
 
-def test_a_draft_step_closing_the_thinking_hands_the_answer_to_the_target(tokenizers):
+def test_target_answers_a_draft_step_closing_the_thinking_hands_the_answer_to_the_target(tokenizers):
     acceptor = Acceptor()
-    tree, node = solve(tokenizers["r1-distill"], acceptor)
+    tree, node = solve(tokenizers["r1-distill"], acceptor, "target_answers")
     steps = [n.step for n in node.path()]
     assert [s.text for s in steps] == DRAFT[:2] + [TARGET_ANSWER]
     assert [s.source for s in steps] == ["draft", "draft", "target"]
@@ -166,10 +173,49 @@ def test_a_draft_step_closing_the_thinking_hands_the_answer_to_the_target(tokeni
     assert extract_answer(node.text()) == "4"
 
 
-def test_a_rejected_draft_closing_the_thinking_does_not_end_speculation(tokenizers):
+def test_target_answers_a_rejected_draft_closing_the_thinking_does_not_end_speculation(tokenizers):
     """Only a kept step ends the thinking: the target's rewrite thinks on, so the draft writes the next step."""
-    tree, node = solve(tokenizers["r1-distill"], Acceptor(reject="</think>"))
+    tree, node = solve(tokenizers["r1-distill"], Acceptor(reject="</think>"), "target_answers")
     steps = [n.step for n in node.path()]
     assert [s.text for s in steps] == [DRAFT[0], "Target thought 1.", DRAFT[2]]
     assert [s.source for s in steps] == ["draft", "target", "draft"]
     assert "steps_after_thinking" not in tree.stats.counters
+
+
+# SpecReason's rule (the default): its code speculates every step to the end
+THINKING_ON = ["Two times two.", "That is 4.\n</think>", "Checking.", "So \\boxed{4}.", "A step after the answer."]
+
+
+@pytest.mark.parametrize("family", ["r1-distill", "qwen2.5-coder"])
+def test_specreason_a_kept_close_tag_without_an_answer_is_removed_and_thinking_goes_on(family, tokenizers):
+    """The draft closes its thinking with no answer: the tag goes (from the text and from the prompt the models
+    continue), the target, asked to rewrite the next step, thinks on rather than answering, and the first kept step
+    with ``boxed`` ends the trajectory though the model did not end it (no EOS). With R1's vocabulary the tag's own
+    token is dropped and the rest are the draft's tokens; Qwen2.5-Coder's merges the tag with the delimiter
+    (``>\n\n``), and the prompt encodes that step from its text."""
+    tok = tokenizers[family]
+    tree, node = solve(tok, Acceptor(reject="Checking"), "specreason", draft=THINKING_ON, eos_after_answer=False)
+    steps = [n.step for n in node.path()]
+    assert [s.text for s in steps] == ["Two times two.", "That is 4.\n", "Target thought 2.", "So \\boxed{4}."]
+    assert [s.source for s in steps] == ["draft", "draft", "target", "draft"]
+    assert steps[1].speculation["think_tag_removed"] and tree.stats.counters["think_tags_removed"] == 1
+    assert steps[-1].finish_reason == "stop" and node.terminal
+    if family == "r1-distill":
+        written = tok.encode("That is 4.\n</think>\n\n")
+        assert steps[1].token_ids == [t for t in written if t != tok.convert_tokens_to_ids("</think>")]
+    target = StepEngine(ScriptedLM("target", tok), prompts.load("r1-distill"))
+    assert "</think>" not in tok.decode(target.prompt(node))
+    assert extract_answer(node.text()) == "4"
+
+
+def test_specreason_a_kept_step_closing_the_thinking_with_the_answer_ends_the_trajectory(tokenizers):
+    draft = ["Two times two.", "That is 4.</think> So \\boxed{4}.", "A step after the answer."]
+    tree, node = solve(tokenizers["r1-distill"], Acceptor(), "specreason", draft=draft, eos_after_answer=False)
+    assert [n.step.text for n in node.path()] == draft[:2] and node.terminal
+    assert "think_tags_removed" not in tree.stats.counters and "steps_after_thinking" not in tree.stats.counters
+    assert extract_answer(node.text()) == "4"
+
+
+def test_specreason_is_the_default_and_the_r1_recipe_uses_it():
+    assert Recipe.load("toy-specreason").step_speculation.think_rule == "specreason"
+    assert Recipe.load("r1-qwq-specreason-vllm").step_speculation.think_rule == "specreason"
