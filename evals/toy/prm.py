@@ -49,6 +49,7 @@ from reasoner.backends import SamplingParams, load_lm
 from reasoner.toy import model_path
 from reasoner.toy.problems import ANSWER_TEMPLATE, Difficulty, ToyProblem, apply, generate_problem
 from verifiers.base import aggregate
+from verifiers.implicit_prm import ImplicitPRMVerifier, trained_beta
 from verifiers.math import extract_answer
 from verifiers.prm import PRMVerifier, SkyworkPRM
 
@@ -417,6 +418,16 @@ def step_auc(prm: PRMVerifier, pairs) -> dict:
     }
 
 
+def implicit_prm(path: str, reference: str, beta: float | None = None) -> ImplicitPRMVerifier:
+    """An implicit PRM verifier on ``path`` (pi_theta) over ``reference`` (pi_ref), the toy chat format."""
+    return ImplicitPRMVerifier(
+        load_lm("transformers", path, "verifier"),
+        load_lm("transformers", reference, "reference"),
+        prompts.load("toy"),
+        beta or trained_beta(path),
+    )
+
+
 def measure(
     path: str = "toy:prm",
     n: int = 100,
@@ -424,20 +435,29 @@ def measure(
     difficulty: str = "hard",
     seed: int = 4321,
     select_samples: int = 8,
+    reference: str | None = None,
+    beta: float | None = None,
 ) -> dict:
     """Step-level ROC-AUC of the PRM on real ``toy:draft`` samples (T = 0.8) of ``n`` problems, labelled from
     the exact answers, on ``toy:target``'s samples of the same problems (T = 0.8, reported apart: the target
     errs less, and differently) and on synthetic trajectories (reference solutions with one corrupted step);
     then what a search user sees: on the same problems, ``select_samples`` more draft samples each, the
     accuracy of majority vote, of the PRM's best sample, of the PRM-weighted vote and of the oracle. The seed
-    (4321) is one no training set uses (``reasoner prm label`` for the shipped PRM: suite seed 2026)."""
-    prm = PRMVerifier(path)  # family and step token: the model's config (toy:prm's older format: skywork, "\n\n")
+    (4321) is one no training set uses (``reasoner prm label`` for the shipped PRM: suite seed 2026). With
+    ``reference``, ``path`` is an implicit PRM (``verifiers.implicit_prm``) against that reference model, its beta
+    the one it was trained with unless ``beta`` is given (an untrained pair such as toy:target over toy:draft
+    needs it)."""
+    if reference:
+        prm = implicit_prm(path, reference, beta)
+    else:  # family and step token: the model's config (toy:prm's older format: skywork, "\n\n")
+        prm = PRMVerifier(path)
     rng = random.Random(seed)
     problems = [generate_problem(rng, Difficulty.parse(difficulty)) for _ in range(n)]
     draft, questions, real = policy_samples("draft", problems, samples, seed)
     _, _, target = policy_samples("target", problems, samples, seed)
     synthetic = [(p, trajectory(rng, p)) for p in problems]
-    result: dict = {"path": path, "difficulty": difficulty, "problems": n, "family": prm.format.family}
+    family = f"implicit over {reference}, beta {prm.beta:g}" if reference else prm.format.family
+    result: dict = {"path": path, "difficulty": difficulty, "problems": n, "family": family}
     for name, pairs in (("draft_samples", real), ("target_samples", target), ("synthetic", synthetic)):
         result[name] = step_auc(prm, pairs)
     if select_samples:  # drawn after the AUC samples, so those stay what they were
@@ -477,6 +497,11 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--measure-only", action="store_true", help="only measure the PRM at --out")
     parser.add_argument("--n", type=int, default=100, help="problems for the measurement")
+    parser.add_argument(
+        "--implicit-reference",
+        help="measure --out as an implicit PRM over this reference model (`prm train --objective implicit`)",
+    )
+    parser.add_argument("--beta", type=float, help="the implicit PRM's beta (default: the one it was trained with)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)
@@ -493,7 +518,7 @@ def main(argv=None) -> None:
             seed=args.seed,
         )
         train(Path(args.out), setup, init=args.init)
-    result = measure(args.out, n=args.n)
+    result = measure(args.out, n=args.n, reference=args.implicit_reference, beta=args.beta)
     print(json.dumps(result, indent=2))
     meta_path = Path(args.out) / "training.json"
     if meta_path.is_file():
