@@ -400,6 +400,26 @@ def policy_samples(policy: str, problems: list[ToyProblem], samples: int, seed: 
     return lm, questions, [(p, g.text.split(STEP_TOKEN)) for p, gs in zip(problems, gens) for g in gs]
 
 
+def write_samples(out: Path, n: int, seed: int, difficulty: str, samples: int = 4) -> int:
+    """``samples`` ``toy:draft`` solutions (T 0.8) of ``n`` problems (generator seed ``seed``) as ``reasoner prm
+    label`` rows, each step labelled exactly (``label_steps``) and each trajectory's outcome from its answer: data
+    for ``reasoner prm train`` that needs no completions (the implicit PRM trains on the outcomes alone)."""
+    rng = random.Random(seed)
+    problems = [generate_problem(rng, Difficulty.parse(difficulty)) for _ in range(n)]
+    _, _, pairs = policy_samples("draft", problems, samples, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "labels.jsonl").open("w") as sink:
+        for p, steps in pairs:
+            labels = label_steps(p, steps)
+            answer = extract_answer(STEP_TOKEN.join(steps))
+            row = {"problem": p.question, "question": p.question, "answer": str(p.answer), "steps": steps,
+                   "soft": [float(x) for x in labels], "hard": labels, "correct": answer == str(p.answer)}  # fmt: skip
+            sink.write(json.dumps(row) + "\n")
+    meta = {"prompt": "toy", "step_delimiter": STEP_TOKEN, "policy": "toy:draft", "samples": samples}
+    (out / "meta.json").write_text(json.dumps(meta) + "\n")
+    return len(pairs)
+
+
 def step_auc(prm: PRMVerifier, pairs) -> dict:
     """Step ROC-AUC of ``prm`` against the exact labels (``label_steps``), and of a step's index alone."""
     from sklearn.metrics import roc_auc_score
@@ -502,9 +522,20 @@ def main(argv=None) -> None:
         help="measure --out as an implicit PRM over this reference model (`prm train --objective implicit`)",
     )
     parser.add_argument("--beta", type=float, help="the implicit PRM's beta (default: the one it was trained with)")
+    parser.add_argument(
+        "--write-samples",
+        metavar="DIR",
+        help="only write 4 toy:draft samples of --n problems (--seed, --difficulty), exactly labelled, as "
+        "`reasoner prm label` data in DIR",
+    )
+    parser.add_argument("--difficulty", default="hard", help="--write-samples: the problems' difficulty")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)
+    if args.write_samples:
+        rows = write_samples(Path(args.write_samples), args.n, args.seed, args.difficulty)
+        print(f"wrote {rows} trajectories to {args.write_samples}")
+        return
     if not args.measure_only:
         setup = PRMTraining(
             steps=args.steps,
