@@ -13,7 +13,9 @@ trajectory through this prefix is right, which is what a step label "the path is
 ``reward="step"`` scores ``sigmoid(q_t - q_(t-1))``, the paper's per-step reward (its best-of-N takes the min
 over steps of it). Both are in [0, 1] as every verifier's scores. A step's tokens are those it was written as,
 with the delimiter (or EOS) that ended it (``likelihood.step_token_ids``); ``pi_theta`` and ``pi_ref`` must share
-a tokenizer, as in the paper.
+a tokenizer, as in the paper. Deviation: the paper's ``pi_ref`` is the model ``pi_theta`` started from; here it
+may be any model role (``verifier.reference``), e.g. the draft, so an untrained pair (the target over the draft)
+is a verifier too; on the toy draft's samples that pair's ``q_t`` ranks steps best (docs/benchmarks.md).
 """
 
 from __future__ import annotations
