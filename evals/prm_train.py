@@ -35,6 +35,7 @@ for the round, one scoring pass over the training trajectories), BCE on [0, 1] t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -94,7 +95,7 @@ def split(rows: list[dict], holdout: float, seed: int) -> tuple[list[dict], list
 
 
 FORMATS = {"qwen": (QwenPRM, 2), "skywork": (SkyworkPRM, 1)}  # the ``verifiers.prm`` family and its head's labels
-OBJECTIVES = ("mc", "td")
+OBJECTIVES = ("mc", "td", "implicit")
 
 
 def lambda_returns(values: list[float], reward: float, lam: float) -> list[float]:
@@ -224,10 +225,13 @@ def train(
     objective: str = "mc",
     lam: float = 0.8,
     td_iterations: int = 2,
+    reference: str | None = None,
+    beta: float = 0.05,
     save_dtype: str = "float16",
     progress: bool = True,
 ) -> dict:
     """Fine-tune ``base`` with a value head on the soft labels; report held-out metrics; save a ``prm`` model.
+    ``objective="implicit"`` trains an implicit PRM instead (``train_implicit``: no head, outcome labels only).
 
     ``likelihood_weight`` > 0 adds a dense auxiliary loss (our deviation from Math-Shepherd, whose labels are one
     per step): at every token of a step the head also predicts the frozen backbone's own probability of that
@@ -242,6 +246,8 @@ def train(
         raise ValueError(f"prm train: unknown format {family!r}: use one of {', '.join(FORMATS)}")
     if objective not in OBJECTIVES:
         raise ValueError(f"prm train: unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if objective == "implicit":
+        return train_implicit(data, out, base, reference, beta, holdout, seed, steps, batch, lr, save_dtype, progress)
     if objective == "td":
         lambda_returns([], 0.0, lam)  # a bad --lam fails before any loading
         if not isinstance(td_iterations, int) or not 0 <= td_iterations < steps:
@@ -338,6 +344,182 @@ def train(
             "holdout": holdout,
             "seed": seed,
         },
+        "train_seconds": round(train_seconds),
+        "threads": torch.get_num_threads(),
+        **result,
+    }
+    (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info | {"out": str(out)}
+
+
+def implicit_encode(tokenizer, template, rows: list[dict], pad: int):
+    """Right-padded ids and mask of each row's prompt (the policy's template) and steps, each step's tokens
+    ``step + delimiter`` (the last: ``step + EOS``, a finished solution), as ``verifiers.implicit_prm`` reads a
+    path given as text; and for every token, the index of the step it belongs to (-1: prompt or padding)."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    seqs, owners = [], []
+    for r in rows:
+        ids = tokenizer(template.prompt(tokenizer, r["question"]), add_special_tokens=False)["input_ids"]
+        owner = [-1] * len(ids)
+        for k, step in enumerate(r["steps"]):
+            last = k == len(r["steps"]) - 1
+            piece = tokenizer(step + ("" if last else template.step_delimiter), add_special_tokens=False)["input_ids"]
+            piece += [eos] if last and eos is not None else []
+            ids += piece
+            owner += [k] * len(piece)
+        seqs.append(ids)
+        owners.append(owner)
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    step_of = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, (s, o) in enumerate(zip(seqs, owners)):
+        ids[i, : len(s)], mask[i, : len(s)], step_of[i, : len(s)] = torch.tensor(s), 1, torch.tensor(o)
+    return ids, mask, step_of
+
+
+def token_log_ratios(model, reference, ids, mask, step_of):
+    """``log pi_theta(y_t) - log pi_ref(y_t)`` of every step token (0 at prompt and padding positions)."""
+    import torch
+
+    def logprobs(lm):
+        logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        return logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+
+    with torch.no_grad():
+        ref = logprobs(reference)
+    return (logprobs(model) - ref) * (step_of[:, 1:] >= 0)
+
+
+def implicit_scores(model, reference, tokenizer, template, rows, pad, beta, batch: int = 64):
+    """Each step's ``q_t`` (``beta`` times the summed log-ratio up to its end) and its own reward ``q_t - q_(t-1)``,
+    flattened in row order."""
+    import torch
+
+    q_all, r_all = [], []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            ids, mask, step_of = implicit_encode(tokenizer, template, chunk, pad)
+            ratio = token_log_ratios(model, reference, ids, mask, step_of)
+            owner = step_of[:, 1:]
+            for i, r in enumerate(chunk):
+                per_step = [beta * float(ratio[i][owner[i] == k].sum()) for k in range(len(r["steps"]))]
+                q = [sum(per_step[: k + 1]) for k in range(len(per_step))]
+                q_all += q
+                r_all += per_step
+    return q_all, r_all
+
+
+def implicit_evaluate(model, reference, tokenizer, template, rows, pad, beta) -> dict:
+    """Step ROC-AUC of ``q_t`` (``roc_auc``) and of the step reward (``step_reward_roc_auc``) against the hard
+    labels, and step accuracy of ``sigmoid(q_t) >= 0.5``."""
+    from sklearn.metrics import roc_auc_score
+
+    q, r = implicit_scores(model, reference, tokenizer, template, rows, pad, beta)
+    hard = [int(x > 0) for row in rows for x in row["soft"]]
+    both = len(set(hard)) == 2
+    return {
+        "steps": len(hard),
+        "bad_steps": hard.count(0),
+        "roc_auc": round(float(roc_auc_score(hard, q)), 4) if both else None,
+        "step_reward_roc_auc": round(float(roc_auc_score(hard, r)), 4) if both else None,
+        "step_accuracy": round(sum((v >= 0) == bool(y) for v, y in zip(q, hard)) / len(hard), 4),
+    }
+
+
+def train_implicit(
+    data: str | Path,
+    out: str | Path,
+    base: str = "toy:target",
+    reference: str | None = None,
+    beta: float = 0.05,
+    holdout: float = 0.2,
+    seed: int = 0,
+    steps: int = 300,
+    batch: int = 32,
+    lr: float = 1e-3,
+    save_dtype: str = "float16",
+    progress: bool = True,
+) -> dict:
+    """The implicit PRM (Yuan et al. 2024; ``verifiers.implicit_prm``): fine-tune the causal LM ``base`` so that
+    ``beta * log(pi_theta(y) / pi_ref(y))`` summed over a whole trajectory is the logit of its outcome (the
+    paper's cross-entropy objective), with ``pi_ref`` frozen (``reference``, default ``base``: the paper's
+    setting). Only the trajectories' outcomes are used; the step labels only score the result. Deviation: the
+    paper trains on many responses per instruction in one pass; here ``steps`` batches drawn with replacement."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if steps < 1 or batch < 1:
+        raise ValueError(f"prm train: --steps and --batch must be >= 1, got {steps} and {batch}")
+    if not (beta > 0 and math.isfinite(beta)):
+        raise ValueError(f"prm train: --beta must be a positive number (the reward's scale), got {beta}")
+    rows, meta = read_rows(data)
+    train_rows, test_rows = split(rows, holdout, seed)
+    reference = reference or base
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    start = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path(base))
+    model = AutoModelForCausalLM.from_pretrained(resolve_path(base), dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(resolve_path(reference), dtype=torch.float32).eval()
+    ref.requires_grad_(False)
+    if ref.config.vocab_size != model.config.vocab_size:
+        raise ValueError(f"prm train: --reference {reference} has another vocabulary than --base {base}: pick one "
+                         "with the same tokenizer")  # fmt: skip
+    template = prompts.load(meta.get("prompt") or "toy")
+    if meta.get("step_delimiter"):
+        template = dataclasses.replace(template, step_delimiter=meta["step_delimiter"])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+    warm = max(1, min(30, steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    )
+    model.train()
+    running = None
+    bar = tqdm(range(steps), desc="prm train (implicit)", unit="step", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
+        chosen = [rng.choice(train_rows) for _ in range(batch)]
+        ids, mask, step_of = implicit_encode(tokenizer, template, chosen, pad)
+        reward = beta * token_log_ratios(model, ref, ids, mask, step_of).sum(dim=1)
+        loss = F.binary_cross_entropy_with_logits(reward, torch.tensor([outcome(r) for r in chosen]))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{running:.4f}")
+    bar.close()
+    train_seconds = time.time() - start
+    args = (model, ref, tokenizer, template)
+    result = {
+        "train": implicit_evaluate(*args, train_rows[:2000], pad, beta),
+        "heldout": implicit_evaluate(*args, test_rows, pad, beta) if test_rows else None,
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.implicit_prm = {"reference": reference, "beta": beta}
+    model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    info = {
+        "method": "implicit PRM (Yuan et al. 2024): outcome cross-entropy on beta * log(pi_theta / pi_ref)",
+        "base": base,
+        "reference": reference,
+        "beta": beta,
+        "data": str(data),
+        "labels": {k: meta.get(k) for k in ("policy", "completer", "k", "samples")},
+        "rows": {"train": len(train_rows), "heldout": len(test_rows)},
+        "problems": {
+            "train": len({r["problem"] for r in train_rows}),
+            "heldout": len({r["problem"] for r in test_rows}),
+        },
+        "recipe": {"steps": steps, "batch": batch, "lr": lr, "objective": "implicit", "holdout": holdout, "seed": seed},
         "train_seconds": round(train_seconds),
         "threads": torch.get_num_threads(),
         **result,

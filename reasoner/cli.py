@@ -423,6 +423,8 @@ def cmd_prm_train(args) -> int:
         objective=args.objective,
         lam=args.lam,
         td_iterations=args.td_iterations,
+        reference=args.reference,
+        beta=args.beta,
         progress=not args.no_progress,
     )
     held = info["heldout"] or {}
@@ -785,10 +787,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--objective",
-        choices=("mc", "td"),
+        choices=("mc", "td", "implicit"),
         default="mc",
         help="mc: fit the MC labels (default); td: FETCH's TD(lambda) value training, each step's target the "
-        "lambda-return of its trajectory (final answer's correctness, bootstrapped on the model's next-step value)",
+        "lambda-return of its trajectory (final answer's correctness, bootstrapped on the model's next-step value); "
+        "implicit: an implicit PRM (Yuan et al. 2024), the LM itself trained on outcomes, no head "
+        "(verifier.type: implicit_prm)",
+    )
+    p.add_argument(
+        "--reference",
+        help="implicit: pi_ref, the frozen model the log-ratio is taken against (default: --base)",
+    )
+    p.add_argument(
+        "--beta", type=finite, default=0.05, help="implicit: the reward's scale, r = beta * log-ratio (default 0.05)"
     )
     p.add_argument(
         "--lam", type=finite, default=0.8, help="td: lambda, 1 = Monte-Carlo return, 0 = one-step (default 0.8)"

@@ -159,8 +159,10 @@ class Sampling(Section):
 class VerifierConfig(Section):
     """What scores steps (searches rank by it, votes weigh by it)."""
 
-    type: Literal["none", "likelihood", "prm", "judge", "ensemble", "tests"] = Field(
-        "none", description="tests: the public-test pass rate of a finished program (verifiers/execution.py)"
+    type: Literal["none", "likelihood", "prm", "implicit_prm", "judge", "ensemble", "tests"] = Field(
+        "none",
+        description="tests: the public-test pass rate of a finished program (verifiers/execution.py); implicit_prm: "
+        "a model trained by `reasoner prm train --objective implicit` (verifier.model) against its reference",
     )
     model: Literal["target", "draft", "verifier"] = Field("target", description="the model role that scores")
     reduce: Literal["mean", "min"] = Field(
@@ -177,6 +179,21 @@ class VerifierConfig(Section):
     )
     judge_score: Literal["expected", "greedy"] = Field(
         "expected", description="judge: the expected digit or the most likely one, over 9"
+    )
+    reference: Literal["target", "draft", "verifier"] = Field(
+        "target", description="implicit_prm: the model role that is pi_ref (the model pi_theta was trained from)"
+    )
+    beta: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="implicit_prm: the reward's scale beta (default: the one the model was trained with, "
+        "from its config)",
+    )
+    reward: Literal["value", "step"] = Field(
+        "value",
+        description="implicit_prm: a step's score is sigmoid(q_t), the path's log-ratio up to it (value), or "
+        "sigmoid(q_t - q_t-1), its own (step)",
     )
     members: list[VerifierConfig] = Field(
         default_factory=list, description="ensemble: the verifiers whose step scores are averaged"
@@ -462,6 +479,11 @@ class Recipe(Section):
         for v in [self.verifier, *self.verifier.members]:
             if v.type not in ("none", "ensemble", "tests") and getattr(self.models, v.model) is None:
                 raise ValueError(f"verifier.model={v.model} but models.{v.model} is not set")
+            if v.type == "implicit_prm" and getattr(self.models, v.reference) is None:
+                raise ValueError(
+                    f"verifier.reference={v.reference} but models.{v.reference} is not set: set it to the model the "
+                    "implicit PRM was trained from"
+                )
         if (self.verifier.type == "ensemble") != bool(self.verifier.members):
             raise ValueError("verifier.members is for verifier.type=ensemble (give it two or more verifiers)")
         methods = getattr(self.search, "methods", [self.search.method])  # auto: every search of its table

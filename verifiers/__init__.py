@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from .ensemble import EnsembleVerifier
 from .execution import ExecutionVerifier
+from .implicit_prm import ImplicitPRMVerifier, trained_beta
 from .judge import JudgeVerifier
 from .likelihood import LikelihoodVerifier
 from .prm import PRMVerifier
 
-LM_VERIFIERS = ("likelihood", "judge")  # verifier types that score with one of the recipe's LMs
+LM_VERIFIERS = ("likelihood", "judge", "implicit_prm")  # verifier types that score with the recipe's LMs
 
 
 def lm_roles(config) -> set[str]:
     """The model roles a verifier config scores with through an LM backend (a PRM loads its own model)."""
     if config.type == "ensemble":
         return set().union(*(lm_roles(m) for m in config.members))
+    if config.type == "implicit_prm":
+        return {config.model, config.reference}
     return {config.model} if config.type in LM_VERIFIERS else set()
 
 
@@ -26,6 +29,9 @@ def build(config, models: dict, template, model_specs):
         return None
     if config.type == "likelihood":
         return LikelihoodVerifier(models[config.model], template, config.reduce)
+    if config.type == "implicit_prm":
+        beta = config.beta or trained_beta(getattr(model_specs, config.model).path)
+        return ImplicitPRMVerifier(models[config.model], models[config.reference], template, beta, config.reward)
     if config.type == "judge":
         return JudgeVerifier(models[config.model], template, config.judge_score)
     if config.type == "prm":

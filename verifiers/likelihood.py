@@ -46,6 +46,26 @@ def prompt_ids(lm: LM, template: PromptTemplate, node: Node) -> list[int]:
     return ids
 
 
+def step_logprobs(lm: LM, template: PromptTemplate, nodes: Sequence[Node]) -> list[list[list[float]]]:
+    """``lm``'s teacher-forced log-probability of every token of every step on each node's path (the tokens of
+    ``step_token_ids``), one prefill per path, booked to the node's tree: ``[node][step][token]``."""
+    if not nodes:
+        return []
+    prompts, continuations, pieces = [], [], []
+    for node in nodes:
+        ids = [step_token_ids(lm, template, p.step) for p in node.path()]
+        prompts.append(prompt_ids(lm, template, node.tree.root))
+        continuations.append([t for piece in ids for t in piece])
+        pieces.append([len(piece) for piece in ids])
+    logprobs = lm.score(prompts, continuations)
+    out = []
+    for node, lps, lengths, usage in zip(nodes, logprobs, pieces, logprobs.usage):
+        node.tree.stats.book(lm.role, usage)
+        ends = [sum(lengths[: k + 1]) for k in range(len(lengths))]
+        out.append([lps[end - k : end] for end, k in zip(ends, lengths)])
+    return out
+
+
 class LikelihoodVerifier:
     def __init__(self, lm: LM, template: PromptTemplate, reduce: str = "mean"):
         if reduce not in ("mean", "min"):
@@ -55,24 +75,12 @@ class LikelihoodVerifier:
 
     def score_paths(self, nodes: Sequence[Node]) -> list[list[float]]:
         todo = [n for n in nodes if any(self.name not in p.step.scores for p in n.path())]
-        if todo:
-            prompts, continuations, pieces = [], [], []
-            for node in todo:
-                ids = [step_token_ids(self.lm, self.template, p.step) for p in node.path()]
-                prompts.append(prompt_ids(self.lm, self.template, node.tree.root))
-                continuations.append([t for piece in ids for t in piece])
-                pieces.append([len(piece) for piece in ids])
-            logprobs = self.lm.score(prompts, continuations)
-            for node, lps, lengths, usage in zip(todo, logprobs, pieces, logprobs.usage):
-                node.tree.stats.book(self.lm.role, usage)
-                start = 0
-                for p, k in zip(node.path(), lengths):
-                    seg = lps[start : start + k]
-                    start += k
-                    if not seg:
-                        p.step.scores[self.name] = 0.0
-                    elif self.reduce == "mean":
-                        p.step.scores[self.name] = math.exp(sum(seg) / len(seg))
-                    else:
-                        p.step.scores[self.name] = math.exp(min(seg))
+        for node, steps in zip(todo, step_logprobs(self.lm, self.template, todo)):
+            for p, seg in zip(node.path(), steps):
+                if not seg:
+                    p.step.scores[self.name] = 0.0
+                elif self.reduce == "mean":
+                    p.step.scores[self.name] = math.exp(sum(seg) / len(seg))
+                else:
+                    p.step.scores[self.name] = math.exp(min(seg))
         return [[p.step.scores[self.name] for p in n.path()] for n in nodes]

@@ -49,6 +49,7 @@ from reasoner.backends import SamplingParams, load_lm
 from reasoner.toy import model_path
 from reasoner.toy.problems import ANSWER_TEMPLATE, Difficulty, ToyProblem, apply, generate_problem
 from verifiers.base import aggregate
+from verifiers.implicit_prm import ImplicitPRMVerifier, trained_beta
 from verifiers.math import extract_answer
 from verifiers.prm import PRMVerifier, SkyworkPRM
 
@@ -399,6 +400,26 @@ def policy_samples(policy: str, problems: list[ToyProblem], samples: int, seed: 
     return lm, questions, [(p, g.text.split(STEP_TOKEN)) for p, gs in zip(problems, gens) for g in gs]
 
 
+def write_samples(out: Path, n: int, seed: int, difficulty: str, samples: int = 4) -> int:
+    """``samples`` ``toy:draft`` solutions (T 0.8) of ``n`` problems (generator seed ``seed``) as ``reasoner prm
+    label`` rows, each step labelled exactly (``label_steps``) and each trajectory's outcome from its answer: data
+    for ``reasoner prm train`` that needs no completions (the implicit PRM trains on the outcomes alone)."""
+    rng = random.Random(seed)
+    problems = [generate_problem(rng, Difficulty.parse(difficulty)) for _ in range(n)]
+    _, _, pairs = policy_samples("draft", problems, samples, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "labels.jsonl").open("w") as sink:
+        for p, steps in pairs:
+            labels = label_steps(p, steps)
+            answer = extract_answer(STEP_TOKEN.join(steps))
+            row = {"problem": p.question, "question": p.question, "answer": str(p.answer), "steps": steps,
+                   "soft": [float(x) for x in labels], "hard": labels, "correct": answer == str(p.answer)}  # fmt: skip
+            sink.write(json.dumps(row) + "\n")
+    meta = {"prompt": "toy", "step_delimiter": STEP_TOKEN, "policy": "toy:draft", "samples": samples}
+    (out / "meta.json").write_text(json.dumps(meta) + "\n")
+    return len(pairs)
+
+
 def step_auc(prm: PRMVerifier, pairs) -> dict:
     """Step ROC-AUC of ``prm`` against the exact labels (``label_steps``), and of a step's index alone."""
     from sklearn.metrics import roc_auc_score
@@ -417,6 +438,16 @@ def step_auc(prm: PRMVerifier, pairs) -> dict:
     }
 
 
+def implicit_prm(path: str, reference: str, beta: float | None = None) -> ImplicitPRMVerifier:
+    """An implicit PRM verifier on ``path`` (pi_theta) over ``reference`` (pi_ref), the toy chat format."""
+    return ImplicitPRMVerifier(
+        load_lm("transformers", path, "verifier"),
+        load_lm("transformers", reference, "reference"),
+        prompts.load("toy"),
+        beta or trained_beta(path),
+    )
+
+
 def measure(
     path: str = "toy:prm",
     n: int = 100,
@@ -424,20 +455,29 @@ def measure(
     difficulty: str = "hard",
     seed: int = 4321,
     select_samples: int = 8,
+    reference: str | None = None,
+    beta: float | None = None,
 ) -> dict:
     """Step-level ROC-AUC of the PRM on real ``toy:draft`` samples (T = 0.8) of ``n`` problems, labelled from
     the exact answers, on ``toy:target``'s samples of the same problems (T = 0.8, reported apart: the target
     errs less, and differently) and on synthetic trajectories (reference solutions with one corrupted step);
     then what a search user sees: on the same problems, ``select_samples`` more draft samples each, the
     accuracy of majority vote, of the PRM's best sample, of the PRM-weighted vote and of the oracle. The seed
-    (4321) is one no training set uses (``reasoner prm label`` for the shipped PRM: suite seed 2026)."""
-    prm = PRMVerifier(path)  # family and step token: the model's config (toy:prm's older format: skywork, "\n\n")
+    (4321) is one no training set uses (``reasoner prm label`` for the shipped PRM: suite seed 2026). With
+    ``reference``, ``path`` is an implicit PRM (``verifiers.implicit_prm``) against that reference model, its beta
+    the one it was trained with unless ``beta`` is given (an untrained pair such as toy:target over toy:draft
+    needs it)."""
+    if reference:
+        prm = implicit_prm(path, reference, beta)
+    else:  # family and step token: the model's config (toy:prm's older format: skywork, "\n\n")
+        prm = PRMVerifier(path)
     rng = random.Random(seed)
     problems = [generate_problem(rng, Difficulty.parse(difficulty)) for _ in range(n)]
     draft, questions, real = policy_samples("draft", problems, samples, seed)
     _, _, target = policy_samples("target", problems, samples, seed)
     synthetic = [(p, trajectory(rng, p)) for p in problems]
-    result: dict = {"path": path, "difficulty": difficulty, "problems": n, "family": prm.format.family}
+    family = f"implicit over {reference}, beta {prm.beta:g}" if reference else prm.format.family
+    result: dict = {"path": path, "difficulty": difficulty, "problems": n, "family": family}
     for name, pairs in (("draft_samples", real), ("target_samples", target), ("synthetic", synthetic)):
         result[name] = step_auc(prm, pairs)
     if select_samples:  # drawn after the AUC samples, so those stay what they were
@@ -477,9 +517,25 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--measure-only", action="store_true", help="only measure the PRM at --out")
     parser.add_argument("--n", type=int, default=100, help="problems for the measurement")
+    parser.add_argument(
+        "--implicit-reference",
+        help="measure --out as an implicit PRM over this reference model (`prm train --objective implicit`)",
+    )
+    parser.add_argument("--beta", type=float, help="the implicit PRM's beta (default: the one it was trained with)")
+    parser.add_argument(
+        "--write-samples",
+        metavar="DIR",
+        help="only write 4 toy:draft samples of --n problems (--seed, --difficulty), exactly labelled, as "
+        "`reasoner prm label` data in DIR",
+    )
+    parser.add_argument("--difficulty", default="hard", help="--write-samples: the problems' difficulty")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)
+    if args.write_samples:
+        rows = write_samples(Path(args.write_samples), args.n, args.seed, args.difficulty)
+        print(f"wrote {rows} trajectories to {args.write_samples}")
+        return
     if not args.measure_only:
         setup = PRMTraining(
             steps=args.steps,
@@ -493,7 +549,7 @@ def main(argv=None) -> None:
             seed=args.seed,
         )
         train(Path(args.out), setup, init=args.init)
-    result = measure(args.out, n=args.n)
+    result = measure(args.out, n=args.n, reference=args.implicit_reference, beta=args.beta)
     print(json.dumps(result, indent=2))
     meta_path = Path(args.out) / "training.json"
     if meta_path.is_file():
