@@ -25,8 +25,9 @@ What the first version (step ROC-AUC 0.65 on the draft's samples) got wrong, and
 The shipped model is three phases: ``--out A``, then ``--init A --seed 1 --steps 250 --pool-problems 500
 --out B``, then ``--init B --seed 2 --steps 250 --pool-problems 500`` (the loss was still falling at the end of
 each; there was no time for one longer run). It reaches step ROC-AUC 0.763 on the draft's samples (first
-version 0.654; a step's index alone scores 0.672): better, still far from what the target's own likelihood
-gets (~0.99), and not yet good enough to beat majority vote when selecting among samples.
+version 0.654; a step's index alone scores 0.672; the target's own likelihood, weakest token, 0.654 on the same
+samples): better, still far from the 0.95 goal, and not yet good enough to beat majority vote when selecting among
+samples.
 """
 
 from __future__ import annotations
