@@ -45,19 +45,23 @@ def accuracy(model: str, difficulty: Difficulty, n: int, seed: int) -> float:
 
 
 def judge_quality(n: int, seed: int) -> dict:
-    """Greedy-digit accuracy and ROC-AUC of the target's judge on correct and corrupted candidate steps."""
+    """Greedy-digit accuracy and ROC-AUC of the target's judge on correct and corrupted candidate steps, and the
+    ROC-AUC of its likelihood of the same steps (the likelihood verifier's ``reduce``: weakest token, mean)."""
 
     lm = load_lm("transformers", "toy:target", "target")
     template = load("toy")
     rng = random.Random(seed)
-    prompts, labels = [], []
+    prompts, labels, prefixes, steps = [], [], [], []
     for _ in range(n):
         p = generate_problem(rng, Difficulty(2, 6, 2))
         i = rng.randrange(len(p.steps))
         good = rng.random() < 0.5
         cand = p.steps[i] if good else corrupt_step(rng, p, i)
         prompts.append(template.judge_prompt(lm.tokenizer, p.question, p.steps[:i], cand))
+        prefixes.append(lm.encode(template.prompt(lm.tokenizer, p.question) + template.steps_text(p.steps[:i])))
+        steps.append(lm.encode(cand + template.step_delimiter))
         labels.append(good)
+    likelihood = lm.score(prefixes, steps)
     digits = [str(d) for d in range(10)]
     dists = lm.next_token_logprobs(prompts, digits)
     expected = []
@@ -67,7 +71,15 @@ def judge_quality(n: int, seed: int) -> dict:
         z = sum(probs)
         expected.append(sum(int(k) * p for k, p in zip(digits, probs)) / z)
         right += (max(digits, key=d.get) >= "7") == good
-    return {"n": n, "greedy_accuracy": right / n, "roc_auc": _auc(expected, labels)}
+    return {
+        "n": n,
+        "greedy_accuracy": right / n,
+        "roc_auc": _auc(expected, labels),
+        "likelihood_roc_auc": {
+            "min": _auc([min(lp) for lp in likelihood], labels),
+            "mean": _auc([sum(lp) / len(lp) for lp in likelihood], labels),
+        },
+    }
 
 
 def _auc(scores: list[float], labels: list[bool]) -> float:
@@ -175,7 +187,8 @@ def markdown(report: dict) -> str:
     lines.append(
         f"toy-target as a judge ({j['n']} candidate steps, half corrupted): greedy digit >= 7 right "
         f"{100 * j['greedy_accuracy']:.1f} %, "
-        f"ROC-AUC of the expected score {j['roc_auc']:.3f}."
+        f"ROC-AUC of the expected score {j['roc_auc']:.3f}; its likelihood of the same steps (the likelihood "
+        f"verifier): weakest token {j['likelihood_roc_auc']['min']:.3f}, mean {j['likelihood_roc_auc']['mean']:.3f}."
     )
     lines.append(
         f"Measured with {report['threads']} torch threads, {report['n_per_difficulty']} problems per difficulty."
