@@ -6,7 +6,8 @@ transformers backend runs the decoding loop (``reasoner.backends.speculative``) 
 - ``cache.RaggedCache``: rows of different lengths, speculative KV kept or dropped without recomputation;
 - ``adaptive``: each row's draft length chosen per step by goodput (SmartSpec);
 - ``acceptance``: SpecDec++'s trained head that ends a draft chain where the target will likely reject;
-- ``drafters``: prompt_lookup, draft_model, ngram_pool, suffix, recycling, goose; ``config.TokenSpeculation``.
+- ``drafters``: prompt_lookup, draft_model, ngram_pool, suffix, recycling, goose, swift; ``config.TokenSpeculation``;
+  ``layer_skip``: the target run with sublayers skipped (self-speculation).
 """
 
 from .config import TokenSpeculation

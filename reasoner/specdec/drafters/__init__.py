@@ -14,29 +14,50 @@ from .ngram_pool import NgramPool, load_shape
 from .prompt_lookup import PromptLookup
 from .recycling import Recycling
 from .suffix import Suffix
+from .swift import Swift
 
-METHODS = ("draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose")
+METHODS = ("draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose", "swift")
 
 
-def build(config: TokenSpeculation | dict, draft_model=None, vocab_size: int | None = None, stats=None) -> Drafter:
+def build(
+    config: TokenSpeculation | dict, draft_model=None, vocab_size: int | None = None, stats=None, target=None
+) -> Drafter:
     """The drafter ``config`` names. ``draft_model`` (``method: draft_model``): the loaded draft ``nn.Module``;
-    ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are charged to."""
+    ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are charged to;
+    ``target`` (``method: swift``): the target ``nn.Module`` itself, which drafts with some sublayers skipped."""
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
     if config.acceptance_head and config.method != "draft_model":
         raise ValueError(
             "token_speculation.acceptance_head reads a draft model's hidden states: use method: draft_model"
         )
-    drafter = _build(config, draft_model, vocab_size, stats)
+    drafter = _build(config, draft_model, vocab_size, stats, target)
     drafter.verification = config.verification
     drafter.judge = load_judge(config.judge, config.judge_threshold) if config.judge else None
     if config.adaptive:
-        chain = config.method == "prompt_lookup" or (config.method == "draft_model" and config.tree == "chain")
+        chain = config.method in ("prompt_lookup", "swift") or (
+            config.method == "draft_model" and config.tree == "chain"
+        )
         drafter.goodput = SmartSpec(config.num_tokens if chain else config.nodes)
     return drafter
 
 
-def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats) -> Drafter:
+def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats, target) -> Drafter:
     c = config
+    if c.method == "swift":
+        if target is None:
+            raise ValueError("token_speculation.method=swift drafts with the target's own layers: use a backend that "
+                             "runs the target in this process (transformers)")
+        return Swift(
+            target,
+            num_tokens=c.num_tokens,
+            skip_ratio=c.skip_ratio,
+            search_budget=c.search_budget,
+            stop_confidence=c.stop_confidence,
+            context_window=c.context_window,
+            skip=c.skip,
+            seed=c.seed,
+            stats=stats,
+        )
     if c.method == "prompt_lookup":
         return PromptLookup(num_tokens=c.num_tokens, ngram=c.ngram)
     if c.method == "ngram_pool":
@@ -87,4 +108,4 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats)
     raise ValueError(f"unknown token_speculation.method {c.method!r}: use one of {', '.join(METHODS)}")
 
 
-__all__ = ["Drafter", "DraftModel", "Goose", "NgramPool", "PromptLookup", "Recycling", "Suffix", "build", "METHODS"]
+__all__ = ["Drafter", "DraftModel", "Goose", "NgramPool", "PromptLookup", "Recycling", "Suffix", "Swift", "build", "METHODS"]
