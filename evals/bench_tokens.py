@@ -65,6 +65,12 @@ OURS = [
         "draft_model chain k=8, SpecDec++ head",
         {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "acceptance_head": "toy"},
     ),
+    # SWIFT: the target drafts with half of its middle sublayers skipped (no draft model); the layer set is
+    # searched during the warm-up problems
+    (
+        "swift (self-speculation)",
+        {"method": "swift", "skip_ratio": 0.5, "num_tokens": 8, "search_budget": 60, "context_window": 16},
+    ),
     ("goose, adaptive", {"method": "goose", "adaptive": True}),
     (
         "draft_model chain k=8, adaptive",

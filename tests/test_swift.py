@@ -42,7 +42,9 @@ def test_swift_is_lossless_and_drafts_with_fewer_layers_of_the_target_itself(tar
 
     monkeypatch.setattr("reasoner.backends.speculative.load_draft_model", no_loading)
     monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", no_loading)
-    target.drafter = build_drafter({"method": "swift", "skip_ratio": 0.5, "num_tokens": 8, "context_window": 16}, target)
+    target.drafter = build_drafter(
+        {"method": "swift", "skip_ratio": 0.5, "num_tokens": 8, "context_window": 16}, target
+    )
     calls = []  # every attention and MLP sublayer the target's module runs
     layers = target.model.model.layers
     hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for x in layers for m in (x.self_attn, x.mlp)]

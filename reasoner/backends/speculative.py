@@ -34,9 +34,7 @@ def build_drafter(config: TokenSpeculation | dict, lm) -> Drafter:
     model = None
     if config.method == "draft_model" and config.draft:
         model = load_draft_model(config.draft, lm)
-    return drafters.build(
-        config, model, lm.model.get_output_embeddings().out_features, lm.stats, target=lm.model
-    )
+    return drafters.build(config, model, lm.model.get_output_embeddings().out_features, lm.stats, target=lm.model)
 
 
 def load_draft_model(path: str, lm):

@@ -136,7 +136,10 @@ class TokenSpeculation(Section):
         "cut to skip_ratio); with search_budget: 0, the set always used",
     )
     seed: int = Field(
-        0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the drafters that sample (draft_model, ngram_pool, swift)"
+        0,
+        ge=0,
+        **at_most(2**63 - 1, SEED_WHY),
+        description="seeds the drafters that sample (draft_model, ngram_pool, swift)",
     )
 
     @model_validator(mode="after")

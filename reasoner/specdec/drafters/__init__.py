@@ -45,8 +45,10 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats,
     c = config
     if c.method == "swift":
         if target is None:
-            raise ValueError("token_speculation.method=swift drafts with the target's own layers: use a backend that "
-                             "runs the target in this process (transformers)")
+            raise ValueError(
+                "token_speculation.method=swift drafts with the target's own layers: use a backend that "
+                "runs the target in this process (transformers)"
+            )
         return Swift(
             target,
             num_tokens=c.num_tokens,
@@ -108,4 +110,15 @@ def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats,
     raise ValueError(f"unknown token_speculation.method {c.method!r}: use one of {', '.join(METHODS)}")
 
 
-__all__ = ["Drafter", "DraftModel", "Goose", "NgramPool", "PromptLookup", "Recycling", "Suffix", "Swift", "build", "METHODS"]
+__all__ = [
+    "Drafter",
+    "DraftModel",
+    "Goose",
+    "NgramPool",
+    "PromptLookup",
+    "Recycling",
+    "Suffix",
+    "Swift",
+    "build",
+    "METHODS",
+]

@@ -176,7 +176,9 @@ class Swift(Drafter):
             return
         if kind == "draft":
             self.stats.role("drafter").forward_passes += forwards
-            self.stats.count("token_spec.draft_sublayers", forwards * (2 * len(self.model.model.layers) - len(self.skipped)))
+            self.stats.count(
+                "token_spec.draft_sublayers", forwards * (2 * len(self.model.model.layers) - len(self.skipped))
+            )
         else:
             self.stats.count("token_spec.search_forwards", forwards)
 
@@ -261,4 +263,3 @@ class Swift(Drafter):
 
     def update(self, seqs, verdicts):
         self.drafted = False
-
