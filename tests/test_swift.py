@@ -145,3 +145,17 @@ def test_confidence_stop_drafts_fewer_rejected_tokens(target, prompts):
 def test_bad_swift_settings_say_what_to_change(target, config, message):
     with pytest.raises(ValueError, match=message):
         build_drafter({"method": "swift", **config}, target)
+
+
+def test_swift_sampling_follows_the_target_distribution(tmp_path):
+    """Sampled drafts carry the skipped model's distribution, and multi-step speculative sampling keeps the
+    target's: a chi-square test on the first three tokens of 4000 samples from a 4-layer tiny-vocabulary model
+    (``test_specdec_sampling``)."""
+    from test_specdec_sampling import exact_probs, p_value, sample_first_tokens, tiny_llama
+
+    path = tiny_llama(tmp_path / "deep", 0, 0.6, layers=4)
+    config = {"method": "swift", "skip": ["attn.1", "mlp.2"], "search_budget": 0, "num_tokens": 3}
+    counts, counters = sample_first_tokens((path, None), config)
+    assert 4000 // 4 < counters["token_spec.accepted_tokens"] < counters["token_spec.drafted_tokens"]
+    assert p_value(counts, exact_probs(path)) > 1e-3
+
