@@ -158,4 +158,3 @@ def test_swift_sampling_follows_the_target_distribution(tmp_path):
     counts, counters = sample_first_tokens((path, None), config)
     assert 4000 // 4 < counters["token_spec.accepted_tokens"] < counters["token_spec.drafted_tokens"]
     assert p_value(counts, exact_probs(path)) > 1e-3
-
