@@ -158,3 +158,19 @@ def test_swift_sampling_follows_the_target_distribution(tmp_path):
     counts, counters = sample_first_tokens((path, None), config)
     assert 4000 // 4 < counters["token_spec.accepted_tokens"] < counters["token_spec.drafted_tokens"]
     assert p_value(counts, exact_probs(path)) > 1e-3
+
+
+def test_bench_tokens_has_the_swift_row_without_loading_transformers_baselines(tmp_path):
+    """``reasoner bench tokens --only swift --no-hf``: plain decoding and SWIFT side by side, identical greedy output,
+    more than one token per target forward, no transformers rows (so no draft model is loaded)."""
+    import json
+
+    from reasoner.cli import main
+
+    argv = ["bench", "tokens", "--out", str(tmp_path), "--problems", "1", "--best-of-problems", "0", "--rounds", "1"]
+    argv += ["--max-tokens", "48", "--temperatures", "0", "--only", "swift", "--no-hf", "--warmup", "1"]
+    assert main([*argv, "--no-progress"]) == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "bench.json").read_text())}
+    assert set(rows) == {"plain", "swift (self-speculation)"}
+    assert all(r["identical_to_plain"] for r in rows.values())
+    assert rows["swift (self-speculation)"]["mean_accepted"] > 1.5
