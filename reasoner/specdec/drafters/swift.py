@@ -152,7 +152,7 @@ class Swift(Drafter):
             )
         self.num_tokens, self.stop_confidence, self.window = num_tokens, stop_confidence, context_window
         self.search = LayerSetSearch(self.candidates, size, seed)
-        # the starting set: a given one (then no search unless search_budget says so), or SWIFT's every other layer
+        # the starting set: the given one, or SWIFT's every other layer (search_budget: 0 keeps it for good)
         self.skipped = parse_sublayers(skip, layers) if skip else self._alternate(size)
         self.budget, self.patience = search_budget, max(1, search_budget // 3)
         self.steps = self.stale = 0
