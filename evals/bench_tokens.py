@@ -74,6 +74,12 @@ OURS = [
         "draft_model chain k=8, SpecDec++ head",
         {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "acceptance_head": "toy"},
     ),
+    # SWIFT: the target drafts with half of its middle sublayers skipped (no draft model); the layer set is
+    # searched during the warm-up problems
+    (
+        "swift (self-speculation)",
+        {"method": "swift", "skip_ratio": 0.5, "num_tokens": 8, "search_budget": 60, "context_window": 16},
+    ),
     ("goose, adaptive", {"method": "goose", "adaptive": True}),
     (
         "draft_model chain k=8, adaptive",
@@ -185,9 +191,11 @@ def run(
     pair: str = "toy",
     data: str | None = None,
     repeat: bool = False,
+    hf: bool = True,
 ) -> list[dict]:
-    """``only``: run just the configurations whose name contains one of these strings (plus the baselines).
-    ``repeat``: warm the drafters up on the timed problems themselves (repeated requests).
+    """``only``: run just the configurations whose name contains one of these strings (plus the baselines);
+    ``repeat``: warm the drafters up on the timed problems themselves (repeated requests); ``hf``: also time
+    transformers' own options (off: no draft model is loaded unless a drafter needs it).
     ``pair``: the models (``PAIRS``); a real pair reads its problems from ``data`` (the first ``problems`` timed,
     the next ``warmup`` to warm up, then the best-of-N problems)."""
     from transformers import AutoModelForCausalLM
@@ -197,7 +205,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     target_path, draft_path, _ = PAIRS[pair]
     lm = load_lm("transformers", target_path, "target", seed=seed)
-    draft = AutoModelForCausalLM.from_pretrained(resolve_path(draft_path)).eval()
+    draft = AutoModelForCausalLM.from_pretrained(resolve_path(draft_path)).eval() if hf else None
     counter = ForwardCounter(lm.model)
     first = 0 if data else seed  # a file's problems are numbered from its first line
     test = _prompts(lm, problems, first, difficulty, pair, data)
@@ -234,7 +242,7 @@ def run(
                         flush=True,
                     )
             lm.drafter = None
-            for name in HF:
+            for name in HF if hf else []:
                 result = _hf(lm, draft, counter, test, name, temperature, max_tokens, seed)
                 if name not in best or result[1] < best[name][1]:
                     best[name] = result
@@ -245,8 +253,8 @@ def run(
                         flush=True,
                     )
         plain_tps = sum(map(len, best["plain"][0])) / best["plain"][1]
-        hf_best = max(sum(map(len, best[n][0])) / best[n][1] for n in HF)
-        for name, _ in configs + [(n, None) for n in HF]:
+        hf_best = max((sum(map(len, best[n][0])) / best[n][1] for n in HF if hf), default=None)
+        for name, _ in configs + [(n, None) for n in HF if hf]:
             outs, wall, mean_accepted, drafter_forwards, drafted = best[name]
             tps = sum(map(len, outs)) / wall
             rows.append(
@@ -263,7 +271,7 @@ def run(
                     "drafted_tokens": drafted.get("drafted"),
                     "rejected_drafts": drafted.get("rejected"),
                     "speedup_vs_plain": round(tps / plain_tps, 2),
-                    "speedup_vs_best_hf": round(tps / hf_best, 2),
+                    "speedup_vs_best_hf": round(tps / hf_best, 2) if hf_best else None,
                     "identical_to_plain": (outs == best["plain"][0]) if temperature == 0 else None,
                     "accuracy": _accuracy(lm, outs, answers),
                 }
@@ -484,7 +492,7 @@ def table(rows: list[dict], setup: dict, pair: str = "toy", data: str | None = N
         lines.append(
             f"| {r['section']} | {r['method']} | {r['temperature']} | {r['tokens_per_s']} | {r['mean_accepted']:.2f} | "
             f"{r['speedup_vs_plain']:.2f}x | "
-            f"{r.get('speedup_vs_best_hf', '') and str(r['speedup_vs_best_hf']) + 'x'} | {same} | "
+            f"{(r.get('speedup_vs_best_hf') and str(r['speedup_vs_best_hf']) + 'x') or ''} | {same} | "
             f"{'' if r.get('accuracy') is None else r['accuracy']} |"
         )
     return "\n".join(lines) + "\n"
@@ -598,6 +606,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "retrieval (suffix, rasd) finds",
     )
     p.add_argument(
+        "--warmup",
+        type=count(0, 100_000, "each warm-up problem runs every stateful configuration"),
+        default=5,
+        help="problems each stateful drafter (pools, tables, SWIFT's layer search) runs before it is timed (default 5)",
+    )
+    p.add_argument("--no-hf", action="store_true", help="skip transformers' own generate, assisted and prompt lookup")
+    p.add_argument(
         "--only",
         action="append",
         default=[],
@@ -639,6 +654,8 @@ def main(args) -> None:
         pair=args.pair,
         data=args.data,
         repeat=args.repeat,
+        warmup=args.warmup,
+        hf=not args.no_hf,
     )
     print(table(rows, {"problems": args.problems, "rounds": args.rounds}, args.pair, args.data))
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

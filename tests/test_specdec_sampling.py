@@ -20,7 +20,7 @@ SAMPLES = 4000
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_llama(path, seed: int, scale: float):
+def tiny_llama(path, seed: int, scale: float, layers: int = 2):
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import WhitespaceSplit
@@ -34,7 +34,7 @@ def tiny_llama(path, seed: int, scale: float):
         vocab_size=len(VOCAB),
         hidden_size=16,
         intermediate_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=2,
         eos_token_id=1,
@@ -57,8 +57,12 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exact(models):
-    """The target's exact probability of every (t1, t2, t3) after PROMPT, at temperature 1."""
-    lm = load_lm("transformers", models[0], "target", dtype="float32")
+    return exact_probs(models[0])
+
+
+def exact_probs(path):
+    """The exact probability of every (t1, t2, t3) after PROMPT, at temperature 1, under the model at ``path``."""
+    lm = load_lm("transformers", path, "target", dtype="float32")
     V = len(VOCAB)
     pairs = torch.cartesian_prod(torch.arange(V), torch.arange(V))
     seqs = torch.cat([torch.tensor(PROMPT).repeat(V * V, 1), pairs], dim=1)

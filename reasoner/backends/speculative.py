@@ -34,7 +34,9 @@ def build_drafter(config: TokenSpeculation | dict, lm) -> Drafter:
     model = None
     if config.uses_draft_model and config.draft:
         model = load_draft_model(config.draft, lm)
-    return drafters.build(config, model, lm.model.get_output_embeddings().out_features, lm.stats, lm.tokenizer)
+    return drafters.build(
+        config, model, lm.model.get_output_embeddings().out_features, lm.stats, lm.tokenizer, target=lm.model
+    )
 
 
 def load_draft_model(path: str, lm):
@@ -79,6 +81,7 @@ class SpeculativeDecoding:
         seqs = [list(prompts[s // n]) for s in live]
         out_ids: list[list[int]] = [[] for _ in live]
         out_lps: list[list[float]] = [[] for _ in live]
+        drafter.target_cache = cache  # self-speculation drafts on the target's own KV (SWIFT)
         drafter.begin(seqs, params.temperature, params.top_p)
         goodput, slo = drafter.goodput, drafter.slo_trees
         if goodput:

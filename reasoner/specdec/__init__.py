@@ -7,7 +7,9 @@ transformers backend runs the decoding loop (``reasoner.backends.speculative``) 
 - ``adaptive``: each row's draft length chosen per step by goodput (SmartSpec);
 - ``acceptance``: SpecDec++'s trained head that ends a draft chain where the target will likely reject;
 - ``online``: Online Speculative Decoding, the draft model distilled on the target's corrections while it serves;
-- ``drafters``: prompt_lookup, draft_model, ngram_pool, suffix, recycling, goose; ``config.TokenSpeculation``.
+- ``drafters``: prompt_lookup, draft_model, ngram_pool, suffix, recycling, goose, rasd, swift;
+  ``config.TokenSpeculation``;
+  ``layer_skip``: the target run with sublayers skipped (self-speculation).
 """
 
 from .config import TokenSpeculation

@@ -13,6 +13,16 @@ from __future__ import annotations
 import torch
 
 
+def attention_mask(visible: torch.Tensor, model) -> torch.Tensor:
+    """A boolean mask [B, 1, Q, K] (True: query sees key) as ``model``'s attention implementation wants it: sdpa
+    takes booleans, eager an additive float mask."""
+    if model.config._attn_implementation == "sdpa":
+        return visible
+    return torch.zeros(visible.shape, dtype=model.dtype, device=visible.device).masked_fill_(
+        ~visible, torch.finfo(model.dtype).min
+    )
+
+
 class RaggedCache:
     def __init__(self, model, batch_size: int, device):
         from transformers import DynamicCache
@@ -46,13 +56,9 @@ class RaggedCache:
         B, Q = ids.shape
         spec = self.spec.shape[-1]
         visible = torch.cat([self.valid[:, None, :].expand(B, Q, -1), sees], dim=-1)[:, None]
-        if self.model.config._attn_implementation != "sdpa":  # eager wants an additive float mask
-            visible = torch.zeros(visible.shape, dtype=self.model.dtype, device=self.device).masked_fill_(
-                ~visible, torch.finfo(self.model.dtype).min
-            )
         out = self.model(
             input_ids=ids,
-            attention_mask=visible,
+            attention_mask=attention_mask(visible, self.model),
             position_ids=self.lengths[:, None] + depth,
             past_key_values=self.cache,
             use_cache=True,

@@ -53,13 +53,16 @@ class TokenSpeculation(Section):
     """Token-level speculative decoding inside the backend: drafted token trees verified by the generating model,
     losslessly (greedy output identical, sampled output identically distributed). See ``reasoner/specdec``."""
 
-    method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose", "rasd"] = Field(
-        description="draft_model: a smaller model; prompt_lookup: n-gram match in prompt + output; ngram_pool: "
-        "n-grams with the target's own probabilities, one pool per problem shared by its trajectories (STAND); "
-        "suffix: suffix trees over this and earlier outputs (SuffixDecoding); "
-        "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table "
-        "branches; rasd: the draft model's tree fused with suffix-tree retrieval pruned by the draft's confidence "
-        "(RASD)"
+    method: Literal["draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose", "rasd", "swift"] = (
+        Field(
+            description="draft_model: a smaller model; prompt_lookup: n-gram match in prompt + output; ngram_pool: "
+            "n-grams with the target's own probabilities, one pool per problem shared by its trajectories (STAND); "
+            "suffix: suffix trees over this and earlier outputs (SuffixDecoding); "
+            "recycling: the target's top-k successor table (Token Recycling); goose: a context-match spine plus table "
+            "branches; rasd: the draft model's tree fused with suffix-tree retrieval pruned by the draft's confidence "
+            "(RASD); swift: the target itself with some sublayers skipped, the set searched while decoding (SWIFT "
+            "self-speculation, no draft model)"
+        )
     )
     draft: str | None = Field(None, description="draft_model, rasd: the draft model's path (default: models.draft)")
     tree: Literal["chain", "dynamic"] = Field(
@@ -170,8 +173,43 @@ class TokenSpeculation(Section):
         description="judge: accept a token the target rejects when the judge's probability is at least this "
         "(above 1: never, i.e. lossless)",
     )
+    skip_ratio: float = Field(
+        0.45,
+        gt=0.0,
+        lt=1.0,
+        description="swift: fraction of the attention and MLP sublayers (all layers but the first and last) the draft "
+        "skips",
+    )
+    search_budget: int = Field(
+        1000,
+        ge=0,
+        **at_most(100_000, "each search step costs two forwards of context_window tokens"),
+        description="swift: layer-set search steps at most (one per decoding step until it stops; it also stops "
+        "after a third of them without a better set); 0: draft with the starting set only",
+    )
+    stop_confidence: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="swift: stop drafting after a token whose draft probability is below this",
+    )
+    context_window: int = Field(
+        32,
+        ge=1,
+        **at_most(4096, "the window is one forward of the skipped model per row"),
+        description="swift: recent generated tokens a proposed layer set is scored on (the search waits until every "
+        "row has generated this many)",
+    )
+    skip: list[str] | None = Field(
+        None,
+        description="swift: the starting set of skipped sublayers, e.g. [attn.3, mlp.5] (default: every other layer, "
+        "cut to skip_ratio); with search_budget: 0, the set always used",
+    )
     seed: int = Field(
-        0, ge=0, **at_most(2**63 - 1, SEED_WHY), description="seeds the drafters that sample (draft_model, ngram_pool)"
+        0,
+        ge=0,
+        **at_most(2**63 - 1, SEED_WHY),
+        description="seeds the drafters that sample (draft_model, ngram_pool, swift)",
     )
     online: OnlineDistillation | None = Field(
         None,

@@ -17,34 +17,62 @@ from .prompt_lookup import PromptLookup
 from .rasd import Rasd
 from .recycling import Recycling
 from .suffix import Suffix
+from .swift import Swift
 
-METHODS = ("draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose", "rasd")
+METHODS = ("draft_model", "prompt_lookup", "ngram_pool", "suffix", "recycling", "goose", "rasd", "swift")
 
 
 def build(
-    config: TokenSpeculation | dict, draft_model=None, vocab_size: int | None = None, stats=None, tokenizer=None
+    config: TokenSpeculation | dict,
+    draft_model=None,
+    vocab_size: int | None = None,
+    stats=None,
+    tokenizer=None,
+    target=None,
 ) -> Drafter:
     """The drafter ``config`` names. ``draft_model`` (``method: draft_model`` or ``rasd``): the loaded draft
     ``nn.Module``; ``vocab_size``: the target's logits width; ``stats``: the ``Stats`` its forward passes are
-    charged to; ``tokenizer``: the shared tokenizer (saved with an online-trained draft)."""
+    charged to; ``tokenizer``: the shared tokenizer (saved with an online-trained draft); ``target`` (``method:
+    swift``): the target ``nn.Module`` itself, which drafts with some sublayers skipped."""
     config = config if isinstance(config, TokenSpeculation) else TokenSpeculation(**config)
     if config.acceptance_head and config.method != "draft_model":
         raise ValueError(
             "token_speculation.acceptance_head reads a draft model's hidden states: use method: draft_model"
         )
-    drafter = _build(config, draft_model, vocab_size, stats, tokenizer)
+    drafter = _build(config, draft_model, vocab_size, stats, tokenizer, target)
     drafter.verification = config.verification
     drafter.judge = load_judge(config.judge, config.judge_threshold) if config.judge else None
     if config.adaptive:
-        chain = config.method == "prompt_lookup" or (config.method == "draft_model" and config.tree == "chain")
+        chain = config.method in ("prompt_lookup", "swift") or (
+            config.method == "draft_model" and config.tree == "chain"
+        )
         drafter.goodput = SmartSpec(config.num_tokens if chain else config.nodes)
     if config.slo_trees:
         drafter.slo_trees = SLOTrees(config.slo_budget)
     return drafter
 
 
-def _build(config: TokenSpeculation, draft_model, vocab_size: int | None, stats, tokenizer=None) -> Drafter:
+def _build(
+    config: TokenSpeculation, draft_model, vocab_size: int | None, stats, tokenizer=None, target=None
+) -> Drafter:
     c = config
+    if c.method == "swift":
+        if target is None:
+            raise ValueError(
+                "token_speculation.method=swift drafts with the target's own layers: use a backend that "
+                "runs the target in this process (transformers)"
+            )
+        return Swift(
+            target,
+            num_tokens=c.num_tokens,
+            skip_ratio=c.skip_ratio,
+            search_budget=c.search_budget,
+            stop_confidence=c.stop_confidence,
+            context_window=c.context_window,
+            skip=c.skip,
+            seed=c.seed,
+            stats=stats,
+        )
     if c.method == "prompt_lookup":
         return PromptLookup(num_tokens=c.num_tokens, ngram=c.ngram)
     if c.method == "ngram_pool":
@@ -110,6 +138,7 @@ __all__ = [
     "Rasd",
     "Recycling",
     "Suffix",
+    "Swift",
     "build",
     "METHODS",
 ]

@@ -20,6 +20,7 @@ class Drafter:
         None  # the longest draft any row takes this step (SmartSpec sets it); drafters that pay per token stop there
     )
     drafted = False  # whether ``draft`` ran since the last ``update`` (the goodput controller may skip it)
+    target_cache = None  # the target's ``RaggedCache`` of this batch, set by the decoding loop (SWIFT drafts on it)
 
     def begin(self, seqs: list[list[int]], temperature: float, top_p: float) -> None:
         """A new batch of rows starts; ``seqs[r]`` is row r's prompt."""
