@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from reasoner.backends import SamplingParams, load_lm
+from reasoner.backends.speculative import build_drafter
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,24 @@ def test_int8_quantization_stores_int8_linear_layers_and_still_solves():
     assert solution.answer == "19"
     with pytest.raises(RecipeError, match="quantize is a transformers backend option"):
         Recipe.load("toy-cot-vllm", ["models.target.quantize=int8"])
+
+
+def test_int8_draft_model_speculates_losslessly():
+    """``token_speculation.draft_quantize: int8`` quantizes only the drafter: its linear layers are int8, the target's
+    stay float32, and the target's verification keeps greedy output identical to plain decoding."""
+    from reasoner.recipe import Recipe, RecipeError
+
+    lm = load_lm("transformers", "toy:target", "target")
+    params = SamplingParams(temperature=0.0, max_tokens=40)
+    prompts = ["Compute 12+7*3.", "Compute (5+8)*4-9."]
+    plain = [g[0].token_ids for g in lm.generate(prompts, params)]
+    lm.drafter = build_drafter({"method": "draft_model", "draft": "toy:draft", "draft_quantize": "int8"}, lm)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in lm.drafter.model.modules())
+    assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in lm.model.modules())
+    before = lm.stats.counters.get("token_spec.accepted_tokens", 0)
+    assert [g[0].token_ids for g in lm.generate(prompts, params)] == plain
+    assert lm.stats.counters.get("token_spec.accepted_tokens", 0) > before
+    with pytest.raises(RecipeError, match="draft_quantize quantizes a draft model"):
+        Recipe.load(
+            "toy-cot-specdec", ["token_speculation.method=prompt_lookup", "token_speculation.draft_quantize=int8"]
+        )

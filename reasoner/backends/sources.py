@@ -459,3 +459,21 @@ def _file_page_releaser() -> Callable[[int, int], None]:
                 libc.madvise(start, end - start, dontneed)
 
     return release
+
+
+def quantize_linear(model, kind: str, device: str):
+    """``model`` with its linear layers quantized (``kind``: int8): weights stored as int8, activations quantized per
+    call (torch's dynamic quantization, fbgemm / onednn kernels); CPU only. Lossy: greedy tokens may differ from
+    float32. Issue 16 asked which CPU option is fastest for the real pair; docs/benchmarks.md has the measurement."""
+    if kind != "int8":
+        raise ValueError(f"quantize: {kind!r} is not an option (none | int8)")
+    if not str(device).startswith("cpu"):
+        raise ValueError(f"quantize: int8 runs on a CPU (the model is on {device}): use dtype: bfloat16 on a GPU")
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks the quantized tensor API deprecated; it still runs and is measured
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -24,7 +24,7 @@ from ..specdec.config import TokenSpeculation
 from ..specdec.drafters.base import Drafter
 from ..specdec.tree import DraftTree
 from ..specdec.verify import verify
-from .sources import make_resident, resolve_path
+from .sources import make_resident, quantize_linear, resolve_path
 
 
 def build_drafter(config: TokenSpeculation | dict, lm) -> Drafter:
@@ -34,6 +34,8 @@ def build_drafter(config: TokenSpeculation | dict, lm) -> Drafter:
     model = None
     if config.uses_draft_model and config.draft:
         model = load_draft_model(config.draft, lm)
+        if config.draft_quantize != "none":
+            model = quantize_linear(model, config.draft_quantize, lm.device)
     return drafters.build(
         config, model, lm.model.get_output_embeddings().out_features, lm.stats, lm.tokenizer, target=lm.model
     )

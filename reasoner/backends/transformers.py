@@ -28,7 +28,7 @@ from ..core.stats import RoleStats
 from .common import Backend, make_generation, score_pairs, single_token_ids
 from .continuous import MIX_PADDING, ContinuousBatch, GenerateRequest
 from .prefix_cache import Entry, PrefixCache
-from .sources import make_resident, resolve_dtype
+from .sources import make_resident, quantize_linear, resolve_dtype
 from .speculative import SpeculativeDecoding, build_drafter
 
 log = logging.getLogger(__name__)
@@ -40,23 +40,6 @@ class _Batch:
 
     def __init__(self, ids, mask, positions, cached: list[int], entries: list[Entry | None]):
         self.ids, self.mask, self.positions, self.cached, self.entries = ids, mask, positions, cached, entries
-
-
-def quantize_linear(model, kind: str, device: str):
-    """``model`` with its linear layers quantized (``kind``: int8): weights stored as int8, activations quantized per
-    call (torch's dynamic quantization, fbgemm / onednn kernels); CPU only. Lossy: greedy tokens may differ from
-    float32. Issue 16 asked which CPU option is fastest for the real pair; docs/benchmarks.md has the measurement."""
-    if kind != "int8":
-        raise ValueError(f"quantize: {kind!r} is not an option (none | int8)")
-    if not str(device).startswith("cpu"):
-        raise ValueError(f"quantize: int8 runs on a CPU (the model is on {device}): use dtype: bfloat16 on a GPU")
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():  # torch marks the quantized tensor API deprecated; it still runs and is measured
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class TransformersLM(SpeculativeDecoding, Backend):

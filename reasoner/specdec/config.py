@@ -211,6 +211,12 @@ class TokenSpeculation(Section):
         **at_most(2**63 - 1, SEED_WHY),
         description="seeds the drafters that sample (draft_model, ngram_pool, swift)",
     )
+    draft_quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="draft_model, rasd: int8 quantizes the draft model's linear layers on a CPU (the target still "
+        "verifies at full precision, so output stays lossless; only acceptance may change). On the real pair it made "
+        "the 0.5B drafter cheap enough to pay at batch 1 (docs/benchmarks.md)",
+    )
     online: OnlineDistillation | None = Field(
         None,
         description="draft_model: Online Speculative Decoding, the draft distilled from the target's distributions "
@@ -223,6 +229,16 @@ class TokenSpeculation(Section):
             raise ValueError(
                 f"token_speculation.online trains a draft model: use method: draft_model (got {self.method}) or "
                 "remove online"
+            )
+        if self.online is not None and self.draft_quantize != "none":
+            raise ValueError(
+                "token_speculation.online trains the draft's weights, which int8 quantization freezes: use "
+                "draft_quantize: none with online"
+            )
+        if self.draft_quantize != "none" and not self.uses_draft_model:
+            raise ValueError(
+                f"token_speculation.draft_quantize quantizes a draft model: use method: draft_model or rasd (got "
+                f"{self.method}) or remove draft_quantize"
             )
         return self
 
