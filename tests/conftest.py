@@ -67,3 +67,13 @@ def folder_bytes(folder) -> dict:
 
     root = Path(folder)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_main(argv: list[str]) -> int:
+    """``reasoner`` with ``argv`` in this process; its exit code (argparse's exits included)."""
+    from reasoner.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse exits; the process would exit with this code
+        return e.code

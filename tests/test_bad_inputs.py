@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FINISHED_SUITE, folder_bytes
+from conftest import FINISHED_SUITE, folder_bytes, run_main
 
 EVAL = ["eval", "--recipe", "toy-cot", *FINISHED_SUITE, "--out", "{run}", "--no-progress"]
 MATH = ["--suite", "math500", "--data"]
@@ -225,15 +225,6 @@ def files(tmp_path_factory, finished_run):
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
         paths[name] = str(path)
     return paths
-
-
-def run_main(argv: list[str]) -> int:
-    from reasoner.cli import main
-
-    try:
-        return main(argv)
-    except SystemExit as e:  # argparse exits; the process would exit with this code
-        return e.code
 
 
 def test_the_list_is_long_enough():

@@ -12,10 +12,10 @@ import math
 import random
 
 import pytest
+from conftest import run_main
 
 import prompts
 from reasoner.backends.common import Backend
-from reasoner.cli import main
 from reasoner.core.lm import Output
 from reasoner.core.stats import RoleStats
 from reasoner.toy import model_path
@@ -111,11 +111,7 @@ def test_training_on_outcomes_alone_gives_step_scores_a_recipe_loads(tmp_path):
 
 
 def _err(capsys, *argv) -> tuple[int, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip()
+    return run_main(list(argv)), capsys.readouterr().err.strip()
 
 
 def test_a_bad_beta_is_one_line_exit_2(tmp_path, capsys):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_main
 
 from evals.prm_train import lambda_returns, td_rows
-from reasoner.cli import main
 
 VALUES = [0.2, 0.4, 0.6, 0.9]  # the model's value of the state after each of four steps
 
@@ -49,11 +49,7 @@ def test_the_td_trained_verifier_scores_sibling_paraphrases_more_alike(tmp_path)
 
 
 def _err(capsys, *argv) -> tuple[int, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip()
+    return run_main(list(argv)), capsys.readouterr().err.strip()
 
 
 @pytest.mark.parametrize(

@@ -15,21 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FINISHED_SUITE, folder_bytes
+from conftest import FINISHED_SUITE, folder_bytes, run_main
 
 from evals.runner import LOCK_FILE, evaluate, summarize
 from reasoner.core.errors import PromptTooLong
 from reasoner.core.lm import SamplingParams, check_context
 from reasoner.recipe import Recipe
-
-
-def run_main(argv: list[str]) -> int:
-    from reasoner.cli import main
-
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return e.code
 
 
 def one_error_line(capsys) -> str:
