@@ -209,6 +209,29 @@ def load_backbone(base: str, dtype, labels: int):
     return model, tokenizer
 
 
+def warmup_cosine(opt, steps: int):
+    """The learning-rate schedule of every PRM objective: linear warm-up over the first tenth (at most 30 steps),
+    then a cosine from 1 down to 0.1 of the base rate."""
+    import torch
+
+    warm = max(1, min(30, steps // 10))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    )
+
+
+def optimizer_step(loss, model, opt, sched, running: float | None) -> float:
+    """One update from ``loss`` (gradients clipped to norm 1); returns the running mean of the loss."""
+    import torch
+
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+
+
 def train(
     data: str | Path,
     out: str | Path,
@@ -277,10 +300,7 @@ def train(
         {"params": [p for n, p in model.named_parameters() if n in head], "lr": head_lr, "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.98))
-    warm = max(1, min(30, steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    )
+    sched = warmup_cosine(opt, steps)
     model.train()
     running = None
     targets = train_rows
@@ -299,12 +319,7 @@ def train(
         if reference is not None:
             dense = F.binary_cross_entropy_with_logits(v[inside], token_likelihood(reference, ids, mask)[inside])
             loss = loss + likelihood_weight * dense
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        running = optimizer_step(loss, model, opt, sched, running)
         bar.set_postfix(loss=f"{running:.4f}")
     bar.close()
     train_seconds = time.time() - start
@@ -476,10 +491,7 @@ def train_implicit(
         template = dataclasses.replace(template, step_delimiter=meta["step_delimiter"])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
-    warm = max(1, min(30, steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    )
+    sched = warmup_cosine(opt, steps)
     model.train()
     running = None
     bar = tqdm(range(steps), desc="prm train (implicit)", unit="step", disable=not progress, dynamic_ncols=True)
@@ -488,12 +500,7 @@ def train_implicit(
         ids, mask, step_of = implicit_encode(tokenizer, template, chosen, pad)
         reward = beta * token_log_ratios(model, ref, ids, mask, step_of).sum(dim=1)
         loss = F.binary_cross_entropy_with_logits(reward, torch.tensor([outcome(r) for r in chosen]))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        running = optimizer_step(loss, model, opt, sched, running)
         bar.set_postfix(loss=f"{running:.4f}")
     bar.close()
     train_seconds = time.time() - start
