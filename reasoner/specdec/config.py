@@ -230,6 +230,10 @@ class TokenSpeculation(Section):
                 f"token_speculation.online trains a draft model: use method: draft_model (got {self.method}) or "
                 "remove online"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _draft_quantize_needs_a_model(self):
         if self.online is not None and self.draft_quantize != "none":
             raise ValueError(
                 "token_speculation.online trains the draft's weights, which int8 quantization freezes: use "
