@@ -85,6 +85,11 @@ OURS = [
         "draft_model chain k=8, adaptive",
         {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "adaptive": True},
     ),
+    # a CPU option: the draft's linear layers in int8, the target verifying in float32 (lossless)
+    (
+        "draft_model chain k=8, int8 draft",
+        {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "draft_quantize": "int8"},
+    ),
     # Judge Decoding (lossy: compare its accuracy): the toy judge reads toy:target's hidden states, so toy pair only
     ("draft_model chain k=8, judge", {"method": "draft_model", "draft": "toy:draft", "num_tokens": 8, "judge": "toy"}),
     (
