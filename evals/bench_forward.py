@@ -3,6 +3,7 @@ step, the number that decides whether token speculation can pay on a machine (do
 speculation on the real pair").
 
     python -m evals.bench_forward MODEL [MODEL ...] [--tokens 1,2,3,5,9,17] [--prefix 200] [--threads 1]
+        [--quantize int8]
 
 Per model: batch 1, a cached prefix of random tokens, then one forward over n new tokens, fastest of 3.
 """
@@ -18,13 +19,18 @@ import torch
 from evals.args import numbers
 
 
-def forward_seconds(name: str, tokens: list[int], prefix: int = 200, repeats: int = 3) -> list[float]:
-    """Seconds of one forward of model ``name`` over each count of new tokens after a cached ``prefix``."""
+def forward_seconds(
+    name: str, tokens: list[int], prefix: int = 200, repeats: int = 3, quantize: str | None = None
+) -> list[float]:
+    """Seconds of one forward of model ``name`` (its linear layers int8 with ``quantize="int8"``) over each count of
+    new tokens after a cached ``prefix``."""
     from transformers import AutoModelForCausalLM, DynamicCache
 
-    from reasoner.backends.sources import resolve_path
+    from reasoner.backends.sources import quantize_linear, resolve_path
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_path(name)).eval()
+    model = AutoModelForCausalLM.from_pretrained(resolve_path(name), dtype=torch.float32).eval()
+    if quantize:
+        model = quantize_linear(model, quantize, "cpu")
     vocab = model.config.vocab_size
     out = []
     with torch.inference_mode():
@@ -47,6 +53,7 @@ def main() -> None:
     p.add_argument("--tokens", default="1,2,3,5,9,17", help="new tokens per forward (comma-separated)")
     p.add_argument("--prefix", type=int, default=200, help="cached prefix tokens (default 200)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 linear layers (CPU; default float32)")
     args = p.parse_args()
     try:
         tokens = [int(t) for t in numbers(args.tokens, "--tokens", "1,2,3,5,9,17")]
@@ -57,8 +64,9 @@ def main() -> None:
     print("| model | " + " | ".join(f"{n} tokens" for n in tokens) + " |")
     print("|---|" + "---|" * len(tokens))
     for name in args.models:
-        secs = forward_seconds(name, tokens, args.prefix)
-        print(f"| {name} | " + " | ".join(f"{s:.3f} s ({s / secs[0]:.2f}x)" for s in secs) + " |", flush=True)
+        secs = forward_seconds(name, tokens, args.prefix, quantize=args.quantize)
+        label = f"{name} ({args.quantize})" if args.quantize else name
+        print(f"| {label} | " + " | ".join(f"{s:.3f} s ({s / secs[0]:.2f}x)" for s in secs) + " |", flush=True)
 
 
 if __name__ == "__main__":
