@@ -77,9 +77,11 @@ def run(
     pair: str = "toy",
     data: str | None = None,
     configs: list[tuple[str, str, list[str]]] | None = None,
+    quantize: str | None = None,
 ) -> list[dict]:
     """Run ``configs`` (default: the ``pair``'s; the first is the baseline, one labelled "draft CoT" the ceiling)
-    on the same problems: the JSONL file ``data`` when given, else the toy suite (``seed``, ``difficulty``)."""
+    on the same problems: the JSONL file ``data`` when given, else the toy suite (``seed``, ``difficulty``);
+    ``quantize`` (int8) applies to every model of every configuration, the baselines' included."""
     if configs is None and pair not in PAIRS:
         raise ValueError(f"unknown pair {pair!r}: choose one of {', '.join(PAIRS)}")
     check_pair_data(pair, data)
@@ -107,6 +109,10 @@ def run(
             if progress:
                 print(f"== {label}" + (f" (run {k + 1} of {repeats})" if repeats > 1 else ""), flush=True)
             recipe = Recipe.load(recipe_name, suite + overrides)
+            if quantize:
+                roles = [r for r in ("draft", "target") if getattr(recipe.models, r) is not None]
+                quantized = [f"models.{r}.quantize={quantize}" for r in roles]
+                recipe = Recipe.load(recipe_name, suite + overrides + quantized)
             s = evaluate(recipe, folder, limit=limit, batch_size=batch_size, progress=progress, window=window)
             runs[label].append(_row(label, recipe_name, recipe, s, _steps(folder)))
     rows = []
@@ -137,6 +143,7 @@ def run(
         "threads": threads,
         "repeats": repeats,
         "lookahead_steps": lookahead_steps,
+        "quantize": quantize,
     }
     (out / "bench.json").write_text(json.dumps({"setup": meta, "rows": rows}, indent=2) + "\n")
     (out / "bench.md").write_text(table(rows, meta))
@@ -206,6 +213,7 @@ def table(rows: list[dict], meta: dict) -> str:
         "served by its prefix cache) over every step written"
         + (f"; each row the median of {meta['repeats']} runs, round-robin" if meta.get("repeats", 1) > 1 else "")
         + (f"; lookahead steps {meta['lookahead_steps']}" if meta.get("lookahead_steps") is not None else "")
+        + (f"; every model's linear layers {meta['quantize']}" if meta.get("quantize") else "")
         + ".\n"
     )
     return head + "\n".join(lines) + "\n" + note
@@ -288,6 +296,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="toy: the toy world's suite; qwen-coder: the real Qwen2.5-Coder pair's recipes on --data (default toy)",
     )
     p.add_argument("--data", default=None, help="a local JSONL file of problems (required for a real pair)")
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="int8 linear layers for every model of every configuration (CPU; default: as the recipes say)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -308,6 +322,7 @@ def main(args) -> None:
         args.window,
         args.pair,
         args.data,
+        quantize=args.quantize,
     )
     print((out / "bench.md").read_text())
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

@@ -165,3 +165,17 @@ def test_a_calibrated_recipe_is_written_to_a_new_file_only(tmp_path):
     with pytest.raises(FileExistsError):
         write_recipe("toy-likelihood", [], 0.5, path, "again")
     assert Recipe.load(str(path)).step_speculation.threshold == 0.3
+
+
+def test_bench_steps_quantize_applies_to_every_model_of_every_configuration(tmp_path):
+    import yaml
+
+    from evals.bench_steps import run
+
+    configs = [("target CoT", "toy-cot", []), ("draft CoT", "toy-cot-draft", []), ("l", "toy-likelihood", [])]
+    rows = run(tmp_path, 2, batch_size=2, progress=False, model_workers="thread", configs=configs, quantize="int8")
+    assert [r["n"] for r in rows] == [2, 2, 2]
+    for folder, roles in (("target_CoT", {"target"}), ("draft_CoT", {"draft"}), ("l", {"draft", "target"})):
+        models = yaml.safe_load((tmp_path / "runs" / folder / "recipe.yaml").read_text())["models"]
+        assert {r for r, m in models.items() if m and m.get("quantize") == "int8"} == roles
+    assert "int8" in (tmp_path / "bench.md").read_text()
