@@ -175,6 +175,20 @@ def test_a_call_or_tests_that_never_end_time_out(program, tests):
     assert r.seconds < 1.5 + 10
 
 
+def test_a_judge_that_gives_up_waiting_reports_a_time_out_not_an_early_exit(monkeypatch):
+    """On a starved machine the judge's deadline can pass while the program still runs; the judge then closes the
+    channel and the program's process exits 0. That is a time-out, not the program ending early."""
+    import time as real_time
+    import types
+
+    import verifiers.code as code
+
+    late = types.SimpleNamespace(monotonic=lambda: real_time.monotonic() - 8)  # the judge's deadline already passed
+    monkeypatch.setattr(code, "time", late)
+    r = check("def f():\n    return 1\n", "assert f() == 1\n", 3)
+    assert not r.passed and r.reason == "timed out after 3s: the tests did not finish", r.reason
+
+
 def test_a_judge_that_cannot_run_raises_instead_of_failing_every_program(monkeypatch):
     import verifiers.code
 
@@ -188,3 +202,20 @@ def test_broken_source_is_a_verdict_not_a_crash():
     surrogate = check('x = "\ud800"\n', "assert len(x) == 1\n", 5)  # a lone surrogate, as a model's answer can hold
     assert not surrogate.passed and "surrogates not allowed" in surrogate.reason
     assert "the tests do not compile" in check("x = 1\n", 'assert x == "\ud800"\n', 5).reason
+
+
+def test_the_workers_script_is_built_without_parsing_a_file(monkeypatch):
+    """``inspect.getsource`` of a class parses the whole file with ``ast``, and CPython 3.11's parser fails when
+    another thread parses at once (seen as "AST constructor recursion depth mismatch" in a code verifier's thread
+    while math-verify parsed in another): the worker's script must come without a parse."""
+    import ast
+
+    import verifiers.code as code
+
+    code._built_worker_source.cache_clear()
+    parses, parse = [], ast.parse
+    monkeypatch.setattr(ast, "parse", lambda *a, **k: parses.append(a) or parse(*a, **k))
+    source = code._worker_source()
+    monkeypatch.undo()
+    assert parses == [] and "class _NonLiteral" in source and source.rstrip().endswith("_worker_main()")
+    compile(source, "worker", "exec")

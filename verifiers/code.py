@@ -61,6 +61,7 @@ CHANNELS = ("safe", "shared")
 _LIMITS = Limits()  # the default (a module-level instance: ruff B008)
 SHARED_PRAGMA = re.compile(r"\s*#\s*checker:\s*shared\b")
 MESSAGE_BYTES = 16 << 20  # the largest answer the judge reads from the program
+_NO_ANSWER = "the program did not answer in time"
 JUDGE_GRACE_S = 5.0  # after the deadline, how long the judge may still take to write its verdict
 SHARED_HINT = (
     " (the safe checker passes only literal values between the tests and the program; tests that need the"
@@ -262,9 +263,11 @@ def _check_safe(program: str, tests: str, timeout_s: float, limits: Limits) -> C
             raise RuntimeError(f"the checker's judge process failed (exit {judge.returncode}):\n{judge_log[-2000:]}")
         if judge.returncode < 0:
             return result(False, f"the tests' process was killed by {signal.Signals(-judge.returncode).name}")
-    if verdict is None and killed and not run.timed_out and run.signal is None and not run.output_exceeded:
-        # the program ended on its own, but the tests did not finish in time (slow tests, or a starved machine):
-        # a time-out, not the program exiting early
+    ran_out = verdict is None and killed  # the judge wrote nothing in time
+    # or it stopped waiting for an answer: closing the channel then ends the worker (EOF, or a broken pipe)
+    ran_out |= verdict is not None and verdict.get("reason") == _NO_ANSWER
+    if ran_out and not run.timed_out and run.signal is None and not run.output_exceeded:
+        # the tests did not finish in time (slow tests, or a starved machine): a time-out, not an early exit
         return result(False, f"timed out after {timeout_s:g}s: the tests did not finish")
     return result(False, _ended_early(run, timeout_s, limits, stderr))
 
@@ -501,9 +504,8 @@ _SOURCE_LOCK = threading.Lock()
 
 def _worker_source() -> str:
     """The worker's script: the wire functions and ``_worker_main``, from this file's own source (built on first
-    use: the judge, which imports this module too, never needs it). Built under a lock: ``inspect.getsource`` parses
-    the file, and CPython 3.11's parser fails when threads parse at once ("AST constructor recursion depth
-    mismatch"), which code verifiers checking programs in a thread pool did."""
+    use: the judge, which imports this module too, never needs it), once, under a lock: code verifiers check
+    programs from a thread pool."""
     with _SOURCE_LOCK:
         return _built_worker_source()
 
@@ -513,10 +515,21 @@ def _built_worker_source() -> str:
     import inspect
 
     return "\n\n".join(
-        ["import re", f"_WIRE_DEPTH = {_WIRE_DEPTH}"]
-        + [inspect.getsource(f) for f in (_NonLiteral, _to_wire, _from_wire, _describe, _worker_main)]
+        ["import re", f"_WIRE_DEPTH = {_WIRE_DEPTH}", _class_source(_NonLiteral)]
+        + [inspect.getsource(f) for f in (_to_wire, _from_wire, _describe, _worker_main)]
         + ["_worker_main()\n"]
     )
+
+
+def _class_source(cls: type) -> str:
+    """A top-level class's source, found by its ``class`` line: ``inspect.getsource`` parses the whole file with
+    ``ast`` for a class (not for a function), and CPython 3.11's parser fails when another thread parses at the same
+    time ("AST constructor recursion depth mismatch"; sympy's ``parse_expr`` in math-verify's thread does)."""
+    import inspect
+
+    lines = inspect.getsourcelines(sys.modules[cls.__module__])[0]
+    start = next(i for i, line in enumerate(lines) if re.match(rf"class {cls.__name__}\b", line))
+    return "".join(inspect.getblock(lines[start:]))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -581,7 +594,7 @@ class _Program:
                 raise self.broke(f"the program's answer is over {MESSAGE_BYTES >> 20} MiB")
             left = self.deadline - time.monotonic()
             if left <= 0 or not select.select([self.answers], [], [], left)[0]:
-                raise self.broke("the program did not answer in time", gone=True)
+                raise self.broke(_NO_ANSWER, gone=True)
             chunk = os.read(self.answers, 1 << 20)
             if not chunk:
                 raise self.broke("the program ended", gone=True)
