@@ -3,7 +3,7 @@ step, the number that decides whether token speculation can pay on a machine (do
 speculation on the real pair").
 
     python -m evals.bench_forward MODEL [MODEL ...] [--tokens 1,2,3,5,9,17] [--prefix 200] [--threads 1]
-        [--quantize int8]
+        [--quantize int8|fp16]
 
 Per model: batch 1, a cached prefix of random tokens, then one forward over n new tokens, fastest of 3.
 """
@@ -22,7 +22,7 @@ from evals.args import numbers
 def forward_seconds(
     name: str, tokens: list[int], prefix: int = 200, repeats: int = 3, quantize: str | None = None
 ) -> list[float]:
-    """Seconds of one forward of model ``name`` (its linear layers int8 with ``quantize="int8"``) over each count of
+    """Seconds of one forward of model ``name`` (its linear layers int8 or fp16 with ``quantize``) over each count of
     new tokens after a cached ``prefix``."""
     from transformers import AutoModelForCausalLM, DynamicCache
 
@@ -53,7 +53,9 @@ def main() -> None:
     p.add_argument("--tokens", default="1,2,3,5,9,17", help="new tokens per forward (comma-separated)")
     p.add_argument("--prefix", type=int, default=200, help="cached prefix tokens (default 200)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 linear layers (CPU; default float32)")
+    p.add_argument(
+        "--quantize", choices=["int8", "fp16"], default=None, help="int8 or fp16 linear layers (CPU; default float32)"
+    )
     args = p.parse_args()
     try:
         tokens = [int(t) for t in numbers(args.tokens, "--tokens", "1,2,3,5,9,17")]

@@ -81,7 +81,7 @@ def run(
 ) -> list[dict]:
     """Run ``configs`` (default: the ``pair``'s; the first is the baseline, one labelled "draft CoT" the ceiling)
     on the same problems: the JSONL file ``data`` when given, else the toy suite (``seed``, ``difficulty``);
-    ``quantize`` (int8) applies to every model of every configuration, the baselines' included."""
+    ``quantize`` (int8 | fp16) applies to every model of every configuration, the baselines' included."""
     if configs is None and pair not in PAIRS:
         raise ValueError(f"unknown pair {pair!r}: choose one of {', '.join(PAIRS)}")
     check_pair_data(pair, data)
@@ -298,9 +298,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="a local JSONL file of problems (required for a real pair)")
     p.add_argument(
         "--quantize",
-        choices=["int8"],
+        choices=["int8", "fp16"],
         default=None,
-        help="int8 linear layers for every model of every configuration (CPU; default: as the recipes say)",
+        help="int8 or fp16 linear layers for every model of every configuration (CPU; default: as the recipes say)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -73,10 +73,11 @@ class ModelConfig(Section):
         description="openai: the served model's context in tokens, prompts checked against it (default: the "
         "max_model_len the server's /v1/models reports; unknown: prompts go unchecked)",
     )
-    quantize: Literal["none", "int8"] = Field(
+    quantize: Literal["none", "int8", "fp16"] = Field(
         "none",
-        description="transformers on a CPU: int8 quantizes every linear layer's weights, activations quantized on the "
-        "fly (torch dynamic quantization; lossy: tokens may differ from float32; see docs/benchmarks.md for its speed)",
+        description="transformers on a CPU: every linear layer's weights stored as int8 (activations quantized on the "
+        "fly; fastest, lossy: tokens may differ from float32) or fp16 (next tokens as float32's, ~3x faster linear "
+        "layers); torch dynamic quantization, see docs/benchmarks.md for speed and fidelity",
     )
     prefix_cache_tokens: int = Field(
         32768,

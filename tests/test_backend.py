@@ -158,8 +158,9 @@ def test_bad_inputs_are_named(toy_draft, tmp_path):
 
 
 def test_int8_quantization_stores_int8_linear_layers_and_still_solves():
-    """``quantize: int8`` (the CPU speed option of issue 16): every linear layer runs int8 weights, and the toy
-    target still solves what it solves in float32 (lossy in general; on this problem the answer holds)."""
+    """``quantize: int8`` (the CPU speed option of issue 16): every linear layer runs int8 weights with a scale per
+    output channel (per-tensor scales moved the real model's tokens further), and the toy target still solves what it
+    solves in float32 (lossy in general; on this problem the answer holds)."""
     from reasoner import Reasoner
     from reasoner.recipe import Recipe, RecipeError
 
@@ -167,10 +168,26 @@ def test_int8_quantization_stores_int8_linear_layers_and_still_solves():
     linear = [m for m in lm.model.modules() if isinstance(m, torch.nn.Linear)]
     quantized = [m for m in lm.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
     assert quantized and not linear
+    assert {m.weight().qscheme() for m in quantized} == {torch.per_channel_affine}
     solution = Reasoner("toy-cot", ["models.target.quantize=int8"]).solve("Compute 12+7.")
     assert solution.answer == "19"
     with pytest.raises(RecipeError, match="quantize is a transformers backend option"):
         Recipe.load("toy-cot-vllm", ["models.target.quantize=int8"])
+
+
+def test_fp16_weights_decode_as_float32_does():
+    """``quantize: fp16`` stores every linear layer's weights as float16 and keeps activations float32: the CPU option
+    that is faster than float32 without changing the tokens, so greedy output equals float32's, row by row."""
+    prompts = ["Compute 12+7*3.", "Compute (5+8)*4-9.", "Compute 3*3*3."]
+    params = SamplingParams(temperature=0.0, max_tokens=40)
+    plain = [g[0].token_ids for g in load_lm("transformers", "toy:target", "target").generate(prompts, params)]
+    lm = load_lm("transformers", "toy:target", "target", quantize="fp16")
+    quantized = [m for m in lm.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert quantized and not [m for m in lm.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert {m._packed_params.dtype for m in quantized} == {torch.float16}
+    assert [g[0].token_ids for g in lm.generate(prompts, params)] == plain
+    with pytest.raises(ValueError, match=r"quantize: 'int4' is not an option \(none \| int8 \| fp16\)"):
+        load_lm("transformers", "toy:target", "target", quantize="int4")
 
 
 def test_int8_draft_model_speculates_losslessly():

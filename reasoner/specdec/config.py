@@ -211,11 +211,11 @@ class TokenSpeculation(Section):
         **at_most(2**63 - 1, SEED_WHY),
         description="seeds the drafters that sample (draft_model, ngram_pool, swift)",
     )
-    draft_quantize: Literal["none", "int8"] = Field(
+    draft_quantize: Literal["none", "int8", "fp16"] = Field(
         "none",
-        description="draft_model, rasd: int8 quantizes the draft model's linear layers on a CPU (the target still "
-        "verifies at full precision, so output stays lossless; only acceptance may change). On the real pair it made "
-        "the 0.5B drafter cheap enough to pay at batch 1 (docs/benchmarks.md)",
+        description="draft_model, rasd: int8 or fp16 weights for the draft model's linear layers on a CPU (the target "
+        "still verifies at full precision, so output stays lossless; only acceptance may change). On the real pair "
+        "int8 made the 0.5B drafter cheap enough to pay at batch 1 (docs/benchmarks.md)",
     )
     online: OnlineDistillation | None = Field(
         None,
@@ -236,7 +236,7 @@ class TokenSpeculation(Section):
     def _draft_quantize_needs_a_model(self):
         if self.online is not None and self.draft_quantize != "none":
             raise ValueError(
-                "token_speculation.online trains the draft's weights, which int8 quantization freezes: use "
+                "token_speculation.online trains the draft's weights, which quantization freezes: use "
                 "draft_quantize: none with online"
             )
         if self.draft_quantize != "none" and not self.uses_draft_model:
