@@ -139,12 +139,16 @@ def main(argv=None) -> None:
                 file=sys.stderr,
             )
             sys.exit(2)
-        problems = load_suite(SuiteConfig(name="gsm8k", data=args.data))[: args.fidelity]
+        try:
+            problems = load_suite(SuiteConfig(name="gsm8k", data=args.data))[: args.fidelity]
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         r = fidelity(args.model, args.quantize, [p.text for p in problems], args.tokens)
         print(
             f"{args.model} {args.quantize} against float32, {len(problems)} problems, {r['positions']} positions: "
             f"top-1 agreement {r['alone'][0]:.3f} alone / {r['batch'][0]:.3f} in the batch; "
-            f"KL {r['alone'][1]:.4f} / {r['batch'][1]:.4f} nats"
+            f"KL {r['alone'][1]:.3g} / {r['batch'][1]:.3g} nats"
         )
         return
     batches = [int(b) for b in args.batches.split(",")]

@@ -18,11 +18,17 @@ def test_fidelity_tells_lossless_fp16_from_lossy_int8():
         assert int8[where][1] > 10 * fp16[where][1] >= 0
 
 
-def test_fidelity_without_a_quantize_option_or_data_is_one_line_and_exit_2(tmp_path):
+def test_fidelity_without_a_quantize_option_or_good_data_is_one_line_and_exit_2(tmp_path):
     data = tmp_path / "g.jsonl"
     data.write_text(json.dumps({"question": "Compute 1+1.", "answer": "#### 2"}) + "\n")
-    for args in (["--fidelity", "2", "--data", str(data)], ["--fidelity", "2", "--quantize", "int8"]):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "Compute 1+1."}) + "\n")
+    for args, named in (
+        (["--fidelity", "2", "--data", str(data)], "--fidelity"),
+        (["--fidelity", "2", "--quantize", "int8"], "--fidelity"),
+        (["--fidelity", "2", "--quantize", "int8", "--data", str(bad)], "answer"),
+    ):
         r = subprocess.run(
             [sys.executable, "-m", "evals.bench_models", "toy:target", *args], capture_output=True, text=True
         )
-        assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--fidelity" in r.stderr
+        assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and named in r.stderr, r.stderr
