@@ -78,10 +78,13 @@ def run(
     data: str | None = None,
     configs: list[tuple[str, str, list[str]]] | None = None,
     quantize: str | None = None,
+    overrides: list[str] | None = None,
 ) -> list[dict]:
     """Run ``configs`` (default: the ``pair``'s; the first is the baseline, one labelled "draft CoT" the ceiling)
     on the same problems: the JSONL file ``data`` when given, else the toy suite (``seed``, ``difficulty``);
-    ``quantize`` (int8 | fp16) applies to every model of every configuration, the baselines' included."""
+    ``quantize`` (int8 | fp16) applies to every model of every configuration, the baselines' included, and so do
+    ``overrides`` (recipe overrides, before each configuration's own; bench.md lists them)."""
+    common = list(overrides or [])
     if configs is None and pair not in PAIRS:
         raise ValueError(f"unknown pair {pair!r}: choose one of {', '.join(PAIRS)}")
     check_pair_data(pair, data)
@@ -102,17 +105,17 @@ def run(
         )  # warm-up
     runs: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
     for k in range(repeats):
-        for label, recipe_name, overrides in configs:
+        for label, recipe_name, own in configs:
             folder = out / "runs" / label.replace(" ", "_").replace(">=", "ge")
             if repeats > 1:
                 folder = folder / f"run{k + 1}"
             if progress:
                 print(f"== {label}" + (f" (run {k + 1} of {repeats})" if repeats > 1 else ""), flush=True)
-            recipe = Recipe.load(recipe_name, suite + overrides)
+            recipe = Recipe.load(recipe_name, suite + common + own)
             if quantize:
                 roles = [r for r in ("draft", "target") if getattr(recipe.models, r) is not None]
                 quantized = [f"models.{r}.quantize={quantize}" for r in roles]
-                recipe = Recipe.load(recipe_name, suite + overrides + quantized)
+                recipe = Recipe.load(recipe_name, suite + common + own + quantized)
             s = evaluate(recipe, folder, limit=limit, batch_size=batch_size, progress=progress, window=window)
             runs[label].append(_row(label, recipe_name, recipe, s, _steps(folder)))
     rows = []
@@ -144,6 +147,7 @@ def run(
         "repeats": repeats,
         "lookahead_steps": lookahead_steps,
         "quantize": quantize,
+        "overrides": common,
     }
     (out / "bench.json").write_text(json.dumps({"setup": meta, "rows": rows}, indent=2) + "\n")
     (out / "bench.md").write_text(table(rows, meta))
@@ -214,6 +218,7 @@ def table(rows: list[dict], meta: dict) -> str:
         + (f"; each row the median of {meta['repeats']} runs, round-robin" if meta.get("repeats", 1) > 1 else "")
         + (f"; lookahead steps {meta['lookahead_steps']}" if meta.get("lookahead_steps") is not None else "")
         + (f"; every model's linear layers {meta['quantize']}" if meta.get("quantize") else "")
+        + (f"; in every row: {', '.join(meta['overrides'])}" if meta.get("overrides") else "")
         + ".\n"
     )
     return head + "\n".join(lines) + "\n" + note

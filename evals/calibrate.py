@@ -36,11 +36,11 @@ GRIDS = {
 }
 
 
-def configs(recipes: dict[str, Recipe], grids: dict[str, list[float]], overrides: list[str]) -> list[tuple]:
+def configs(recipes: dict[str, Recipe], grids: dict[str, list[float]]) -> list[tuple]:
     """The sweep's runs: baseline (the first recipe's target alone), ceiling (its draft alone), then each recipe at
-    each of its thresholds."""
+    each of its thresholds (the sweep's --set overrides go to every run, before these)."""
     first = next(iter(recipes))
-    alone = [*overrides, "step_speculation=null"]
+    alone = ["step_speculation=null"]
     named = len(recipes) > 1
     return [
         ("target CoT", first, [*alone, "search.policy=target"]),
@@ -49,7 +49,7 @@ def configs(recipes: dict[str, Recipe], grids: dict[str, list[float]], overrides
             (
                 (f"{Path(source).stem}: " if named else "") + f"{recipe.step_speculation.acceptor} >= {t:g}",
                 source,
-                [*overrides, f"step_speculation.threshold={t}"],
+                [f"step_speculation.threshold={t}"],
             )
             for source, recipe in recipes.items()
             for t in grids[source]
@@ -109,7 +109,8 @@ def calibrate(
         threads=threads,
         pair="toy" if data is None else Path(sources[0]).stem,
         data=data,
-        configs=configs(recipes, grids, overrides),
+        configs=configs(recipes, grids),
+        overrides=overrides,
     )
     chosen = {}
     for source in sources:

@@ -134,11 +134,18 @@ def test_calibrate_picks_the_fastest_threshold_within_the_accuracy_loss():
 def test_calibrate_runs_the_target_alone_the_draft_alone_and_each_recipes_thresholds(tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["calibrate", "-r", "toy-likelihood", "--thresholds", "0.5", "-r", "toy-specreason", "--thresholds", "5"]
+    argv += [
+        "--set",
+        "sampling.max_step_tokens=96",
+    ]  # reaches every run, the baselines' included, and the table says so
     assert (
         main([*argv, "--limit", "4", "--batch-size", "4", "--max-loss", "100", "--out", str(out), "--no-progress"]) == 0
     )
     result = json.loads((out / "calibrate.json").read_text())
     rows = {r["method"]: r for r in result["rows"]}
+    for folder in (out / "runs").iterdir():
+        assert "max_step_tokens: 96" in (folder / "recipe.yaml").read_text(), folder.name
+    assert "in every row: sampling.max_step_tokens=96" in (out / "bench.md").read_text()
     assert list(rows) == ["target CoT", "draft CoT", "toy-likelihood: likelihood >= 0.5", "toy-specreason: judge >= 5"]
     assert rows["target CoT"]["draft_tokens"] == 0 < rows["target CoT"]["target_tokens"]  # the target alone
     assert rows["draft CoT"]["target_tokens"] == 0 < rows["draft CoT"]["draft_tokens"]  # the draft alone
