@@ -17,6 +17,7 @@ import time
 import torch
 
 from evals.args import numbers
+from reasoner.backends.sources import QUANTIZE_KINDS
 
 
 def forward_seconds(
@@ -54,7 +55,7 @@ def main() -> None:
     p.add_argument("--prefix", type=int, default=200, help="cached prefix tokens (default 200)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument(
-        "--quantize", choices=["int8", "fp16"], default=None, help="int8 or fp16 linear layers (CPU; default float32)"
+        "--quantize", choices=QUANTIZE_KINDS, default=None, help="int8 or fp16 linear layers (CPU; default float32)"
     )
     args = p.parse_args()
     try:

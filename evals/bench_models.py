@@ -21,6 +21,7 @@ from pathlib import Path
 from evals.args import count
 from evals.suites import load_suite
 from reasoner.backends import SamplingParams, load_lm
+from reasoner.backends.sources import QUANTIZE_KINDS
 from reasoner.recipe import SuiteConfig
 
 PROMPT = (
@@ -119,7 +120,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tokens", type=int, default=32, help="tokens generated per row (default 32)")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (default auto)")
     parser.add_argument(
-        "--quantize", default="none", choices=["none", "int8", "fp16"], help="the backend's quantize option"
+        "--quantize", default="none", choices=["none", *QUANTIZE_KINDS], help="the backend's quantize option"
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
     parser.add_argument(

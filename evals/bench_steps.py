@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from reasoner.backends.sources import QUANTIZE_KINDS
 from reasoner.recipe import Recipe
 
 from .args import check_pair_data, count
@@ -303,7 +304,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="a local JSONL file of problems (required for a real pair)")
     p.add_argument(
         "--quantize",
-        choices=["int8", "fp16"],
+        choices=QUANTIZE_KINDS,
         default=None,
         help="int8 or fp16 linear layers for every model of every configuration (CPU; default: as the recipes say)",
     )
