@@ -76,7 +76,7 @@ class ModelConfig(Section):
     quantize: Literal["none", "int8", "fp16"] = Field(
         "none",
         description="transformers on a CPU: every linear layer's weights stored as int8 (activations quantized on the "
-        "fly; fastest, lossy: tokens may differ from float32) or fp16 (float32's next tokens at 2-2.6x its speed on "
+        "fly; fastest, lossy: tokens may differ from float32) or fp16 (float32's next tokens at 1.9-2.6x its speed on "
         "the real pair); torch dynamic quantization, see docs/benchmarks.md for speed and fidelity",
     )
     prefix_cache_tokens: int = Field(

@@ -469,7 +469,7 @@ def quantize_linear(model, kind: str, device: str):
     CPU only). ``int8``: weights int8 with a scale per output channel, activations quantized per call with one scale
     for the whole batch, so it is lossy and a row's tokens can depend on its batch (the real 0.5B's top-1 agreement
     with float32 0.87 at KL 0.23 nats; per-tensor weight scales, torch's default, gave 0.83 at 0.40). ``fp16``: weights
-    stored as float16, activations stay float32: float32's next tokens (agreement 1.000) at 2-2.6x its decode speed.
+    stored as float16, activations stay float32: float32's next tokens (agreement 1.000) at 1.9-2.6x its decode speed.
     In place, so no float32 copy of the model is made (a copy doubled the peak memory). Issue 16 asked which CPU option
     is fastest for the real pair; docs/benchmarks.md has the measurement."""
     if kind not in QUANTIZE_KINDS:
