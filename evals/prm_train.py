@@ -1,5 +1,9 @@
 """Train a process reward model on ``reasoner prm label``'s MC labels: ``reasoner prm train``.
 
+``head="surprise"`` (``--head surprise``) keeps the backbone frozen and fits ``verifiers.prm.SurpriseHead``
+instead of a value head: a logistic regression, on the same soft labels, of features of the backbone's surprise
+at each step's tokens (``train_surprise``; seconds on a CPU). The toy PRM is made this way (``evals.toy.prm``).
+
 A causal LM backbone (the toy target's, or any transformers model path) gets a value head
 (``AutoModelForTokenClassification``) read at the step separator, in one of the formats ``verifiers.prm`` loads:
 ``qwen`` (default; Qwen2.5-Math-PRM's: the tokenizer's chat template, the steps as the assistant's turn, each
@@ -46,7 +50,7 @@ from tqdm.auto import tqdm
 
 import prompts
 from reasoner.backends.sources import resolve_path
-from verifiers.prm import QwenPRM, SkyworkPRM
+from verifiers.prm import SURPRISE_FEATURES, QwenPRM, SkyworkPRM, surprise_features, surprise_start
 
 from .prm_label import LABELS, META
 
@@ -82,6 +86,19 @@ def read_rows(data: str | Path) -> tuple[list[dict], dict]:
     return rows, meta
 
 
+def data_record(data, meta: dict, train_rows: list[dict], test_rows: list[dict]) -> dict:
+    """What a trained model's ``training.json`` says of its data: the folder, how it was labelled, the split."""
+    return {
+        "data": str(data),
+        "labels": {k: meta.get(k) for k in ("policy", "completer", "k", "samples")},
+        "rows": {"train": len(train_rows), "heldout": len(test_rows)},
+        "problems": {
+            "train": len({r["problem"] for r in train_rows}),
+            "heldout": len({r["problem"] for r in test_rows}),
+        },
+    }
+
+
 def split(rows: list[dict], holdout: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Train / held-out rows, split by problem (a problem's trajectories stay together), seeded."""
     if not 0.0 < holdout < 1.0:
@@ -96,6 +113,7 @@ def split(rows: list[dict], holdout: float, seed: int) -> tuple[list[dict], list
 
 FORMATS = {"qwen": (QwenPRM, 2), "skywork": (SkyworkPRM, 1)}  # the ``verifiers.prm`` family and its head's labels
 OBJECTIVES = ("mc", "td", "implicit")
+HEADS = ("value", "surprise")  # a value head at the step token (fine-tunes the backbone), or verifiers.prm.SurpriseHead
 
 
 def lambda_returns(values: list[float], reward: float, lam: float) -> list[float]:
@@ -183,10 +201,15 @@ def scores(model, fmt, rows: list[dict], pad: int, batch: int = 64) -> list[floa
 
 
 def evaluate(model, fmt, rows: list[dict], pad: int) -> dict:
-    """Step ROC-AUC and accuracy (score >= 0.5) against the hard labels, and the soft labels' Brier score."""
+    """``step_metrics`` of the model's step scores."""
+    return step_metrics(scores(model, fmt, rows, pad), rows)
+
+
+def step_metrics(s: list[float], rows: list[dict]) -> dict:
+    """Step ROC-AUC and accuracy (score >= 0.5) of step scores ``s`` (flattened in row order) against the hard
+    labels, and the soft labels' Brier score."""
     from sklearn.metrics import roc_auc_score
 
-    s = scores(model, fmt, rows, pad)
     soft = [x for r in rows for x in r["soft"]]
     hard = [int(x > 0) for x in soft]
     auc = float(roc_auc_score(hard, s)) if len(set(hard)) == 2 else None
@@ -197,6 +220,104 @@ def evaluate(model, fmt, rows: list[dict], pad: int) -> dict:
         "step_accuracy": round(sum((p >= 0.5) == bool(y) for p, y in zip(s, hard)) / len(hard), 4),
         "brier_soft": round(sum((p - y) ** 2 for p, y in zip(s, soft)) / len(soft), 4),
     }
+
+
+def surprise_table(model, fmt, rows: list[dict], pad: int, batch: int = 32):
+    """Every step's surprise features (``verifiers.prm.surprise_features``) under the frozen causal LM ``model``,
+    flattened in row order, as a ``[steps, features]`` tensor."""
+    import torch
+
+    out = []
+    built_all = [fmt.build(r["question"], r["steps"]) for r in rows]
+    width = max(len(x) for x, _ in built_all)
+    batch = max(1, min(batch, 2**27 // (width * model.config.vocab_size)))  # logits of a batch: at most 512 MB
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch):
+            chunk, built = rows[start : start + batch], built_all[start : start + batch]
+            ids = torch.full((len(chunk), max(len(x) for x, _ in built)), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, (x, _) in enumerate(built):
+                ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            for i, ((x, positions), r) in enumerate(zip(built, chunk)):
+                out += surprise_features(logits[i], x, surprise_start(fmt, r["question"], x), positions)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def fit_logistic(x, y, l2: float = 1e-3, iterations: int = 200) -> tuple[list[float], float]:
+    """Weights and bias of a logistic regression of the soft labels ``y`` on ``x`` (BCE, L2 on the standardized
+    weights, L-BFGS), returned for the raw features (the standardization folded in)."""
+    import torch
+    import torch.nn.functional as F
+
+    mean, scale = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mean) / scale
+    w = torch.zeros(x.shape[1], dtype=x.dtype, requires_grad=True)
+    b = torch.zeros((), dtype=x.dtype, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(z @ w + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    weights = (w / scale).detach()
+    return weights.tolist(), float(b.detach() - (weights * mean).sum())
+
+
+def train_surprise(data, out, base, family, step_token, holdout, seed, save_dtype) -> dict:
+    """A surprise-head PRM (``verifiers.prm.SurpriseHead``): ``base``, frozen, reads each step's tokens; a
+    logistic regression on its surprise features fits the soft labels. The backbone is saved unchanged beside
+    the head, so the folder is a whole ``prm`` verifier model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows, meta = read_rows(data)
+    train_rows, test_rows = split(rows, holdout, seed)
+    step_token = step_token or meta.get("step_delimiter") or "\n\n"
+    start = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path(base))
+    model = AutoModelForCausalLM.from_pretrained(resolve_path(base), dtype=torch.float32).eval()
+    fmt = FORMATS[family][0](tokenizer, step_token)
+    if family == "qwen":  # the policy's own system prompt (the toy's: none), not Qwen's math one
+        fmt.system = (prompts.load(meta["prompt"]).system if meta.get("prompt") else None) or ""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    x = surprise_table(model, fmt, train_rows, pad)
+    weights, bias = fit_logistic(x, torch.tensor([v for r in train_rows for v in r["soft"]], dtype=x.dtype))
+    train_seconds = time.time() - start
+
+    def scored(table) -> list[float]:
+        return (table @ torch.tensor(weights, dtype=table.dtype) + bias).sigmoid().tolist()
+
+    result = {
+        "train": step_metrics(scored(x), train_rows),
+        "heldout": step_metrics(scored(surprise_table(model, fmt, test_rows, pad)), test_rows) if test_rows else None,
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.prm_family, model.config.prm_step_token = family, step_token
+    if family == "qwen":
+        model.config.prm_system = fmt.system
+    model.config.prm_surprise = {"features": list(SURPRISE_FEATURES), "weights": weights, "bias": bias}
+    model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    info = {
+        "method": "surprise head (verifiers.prm.SurpriseHead): logistic regression on the frozen backbone's token "
+        "surprise, on Math-Shepherd MC labels (Wang et al. 2024), BCE on soft labels",
+        "format": family,
+        "step_token": step_token,
+        "base": base,
+        **data_record(data, meta, train_rows, test_rows),
+        "recipe": {"head": "surprise", "objective": "mc", "holdout": holdout, "seed": seed},
+        "head": model.config.prm_surprise,
+        "train_seconds": round(train_seconds),
+        "threads": torch.get_num_threads(),
+        **result,
+    }
+    (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info | {"out": str(out)}
 
 
 def load_backbone(base: str, dtype, labels: int):
@@ -250,11 +371,14 @@ def train(
     td_iterations: int = 2,
     reference: str | None = None,
     beta: float = 0.05,
+    head: str = "value",
     save_dtype: str = "float16",
     progress: bool = True,
 ) -> dict:
     """Fine-tune ``base`` with a value head on the soft labels; report held-out metrics; save a ``prm`` model.
-    ``objective="implicit"`` trains an implicit PRM instead (``train_implicit``: no head, outcome labels only).
+    ``objective="implicit"`` trains an implicit PRM instead (``train_implicit``: no head, outcome labels only);
+    ``head="surprise"`` fits a surprise head on the frozen backbone instead (``train_surprise``; the optimizer
+    settings do not apply).
 
     ``likelihood_weight`` > 0 adds a dense auxiliary loss (our deviation from Math-Shepherd, whose labels are one
     per step): at every token of a step the head also predicts the frozen backbone's own probability of that
@@ -269,6 +393,12 @@ def train(
         raise ValueError(f"prm train: unknown format {family!r}: use one of {', '.join(FORMATS)}")
     if objective not in OBJECTIVES:
         raise ValueError(f"prm train: unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if head not in HEADS:
+        raise ValueError(f"prm train: unknown head {head!r}: use one of {', '.join(HEADS)}")
+    if head == "surprise":
+        if objective != "mc":
+            raise ValueError(f"prm train: --head surprise fits the MC labels: drop --objective {objective}")
+        return train_surprise(data, out, base, family, step_token, holdout, seed, save_dtype)
     if objective == "implicit":
         return train_implicit(data, out, base, reference, beta, holdout, seed, steps, batch, lr, save_dtype, progress)
     if objective == "td":
@@ -341,13 +471,7 @@ def train(
         "format": family,
         "step_token": step_token,
         "base": base,
-        "data": str(data),
-        "labels": {k: meta.get(k) for k in ("policy", "completer", "k", "samples")},
-        "rows": {"train": len(train_rows), "heldout": len(test_rows)},
-        "problems": {
-            "train": len({r["problem"] for r in train_rows}),
-            "heldout": len({r["problem"] for r in test_rows}),
-        },
+        **data_record(data, meta, train_rows, test_rows),
         "recipe": {
             "steps": steps,
             "batch": batch,
@@ -519,13 +643,7 @@ def train_implicit(
         "base": base,
         "reference": reference,
         "beta": beta,
-        "data": str(data),
-        "labels": {k: meta.get(k) for k in ("policy", "completer", "k", "samples")},
-        "rows": {"train": len(train_rows), "heldout": len(test_rows)},
-        "problems": {
-            "train": len({r["problem"] for r in train_rows}),
-            "heldout": len({r["problem"] for r in test_rows}),
-        },
+        **data_record(data, meta, train_rows, test_rows),
         "recipe": {"steps": steps, "batch": batch, "lr": lr, "objective": "implicit", "holdout": holdout, "seed": seed},
         "train_seconds": round(train_seconds),
         "threads": torch.get_num_threads(),

@@ -425,6 +425,7 @@ def cmd_prm_train(args) -> int:
         td_iterations=args.td_iterations,
         reference=args.reference,
         beta=args.beta,
+        head=args.head,
         progress=not args.no_progress,
     )
     held = info["heldout"] or {}
@@ -793,6 +794,14 @@ def build_parser() -> argparse.ArgumentParser:
         "lambda-return of its trajectory (final answer's correctness, bootstrapped on the model's next-step value); "
         "implicit: an implicit PRM (Yuan et al. 2024), the LM itself trained on outcomes, no head "
         "(verifier.type: implicit_prm)",
+    )
+    p.add_argument(
+        "--head",
+        choices=("value", "surprise"),
+        default="value",
+        help="value: fine-tune the backbone with a value head at each step token (default); surprise: keep the "
+        "backbone frozen and fit a logistic head on its surprise at each step's tokens and the path's minima (mc "
+        "labels; seconds; the optimizer options do not apply)",
     )
     p.add_argument(
         "--reference",

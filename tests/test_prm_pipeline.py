@@ -115,6 +115,61 @@ def test_a_prm_trained_on_a_small_labelled_set_beats_chance(tmp_path):
     assert len(good) == len(bad) == 2 and all(0 <= s <= 1 for s in good + bad)
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_surprise_head_prm_ranks_held_out_steps_and_carries_a_mistake_down_the_path(tmp_path):
+    from evals.prm_train import train
+    from verifiers.prm import PRMVerifier
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _toy_rows(160, 0)))
+    (data / "meta.json").write_text(json.dumps({"step_delimiter": "\n\n", "k": 4, "prompt": "toy"}))
+    info = train(data, tmp_path / "prm", head="surprise", holdout=0.25, progress=False)
+    held = info["heldout"]
+    assert held["steps"] > 50 and held["bad_steps"] > 10
+    assert held["roc_auc"] > 0.95, held  # the value head above, from the same body: ~0.62
+    prm = PRMVerifier(str(tmp_path / "prm"))
+    assert prm.surprise is not None and prm.format.family == "qwen"
+    good, bad = prm.score_steps(["Compute 12+35+24."] * 2, [["12+35=47", "47+24=71"], ["12+35=48", "48+24=72"]])
+    # "48+24=72" is right arithmetic on a wrong value: only the path's minimum tells it is on a wrong path
+    assert min(good) > 0.5 > max(bad), (good, bad)
+
+
+def test_surprise_features_carry_the_paths_weakest_token():
+    import torch
+
+    from verifiers.prm import surprise_features
+
+    ids = [7, 1, 2, 0, 3, 4, 0]  # a prompt token, then two steps each ended by the step token 0
+    logits = torch.full((len(ids), 8), -30.0)
+    for j in range(len(ids) - 1):
+        logits[j, ids[j + 1]] = 0.0  # every next token sure ...
+    logits[1, 5] = 2.0  # ... except the second token of the first step: token 5 was likelier
+    first_step, second_step = surprise_features(logits, ids, 1, [3, 6])
+    assert first_step[0] < -1.0 and first_step[2] == first_step[0]
+    assert second_step[0] > -1e-6  # the second step itself is unsurprising ...
+    assert second_step[2] == first_step[0] and second_step[3] == first_step[1]  # ... its path is not
+
+
+def test_surprise_head_with_a_bad_spec_names_the_fix():
+    from verifiers.prm import SurpriseHead
+
+    with pytest.raises(ValueError, match="retrain with `reasoner prm train --head surprise`"):
+        SurpriseHead({"features": ["step_min", "loudness"], "weights": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="one weight each"):
+        SurpriseHead({"features": ["step_min"], "weights": []})
+
+
+def test_surprise_head_takes_mc_labels_only_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "labels.jsonl").write_text(json.dumps(_toy_rows(2, 0)[0]) + "\n")
+    code, err = _run(
+        capsys, "prm", "train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--head", "surprise",
+        "--objective", "td",
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 0 and "--head surprise fits the MC labels" in err
+    assert not (tmp_path / "m").exists()
+
+
 def _run(capsys, *argv) -> tuple[int, str]:
     code = main(list(argv))
     return code, capsys.readouterr().err.strip()

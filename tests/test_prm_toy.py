@@ -1,5 +1,5 @@
-"""The shipped toy PRM (labels from exact answers, its quality as a regression check), the LLM-judge
-verifier on toy:target, and verifier ensembles."""
+"""The shipped toy PRM (graded against exact labels: its quality as a regression check), the LLM-judge verifier on
+toy:target, and verifier ensembles."""
 
 import math
 import random
@@ -33,9 +33,8 @@ def test_step_labels_come_from_the_exact_answers():
 
 
 PRM = "toy:prm"
-# step ROC-AUC floors, a little under the shipped model's (0.68 synthetic, 0.73 draft on these sets); the first
-# toy PRM (0.69 / 0.66) fails the draft one, which is the one search needs
-AUC_SYNTHETIC, AUC_DRAFT = 0.65, 0.70
+# step ROC-AUC floors, a little under the shipped surprise-head model's (1.0 synthetic, 1.0 draft on these sets) and
+# the issue's 0.95; the value-head toy PRM it replaced (0.68 / 0.73 here) fails both
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def _auc(prm, pairs):
 def test_toy_prm_ranks_correct_steps_above_wrong_ones(prm):
     rng = random.Random(7)
     pairs = [(p, trajectory(rng, p)) for p in generate_problems(60, seed=7, difficulty="hard")]
-    assert _auc(prm, pairs) > AUC_SYNTHETIC
+    assert _auc(prm, pairs) > 0.97
 
 
 def test_toy_prm_separates_the_drafts_own_right_and_wrong_steps(prm):
@@ -70,44 +69,7 @@ def test_toy_prm_separates_the_drafts_own_right_and_wrong_steps(prm):
     )
     pairs = [(p, g.text.split(STEP_DELIMITER)) for p, gs in zip(problems, gens) for g in gs]
     assert sum(0 in label_steps(p, s) for p, s in pairs) > 20  # enough wrong samples to measure
-    assert _auc(prm, pairs) > AUC_DRAFT
-
-
-def test_training_targets_sit_where_the_verifier_reads_the_scores(prm):
-    """The value targets of training are at exactly the positions ``PRMVerifier`` reads: the step tokens."""
-    from evals.toy.prm import STEP_TOKEN, encode_rows
-
-    p = generate_problems(1, seed=2, difficulty="ops=4,digits=2")[0]
-    steps = list(p.steps)
-    steps[2] = "1+1=3"
-    ids, mask, target, lm_weight, tokens = encode_rows(prm.format, [(p, steps)])
-    _, positions = prm.format.build(p.question, steps)
-    assert (target[0] >= 0).nonzero().flatten().tolist() == positions
-    assert target[0, positions].tolist() == [1, 1, 0, 0, 0]
-    step_token = prm.tokenizer(STEP_TOKEN, add_special_tokens=False)["input_ids"]
-    assert len(step_token) == 1 and all(ids[0, i] == step_token[0] for i in positions)
-    assert (
-        lm_weight[0, positions[1] + 1 :].sum() == 0 and lm_weight[0, : positions[1] + 1].sum() > 0
-    )  # LM loss on right steps only
-    assert tokens[0, positions].tolist() == target[0, positions].tolist()  # the dense targets agree at the step tokens
-    first_wrong = positions[1] + 1 + len(prm.format.encode("1+1="))  # "1+1=" could start a right step; "3" cannot
-    assert tokens[0, : positions[1] + 1].ne(0).all() and tokens[0, first_wrong:].eq(0).all()
-
-
-def test_added_layers_start_as_the_identity():
-    import torch
-    from transformers import LlamaForTokenClassification
-
-    from evals.toy.prm import _deepen
-    from reasoner.toy import model_path
-
-    torch.manual_seed(0)
-    base = LlamaForTokenClassification.from_pretrained(model_path("target"), num_labels=1, dtype=torch.float32).eval()
-    ids = torch.tensor([[5, 19, 20, 12, 21, 31, 264]])
-    before = base(input_ids=ids).logits
-    deeper = _deepen(base, 2).eval()
-    assert deeper.config.num_hidden_layers == 6
-    assert torch.allclose(deeper(input_ids=ids).logits, before, atol=1e-5)
+    assert _auc(prm, pairs) > 0.95
 
 
 def test_selection_metrics_count_votes_best_and_oracle():

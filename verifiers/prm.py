@@ -14,13 +14,18 @@ whole job, so each is one small class (formats as search-and-learn and the model
 - ``rlhflow`` (RLHFlow Llama3.1-8B-PRM): a multi-turn chat, each step a user turn answered ``+`` by the
   assistant; score = softmax over {+, -} of the logits that predict each assistant ``+``.
 
-A step's score depends only on its path up to it (all four read causal positions), so it is cached in
+A PRM's head is a value head at the step token (``token``), the LM's own next-token logits (``lm``), or, for a
+PRM trained by ``reasoner prm train --head surprise``, a logistic head over the causal-LM backbone's surprise at
+the path's tokens (``SurpriseHead``: our design, not a published PRM's; see there).
+
+A step's score depends only on its path up to it (all heads read causal positions), so it is cached in
 ``step.scores[name]`` and a step shared by many trajectories is scored once.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -66,6 +71,11 @@ class PRMFormat:
         """Input ids and, for each step, the position whose output holds its score."""
         raise NotImplementedError
 
+    def prompt_ids(self, problem: str) -> list[int]:
+        """The ids ``build`` puts before the first step's tokens (a surprise head reads the steps' own tokens
+        only)."""
+        raise ValueError(f"a surprise-head PRM needs the qwen or skywork format, not {self.family}")
+
     def read(self, output: torch.Tensor) -> torch.Tensor:
         """Scores in [0, 1] from the model's output rows at the score positions (``[k, labels]``)."""
         raise NotImplementedError
@@ -86,6 +96,11 @@ class QwenPRM(PRMFormat):
         sep = self.single_token(self.step_token)
         return ids, [i for i, t in enumerate(ids) if t == sep]
 
+    def prompt_ids(self, problem):
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        messages.append({"role": "user", "content": problem})
+        return self.encode(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
     def read(self, output):
         return output[:, :2].float().softmax(dim=-1)[:, 1]
 
@@ -103,6 +118,9 @@ class SkyworkPRM(PRMFormat):
             ids += self.encode(step) + [sep]
             positions.append(len(ids) - 1)
         return ids, positions
+
+    def prompt_ids(self, problem):
+        return self.encode((self.tokenizer.bos_token or "") + problem + "\n")
 
     def read(self, output):
         return output[:, 0].float().sigmoid()
@@ -160,6 +178,71 @@ class RLHFlowPRM(PRMFormat):
 
 
 FAMILIES = {f.family: f for f in (QwenPRM, SkyworkPRM, MathShepherdPRM, RLHFlowPRM)}
+
+SURPRISE_FEATURES = ("step_min", "step_mean", "path_min", "path_mean_min")
+
+
+def surprise_features(
+    logits: torch.Tensor, ids: Sequence[int], first: int, positions: Sequence[int]
+) -> list[list[float]]:
+    """Per step, from a causal LM's ``logits`` of one input (``[len(ids), vocab]``): the log-probability of the
+    step's weakest token, its mean token log-probability, and the minima of both over the path so far. The step
+    token that ends a step is not read (after a final answer the model would not write it). ``first`` is where the
+    first step's tokens start (after ``PRMFormat.prompt_ids``)."""
+    import torch
+
+    n = len(ids)
+    logp = logits[: n - 1].float().log_softmax(-1).gather(-1, torch.tensor(ids[1:])[:, None].to(logits.device))[:, 0]
+    token = [0.0] + logp.tolist()  # token[j]: log p(ids[j] | ids[:j])
+    out, path_min, path_mean_min = [], 0.0, 0.0
+    for k, end in enumerate(positions):
+        start = first if k == 0 else positions[k - 1] + 1
+        seg = token[start:end] or [0.0]
+        low, mean = min(seg), sum(seg) / len(seg)
+        path_min, path_mean_min = (low, mean) if k == 0 else (min(path_min, low), min(path_mean_min, mean))
+        out.append([low, mean, path_min, path_mean_min])
+    return out
+
+
+def surprise_start(fmt: PRMFormat, problem: str, ids: Sequence[int]) -> int:
+    """Where the first step's tokens start in ``ids`` (``fmt.build``'s): after the prompt's ids, which must be
+    their prefix (a chat template that renders the turn differently once it has content would break that)."""
+    prompt = fmt.prompt_ids(problem)
+    if list(ids[: len(prompt)]) != prompt:
+        raise ValueError(
+            f"{fmt.family} PRM: the prompt's ids are not a prefix of the rendered steps, so a surprise head cannot "
+            "tell where the steps start; use the other format (--format)"
+        )
+    return len(prompt)
+
+
+class SurpriseHead:
+    """A PRM head over the backbone's surprise (``SURPRISE_FEATURES``): score = sigmoid(weights . features + bias),
+    fitted by ``reasoner prm train --head surprise`` on MC labels and kept in the model's config
+    (``prm_surprise``). Why: a wrong step is one whose tokens the backbone did not expect, and Math-Shepherd's
+    labels call every step after the first mistake wrong, which the path minima carry forward; a value head on the
+    hidden state at the step token did not learn to check the toy's arithmetic from one label per step
+    (docs/benchmarks.md, step ROC-AUC 0.72-0.80). Our design: the features are the likelihood verifier's
+    (``verifiers.likelihood``) plus the running minima, with weights learnt from process labels."""
+
+    def __init__(self, spec: dict):
+        features, weights = list(spec.get("features", ())), [float(w) for w in spec.get("weights", ())]
+        unknown = sorted(set(features) - set(SURPRISE_FEATURES))
+        if unknown or not features or len(weights) != len(features):
+            raise ValueError(
+                f"prm_surprise in the PRM's config needs features from {', '.join(SURPRISE_FEATURES)} and one weight "
+                f"each, got features {features} and {len(weights)} weights: retrain with `reasoner prm train --head "
+                "surprise`"
+            )
+        self.columns = [SURPRISE_FEATURES.index(f) for f in features]
+        self.weights, self.bias = weights, float(spec.get("bias", 0.0))
+
+    def score(self, features: Sequence[Sequence[float]]) -> list[float]:
+        out = []
+        for row in features:
+            z = self.bias + sum(w * row[c] for w, c in zip(self.weights, self.columns))
+            out.append(1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z)))
+        return out
 
 
 def detect_family(path: str, config) -> str:
@@ -226,7 +309,12 @@ class PRMVerifier:
         self.format = FAMILIES[family](self.tokenizer, step_token)
         if hasattr(config, "prm_system"):  # the system prompt a PRM trained by `reasoner prm train` was trained with
             self.format.system = config.prm_system
-        self.model = load_prm_model(resolved, self.format.head, resolve_dtype(dtype, self.device), self.device)
+        spec = getattr(config, "prm_surprise", None)
+        self.surprise = SurpriseHead(spec) if spec is not None else None
+        if self.surprise is not None:
+            self.format.prompt_ids("")  # a family whose steps are not one span of the input fails here, at load
+        head = "lm" if self.surprise is not None else self.format.head
+        self.model = load_prm_model(resolved, head, resolve_dtype(dtype, self.device), self.device)
         self.role, self.max_batch_size = role, max_batch_size
         self.name = f"prm:{Path(path).name}"
         self.stats = Stats()
@@ -235,13 +323,20 @@ class PRMVerifier:
 
     def score_steps(self, problems: Sequence[str], paths: Sequence[Sequence[str]]) -> list[list[float]]:
         """The score of every step of each (problem, steps) pair: one forward pass per batch."""
-        return self._run([self.format.build(p, s) for p, s in zip(problems, paths)], [len(s) for s in paths])
+        return self._run([self._build(p, s) for p, s in zip(problems, paths)], [len(s) for s in paths])
 
-    def _run(self, built: list[tuple[list[int], list[int]]], n_steps: list[int]) -> list[list[float]]:
+    def _build(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int], int]:
+        """``format.build``'s ids and score positions, and where the steps start (read by a surprise head)."""
+        ids, positions = self.format.build(problem, steps)
+        if self.surprise is None:
+            return ids, positions, 0
+        return ids, positions, surprise_start(self.format, problem, ids)
+
+    def _run(self, built: list[tuple[list[int], list[int], int]], n_steps: list[int]) -> list[list[float]]:
         with self.lock:
             return self._forward(built, n_steps)
 
-    def _forward(self, built: list[tuple[list[int], list[int]]], n_steps: list[int]) -> list[list[float]]:
+    def _forward(self, built: list[tuple[list[int], list[int], int]], n_steps: list[int]) -> list[list[float]]:
         import torch
 
         out: list[list[float]] = [[] for _ in built]
@@ -266,7 +361,13 @@ class PRMVerifier:
                             f"{self.format.family} PRM: found {len(positions)} score positions for {n_steps[i]} "
                             "steps (does a step contain the step token?)"
                         )
-                    out[i] = self.format.read(logits[r, positions]).tolist() if positions else []
+                    if not positions:
+                        out[i] = []
+                    elif self.surprise is not None:
+                        feats = surprise_features(logits[r], built[i][0], built[i][2], positions)
+                        out[i] = self.surprise.score(feats)
+                    else:
+                        out[i] = self.format.read(logits[r, positions]).tolist()
                 role.prefill_tokens += int(mask.sum())
                 role.forward_passes += 1
         role.calls += 1
@@ -276,9 +377,9 @@ class PRMVerifier:
     def score_paths(self, nodes: Sequence[Node]) -> list[list[float]]:
         todo = [n for n in nodes if any(self.name not in p.step.scores for p in n.path())]
         if todo:
-            built = [self.format.build(n.tree.problem.text, n.steps()) for n in todo]
+            built = [self._build(n.tree.problem.text, n.steps()) for n in todo]
             scores = self._run(built, [n.depth for n in todo])
-            for node, step_scores, (ids, _) in zip(todo, scores, built):
+            for node, step_scores, (ids, _, _) in zip(todo, scores, built):
                 node.tree.stats.role(self.role).prefill_tokens += len(ids)
                 for p, s in zip(node.path(), step_scores):
                     p.step.scores.setdefault(self.name, s)
