@@ -364,9 +364,8 @@ class VllmLM(Backend):
                 ignore_eos=params.ignore_eos,
                 logprobs=0,
                 skip_special_tokens=False,
-                detokenize=bool(
-                    params.stop
-                ),  # stop strings are found in vLLM's text; else we decode (``make_generation``)
+                # stop strings are found in vLLM's text; else the text is decoded here (``make_generation``)
+                detokenize=bool(params.stop),
             )
             for seed, room in zip(self.seeds.draw(params, len(encoded)), rooms)
         ]
@@ -411,21 +410,21 @@ class VllmLM(Backend):
         pairs, todo = score_pairs(self, prompts, continuations, reserve=1)  # scored through a 1-token request
         out: list[list[float]] = [[] for _ in pairs]
         usage = [RoleStats() for _ in pairs]
-        served = RoleStats()  # rows whose tokens this engine sampled: their log-probabilities are known, no request
+        remembered = RoleStats()  # rows whose tokens this engine sampled: their log-probabilities are known, no request
         if self.driver.memory is not None:
             known = {i: self.driver.memory.lookup(*pairs[i]) for i in todo}
             for i, lps in known.items():
-                if lps is not None:  # every token served as if from the prefix cache
+                if lps is not None:  # booked as prefix-cached tokens: no forward computed them
                     out[i], usage[i] = lps, RoleStats(prefix_cached_tokens=len(pairs[i][0]) + len(pairs[i][1]))
-                    served += usage[i]
+                    remembered += usage[i]
             todo = [i for i in todo if known[i] is None]
-            if served.prefix_cached_tokens:
+            if remembered.prefix_cached_tokens:
                 self.stats.count("scores_from_memory", sum(lps is not None for lps in known.values()))
         if not todo:
-            if not served.prefix_cached_tokens:
+            if not remembered.prefix_cached_tokens:
                 return Output(out, usage)
             with Backend._account(self) as call:  # (no engine step to count)
-                call += served
+                call += remembered
             return Output(out, usage, call)
         # vLLM skips its prefix cache for requests that ask for prompt log-probs (those of cached tokens are not
         # computed), so a search's every score would recompute the whole trajectory. Only the continuation's are
@@ -435,7 +434,7 @@ class VllmLM(Backend):
             max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False, skip_reading_prefix_cache=False
         )
         with self._account() as call:
-            call.prefix_cached_tokens += served.prefix_cached_tokens
+            call.prefix_cached_tokens += remembered.prefix_cached_tokens
             full = [pairs[i][0] + pairs[i][1] for i in todo]
             outputs, served = self._run(full, params, call)
             again = [k for k, (i, o) in enumerate(zip(todo, outputs)) if (o.num_cached_tokens or 0) >= len(pairs[i][0])]
