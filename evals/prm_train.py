@@ -53,6 +53,7 @@ from reasoner.backends.sources import resolve_path
 from verifiers.prm import SURPRISE_FEATURES, QwenPRM, SkyworkPRM, surprise_features, surprise_start
 
 from .prm_label import LABELS, META
+from .toy.tokenizer import save_tokenizer
 
 
 def read_rows(data: str | Path) -> tuple[list[dict], dict]:
@@ -302,7 +303,7 @@ def train_surprise(data, out, base, family, step_token, holdout, seed, save_dtyp
         model.config.prm_system = fmt.system
     model.config.prm_surprise = {"features": list(SURPRISE_FEATURES), "weights": weights, "bias": bias}
     model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     info = {
         "method": "surprise head (verifiers.prm.SurpriseHead): logistic regression on the frozen backbone's token "
         "surprise, on Math-Shepherd MC labels (Wang et al. 2024), BCE on soft labels",
@@ -463,7 +464,7 @@ def train(
     if family == "qwen":
         model.config.prm_system = fmt.system
     model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     info = {
         "method": "value head on Math-Shepherd MC labels (Wang et al. 2024), BCE on soft labels"
         if objective == "mc"
@@ -637,7 +638,7 @@ def train_implicit(
     out.mkdir(parents=True, exist_ok=True)
     model.config.implicit_prm = {"reference": reference, "beta": beta}
     model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     info = {
         "method": "implicit PRM (Yuan et al. 2024): outcome cross-entropy on beta * log(pi_theta / pi_ref)",
         "base": base,

@@ -224,7 +224,11 @@ def main(argv=None) -> None:
         prog="python -m evals.toy.prm", description="Rebuild (seeded) and measure the toy PRM."
     )
     parser.add_argument("--out", default=str(model_path("prm")), help="the PRM folder (default: the shipped one)")
-    parser.add_argument("--labels", help="folder for the MC labels (default: OUT-labels; a re-run continues them)")
+    parser.add_argument(
+        "--labels",
+        default="runs/toy-prm-labels",
+        help="folder for the MC labels (default runs/toy-prm-labels; a re-run continues them)",
+    )
     parser.add_argument("--measure-only", action="store_true", help="only measure the PRM at --out")
     parser.add_argument("--n", type=int, default=100, help="problems for the measurement")
     parser.add_argument(
@@ -247,7 +251,7 @@ def main(argv=None) -> None:
         print(f"wrote {rows} trajectories to {args.write_samples}")
         return
     if not args.measure_only:
-        build(Path(args.out), Path(args.labels or f"{args.out}-labels"))
+        build(Path(args.out), Path(args.labels))
     result = measure(args.out, n=args.n, reference=args.implicit_reference, beta=args.beta)
     print(json.dumps(result, indent=2))
     meta_path = Path(args.out) / "training.json"
