@@ -149,7 +149,7 @@ def main(argv=None) -> None:
 def prm_lines(prm: dict) -> list[str]:
     """The toy PRM's step ROC-AUC on each policy's held-out samples (exact labels), and selection accuracy."""
     lines = [
-        f"toy-prm ({prm['family']} format, {prm['params'] / 1e6:.2f} M parameters, {prm['disk_bytes'] / 1e6:.1f} MB): "
+        f"toy-prm (format {prm['family']}; {prm['params'] / 1e6:.2f} M parameters, {prm['disk_bytes'] / 1e6:.1f} MB): "
         f"step ROC-AUC on held-out samples of {prm['problems']} {prm['difficulty']} problems (T 0.8, exact labels):"
     ]
     for key, name in (("draft_samples", "toy:draft"), ("target_samples", "toy:target"), ("synthetic", "synthetic")):
