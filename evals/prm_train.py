@@ -223,6 +223,30 @@ def step_metrics(s: list[float], rows: list[dict]) -> dict:
     }
 
 
+def prm_format(family: str, tokenizer, step_token: str | None, meta: dict):
+    """The ``verifiers.prm`` format a PRM is trained in: ``step_token`` (default: the data's step delimiter) and, for
+    ``qwen``, the policy's own system prompt (the toy's: none), not Qwen's math one."""
+    fmt = FORMATS[family][0](tokenizer, step_token or meta.get("step_delimiter") or "\n\n")
+    if family == "qwen":
+        fmt.system = (prompts.load(meta["prompt"]).system if meta.get("prompt") else None) or ""
+    return fmt
+
+
+def save_prm(model, tokenizer, fmt, out, save_dtype: str) -> Path:
+    """Write a trained PRM to ``out`` as ``verifiers.prm.PRMVerifier`` loads it: its config records the format
+    (``prm_family``, ``prm_step_token``, ``prm_system``)."""
+    import torch
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.prm_family, model.config.prm_step_token = fmt.family, fmt.step_token
+    if fmt.family == "qwen":
+        model.config.prm_system = fmt.system
+    model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
+    save_tokenizer(tokenizer, out)
+    return out
+
+
 def surprise_table(model, fmt, rows: list[dict], pad: int, batch: int = 32):
     """Every step's surprise features (``verifiers.prm.surprise_features``) under the frozen causal LM ``model``,
     flattened in row order, as a ``[steps, features]`` tensor."""
@@ -277,13 +301,10 @@ def train_surprise(data, out, base, family, step_token, holdout, seed, save_dtyp
 
     rows, meta = read_rows(data)
     train_rows, test_rows = split(rows, holdout, seed)
-    step_token = step_token or meta.get("step_delimiter") or "\n\n"
     start = time.time()
     tokenizer = AutoTokenizer.from_pretrained(resolve_path(base))
     model = AutoModelForCausalLM.from_pretrained(resolve_path(base), dtype=torch.float32).eval()
-    fmt = FORMATS[family][0](tokenizer, step_token)
-    if family == "qwen":  # the policy's own system prompt (the toy's: none), not Qwen's math one
-        fmt.system = (prompts.load(meta["prompt"]).system if meta.get("prompt") else None) or ""
+    fmt = prm_format(family, tokenizer, step_token, meta)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     x = surprise_table(model, fmt, train_rows, pad)
     weights, bias = fit_logistic(x, torch.tensor([v for r in train_rows for v in r["soft"]], dtype=x.dtype))
@@ -296,19 +317,13 @@ def train_surprise(data, out, base, family, step_token, holdout, seed, save_dtyp
         "train": step_metrics(scored(x), train_rows),
         "heldout": step_metrics(scored(surprise_table(model, fmt, test_rows, pad)), test_rows) if test_rows else None,
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.config.prm_family, model.config.prm_step_token = family, step_token
-    if family == "qwen":
-        model.config.prm_system = fmt.system
     model.config.prm_surprise = {"features": list(SURPRISE_FEATURES), "weights": weights, "bias": bias}
-    model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
-    save_tokenizer(tokenizer, out)
+    out = save_prm(model, tokenizer, fmt, out, save_dtype)
     info = {
         "method": "surprise head (verifiers.prm.SurpriseHead): logistic regression on the frozen backbone's token "
         "surprise, on Math-Shepherd MC labels (Wang et al. 2024), BCE on soft labels",
         "format": family,
-        "step_token": step_token,
+        "step_token": fmt.step_token,
         "base": base,
         **data_record(data, meta, train_rows, test_rows),
         "recipe": {"head": "surprise", "objective": "mc", "holdout": holdout, "seed": seed},
@@ -408,7 +423,6 @@ def train(
             raise ValueError(f"prm train: --td-iterations must be in 0..{steps - 1} (< --steps), got {td_iterations}")
     rows, meta = read_rows(data)
     train_rows, test_rows = split(rows, holdout, seed)
-    step_token = step_token or meta.get("step_delimiter") or "\n\n"
     torch.manual_seed(seed)
     rng = random.Random(seed)
     start = time.time()
@@ -419,10 +433,7 @@ def train(
         from transformers import AutoModelForCausalLM
 
         reference = AutoModelForCausalLM.from_pretrained(resolve_path(base), dtype=torch.float32).eval()
-    fmt = cls(tokenizer, step_token)
-    system = prompts.load(meta["prompt"]).system if meta.get("prompt") else None
-    if family == "qwen":  # the policy's own system prompt (the toy's: none), not Qwen's math one
-        fmt.system = system or ""
+    fmt = prm_format(family, tokenizer, step_token, meta)
     fmt.build(train_rows[0]["question"], train_rows[0]["steps"])  # a step token the tokenizer cannot use fails here
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     head = {n for n, _ in model.named_parameters() if n.startswith(("score.", "classifier."))}
@@ -458,19 +469,13 @@ def train(
         "train": evaluate(model, fmt, train_rows[:2000], pad),
         "heldout": evaluate(model, fmt, test_rows, pad) if test_rows else None,
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.config.prm_family, model.config.prm_step_token = family, step_token
-    if family == "qwen":
-        model.config.prm_system = fmt.system
-    model.to(getattr(torch, save_dtype)).save_pretrained(out, safe_serialization=True)
-    save_tokenizer(tokenizer, out)
+    out = save_prm(model, tokenizer, fmt, out, save_dtype)
     info = {
         "method": "value head on Math-Shepherd MC labels (Wang et al. 2024), BCE on soft labels"
         if objective == "mc"
         else f"value head by TD(lambda) (FETCH, Wang et al. 2025): lambda-returns, {td_iterations} bootstrap rounds",
         "format": family,
-        "step_token": step_token,
+        "step_token": fmt.step_token,
         "base": base,
         **data_record(data, meta, train_rows, test_rows),
         "recipe": {
