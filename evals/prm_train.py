@@ -49,11 +49,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import prompts
-from reasoner.backends.sources import resolve_path
+from reasoner.backends.sources import resolve_path, save_tokenizer
 from verifiers.prm import SURPRISE_FEATURES, QwenPRM, SkyworkPRM, surprise_features, surprise_start
 
 from .prm_label import LABELS, META
-from .toy.tokenizer import save_tokenizer
 
 
 def read_rows(data: str | Path) -> tuple[list[dict], dict]:

@@ -130,6 +130,10 @@ def test_a_surprise_head_prm_ranks_held_out_steps_and_carries_a_mistake_down_the
     assert held["roc_auc"] > 0.95, held  # the value head above, from the same body: ~0.62
     prm = PRMVerifier(str(tmp_path / "prm"))
     assert prm.surprise is not None and prm.format.family == "qwen"
+    # saved as every supported transformers loads it (not transformers 5's TokenizersBackend)
+    assert json.loads((tmp_path / "prm" / "tokenizer_config.json").read_text())["tokenizer_class"] == (
+        "PreTrainedTokenizerFast"
+    )
     good, bad = prm.score_steps(["Compute 12+35+24."] * 2, [["12+35=47", "47+24=71"], ["12+35=48", "48+24=72"]])
     # "48+24=72" is right arithmetic on a wrong value: only the path's minimum tells it is on a wrong path
     assert min(good) > 0.5 > max(bad), (good, bad)

@@ -8,7 +8,6 @@ with a chat template, so the toy models go through exactly the code path a Qwen-
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -72,19 +71,3 @@ def build_tokenizer(seed: int = 0):
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
-
-
-def save_tokenizer(tokenizer, path: str | Path) -> None:
-    """Save so that every transformers in the supported range loads it (see the toy-world notes: transformers 5
-    records the class ``TokenizersBackend``, which older ones cannot import; a model's own class is kept). Also
-    used for the models ``reasoner prm train`` writes."""
-    import json
-
-    path = Path(path)
-    tokenizer.save_pretrained(path)
-    cfg_path = path / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("tokenizer_class") in (None, "TokenizersBackend", "PreTrainedTokenizerFast"):
-        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-        cfg["model_input_names"] = ["input_ids", "attention_mask"]
-    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from prompts import load
+from reasoner.backends.sources import save_tokenizer
 from reasoner.toy.problems import ANSWER_TEMPLATE, Difficulty, Operation, ToyProblem, generate_problem
 from verifiers.math import extract_answer
 
-from .tokenizer import build_tokenizer, save_tokenizer
+from .tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -487,3 +487,17 @@ def quantize_linear(model, kind: str, device: str):
     with warnings.catch_warnings():  # torch marks the quantized tensor API deprecated; it still runs and is measured
         warnings.simplefilter("ignore")
         return quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=dtype, inplace=True)
+
+
+def save_tokenizer(tokenizer, path: str | Path) -> None:
+    """Save so that every transformers in the supported range loads it: transformers 5 records the class
+    ``TokenizersBackend``, which older ones cannot import, so it is written as ``PreTrainedTokenizerFast``; a
+    model's own class is kept. Used for the toy models and those ``reasoner prm train`` writes."""
+    path = Path(path)
+    tokenizer.save_pretrained(path)
+    cfg_path = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("tokenizer_class") in (None, "TokenizersBackend", "PreTrainedTokenizerFast"):
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+        cfg["model_input_names"] = ["input_ids", "attention_mask"]
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
