@@ -7,6 +7,11 @@ surprise of this path turning out right). A mean rather than a sum keeps ``g`` f
 would turn the search into breadth-first enumeration. Each round pops the best open node of every problem;
 a popped finished trajectory is a candidate; the search stops at ``n`` candidates (or ``max_expansions``;
 then, if nothing finished, the best open node is rolled out to the end so there is an answer).
+
+A node's successors are the policy's samples, so two things differ from textbook A*. Graph search: a child whose
+path repeats one already found is dropped (a confident policy writes the same step several times). Partial
+expansion (PEA*, Yoshizumi et al. 2000): an expanded node goes back on the open list, to be sampled again when
+nothing else is cheaper, so the search can draw more steps where the ones drawn all scored badly.
 """
 
 from __future__ import annotations
@@ -52,14 +57,27 @@ class AStar:
         open_: dict[Tree, list] = {t: [] for t in trees}
         found: dict[Tree, list[Node]] = {t: [] for t in trees}
         expansions = {t: 0 for t in trees}
+        seen: dict[Tree, set[str]] = {t: set() for t in trees}  # the closed set: paths already pushed
+        covered: dict[Node, float] = {}  # an expanded node: the policy's probability of the children found
+        cost: dict[Node, float] = {t.root: 0.0 for t in trees}
         to_expand = [t.root for t in trees]
         while to_expand:
-            children = [c for kids in self.engine.expand(to_expand, self.width) for c in kids]
-            for c, v in zip(children, path_scores(self.verifier, children, self.aggregate)):
-                # ties go to the deeper node, then to the older one
-                heapq.heappush(open_[c.tree], (self.cost(c, v), -c.depth, next(tie), c))
-            for node in to_expand:
+            fresh = []
+            for node, children in zip(to_expand, self.engine.expand(to_expand, self.width)):
                 expansions[node.tree] += 1
+                for c in children:
+                    if c.text() in seen[c.tree]:  # the same state again: graph search expands a state once
+                        c.tree.stats.count("duplicate_states")
+                        continue
+                    seen[c.tree].add(c.text())
+                    # (without the step's log-probs, as if it covered everything: the node is not sampled again)
+                    covered[node] = covered.get(node, 0.0) + (math.exp(sum(c.step.logprobs)) if c.step.logprobs else 1)
+                    fresh.append(c)
+                self._reopen(open_[node.tree], node, cost[node], covered.get(node, 0.0), tie)
+            for c, v in zip(fresh, path_scores(self.verifier, fresh, self.aggregate)):
+                cost[c] = self.cost(c, v)
+                # ties go to the deeper node, then to the older one
+                heapq.heappush(open_[c.tree], (cost[c], -c.depth, next(tie), c))
             to_expand = []
             for t in trees:
                 while open_[t] and len(found[t]) < self.n:
@@ -72,6 +90,15 @@ class AStar:
                 meter.observe(t, [entry[-1] for entry in open_[t]] + [n for n in to_expand if n.tree is t])
         meter.book()
         return [found[t] or self._finish(open_[t]) for t in trees]
+
+    @staticmethod
+    def _reopen(heap: list, node: Node, f: float, covered: float, tie) -> None:
+        """Partial expansion (PEA*, Yoshizumi et al. 2000): a node's successors are the policy's samples, never
+        all seen, so an expanded node goes back on the open list to be sampled again, at its own cost plus the
+        surprise of a new sample being a state not found yet (-log of the probability left uncovered)."""
+        if covered < 1 - 1e-6:
+            node.tree.stats.count("reopened_states")
+            heapq.heappush(heap, (f - math.log(1 - covered), -node.depth, next(tie), node))
 
     def _finish(self, heap: list) -> list[Node]:
         """Out of expansions before any trajectory finished: roll the best open node out to the end (one

@@ -56,19 +56,44 @@ def test_mcts_select_by_visits_follows_the_most_visited_children(mcts):
 
 def test_astar_pops_best_first_within_its_budget():
     r, solutions, trees = solve("toy-astar", max_expansions=6)
-    search = r.search
+    search, width = r.search, r.recipe.search.width
     for tree, sol in zip(trees, solutions):
-        expanded = [x for x in nodes(tree.root) if len(x.children) == r.recipe.search.width]
-        assert len(expanded) <= 6
-        # beyond them only the rollout that finishes the best open node when nothing finished in budget
-        assert all(len(x.children) in (0, 1, r.recipe.search.width) for x in nodes(tree.root))
-        # the first pick is the root's child with the lowest f (only they were open then)
-        f = {id(c): search.cost(c, c.step.scores[r.verifier.name]) for c in tree.root.children}
-        first = min(tree.root.children, key=lambda c: f[id(c)])
-        assert first.children or first.terminal
+        # an expansion draws `width` children (a node sampled again has a multiple); beyond them only the rollout
+        # that finishes the best open node when nothing finished in budget
+        assert all(len(x.children) % width in (0, 1) for x in nodes(tree.root))
+        assert sum(len(x.children) // width for x in nodes(tree.root)) <= 6
+        # the first pick is the root's first child with the lowest f (only they were open then, and the root to be
+        # sampled again; a repeated state is dropped unscored)
+        opened = [c for c in tree.root.children[:width] if r.verifier.name in c.step.scores]
+        first = min(opened, key=lambda c: search.cost(c, c.step.scores[r.verifier.name]))
+        assert first.children or first.terminal or len(tree.root.children) > width
         assert 1 <= len(sol.candidates) <= r.recipe.search.n
     # f = beta * mean NLL - log(score): a better score or likelier tokens give a lower f
     leaf = next(x for x in nodes(trees[0].root) if x.step is not None)
     assert search.cost(leaf, 0.9) < search.cost(leaf, 0.5)
     lps = [lp for p in leaf.path() for lp in p.step.logprobs]
     assert math.isclose(search.cost(leaf, 1.0), -search.beta * sum(lps) / len(lps))
+
+
+@pytest.fixture(scope="module")
+def astar():
+    return solve("toy-astar", n=4, max_expansions=32)
+
+
+def test_astar_expands_a_repeated_state_once(astar):
+    """Graph search: the confident toy draft writes the same step several times; only the first is expanded."""
+    r, solutions, trees = astar
+    assert sum(t.stats.counters.get("duplicate_states", 0) for t in trees) > 0
+    for tree in trees:
+        expanded = [x.text() for x in nodes(tree.root) if x.children and x.step is not None]
+        assert len(expanded) == len(set(expanded))
+
+
+def test_astar_samples_a_node_again_when_its_children_score_badly(astar):
+    """Partial expansion: nodes go back on the open list and some are drawn from again (more than `width`
+    children), each new draw counted; without it every expanded node has exactly `width` children."""
+    r, solutions, trees = astar
+    width = r.recipe.search.width
+    again = [x for t in trees for x in nodes(t.root) if len(x.children) > width]
+    assert again
+    assert sum(t.stats.counters.get("reopened_states", 0) for t in trees) >= len(again)
