@@ -217,9 +217,10 @@ def table(rows: list[dict], meta: dict) -> str:
         acc = "" if r["accepted_fraction"] is None else f"{100 * r['accepted_fraction']:.0f} %"
         fewer = "∞" if r["target_token_reduction"] is None else f"{r['target_token_reduction']:.1f}x"
         busy = " / ".join(f"{r.get('busy_s', {}).get(role, 0):.1f}" for role in ("target", "draft"))
+        ceiling = "" if r["fraction_of_ceiling"] is None else f"{r['fraction_of_ceiling']:.2f}"  # no draft CoT run
         lines.append(
             f"| {r['method']} | {100 * r['accuracy']:.1f} % | {r['accuracy_delta_points']:+.1f} | {r['wall_s']:.1f} | "
-            f"{r['speedup_vs_target']:.2f}x | {r['fraction_of_ceiling']:.2f} | {r['target_tokens']} | {fewer} | "
+            f"{r['speedup_vs_target']:.2f}x | {ceiling} | {r['target_tokens']} | {fewer} | "
             f"{acc} | {r.get('target_prefill_per_step', '')} | {busy} |"
         )
     problems = (
