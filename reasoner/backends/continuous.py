@@ -314,8 +314,9 @@ class ContinuousBatch:
         scored = []  # (request, pair index, row)
         for request, chunk in riding:
             seqs, scoring = lm._score_rows(request, chunk, call)
-            C = max(scoring.cached, default=0)
-            self.cache.extend(RaggedCache.from_prefill(lm.model, lm._cache_for(scoring), scoring.mask[:, :C]))
+            self.cache.append_rows(
+                [e.kv if c else None for e, c in zip(scoring.entries, scoring.cached)], scoring.cached
+            )
             for i, seq, c in zip(chunk, seqs, scoring.cached):
                 scored.append((request, i, len(chains)))
                 chains.append(seq[c:])
@@ -329,20 +330,22 @@ class ContinuousBatch:
             depth[b, :q] = torch.arange(q)
             sees[b, :q, :q] = torch.tril(torch.ones((q, q), dtype=torch.bool))
         logits = self.cache.forward(ids.to(device), depth.to(device), sees.to(device))
-        self.cache.commit([list(range(len(c))) for c in chains])
         call.forward_passes += 1
-        for request, i, b in scored:
-            q, k = len(chains[b]), len(request.pairs[i][1]) - len(request.plans[i][2])  # k: log-probs to compute
-            lps = torch.log_softmax(logits[b, q - k - 1 : q - 1], dim=-1)  # position t predicts token t + 1
-            target = torch.tensor(chains[b][q - k :], device=lps.device)[:, None]
-            lm._scored(request, i, b, lps.gather(-1, target).squeeze(-1).tolist(), self.cache.cache, self.cache.valid)
-        if riding:
+        L = len(self.live)
+        if scored:  # read, cached, then out of the batch before the commit (which then gathers the live rows only)
+            written = torch.arange(Q)[None, :] < torch.tensor([len(c) for c in chains])[:, None]
+            mask = torch.cat([self.cache.valid, written.to(device)], dim=1)  # every row's KV columns, in order
+            for request, i, b in scored:
+                q, k = len(chains[b]), len(request.pairs[i][1]) - len(request.plans[i][2])  # k: log-probs to compute
+                lps = torch.log_softmax(logits[b, q - k - 1 : q - 1], dim=-1)  # position t predicts token t + 1
+                target = torch.tensor(chains[b][q - k :], device=lps.device)[:, None]
+                lm._scored(request, i, b, lps.gather(-1, target).squeeze(-1).tolist(), self.cache.cache, mask)
+            self.cache.select_rows(list(range(L)))
             self.lm.stats.count("score_rows_mixed", len(scored))
             self.lm.stats.count("score_forwards_saved", len(riding))
-        L = len(self.live)
+        self.cache.commit([list(range(len(c))) for c in chains[:L]])
         last = torch.tensor([len(c) - 1 for c in chains[:L]], device=device)
-        keep = self._emit(self.live, logits[torch.arange(L, device=device), last], self.cache, call, done)
-        self._after(keep, rows=B)
+        self._after(self._emit(self.live, logits[torch.arange(L, device=device), last], self.cache, call, done))
 
     def _join(self, cache: RaggedCache, seqs: list[_Seq]) -> None:
         """Rows (their cache and sequences) join the running batch."""
@@ -380,9 +383,9 @@ class ContinuousBatch:
         call.forward_passes += 1
         self._after(self._emit(self.live, logits[:, -1, :], self.cache, call, done))
 
-    def _after(self, keep: list[int], rows: int | None = None) -> None:
-        """Only the rows that go on stay in the batch (``rows``: the cache's, when it holds more than the live)."""
-        if len(keep) < (rows or len(self.live)):
+    def _after(self, keep: list[int]) -> None:
+        """Only the rows that go on stay in the batch."""
+        if len(keep) < len(self.live):
             self.live = [self.live[r] for r in keep]
             if keep:
                 self.cache.select_rows(keep)
