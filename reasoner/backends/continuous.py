@@ -341,6 +341,7 @@ class ContinuousBatch:
                 target = torch.tensor(chains[b][q - k :], device=lps.device)[:, None]
                 lm._scored(request, i, b, lps.gather(-1, target).squeeze(-1).tolist(), self.cache.cache, mask)
             self.cache.select_rows(list(range(L)))
+            self.cache.trim()
             self.lm.stats.count("score_rows_mixed", len(scored))
             self.lm.stats.count("score_forwards_saved", len(riding))
         self.cache.commit([list(range(len(c))) for c in chains[:L]])

@@ -142,6 +142,15 @@ class RaggedCache:
         self.lengths = torch.cat([self.lengths, counts_t])
         self.spec = torch.zeros((self.batch_size, 0, 0), dtype=torch.bool, device=self.device)
 
+    def trim(self) -> None:
+        """Drop the leading columns no row uses (left by rows that left: a score's rows padded the batch to their
+        prefixes), so the rows that stay do not attend over and copy them at every later step."""
+        used = self.valid.any(0).nonzero()
+        first = int(used[0]) if len(used) else self.valid.shape[1]
+        if first and self._filled():
+            self._set(lambda t: t[:, :, first:])
+            self.valid = self.valid[:, first:]
+
     def _filled(self) -> bool:
         """Whether the cache holds tensors (a batch whose rows have no column yet has none)."""
         return bool(self.cache.layers) and all(layer.is_initialized for layer in self.cache.layers)
