@@ -20,11 +20,12 @@ and their tokens are waste (counted: ``lookahead_tokens`` written, ``lookahead_c
 (a sampled row would draw from another generator than a fresh request's), ``n == 1``, and only while a worker keeps
 stepping the batch (it sets ``lookahead_steps``). The tokens are those written without it; only their time moves.
 
-Scores ride along: a ``score`` queued with ``add_score`` (the scheduler's worker does, with ``scheduler.mix_scores``)
-runs its rows' uncached tokens in the step's decode forward where that pads at most ``MIX_PADDING`` positions
+Scores ride along: a ``score`` given to ``add_score`` (the scheduler's worker does, with ``scheduler.mix_scores``)
+runs its rows' uncached tokens in the next step's decode forward where that pads at most ``MIX_PADDING`` positions
 (``mixes``), as admitted prompts do, instead of a forward of its own between two decode steps (counted:
-``score_rows_mixed``, and ``score_forwards_saved``: the score forwards that did not run). Its rows leave the batch
-after that forward; their log-probabilities and prefix-cache entries are those of ``TransformersLM.score``.
+``score_rows_mixed``, and ``score_forwards_saved``: the score forwards that did not run). The chunks that cannot
+ride run at once, so a score with none riding is answered before the step, as one alone would be. Riding rows leave
+the batch after the forward; their log-probabilities and prefix-cache entries are those of ``TransformersLM.score``.
 """
 
 from __future__ import annotations
@@ -84,13 +85,15 @@ class GenerateRequest:
 class ScoreRequest:
     """One ``score`` call's pairs, planned by ``TransformersLM._score_request``: ``chunks`` (pair indices) each
     about one forward's rows, ``plans[i]`` pair i's ``(prefix-cache entry, tokens cached, known log-probs)``;
-    ``results`` and ``usage`` are filled in as its chunks run."""
+    ``results`` and ``usage`` are filled in as its chunks run; ``waiting``: the chunks the batch's next step
+    runs."""
 
     pairs: list[tuple[list[int], list[int]]]
     plans: dict[int, tuple]
     chunks: list[list[int]]
     results: list[list[float]] = field(init=False)
     usage: list[RoleStats] = field(init=False)
+    waiting: list[list[int]] = field(default_factory=list)
 
     def __post_init__(self):
         self.results = [[] for _ in self.pairs]
@@ -135,7 +138,7 @@ class ContinuousBatch:
         self.parked: dict[tuple[int, ...], _Seq] = {}  # live lookahead rows, by the prompt that would claim them
         self.ready: dict[tuple[int, ...], tuple] = {}  # finished lookahead steps, likewise
         self.completed: list[GenerateRequest] = []  # requests served by ``ready`` alone, returned by the next step
-        self.scoring: list[ScoreRequest] = []  # scores the next step runs (riding in its forward where they fit)
+        self.scoring: list[ScoreRequest] = []  # scores with chunks to ride in the next step's forward
         self.context = lm.context_length  # a row ends ("length") when it fills the model's context
 
     def add(self, request: GenerateRequest) -> None:
@@ -148,9 +151,25 @@ class ContinuousBatch:
                 self.waiting.append((request, i))
 
     def add_score(self, prompts, continuations) -> ScoreRequest:
-        """Queue a ``score`` call for the next step (bad input raises here); the step returns it done."""
+        """A ``score`` call (bad input raises here): its chunks that would ride in the next decode forward (as the
+        batch is now) wait for the step, which returns the request done; the others run now, in forwards of their
+        own. ``request.waiting`` is empty when it is done already."""
         request = self.lm._score_request(prompts, continuations)
-        self.scoring.append(request)
+        groups = [(len(self.live), 1)] if self.live else []
+        groups += [_group(r, c) for r in self.scoring for c in r.waiting]
+        alone = []
+        for chunk in request.chunks:
+            if groups and mixes([*groups, _group(request, chunk)]):
+                groups.append(_group(request, chunk))
+                request.waiting.append(chunk)
+            else:
+                alone.append(chunk)
+        if alone:
+            with self.lm._account() as call:
+                for chunk in alone:
+                    self.lm._score_alone(request, chunk, call)
+        if request.waiting:
+            self.scoring.append(request)
         return request
 
     def _claim(self, request: GenerateRequest, i: int, prompt: list[int]) -> bool:
@@ -219,16 +238,15 @@ class ContinuousBatch:
                 else:
                     self._admit(taken, batch, call, done)
                     taken, groups = [], [(len(self.live), 1)] if self.live else []
-            riding = []  # score chunks in the step's forward; the others run a forward of their own
-            for request, chunk in sorted(
-                ((r, c) for r in scores for c in r.chunks), key=lambda rc: max(rc[0].fresh(i) for i in rc[1])
-            ):
-                group = (len(chunk), max(request.fresh(i) for i in chunk))
-                if groups and mixes([*groups, group]):
-                    groups.append(group)
-                    riding.append((request, chunk))
-                else:
-                    self.lm._score_alone(request, chunk, call)
+            riding = []  # score chunks in the step's forward; those that no longer fit (after admission) run alone
+            for request in scores:
+                for chunk in request.waiting:
+                    if groups and mixes([*groups, _group(request, chunk)]):
+                        groups.append(_group(request, chunk))
+                        riding.append((request, chunk))
+                    else:
+                        self.lm._score_alone(request, chunk, call)
+                request.waiting = []
             if riding or (taken and self.live):
                 self._mixed(taken, prompts, batch, riding, call, done)
             elif taken:
@@ -482,6 +500,11 @@ def stop_found(stop: str, tail: str, ids: list[int], start: int, decode) -> bool
     if len(stop) > TAIL_CHARS // 2 or not stop.isascii():
         return stop in decode(ids[max(start, len(ids) - 8 - len(stop)) :])
     return stop in tail
+
+
+def _group(request: ScoreRequest, chunk: list[int]) -> tuple[int, int]:
+    """A score chunk as ``mixes`` sees it: its rows, padded to the longest."""
+    return len(chunk), max(request.fresh(i) for i in chunk)
 
 
 def _continues(params: SamplingParams) -> bool:

@@ -193,7 +193,8 @@ class ModelWorker:
                 self._split(group, self.lm.next_token_logprobs, prompts, list(key[1]))
 
     def _score_in_batch(self, batch, calls: list[_Call]) -> None:
-        """``score`` calls merged into one request of the decode batch (its next step runs it)."""
+        """``score`` calls merged into one request of the decode batch: answered now, or after the next step where
+        rows ride in its forward."""
         if not calls:
             return
         try:
@@ -202,7 +203,10 @@ class ModelWorker:
             for call in calls:
                 call.future.set_exception(e)
             return
-        self.scoring[request] = calls
+        if request.waiting:  # rows ride in the next decode forward
+            self.scoring[request] = calls
+        else:  # every forward ran already
+            self._deliver(calls, request.results, request.usage)
 
     def _generate_whole(self, calls: list[_Call]) -> None:
         """For backends that batch their own requests: the calls with the same sampling go as one call (calls of
