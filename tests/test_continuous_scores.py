@@ -43,6 +43,7 @@ def test_scores_mixed_into_decode_forward_equal_scores_alone(toy_prompts):
     mixed.batch.add(request)
     mixed.batch.step()  # the two rows are admitted and decode
     scoring = mixed.batch.add_score(prompts, continuations)
+    assert scoring.waiting and not any(scoring.results)  # its rows wait for the decode forward
     assert scoring in mixed.batch.step()
     while request.remaining:
         mixed.batch.step()
@@ -71,15 +72,17 @@ def test_scores_mixed_into_decode_forward_equal_scores_alone(toy_prompts):
             assert (ka[:, :m] - kb[:, :m]).abs().max() < 1e-4 and (va[:, :m] - vb[:, :m]).abs().max() < 1e-4
 
 
-def test_a_score_too_long_to_ride_runs_alone(toy_prompts):
-    """Padding every live row to a long score would cost more than its own forward: it runs alone, same result."""
+def test_a_score_too_long_to_ride_runs_alone_at_once(toy_prompts):
+    """Padding every live row to a long score would cost more than its own forward: it runs alone, when it is given
+    (not after the next decode step), with the same result."""
     lm = target()
     request = GenerateRequest([lm.encode(p) for p in toy_prompts[:8]], SamplingParams(max_tokens=6, ignore_eos=True))
     lm.batch.add(request)
     lm.batch.step()
     pair = [toy_prompts[9]], [" 12 + 7 = 19, then 19 * 3 = 57."]  # nothing cached: ~50 tokens to run
     scoring = lm.batch.add_score(*pair)
-    lm.batch.step()
+    assert not scoring.waiting and scoring.results[0]
+    assert scoring not in lm.batch.step()
     while request.remaining:
         lm.batch.step()
     assert "score_rows_mixed" not in lm.stats.counters
