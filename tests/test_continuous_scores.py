@@ -105,3 +105,22 @@ def test_mixing_scores_saves_target_forwards():
     ]
     assert with_mix.counters["score_forwards_saved"] > 0 and "score_rows_mixed" not in without.counters
     assert with_mix.roles["target"].forward_passes < without.roles["target"].forward_passes
+
+
+def test_scores_ride_without_a_prefix_cache():
+    """Rows with nothing cached ride too (short pairs: the whole sequence runs in the decode forward)."""
+    mixed, alone = (load_lm("transformers", "toy:target", "target", seed=0) for _ in range(2))
+    prompt = mixed.encode("Q: 3 + 4 = ?\nA:")
+    params = SamplingParams(max_tokens=20, ignore_eos=True)
+    request = GenerateRequest([prompt], params)
+    mixed.batch.add(request)
+    mixed.batch.step()
+    pairs = ["Q: 1 + 1", "Q: 22 * 3"], [" = 2", " = 66, so"]
+    scoring = mixed.batch.add_score(*pairs)
+    assert scoring.waiting
+    while request.remaining:
+        mixed.batch.step()
+    assert mixed.stats.counters["score_rows_mixed"] == 2
+    for got, want in zip(scoring.results, alone.score(*pairs)):
+        assert got == pytest.approx(want, abs=1e-4)
+    assert request.results[0][0].token_ids == alone.generate([prompt], params)[0][0].token_ids

@@ -157,13 +157,7 @@ class ContinuousBatch:
         request = self.lm._score_request(prompts, continuations)
         groups = [(len(self.live), 1)] if self.live else []
         groups += [_group(r, c) for r in self.scoring for c in r.waiting]
-        alone = []
-        for chunk in request.chunks:
-            if groups and mixes([*groups, _group(request, chunk)]):
-                groups.append(_group(request, chunk))
-                request.waiting.append(chunk)
-            else:
-                alone.append(chunk)
+        request.waiting, alone = _riding(groups, request, request.chunks)
         if alone:
             with self.lm._account() as call:
                 for chunk in alone:
@@ -233,24 +227,20 @@ class ContinuousBatch:
                 # admitted prompts with few uncached tokens ride along in the decode forward; padding every live row
                 # to a long prompt would cost more than a prefill forward of its own
                 admitted = (sum(r.params.n for r, _ in taken), max(len(p) - c for p, c in zip(prompts, batch.cached)))
-                if not self.live or mixes([*groups, admitted]):
+                if self.live and mixes([*groups, admitted]):
                     groups.append(admitted)
                 else:
                     self._admit(taken, batch, call, done)
                     taken, groups = [], [(len(self.live), 1)] if self.live else []
-            riding = []  # score chunks in the step's forward; those that no longer fit (after admission) run alone
+            riding = []  # score chunks in the decode forward; those that no longer fit (after admission) run alone
             for request in scores:
-                for chunk in request.waiting:
-                    if groups and mixes([*groups, _group(request, chunk)]):
-                        groups.append(_group(request, chunk))
-                        riding.append((request, chunk))
-                    else:
-                        self.lm._score_alone(request, chunk, call)
+                ride, alone = _riding(groups, request, request.waiting)
+                riding += [(request, chunk) for chunk in ride]
+                for chunk in alone:
+                    self.lm._score_alone(request, chunk, call)
                 request.waiting = []
-            if riding or (taken and self.live):
+            if riding or taken:
                 self._mixed(taken, prompts, batch, riding, call, done)
-            elif taken:
-                self._admit(taken, batch, call, done)
             elif self.live:
                 self._decode(call, done)
         done += scores
@@ -505,6 +495,19 @@ def stop_found(stop: str, tail: str, ids: list[int], start: int, decode) -> bool
 def _group(request: ScoreRequest, chunk: list[int]) -> tuple[int, int]:
     """A score chunk as ``mixes`` sees it: its rows, padded to the longest."""
     return len(chunk), max(request.fresh(i) for i in chunk)
+
+
+def _riding(groups: list[tuple[int, int]], request: ScoreRequest, chunks: list[list[int]]):
+    """``(riding, alone)``: the chunks that join ``groups`` (the step's decode forward, live rows first: none
+    without them), added to it one by one while ``mixes`` allows, and the others."""
+    riding, alone = [], []
+    for chunk in chunks:
+        if groups and mixes([*groups, _group(request, chunk)]):
+            groups.append(_group(request, chunk))
+            riding.append(chunk)
+        else:
+            alone.append(chunk)
+    return riding, alone
 
 
 def _continues(params: SamplingParams) -> bool:
