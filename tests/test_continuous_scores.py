@@ -1,6 +1,8 @@
 """Scores that ride in the decode forward (``ContinuousBatch.add_score``, ``scheduler.mix_scores``): the same
 log-probabilities, prefix-cache entries and generated tokens as a score forward of its own, in fewer forwards."""
 
+import time
+
 import pytest
 
 from reasoner import Reasoner
@@ -8,6 +10,7 @@ from reasoner.backends import load_lm
 from reasoner.backends.continuous import MIX_PADDING, GenerateRequest, mixes, padding
 from reasoner.core.lm import SamplingParams
 from reasoner.core.types import Problem
+from reasoner.engine.scheduler import ModelWorker
 from reasoner.toy import generate_problems
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -89,9 +92,40 @@ def test_a_score_too_long_to_ride_runs_alone_at_once(toy_prompts):
     assert scoring.results[0] == pytest.approx(target().score(*pair)[0], abs=1e-4)
 
 
-def test_mixing_scores_saves_target_forwards():
+def test_scores_riding_in_decode_forwards_save_target_forwards(toy_prompts):
+    """A model's worker decodes one long row while five scores arrive one after the other: with ``mix_scores`` each
+    rides in a decode forward, without it each takes a forward of its own. The same scores and tokens, five
+    forwards fewer."""
+    runs = {}
+    for mix in (True, False):
+        lm = load_lm("transformers", "toy:target", "target", seed=0)
+        worker = ModelWorker(lm, mix_scores=mix)
+        try:
+            running = worker.submit(
+                "generate", [lm.encode(toy_prompts[0])], SamplingParams(max_tokens=300, ignore_eos=True)
+            )
+            while not lm.batch.live:  # the row is decoding (a score arriving with it finds nothing to ride)
+                time.sleep(0.001)
+            scores = [worker.submit("score", [p], [" 12 + 7 = 19."]).result()[0] for p in toy_prompts[1:6]]
+            assert not running.done()  # every score arrived while the row was decoding
+            tokens = running.result()[0][0].token_ids
+        finally:
+            worker.close()
+        runs[mix] = lm.stats.roles["target"].forward_passes, lm.stats.counters["score_forwards_saved"], scores, tokens
+    (forwards, saved, scores, tokens), (forwards_alone, saved_alone, scores_alone, tokens_alone) = (
+        runs[True],
+        runs[False],
+    )
+    assert (saved, saved_alone) == (5, 0)
+    assert forwards == forwards_alone - 5
+    for got, want in zip(scores, scores_alone):
+        assert got == pytest.approx(want, abs=1e-4)
+    assert tokens == tokens_alone
+
+
+def test_step_speculation_with_riding_scores_writes_the_same_steps():
     """Step speculation with the likelihood acceptor, its scores riding in the target's decode forward and not: the
-    same steps and verdicts, and the target ran fewer forwards for them."""
+    same steps and verdicts."""
     problems = PROBLEMS[:8]
     runs = {}
     for mix in (True, False):
@@ -99,12 +133,11 @@ def test_mixing_scores_saves_target_forwards():
         solutions = reasoner.solve_many(problems)
         runs[mix] = solutions, reasoner.models["target"].stats
     (mixed, with_mix), (plain, without) = runs[True], runs[False]
-    assert [[s.token_ids for s in sol.steps] for sol in mixed] == [[s.token_ids for s in sol.steps] for sol in plain]
-    assert [[s.speculation for s in sol.steps] for sol in mixed] == [
-        [s.speculation for s in sol.steps] for sol in plain
-    ]
+    for field in ("token_ids", "speculation"):
+        assert [[getattr(s, field) for s in sol.steps] for sol in mixed] == [
+            [getattr(s, field) for s in sol.steps] for sol in plain
+        ]
     assert with_mix.counters["score_forwards_saved"] > 0 and "score_rows_mixed" not in without.counters
-    assert with_mix.roles["target"].forward_passes < without.roles["target"].forward_passes
 
 
 def test_scores_ride_without_a_prefix_cache():
