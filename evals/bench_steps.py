@@ -14,13 +14,16 @@ Every configuration, the baselines included, goes through the same scheduler wit
 (``--model-workers``) and torch threads (``--threads``). Where the time went: each model's busy seconds (its
 worker computing) and forward passes. Writes ``bench.json`` (one row per configuration), ``bench.md`` and
 ``bench.png`` (accuracy vs speedup). ``--repeats N`` runs the configurations round-robin N times and reports each
-one's median run (on a shared machine one run's wall time is at the mercy of its neighbours).
+one's median run (on a shared machine one run's wall time is at the mercy of its neighbours). ``--only LABEL``
+keeps the named configurations; ``--ab OVERRIDE`` also runs each configuration with that recipe override (labelled
+``label [override]``, right after it in each round), an A/B of a setting measured side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -80,11 +83,14 @@ def run(
     configs: list[tuple[str, str, list[str]]] | None = None,
     quantize: str | None = None,
     overrides: list[str] | None = None,
+    only: list[str] | None = None,
+    ab: list[str] | None = None,
 ) -> list[dict]:
     """Run ``configs`` (default: the ``pair``'s; the first is the baseline, one labelled "draft CoT" the ceiling)
     on the same problems: the JSONL file ``data`` when given, else the toy suite (``seed``, ``difficulty``);
     ``quantize`` (int8 | fp16) applies to every model of every configuration, the baselines' included, and so do
-    ``overrides`` (recipe overrides, before each configuration's own; bench.md lists them)."""
+    ``overrides`` (recipe overrides, before each configuration's own; bench.md lists them); ``only``: the labels to
+    run; ``ab``: overrides each configuration also runs with."""
     common = list(overrides or [])
     if configs is None and pair not in PAIRS:
         raise ValueError(f"unknown pair {pair!r}: choose one of {', '.join(PAIRS)}")
@@ -100,6 +106,17 @@ def run(
         suite.append(f"scheduler.lookahead_steps={lookahead_steps}")
     if configs is None:
         configs = [c for c in PAIRS[pair] if not quick or pair != "toy" or c[0] in QUICK]
+    if only:
+        unknown = set(only) - {label for label, _, _ in configs}
+        if unknown:
+            raise ValueError(f"--only: no configuration {sorted(unknown)}; choose from {[c[0] for c in configs]}")
+        configs = [c for c in configs if c[0] in only]
+    if ab:
+        configs = [
+            (f"{label} [{o}]", name, [*own, o]) if o else (label, name, own)
+            for label, name, own in configs
+            for o in ["", *ab]
+        ]
     if pair == "toy" and not data:
         evaluate(
             Recipe.load("toy-cot", suite), None, limit=min(limit, batch_size), batch_size=batch_size, progress=False
@@ -107,7 +124,7 @@ def run(
     runs: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
     for k in range(repeats):
         for label, recipe_name, own in configs:
-            folder = out / "runs" / label.replace(" ", "_").replace(">=", "ge")
+            folder = out / "runs" / re.sub(r"[^\w.-]+", "_", label.replace(">=", "ge")).strip("_")
             if repeats > 1:
                 folder = folder / f"run{k + 1}"
             if progress:
@@ -185,6 +202,7 @@ def _row(label: str, recipe_name: str, recipe: Recipe, s: dict, steps: int) -> d
         else None,
         "busy_s": {role: round(b, 2) for role, b in s.get("busy_s", {}).items()},
         "forward_passes": s["forward_passes"],
+        "score_forwards_saved": s.get("score_forwards_saved", 0),
     }
 
 
@@ -199,9 +217,10 @@ def table(rows: list[dict], meta: dict) -> str:
         acc = "" if r["accepted_fraction"] is None else f"{100 * r['accepted_fraction']:.0f} %"
         fewer = "∞" if r["target_token_reduction"] is None else f"{r['target_token_reduction']:.1f}x"
         busy = " / ".join(f"{r.get('busy_s', {}).get(role, 0):.1f}" for role in ("target", "draft"))
+        ceiling = "" if r["fraction_of_ceiling"] is None else f"{r['fraction_of_ceiling']:.2f}"  # no draft CoT run
         lines.append(
             f"| {r['method']} | {100 * r['accuracy']:.1f} % | {r['accuracy_delta_points']:+.1f} | {r['wall_s']:.1f} | "
-            f"{r['speedup_vs_target']:.2f}x | {r['fraction_of_ceiling']:.2f} | {r['target_tokens']} | {fewer} | "
+            f"{r['speedup_vs_target']:.2f}x | {ceiling} | {r['target_tokens']} | {fewer} | "
             f"{acc} | {r.get('target_prefill_per_step', '')} | {busy} |"
         )
     problems = (
@@ -308,6 +327,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="int8 or fp16 linear layers for every model of every configuration (CPU; default: as the recipes say)",
     )
+    p.add_argument(
+        "--only", action="append", default=None, metavar="LABEL", help="run only this configuration (repeatable)"
+    )
+    p.add_argument(
+        "--ab",
+        action="append",
+        default=None,
+        metavar="OVERRIDE",
+        help="also run each configuration with this recipe override, e.g. scheduler.mix_scores=false (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -329,6 +358,8 @@ def main(args) -> None:
         args.pair,
         args.data,
         quantize=args.quantize,
+        only=args.only,
+        ab=args.ab,
     )
     print((out / "bench.md").read_text())
     print(f"wrote {args.out}/bench.json, bench.md, bench.png")

@@ -212,6 +212,8 @@ def _costs(run) -> dict:
         "wall_s": round(run.wall_s, 4),
         "forward_passes": {k: r.forward_passes for k, r in run.roles.items()},
         "busy_s": {k: round(r.wall_s, 4) for k, r in run.roles.items()},  # each model computing
+        # score forwards that rode in a decode forward instead (``scheduler.mix_scores``)
+        **({"score_forwards_saved": int(saved)} if (saved := run.counters.get("score_forwards_saved")) else {}),
     }
 
 
@@ -423,7 +425,7 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
     ran = len(rows)
     tokens, prefill, forwards, cached = defaultdict(int), defaultdict(int), defaultdict(float), defaultdict(int)
     busy = defaultdict(float)
-    wall = 0.0
+    wall = saved = 0.0
     for r in rows:
         for role, s in r["stats"]["roles"].items():
             tokens[role] += s["generated_tokens"]
@@ -434,6 +436,7 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
             forwards[role] += f / r["batch"]["size"]
         for role, b in r["batch"].get("busy_s", {}).items():
             busy[role] += b / r["batch"]["size"]
+        saved += r["batch"].get("score_forwards_saved", 0) / r["batch"]["size"]
     counters = defaultdict(float)
     for r in rows:
         for k, v in r["stats"].get("counters", {}).items():
@@ -453,6 +456,7 @@ def summarize(rows: list[dict], recipe: Recipe) -> dict:
         "prefill_tokens": dict(sorted(prefill.items())),
         **({"prefix_cached_tokens": dict(sorted(cached.items()))} if any(cached.values()) else {}),
         "forward_passes": {k: round(v) for k, v in sorted(forwards.items())},
+        **({"score_forwards_saved": round(saved)} if saved else {}),
         "busy_s": {k: round(v, 3) for k, v in sorted(busy.items())},
         "per_problem": {"tokens": per(tokens), "prefill_tokens": per(prefill), "forward_passes": per(forwards)},
         "counters": {k: round(v, 6) for k, v in sorted(counters.items())},

@@ -99,7 +99,10 @@ class Reasoner:
         # every engine, verifier and search calls the models through the scheduler: one worker per model batches
         # what the problems (one thread each) ask of it
         self.scheduler = Scheduler(
-            load_args, processes=model_processes(r, len(load_args)), lookahead_steps=r.scheduler.lookahead_steps
+            load_args,
+            processes=model_processes(r, len(load_args)),
+            lookahead_steps=r.scheduler.lookahead_steps,
+            mix_scores=r.scheduler.mix_scores,
         )
         self._closer = weakref.finalize(self, self.scheduler.close)  # model workers and processes end with us
         self.models: dict[str, LM] = self.scheduler.models

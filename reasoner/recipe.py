@@ -270,6 +270,11 @@ class SchedulerConfig(Section):
         description="steps a trajectory's row may write ahead of the search between its step calls (0: off); it "
         "keeps its place in the decode batch instead of leaving at every step (greedy steps)",
     )
+    mix_scores: bool = Field(
+        True,
+        description="a score's rows (the likelihood acceptor's prefills) run in the decode forward of the model's "
+        "running batch where padding the batch to them costs less than a forward of their own (transformers)",
+    )
 
 
 class AnswerConfig(Section):

@@ -115,6 +115,31 @@ def test_bench_steps_writes_its_table_json_and_plot(tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
+def test_bench_steps_ab_runs_each_configuration_with_and_without_an_override(tmp_path):
+    import yaml
+
+    from evals.bench_steps import run
+
+    configs = [("target CoT", "toy-cot", []), ("l", "toy-likelihood", [])]
+    rows = run(
+        tmp_path,
+        2,
+        batch_size=2,
+        progress=False,
+        model_workers="thread",
+        configs=configs,
+        only=["l"],
+        ab=["scheduler.mix_scores=false"],
+    )
+    assert [r["method"] for r in rows] == ["l", "l [scheduler.mix_scores=false]"]
+    for folder, mix in (("l", True), ("l_scheduler.mix_scores_false", False)):
+        assert (
+            yaml.safe_load((tmp_path / "runs" / folder / "recipe.yaml").read_text())["scheduler"]["mix_scores"] is mix
+        )
+    with pytest.raises(ValueError, match="no configuration"):
+        run(tmp_path, 2, configs=configs, only=["nope"])
+
+
 def test_calibrate_picks_the_fastest_threshold_within_the_accuracy_loss():
     from evals.calibrate import choose
 

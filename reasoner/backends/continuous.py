@@ -19,11 +19,19 @@ the row has finished that step, its result at once); rows no request claims give
 and their tokens are waste (counted: ``lookahead_tokens`` written, ``lookahead_claimed`` steps served). Greedy only
 (a sampled row would draw from another generator than a fresh request's), ``n == 1``, and only while a worker keeps
 stepping the batch (it sets ``lookahead_steps``). The tokens are those written without it; only their time moves.
+
+Scores ride along: a ``score`` given to ``add_score`` (the scheduler's worker does, with ``scheduler.mix_scores``)
+runs its rows' uncached tokens in the next step's decode forward where that pads at most ``MIX_PADDING`` positions
+(``mixes``), as admitted prompts do, instead of a forward of its own between two decode steps (counted:
+``score_rows_mixed``, and ``score_forwards_saved``: the score forwards that did not run). The chunks that cannot
+ride run at once, so a score with none riding is answered before the step, as one alone would be. Riding rows leave
+the batch after the forward; their log-probabilities and prefix-cache entries are those of ``TransformersLM.score``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +49,21 @@ MIX_PADDING = 64
 READY_KEPT = 256  # finished lookahead steps kept for a claim (the oldest go first)
 
 
+def padding(groups: Sequence[tuple[int, int]]) -> int:
+    """Positions one shared forward pads when groups of rows that would each run a forward of their own, given as
+    ``(rows, tokens each row runs)``, run together: every row runs as many positions as the longest. The decode
+    batch is the group ``(live rows, 1)``; a group's rows are padded to its own longest before (each ``score``
+    forward is one, each admission another), which is paid either way."""
+    width = max((w for _, w in groups), default=0)
+    return sum(rows * (width - w) for rows, w in groups)
+
+
+def mixes(groups: Sequence[tuple[int, int]]) -> bool:
+    """Whether ``groups`` (see ``padding``) share one forward: its padding costs less than the forwards it saves (on
+    the toy CPU models a forward costs ~5 ms plus ~0.06 ms a position)."""
+    return padding(groups) <= MIX_PADDING
+
+
 @dataclass(eq=False)
 class GenerateRequest:
     """One ``generate`` call's prompts; filled in as its sequences finish."""
@@ -56,6 +79,30 @@ class GenerateRequest:
         self.results = [[None] * self.params.n for _ in self.prompts]
         self.usage = [RoleStats() for _ in self.prompts]
         self.remaining = len(self.prompts) * self.params.n
+
+
+@dataclass(eq=False)
+class ScoreRequest:
+    """One ``score`` call's pairs, planned by ``TransformersLM._score_request``: ``chunks`` (pair indices) each
+    about one forward's rows, ``plans[i]`` pair i's ``(prefix-cache entry, tokens cached, known log-probs)``;
+    ``results`` and ``usage`` are filled in as its chunks run; ``waiting``: the chunks the batch's next step
+    runs."""
+
+    pairs: list[tuple[list[int], list[int]]]
+    plans: dict[int, tuple]
+    chunks: list[list[int]]
+    results: list[list[float]] = field(init=False)
+    usage: list[RoleStats] = field(init=False)
+    waiting: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.results = [[] for _ in self.pairs]
+        self.usage = [RoleStats() for _ in self.pairs]
+
+    def fresh(self, i: int) -> int:
+        """The tokens pair i runs (all but those its plan takes from the prefix cache)."""
+        prompt, continuation = self.pairs[i]
+        return len(prompt) + len(continuation) - self.plans[i][1]
 
 
 @dataclass(eq=False)
@@ -91,6 +138,7 @@ class ContinuousBatch:
         self.parked: dict[tuple[int, ...], _Seq] = {}  # live lookahead rows, by the prompt that would claim them
         self.ready: dict[tuple[int, ...], tuple] = {}  # finished lookahead steps, likewise
         self.completed: list[GenerateRequest] = []  # requests served by ``ready`` alone, returned by the next step
+        self.scoring: list[ScoreRequest] = []  # scores with chunks to ride in the next step's forward
         self.context = lm.context_length  # a row ends ("length") when it fills the model's context
 
     def add(self, request: GenerateRequest) -> None:
@@ -101,6 +149,22 @@ class ContinuousBatch:
         for i, prompt in enumerate(request.prompts):
             if not self._claim(request, i, prompt):
                 self.waiting.append((request, i))
+
+    def add_score(self, prompts, continuations) -> ScoreRequest:
+        """A ``score`` call (bad input raises here): its chunks that would ride in the next decode forward (as the
+        batch is now) wait for the step, which returns the request done; the others run now, in forwards of their
+        own. ``request.waiting`` is empty when it is done already."""
+        request = self.lm._score_request(prompts, continuations)
+        groups = [(len(self.live), 1)] if self.live else []
+        groups += [_group(r, c) for r in self.scoring for c in r.waiting]
+        request.waiting, alone = _riding(groups, request, request.chunks)
+        if alone:
+            with self.lm._account() as call:
+                for chunk in alone:
+                    self.lm._score_alone(request, chunk, call)
+        if request.waiting:
+            self.scoring.append(request)
+        return request
 
     def _claim(self, request: GenerateRequest, i: int, prompt: list[int]) -> bool:
         """Serve prompt ``i`` from a lookahead row (it takes the row over) or a finished lookahead step."""
@@ -141,34 +205,45 @@ class ContinuousBatch:
 
     @property
     def busy(self) -> bool:
-        return bool(self.waiting or self.live or self.completed)
+        return bool(self.waiting or self.live or self.completed or self.scoring)
 
     def reset(self) -> None:
         """Drop every sequence (after a failed step: their requests have failed)."""
         self.waiting, self.live, self.cache = [], [], None
-        self.parked, self.ready, self.completed = {}, {}, []
+        self.parked, self.ready, self.completed, self.scoring = {}, {}, [], []
 
-    def step(self) -> list[GenerateRequest]:
-        """Admit waiting prompts, then one decode forward of every live row; the requests now complete."""
+    def step(self) -> list[GenerateRequest | ScoreRequest]:
+        """Admit waiting prompts, then one decode forward of every live row, with the queued scores' rows where
+        they fit; the requests now complete (every queued score is)."""
         call = RoleStats()
         start = time.perf_counter()
         done, self.completed = self.completed, []
+        scores, self.scoring = self.scoring, []
         with torch.inference_mode():
             taken = self._take()
             prompts, batch = self._prefix(taken, call) if taken else ([], None)
-            # admitted prompts with few uncached tokens ride along in the decode forward; padding every live row
-            # to a long prompt would cost more than a prefill forward of its own
-            if (
-                taken
-                and self.live
-                and len(self.live) * (max(len(p) - c for p, c in zip(prompts, batch.cached)) - 1) <= MIX_PADDING
-            ):
-                self._mixed(taken, prompts, batch, call, done)
-            else:
-                if taken:
+            groups = [(len(self.live), 1)] if self.live else []  # the rows of the step's forward, as ``mixes`` wants
+            if taken:
+                # admitted prompts with few uncached tokens ride along in the decode forward; padding every live row
+                # to a long prompt would cost more than a prefill forward of its own
+                admitted = (sum(r.params.n for r, _ in taken), max(len(p) - c for p, c in zip(prompts, batch.cached)))
+                if self.live and mixes([*groups, admitted]):
+                    groups.append(admitted)
+                else:
                     self._admit(taken, batch, call, done)
-                if self.live:
-                    self._decode(call, done)
+                    taken, groups = [], [(len(self.live), 1)] if self.live else []
+            riding = []  # score chunks in the decode forward; those that no longer fit (after admission) run alone
+            for request in scores:
+                ride, alone = _riding(groups, request, request.waiting)
+                riding += [(request, chunk) for chunk in ride]
+                for chunk in alone:
+                    self.lm._score_alone(request, chunk, call)
+                request.waiting = []
+            if riding or taken:
+                self._mixed(taken, prompts, batch, riding, call, done)
+            elif self.live:
+                self._decode(call, done)
+        done += scores
         call.wall_s = time.perf_counter() - start
         call.calls = len(done)
         self.lm.stats.book(self.lm.role, call)
@@ -231,17 +306,28 @@ class ContinuousBatch:
             cache.select_rows(keep)
             self._join(cache, [seqs[r] for r in keep])
 
-    def _mixed(self, taken, prompts, batch, call: RoleStats, done: list[GenerateRequest]) -> None:
-        """One forward for everything (Orca's selective batching): every live row's next token and the admitted
-        prompts' uncached tokens, each row its own causal chain at its own positions."""
+    def _mixed(self, taken, prompts, batch, riding, call: RoleStats, done: list[GenerateRequest]) -> None:
+        """One forward for everything (Orca's selective batching): every live row's next token, the admitted
+        prompts' uncached tokens and the riding score chunks' (``(request, pair indices)``), each row its own
+        causal chain at its own positions. Score rows leave the batch after it."""
         lm, device = self.lm, self.lm.device
-        seqs, rows = self._seqs(taken, batch)
-        C = max(batch.cached, default=0)
-        cache = RaggedCache.from_prefill(lm.model, lm._cache_for(batch), batch.mask[:, :C])  # the cached prefixes
-        cache.select_rows(rows)
-        first = len(self.live)
-        self._join(cache, seqs)
-        chains = [[s.ids[-1]] for s in self.live[:first]] + [prompts[r][batch.cached[r] :] for r in rows]
+        chains = [[s.ids[-1]] for s in self.live]
+        if taken:
+            seqs, rows = self._seqs(taken, batch)
+            C = max(batch.cached, default=0)
+            cache = RaggedCache.from_prefill(lm.model, lm._cache_for(batch), batch.mask[:, :C])  # the cached prefixes
+            cache.select_rows(rows)
+            self._join(cache, seqs)
+            chains += [prompts[r][batch.cached[r] :] for r in rows]
+        scored = []  # (request, pair index, row)
+        for request, chunk in riding:
+            seqs, scoring = lm._score_rows(request, chunk, call)
+            self.cache.append_rows(
+                [e.kv if c else None for e, c in zip(scoring.entries, scoring.cached)], scoring.cached
+            )
+            for i, seq, c in zip(chunk, seqs, scoring.cached):
+                scored.append((request, i, len(chains)))
+                chains.append(seq[c:])
         B, Q = len(chains), max(len(c) for c in chains)
         ids = torch.full((B, Q), lm.pad_id, dtype=torch.long)
         depth = torch.zeros((B, Q), dtype=torch.long)
@@ -251,11 +337,24 @@ class ContinuousBatch:
             ids[b, :q] = torch.tensor(chain)
             depth[b, :q] = torch.arange(q)
             sees[b, :q, :q] = torch.tril(torch.ones((q, q), dtype=torch.bool))
-        last = torch.tensor([len(c) - 1 for c in chains])
         logits = self.cache.forward(ids.to(device), depth.to(device), sees.to(device))
-        self.cache.commit([list(range(len(c))) for c in chains])
         call.forward_passes += 1
-        self._after(self._emit(self.live, logits[torch.arange(B), last.to(device)], self.cache, call, done))
+        L = len(self.live)
+        if scored:  # read, cached, then out of the batch before the commit (which then gathers the live rows only)
+            written = torch.arange(Q)[None, :] < torch.tensor([len(c) for c in chains])[:, None]
+            mask = torch.cat([self.cache.valid, written.to(device)], dim=1)  # every row's KV columns, in order
+            for request, i, b in scored:
+                q, k = len(chains[b]), len(request.pairs[i][1]) - len(request.plans[i][2])  # k: log-probs to compute
+                lps = torch.log_softmax(logits[b, q - k - 1 : q - 1], dim=-1)  # position t predicts token t + 1
+                target = torch.tensor(chains[b][q - k :], device=lps.device)[:, None]
+                lm._scored(request, i, b, lps.gather(-1, target).squeeze(-1).tolist(), self.cache.cache, mask)
+            self.cache.select_rows(list(range(L)))
+            self.cache.trim()
+            self.lm.stats.count("score_rows_mixed", len(scored))
+            self.lm.stats.count("score_forwards_saved", len(riding))
+        self.cache.commit([list(range(len(c))) for c in chains[:L]])
+        last = torch.tensor([len(c) - 1 for c in chains[:L]], device=device)
+        self._after(self._emit(self.live, logits[torch.arange(L, device=device), last], self.cache, call, done))
 
     def _join(self, cache: RaggedCache, seqs: list[_Seq]) -> None:
         """Rows (their cache and sequences) join the running batch."""
@@ -391,6 +490,24 @@ def stop_found(stop: str, tail: str, ids: list[int], start: int, decode) -> bool
     if len(stop) > TAIL_CHARS // 2 or not stop.isascii():
         return stop in decode(ids[max(start, len(ids) - 8 - len(stop)) :])
     return stop in tail
+
+
+def _group(request: ScoreRequest, chunk: list[int]) -> tuple[int, int]:
+    """A score chunk as ``mixes`` sees it: its rows, padded to the longest."""
+    return len(chunk), max(request.fresh(i) for i in chunk)
+
+
+def _riding(groups: list[tuple[int, int]], request: ScoreRequest, chunks: list[list[int]]):
+    """``(riding, alone)``: the chunks that join ``groups`` (the step's decode forward, live rows first: none
+    without them), added to it one by one while ``mixes`` allows, and the others."""
+    riding, alone = [], []
+    for chunk in chunks:
+        if groups and mixes([*groups, _group(request, chunk)]):
+            groups.append(_group(request, chunk))
+            riding.append(chunk)
+        else:
+            alone.append(chunk)
+    return riding, alone
 
 
 def _continues(params: SamplingParams) -> bool:

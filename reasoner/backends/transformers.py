@@ -26,7 +26,7 @@ import torch
 from ..core.lm import Generation, Output, Prompt, SamplingParams, check_context
 from ..core.stats import RoleStats
 from .common import Backend, make_generation, score_pairs, single_token_ids
-from .continuous import MIX_PADDING, ContinuousBatch, GenerateRequest
+from .continuous import ContinuousBatch, GenerateRequest, ScoreRequest, mixes
 from .prefix_cache import Entry, PrefixCache
 from .sources import make_resident, quantize_linear, resolve_dtype
 from .speculative import SpeculativeDecoding, build_drafter
@@ -277,50 +277,71 @@ class TransformersLM(SpeculativeDecoding, Backend):
         return make_generation(self.tokenizer, ids, lps, finish)
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> Output:
-        pairs, todo = score_pairs(self, prompts, continuations)
-        out: list[list[float]] = [[] for _ in pairs]
-        usage = [RoleStats() for _ in pairs]
+        request = self._score_request(prompts, continuations)
         with self._account() as call:
-            for chunk, all_plans in self._score_chunks(pairs, todo):
-                seqs = [pairs[i][0] + pairs[i][1] for i in chunk]
-                plans = [all_plans[i] for i in chunk]
-                batch = self._batch(seqs, [c for _, c, _ in plans], [e for e, _, _ in plans])
-                ids, mask, positions = batch.ids, batch.mask, batch.positions
-                fresh = [len(pairs[i][1]) - len(known) for i, (_, _, known) in zip(chunk, plans)]  # run now
-                keep = max(fresh) + 1
-                cache = self._cache_for(batch) if self.prefix_cache is not None else None
-                logits, cache = self._forward(ids, mask, positions, cache=cache, keep=keep)
-                logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
-                targets = ids[:, ids.shape[1] - keep + 1 :]
-                token_lps = logprobs.gather(-1, targets[..., None]).squeeze(-1)
-                for r, (i, seq, (entry, c, known), k) in enumerate(zip(chunk, seqs, plans, fresh)):
-                    out[i] = known + token_lps[r, token_lps.shape[1] - k :].tolist()
-                    if self.prefix_cache is not None:
-                        lps = self._inherited(entry, c, len(seq))
-                        lps[len(pairs[i][0]) :] = out[i]
-                        self._store(cache, mask, r, seq, lps)
-                self._book_prefill(call, [usage[i] for i in chunk], seqs, batch)
-                call.forward_passes += 1
-        return Output(out, usage, call)
+            for chunk in request.chunks:
+                self._score_alone(request, chunk, call)
+        return Output(request.results, request.usage, call)
 
-    def _score_chunks(self, pairs, todo: list[int]):
+    def _score_request(self, prompts: Sequence[Prompt], continuations: Sequence[Prompt]) -> ScoreRequest:
+        """``score``'s pairs as token ids, each one's plan (``_score_plan``) and the forwards they run in
+        (``_score_chunks``); the decode batch runs it as well (``ContinuousBatch.add_score``)."""
+        pairs, todo = score_pairs(self, prompts, continuations)
+        plans = {i: self._score_plan(len(pairs[i][0]), pairs[i][0] + pairs[i][1]) for i in todo}
+        request = ScoreRequest(pairs, plans, [])
+        request.chunks = self._score_chunks(request, todo)
+        return request
+
+    def _score_rows(self, request: ScoreRequest, chunk: list[int], call: RoleStats) -> tuple[list[list[int]], _Batch]:
+        """A chunk's sequences (prompt + continuation) and prefill batch; their tokens booked as prefilled or
+        cached."""
+        seqs = [request.pairs[i][0] + request.pairs[i][1] for i in chunk]
+        plans = [request.plans[i] for i in chunk]
+        batch = self._batch(seqs, [c for _, c, _ in plans], [e for e, _, _ in plans])
+        self._book_prefill(call, [request.usage[i] for i in chunk], seqs, batch)
+        return seqs, batch
+
+    def _score_alone(self, request: ScoreRequest, chunk: list[int], call: RoleStats) -> None:
+        """A chunk's forward of its own."""
+        seqs, batch = self._score_rows(request, chunk, call)
+        ids, mask, positions = batch.ids, batch.mask, batch.positions
+        fresh = [len(request.pairs[i][1]) - len(request.plans[i][2]) for i in chunk]  # log-probs to compute
+        keep = max(fresh) + 1
+        cache = self._cache_for(batch) if self.prefix_cache is not None else None
+        logits, cache = self._forward(ids, mask, positions, cache=cache, keep=keep)
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
+        targets = ids[:, ids.shape[1] - keep + 1 :]
+        token_lps = logprobs.gather(-1, targets[..., None]).squeeze(-1)
+        for r, (i, k) in enumerate(zip(chunk, fresh)):
+            self._scored(request, i, r, token_lps[r, token_lps.shape[1] - k :].tolist(), cache, mask)
+        call.forward_passes += 1
+
+    def _scored(self, request: ScoreRequest, i: int, row: int, lps: list[float], cache, mask: torch.Tensor) -> None:
+        """Pair i's result: the log-probabilities its plan knew, then ``lps``; its KV (row ``row`` of ``cache``,
+        the columns where ``mask`` is 1) offered to the prefix cache."""
+        prompt, continuation = request.pairs[i]
+        entry, cached, known = request.plans[i]
+        request.results[i] = known + lps
+        if self.prefix_cache is not None:
+            seq = prompt + continuation
+            logprobs = self._inherited(entry, cached, len(seq))
+            logprobs[len(prompt) :] = request.results[i]
+            self._store(cache, mask, row, seq, logprobs)
+
+    def _score_chunks(self, request: ScoreRequest, todo: list[int]) -> list[list[int]]:
         """The pairs to score, in forwards of rows with about as many tokens to run (rows are padded to the longest):
         sorted by that count, a new forward starts where the current one's padding would pass ``MIX_PADDING``
-        positions (about a forward's own cost), or at ``max_batch_size`` rows. Yields ``(rows, plans)``."""
-        plans = {i: self._score_plan(len(pairs[i][0]), pairs[i][0] + pairs[i][1]) for i in todo}
-        fresh = {i: len(pairs[i][0]) + len(pairs[i][1]) - plans[i][1] for i in todo}  # positions to run
-        chunk: list[int] = []
-        run = 0  # positions the chunk's rows run, unpadded
-        for i in sorted(todo, key=fresh.get):
-            if chunk and (
-                len(chunk) >= self.max_batch_size or (len(chunk) + 1) * fresh[i] - run - fresh[i] > MIX_PADDING
+        positions (``continuous.mixes``: about a forward's own cost), or at ``max_batch_size`` rows."""
+        chunks: list[list[int]] = []
+        for i in sorted(todo, key=request.fresh):
+            if (
+                not chunks
+                or len(chunks[-1]) >= self.max_batch_size
+                or not mixes([(1, request.fresh(j)) for j in [*chunks[-1], i]])
             ):
-                yield chunk, plans
-                chunk, run = [], 0
-            chunk.append(i)
-            run += fresh[i]
-        if chunk:
-            yield chunk, plans
+                chunks.append([])
+            chunks[-1].append(i)
+        return chunks
 
     def _score_plan(self, prompt_len: int, seq: list[int]) -> tuple[Entry | None, int, list[float]]:
         """``(entry, cached, known)`` for scoring ``seq[prompt_len:]``: the tokens to take from the cache and the

@@ -8,7 +8,9 @@ are still being judged or rewritten. What they ask of a model arrives at its wor
   (continuous batching at token granularity, ``backends.continuous``; backends without one, vLLM and remote
   servers, batch their own requests: the calls that arrived together go as one call);
 - ``score``, ``next_token_logprobs`` and ``hidden_states`` that arrived together are merged into one batched
-  prefill per kind, run between two decode steps.
+  prefill per kind, run between two decode steps; with ``scheduler.mix_scores`` (the default) a merged ``score``
+  goes to the decode batch instead, whose next step runs its rows in the decode forward where the padding allows
+  (``backends.continuous``: a score then costs no forward of its own).
 
 The draft and the target run concurrently. A worker is a thread in this process (``ScheduledLM``) or, for a
 transformers model with ``scheduler.model_workers: process``, a process of its own (``RemoteModel``), free of this
@@ -34,7 +36,7 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 
 from ..backends import load_lm
-from ..backends.continuous import GenerateRequest
+from ..backends.continuous import GenerateRequest, ScoreRequest
 from ..backends.sources import resolve_path
 from ..core.errors import Cancelled
 from ..core.lm import LM, Output, Prompt, SamplingParams, check_context
@@ -59,10 +61,11 @@ class _Call:
 class ModelWorker:
     """One model's queue and the thread that serves it."""
 
-    def __init__(self, lm: LM, lookahead_steps: int = 0):
-        self.lm, self.lookahead_steps = lm, lookahead_steps
+    def __init__(self, lm: LM, lookahead_steps: int = 0, mix_scores: bool = True):
+        self.lm, self.lookahead_steps, self.mix_scores = lm, lookahead_steps, mix_scores
         self.pending: list[_Call] = []
         self.running: dict[GenerateRequest, _Call] = {}
+        self.scoring: dict[ScoreRequest, list[_Call]] = {}  # scores the decode batch runs at its next step
         self.wake = threading.Condition()
         self.closed = False
         self.calls: dict[Future, _Call] = {}  # the calls not settled yet, by their future (``cancel``)
@@ -136,7 +139,11 @@ class ModelWorker:
             self._drop_dead(batch)
             with self.wake:
                 calls, self.pending = self.pending, []
-            self._prefills([c for c in calls if c.kind in ("score", "next_token_logprobs", "hidden_states")])
+            prefills = [c for c in calls if c.kind in ("score", "next_token_logprobs", "hidden_states")]
+            if batch is not None and self.mix_scores:
+                self._score_in_batch(batch, [c for c in prefills if c.kind == "score"])
+                prefills = [c for c in prefills if c.kind != "score"]
+            self._prefills(prefills)
             for call in calls:
                 if call.kind == "clear":
                     self._settle(call, self.lm.clear_prefix_cache)
@@ -158,12 +165,16 @@ class ModelWorker:
                 try:
                     done = batch.step()
                 except BaseException as e:  # the batch is lost: every request in it fails
-                    for call in self.running.values():
+                    for call in [*self.running.values(), *(c for g in self.scoring.values() for c in g)]:
                         call.future.set_exception(e)
                     self.running.clear()
+                    self.scoring.clear()
                     batch.reset()
                     continue
                 for request in done:
+                    if isinstance(request, ScoreRequest):
+                        self._deliver(self.scoring.pop(request), request.results, request.usage)
+                        continue
                     call = self.running.pop(request)
                     call.future.set_result(self._output(request.results, request.usage, call))
 
@@ -180,6 +191,22 @@ class ModelWorker:
                 self._split(group, getattr(self.lm, key[0]), prompts, conts)
             else:
                 self._split(group, self.lm.next_token_logprobs, prompts, list(key[1]))
+
+    def _score_in_batch(self, batch, calls: list[_Call]) -> None:
+        """``score`` calls merged into one request of the decode batch: answered now, or after the next step where
+        rows ride in its forward."""
+        if not calls:
+            return
+        try:
+            request = batch.add_score([p for c in calls for p in c.args[0]], [x for c in calls for x in c.args[1]])
+        except Exception as e:
+            for call in calls:
+                call.future.set_exception(e)
+            return
+        if request.waiting:  # rows ride in the next decode forward
+            self.scoring[request] = calls
+        else:  # every forward ran already
+            self._deliver(calls, request.results, request.usage)
 
     def _generate_whole(self, calls: list[_Call]) -> None:
         """For backends that batch their own requests: the calls with the same sampling go as one call (calls of
@@ -204,10 +231,14 @@ class ModelWorker:
             for call in calls:
                 call.future.set_exception(e)
             return
+        self._deliver(calls, out, out.usage)
+
+    def _deliver(self, calls: list[_Call], rows: Sequence, usage: Sequence[RoleStats]) -> None:
+        """Each of the merged ``calls`` gets its rows back."""
         start = 0
         for call in calls:
             n = len(call.args[0])
-            call.future.set_result(self._output(out[start : start + n], out.usage[start : start + n], call))
+            call.future.set_result(self._output(rows[start : start + n], usage[start : start + n], call))
             start += n
 
     @staticmethod
@@ -280,7 +311,7 @@ class RemoteModel:
     callable from any thread, with this process's tokenizer for ``encode``/``decode`` and a mirror of the model's
     running ``stats`` (each reply carries them). Requests and replies cross a pipe as token ids and results."""
 
-    def __init__(self, load_args: dict, threads: int | None, lookahead_steps: int = 0):
+    def __init__(self, load_args: dict, threads: int | None, lookahead_steps: int = 0, mix_scores: bool = True):
         # a fresh interpreter (not multiprocessing's spawn: it would re-run the user's main script) holding one end
         # of a socket pair; requests and replies are pickled over it
         ours, theirs = socket.socketpair()
@@ -289,7 +320,7 @@ class RemoteModel:
         )
         theirs.close()
         self.conn = Connection(ours.detach())
-        self.conn.send((load_args, threads, lookahead_steps))
+        self.conn.send((load_args, threads, lookahead_steps, mix_scores))
         self.load_args = load_args
 
     def connect(self) -> RemoteModel:
@@ -405,7 +436,7 @@ def _serve_process(conn: Connection) -> None:
     stop (or the parent is gone)."""
     import torch
 
-    load_args, threads, lookahead_steps = conn.recv()
+    load_args, threads, lookahead_steps, mix_scores = conn.recv()
     quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
@@ -417,7 +448,7 @@ def _serve_process(conn: Connection) -> None:
     conn.send(
         ("ready", {"name": lm.name, "kv_bytes_per_token": lm.kv_bytes_per_token, "context_length": lm.context_length})
     )
-    worker, lock = ModelWorker(lm, lookahead_steps), threading.Lock()
+    worker, lock = ModelWorker(lm, lookahead_steps, mix_scores), threading.Lock()
     submitted: dict[int, Future] = {}  # the calls not answered yet, by request id (a "cancel" names one)
 
     def reply(rid: int, future: Future) -> None:
@@ -451,19 +482,24 @@ class Scheduler:
     ``processes``, a process of its own (``RemoteModel``: a transformers model computes there, free of this
     process's interpreter lock; on a CPU that is what lets two models run at once). ``models``: by role, what was
     loaded (the backend, or its ``RemoteModel``); ``wrapped``: what every engine, verifier and search calls.
-    ``lookahead_steps``: how far a row may write ahead of its trajectory (``backends.continuous``)."""
+    ``lookahead_steps``: how far a row may write ahead of its trajectory; ``mix_scores``: whether ``score`` rows ride
+    in the decode forward (both ``backends.continuous``)."""
 
-    def __init__(self, load_args: dict[str, dict], processes: bool = False, lookahead_steps: int = 0):
+    def __init__(
+        self, load_args: dict[str, dict], processes: bool = False, lookahead_steps: int = 0, mix_scores: bool = True
+    ):
         remote = {r for r, a in load_args.items() if processes and a["backend"] == "transformers"}
         self.threads = _split_cpu(len(load_args), in_process=not remote)
-        self.models: dict[str, LM] = {r: RemoteModel(load_args[r], self.threads, lookahead_steps) for r in remote}
+        self.models: dict[str, LM] = {
+            r: RemoteModel(load_args[r], self.threads, lookahead_steps, mix_scores) for r in remote
+        }
         self.workers: list[ModelWorker] = []
         self.wrapped: dict[str, LM] = {}
         for role, args in load_args.items():
             if role in remote:
                 continue
             lm = self.models[role] = load_lm(**args)
-            self.workers.append(ModelWorker(lm, lookahead_steps))
+            self.workers.append(ModelWorker(lm, lookahead_steps, mix_scores))
             self.wrapped[role] = ScheduledLM(lm, self.workers[-1])
         for role in remote:
             self.wrapped[role] = self.models[role].connect()

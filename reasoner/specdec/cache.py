@@ -113,33 +113,55 @@ class RaggedCache:
         holder = self.cache if self._filled() else other.cache if other._filled() else None
         if holder is not None:  # (a cache of rows that hold no column yet has no tensors to pad)
             like = [layer.keys for layer in holder.layers]
-            mine, theirs = self._padded_layers(width, like), other._padded_layers(width, like)
-            for layer, ((k1, v1), (k2, v2)) in zip(holder.layers, zip(mine, theirs)):
-                layer.keys, layer.values = torch.cat([k1, k2]), torch.cat([v1, v2])
+            for layer, mine, theirs in zip(holder.layers, self._layers(like), other._layers(like)):
+                layer.keys, layer.values = (_right_aligned([a, b], width) for a, b in zip(mine, theirs))
             self.cache = holder
         self.valid = torch.cat([self._pad_valid(width), other._pad_valid(width)])
         self.lengths = torch.cat([self.lengths, other.lengths])
         self.spec = torch.zeros((self.batch_size, 0, 0), dtype=torch.bool, device=self.device)
 
+    def append_rows(self, kv: list[list[tuple[torch.Tensor, torch.Tensor]] | None], counts: list[int]) -> None:
+        """Append rows of ``counts[r]`` tokens each, row r's keys and values per layer the first ``counts[r]``
+        columns of ``kv[r]`` (``[kv heads, tokens, head dim]``, a prefix cache's entry; None for a row of none):
+        ``extend`` with rows copied once into the batch, with no cache of their own built first. The batch must
+        hold tensors already."""
+        if self.spec.shape[-1]:
+            raise RuntimeError("RaggedCache.append_rows: commit speculative columns first")
+        if not self._filled():
+            raise RuntimeError("RaggedCache.append_rows: the batch holds no KV to append to")
+        width = max([self.valid.shape[1], *counts])
+        for i, layer in enumerate(self.cache.layers):
+            for j, name in enumerate(("keys", "values")):
+                mine = getattr(layer, name)
+                none = mine.new_zeros((1, mine.shape[1], 0, mine.shape[3]))
+                rows = [row[i][j][None, :, :c] if c else none for row, c in zip(kv, counts)]
+                setattr(layer, name, _right_aligned([mine, *rows], width))
+        counts_t = torch.tensor(counts, dtype=torch.long, device=self.device)
+        valid = torch.arange(width, device=self.device)[None, :] >= width - counts_t[:, None]
+        self.valid = torch.cat([self._pad_valid(width), valid])
+        self.lengths = torch.cat([self.lengths, counts_t])
+        self.spec = torch.zeros((self.batch_size, 0, 0), dtype=torch.bool, device=self.device)
+
+    def trim(self) -> None:
+        """Drop the leading columns no row uses (left by rows that left: a score's rows padded the batch to their
+        prefixes), so the rows that stay do not attend over and copy them at every later step."""
+        used = self.valid.any(0).nonzero()
+        first = int(used[0]) if len(used) else self.valid.shape[1]
+        if first and self._filled():
+            self._set(lambda t: t[:, :, first:])
+            self.valid = self.valid[:, first:]
+
     def _filled(self) -> bool:
         """Whether the cache holds tensors (a batch whose rows have no column yet has none)."""
         return bool(self.cache.layers) and all(layer.is_initialized for layer in self.cache.layers)
 
-    def _padded_layers(self, width: int, like: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's keys and values with invalid (zero) columns added on the left up to ``width`` (``like``: a
-        filled cache's keys per layer, the template for rows that have no tensors yet)."""
-        pad = width - self.valid.shape[1]
-        out = []
-        for layer, template in zip(self.cache.layers if self._filled() else like, like):
-            if self._filled():
-                k, v = layer.keys, layer.values
-            else:
-                k = v = template.new_zeros((self.batch_size, template.shape[1], 0, template.shape[3]))
-            if pad:
-                zeros = k.new_zeros((k.shape[0], k.shape[1], pad, k.shape[3]))
-                k, v = torch.cat([zeros, k], dim=2), torch.cat([zeros.to(v.dtype), v], dim=2)
-            out.append((k, v))
-        return out
+    def _layers(self, like: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's keys and values (``like``: a filled cache's keys per layer, the template for rows that have
+        no tensors yet: they get no columns)."""
+        if self._filled():
+            return [(layer.keys, layer.values) for layer in self.cache.layers]
+        empty = [t.new_zeros((self.batch_size, t.shape[1], 0, t.shape[3])) for t in like]
+        return [(k, k) for k in empty]
 
     def _pad_valid(self, width: int) -> torch.Tensor:
         pad = width - self.valid.shape[1]
@@ -156,3 +178,20 @@ class RaggedCache:
         for layer in self.cache.layers:
             if layer.is_initialized and layer.keys.numel():
                 layer.keys, layer.values = fn(layer.keys), fn(layer.values)
+
+
+def _right_aligned(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    """``parts`` ([rows, heads, columns, dim] each) stacked on rows, each right-aligned in ``width`` columns with
+    zeros on its left (invalid columns: masked, but zeros so that no stale NaN meets a zero weight). One allocation,
+    each part copied once."""
+    first = parts[0]
+    rows = sum(p.shape[0] for p in parts)
+    out = first.new_empty((rows, first.shape[1], width, first.shape[3]))
+    r = 0
+    for p in parts:
+        n, w = p.shape[0], p.shape[2]
+        if n:
+            out[r : r + n, :, width - w :] = p
+            out[r : r + n, :, : width - w] = 0
+        r += n
+    return out
