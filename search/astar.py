@@ -10,7 +10,8 @@ then, if nothing finished, the best open node is rolled out to the end so there 
 
 A node's successors are the policy's samples, so two things differ from textbook A*. Graph search: a child whose
 path repeats one already found is dropped (a confident policy writes the same step several times). Partial
-expansion (PEA*, Yoshizumi et al. 2000): an expanded node goes back on the open list, to be sampled again when
+expansion (PEA*, Yoshizumi et al. 2000; there a node is reopened at the cost of its best child not yet generated,
+which is unknown here: see ``_reopen``): an expanded node goes back on the open list, to be sampled again when
 nothing else is cheaper, so the search can draw more steps where the ones drawn all scored badly.
 """
 
@@ -59,6 +60,7 @@ class AStar:
         expansions = {t: 0 for t in trees}
         seen: dict[Tree, set[str]] = {t: set() for t in trees}  # the closed set: paths already pushed
         covered: dict[Node, float] = {}  # an expanded node: the policy's probability of the children found
+        found_here: dict[Node, int] = {}  # an expanded node: how many distinct children it has
         cost: dict[Node, float] = {t.root: 0.0 for t in trees}
         to_expand = [t.root for t in trees]
         while to_expand:
@@ -72,8 +74,9 @@ class AStar:
                     seen[c.tree].add(c.text())
                     # (without the step's log-probs, as if it covered everything: the node is not sampled again)
                     covered[node] = covered.get(node, 0.0) + (math.exp(sum(c.step.logprobs)) if c.step.logprobs else 1)
+                    found_here[node] = found_here.get(node, 0) + 1
                     fresh.append(c)
-                self._reopen(open_[node.tree], node, cost[node], covered.get(node, 0.0), tie)
+                self._reopen(open_[node.tree], node, cost[node], covered.get(node, 0.0), found_here.get(node, 0), tie)
             for c, v in zip(fresh, path_scores(self.verifier, fresh, self.aggregate)):
                 cost[c] = self.cost(c, v)
                 # ties go to the deeper node, then to the older one
@@ -92,13 +95,17 @@ class AStar:
         return [found[t] or self._finish(open_[t]) for t in trees]
 
     @staticmethod
-    def _reopen(heap: list, node: Node, f: float, covered: float, tie) -> None:
+    def _reopen(heap: list, node: Node, f: float, covered: float, distinct: int, tie) -> None:
         """Partial expansion (PEA*, Yoshizumi et al. 2000): a node's successors are the policy's samples, never
-        all seen, so an expanded node goes back on the open list to be sampled again, at its own cost plus the
-        surprise of a new sample being a state not found yet (-log of the probability left uncovered)."""
+        all seen, so an expanded node goes back on the open list to be sampled again, at its own cost ``f`` plus
+        the surprise of a new sample being a state not found yet that beats the ``distinct`` found:
+        -log(1 - ``covered``, the policy's probability of those) + log(1 + ``distinct``) (of exchangeable draws, the
+        next beats the others with probability 1 / (1 + their count)). The second term keeps the cost rising where
+        the first cannot: a real model's long steps each have a tiny probability, so ``covered`` stays near 0, and
+        a node at its own cost alone would be drawn from again and again ahead of its children."""
         if covered < 1 - 1e-6:
             node.tree.stats.count("reopened_states")
-            heapq.heappush(heap, (f - math.log(1 - covered), -node.depth, next(tie), node))
+            heapq.heappush(heap, (f - math.log(1 - covered) + math.log(1 + distinct), -node.depth, next(tie), node))
 
     def _finish(self, heap: list) -> list[Node]:
         """Out of expansions before any trajectory finished: roll the best open node out to the end (one

@@ -1,5 +1,6 @@
 """MCTS and A* on the toy world (toy:draft writes, toy:target's likelihood scores)."""
 
+import itertools
 import math
 
 import pytest
@@ -97,3 +98,16 @@ def test_astar_samples_a_node_again_when_its_children_score_badly(astar):
     again = [x for t in trees for x in nodes(t.root) if len(x.children) > width]
     assert again
     assert sum(t.stats.counters.get("reopened_states", 0) for t in trees) >= len(again)
+
+
+def test_astar_reopening_costs_more_with_every_distinct_child_even_when_steps_are_improbable(astar):
+    """A real model's long steps each have a tiny probability, so the probability its children cover stays near 0;
+    the cost of drawing from a node again still rises with the children it has (1 in 1 + d draws beats d others),
+    or a root at cost 0 would be drawn from until the budget ends."""
+    r, solutions, trees = astar
+    costs = []
+    for distinct in (1, 3, 6):
+        heap = []
+        r.search._reopen(heap, trees[0].root, 0.0, 1e-12, distinct, itertools.count())
+        costs.append(heap[0][0])
+    assert costs == sorted(costs) and costs[0] > 0.5 and math.isclose(costs[1], math.log(4), rel_tol=1e-6)
