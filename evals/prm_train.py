@@ -264,7 +264,8 @@ def surprise_table(model, fmt, rows: list[dict], pad: int, batch: int = 32):
                 ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
             logits = model(input_ids=ids, attention_mask=mask).logits
             for i, ((x, positions), r) in enumerate(zip(built, chunk)):
-                out += surprise_features(logits[i], x, surprise_start(fmt, r["question"], x), positions)
+                start = surprise_start(fmt.prompt_ids(r["question"]), x, fmt.family)
+                out += surprise_features(logits[i], x, start, positions)
     return torch.tensor(out, dtype=torch.float64)
 
 

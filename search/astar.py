@@ -59,24 +59,24 @@ class AStar:
         found: dict[Tree, list[Node]] = {t: [] for t in trees}
         expansions = {t: 0 for t in trees}
         seen: dict[Tree, set[str]] = {t: set() for t in trees}  # the closed set: paths already pushed
-        covered: dict[Node, float] = {}  # an expanded node: the policy's probability of the children found
-        found_here: dict[Node, int] = {}  # an expanded node: how many distinct children it has
+        drawn: dict[Node, list[float]] = {}  # an expanded node: the policy's probability of each distinct child
         cost: dict[Node, float] = {t.root: 0.0 for t in trees}
         to_expand = [t.root for t in trees]
         while to_expand:
             fresh = []
             for node, children in zip(to_expand, self.engine.expand(to_expand, self.width)):
                 expansions[node.tree] += 1
+                mine = drawn.setdefault(node, [])
                 for c in children:
-                    if c.text() in seen[c.tree]:  # the same state again: graph search expands a state once
+                    text = c.text()
+                    if text in seen[c.tree]:  # the same state again: graph search expands a state once
                         c.tree.stats.count("duplicate_states")
                         continue
-                    seen[c.tree].add(c.text())
+                    seen[c.tree].add(text)
                     # (without the step's log-probs, as if it covered everything: the node is not sampled again)
-                    covered[node] = covered.get(node, 0.0) + (math.exp(sum(c.step.logprobs)) if c.step.logprobs else 1)
-                    found_here[node] = found_here.get(node, 0) + 1
+                    mine.append(math.exp(sum(c.step.logprobs)) if c.step.logprobs else 1)
                     fresh.append(c)
-                self._reopen(open_[node.tree], node, cost[node], covered.get(node, 0.0), found_here.get(node, 0), tie)
+                self._reopen(open_[node.tree], node, cost[node], sum(mine), len(mine), tie)
             for c, v in zip(fresh, path_scores(self.verifier, fresh, self.aggregate)):
                 cost[c] = self.cost(c, v)
                 # ties go to the deeper node, then to the older one

@@ -24,6 +24,7 @@ A step's score depends only on its path up to it (all heads read causal position
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -87,19 +88,21 @@ class QwenPRM(PRMFormat):
     system = QWEN_SYSTEM  # a PRM trained by `reasoner prm train` records its own (the toy's: none)
 
     def build(self, problem, steps):
-        messages = [{"role": "system", "content": self.system}] if self.system else []
-        messages += [
-            {"role": "user", "content": problem},
-            {"role": "assistant", "content": self.step_token.join(steps) + self.step_token},
+        messages = self._turns(problem) + [
+            {"role": "assistant", "content": self.step_token.join(steps) + self.step_token}
         ]
         ids = self.encode(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False))
         sep = self.single_token(self.step_token)
         return ids, [i for i, t in enumerate(ids) if t == sep]
 
     def prompt_ids(self, problem):
-        messages = [{"role": "system", "content": self.system}] if self.system else []
-        messages.append({"role": "user", "content": problem})
-        return self.encode(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        prompt = self.tokenizer.apply_chat_template(self._turns(problem), tokenize=False, add_generation_prompt=True)
+        return self.encode(prompt)
+
+    def _turns(self, problem: str) -> list[dict]:
+        """The system turn (if any) and the problem's user turn."""
+        turns = [{"role": "system", "content": self.system}] if self.system else []
+        return turns + [{"role": "user", "content": problem}]
 
     def read(self, output):
         return output[:, :2].float().softmax(dim=-1)[:, 1]
@@ -110,8 +113,7 @@ class SkyworkPRM(PRMFormat):
     step_token = "\n"
 
     def build(self, problem, steps):
-        bos = self.tokenizer.bos_token or ""
-        ids = self.encode(bos + problem + "\n")
+        ids = self.prompt_ids(problem)
         sep = self.encode(self.step_token)[-1]
         positions = []
         for step in steps:
@@ -204,13 +206,13 @@ def surprise_features(
     return out
 
 
-def surprise_start(fmt: PRMFormat, problem: str, ids: Sequence[int]) -> int:
-    """Where the first step's tokens start in ``ids`` (``fmt.build``'s): after the prompt's ids, which must be
-    their prefix (a chat template that renders the turn differently once it has content would break that)."""
-    prompt = fmt.prompt_ids(problem)
-    if list(ids[: len(prompt)]) != prompt:
+def surprise_start(prompt: Sequence[int], ids: Sequence[int], family: str) -> int:
+    """Where the first step's tokens start in ``ids`` (a format's ``build``): after ``prompt`` (its
+    ``prompt_ids``), which must be their prefix (a chat template that renders the turn differently once it has
+    content would break that)."""
+    if list(ids[: len(prompt)]) != list(prompt):
         raise ValueError(
-            f"{fmt.family} PRM: the prompt's ids are not a prefix of the rendered steps, so a surprise head cannot "
+            f"{family} PRM: the prompt's ids are not a prefix of the rendered steps, so a surprise head cannot "
             "tell where the steps start; use the other format (--format)"
         )
     return len(prompt)
@@ -313,6 +315,8 @@ class PRMVerifier:
         self.surprise = SurpriseHead(spec) if spec is not None else None
         if self.surprise is not None:
             self.format.prompt_ids("")  # a family whose steps are not one span of the input fails here, at load
+        # a problem's prompt ids, rendered once (a surprise head checks every path scored against them)
+        self._prompt_ids = functools.lru_cache(maxsize=1024)(self.format.prompt_ids)
         head = "lm" if self.surprise is not None else self.format.head
         self.model = load_prm_model(resolved, head, resolve_dtype(dtype, self.device), self.device)
         self.role, self.max_batch_size = role, max_batch_size
@@ -330,7 +334,7 @@ class PRMVerifier:
         ids, positions = self.format.build(problem, steps)
         if self.surprise is None:
             return ids, positions, 0
-        return ids, positions, surprise_start(self.format, problem, ids)
+        return ids, positions, surprise_start(self._prompt_ids(problem), ids, self.format.family)
 
     def _run(self, built: list[tuple[list[int], list[int], int]], n_steps: list[int]) -> list[list[float]]:
         with self.lock:

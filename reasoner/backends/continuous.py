@@ -502,8 +502,9 @@ def _riding(groups: list[tuple[int, int]], request: ScoreRequest, chunks: list[l
     without them), added to it one by one while ``mixes`` allows, and the others."""
     riding, alone = [], []
     for chunk in chunks:
-        if groups and mixes([*groups, _group(request, chunk)]):
-            groups.append(_group(request, chunk))
+        group = _group(request, chunk)
+        if groups and mixes([*groups, group]):
+            groups.append(group)
             riding.append(chunk)
         else:
             alone.append(chunk)
