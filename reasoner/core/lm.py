@@ -92,7 +92,7 @@ class LM(Protocol):
     stats: Stats  # everything this model has spent since it was loaded
     kv_bytes_per_token: int | None  # bytes of KV one token holds (None: unknown, e.g. a remote server)
     context_length: int | None  # tokens the model attends over, prompt and generation together (None: unknown)
-    batch: Any  # a continuous decode batch (add / step / busy / reset) a scheduler may drive, or None
+    batch: Any  # a continuous decode batch (add / step / busy / reset; add_score if scores can ride) or None
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a rendered text (no special tokens added); token ids pass through."""

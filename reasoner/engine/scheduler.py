@@ -5,12 +5,12 @@ every trajectory moves on as soon as its own work is done: an accepted row draft
 are still being judged or rewritten. What they ask of a model arrives at its worker, which batches it:
 
 - ``generate`` joins the model's running decode batch at the next step and leaves it when its rows finish
-  (continuous batching at token granularity, ``backends.continuous``; backends without one, vLLM and remote
-  servers, batch their own requests: the calls that arrived together go as one call);
+  (continuous batching at token granularity: ``backends.continuous``, or vLLM's own through ``VllmBatch``; remote
+  servers batch their own requests: the calls that arrived together go as one call);
 - ``score``, ``next_token_logprobs`` and ``hidden_states`` that arrived together are merged into one batched
   prefill per kind, run between two decode steps; with ``scheduler.mix_scores`` (the default) a merged ``score``
-  goes to the decode batch instead, whose next step runs its rows in the decode forward where the padding allows
-  (``backends.continuous``: a score then costs no forward of its own).
+  goes to the decode batch instead (a transformers batch: vLLM's has no ``add_score``), whose next step runs its rows
+  in the decode forward where the padding allows (``backends.continuous``: a score then costs no forward of its own).
 
 The draft and the target run concurrently. A worker is a thread in this process (``ScheduledLM``) or, for a
 transformers model with ``scheduler.model_workers: process``, a process of its own (``RemoteModel``), free of this
@@ -140,7 +140,7 @@ class ModelWorker:
             with self.wake:
                 calls, self.pending = self.pending, []
             prefills = [c for c in calls if c.kind in ("score", "next_token_logprobs", "hidden_states")]
-            if batch is not None and self.mix_scores:
+            if self.mix_scores and hasattr(batch, "add_score"):  # vLLM's batch has no rows to share
                 self._score_in_batch(batch, [c for c in prefills if c.kind == "score"])
                 prefills = [c for c in prefills if c.kind != "score"]
             self._prefills(prefills)
