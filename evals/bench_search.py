@@ -29,6 +29,7 @@ from itertools import product
 from pathlib import Path
 
 from reasoner.recipe import Recipe
+from search.auto import CONTINUES_PROBES
 
 from .report import pyplot
 from .runner import evaluate
@@ -157,7 +158,7 @@ def auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, b
     budgets = {r["run"]: (r["method"], r["budget"]) for r in rows if r["method"] != "cot" and not r["speculation"]}
     if not budgets:
         raise ValueError("--fit-auto picks among the searches run: give --methods more than cot")
-    fixed = {}
+    fixed, probed_runs = {}, {"probe"}
     for label, (method, budget) in budgets.items():
         fixed[label] = run_one(
             calibration,
@@ -172,8 +173,14 @@ def auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, b
             verifier,
         )
         results[label] = _per_problem(calibration / label)
+        if method in CONTINUES_PROBES:  # what it does after the probes: auto with a table sending every problem to it
+            table = _one_row_table(calibration, label, probe, _section(method, budget))
+            sets = ["search.method=auto", f"search.probe={probe}", f"search.table={table}"]
+            run_one(calibration, f"auto-{label}", "auto", budget, False, sets, problems, difficulty, fit_seed, verifier)
+            results[label] = _per_problem(calibration / f"auto-{label}")
+            probed_runs.add(label)
     agreement = {i: r["agreement"] for i, r in results["probe"].items() if r["problem"] not in evaluation}
-    costs = auto_costs(results, agreement)
+    costs = auto_costs(results, agreement, probed_runs)
     best = max(fixed.values(), key=lambda r: (r["accuracy"], -r["tokens_per_problem"]))
     picked = fit_table(agreement, costs, bins, best["tokens_per_problem"])
     sections = {"probe": {"method": "best_of_n", "n": probe}} | {
@@ -201,9 +208,14 @@ def auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, b
 
 def _probe_table(out: Path, probe: int) -> Path:
     """A table that only probes: every problem takes the probes' vote (best-of-``probe`` reusing them)."""
-    path = Path(out) / "calibration" / "probe_table.json"
+    return _one_row_table(Path(out) / "calibration", "probe", probe, {"method": "best_of_n", "n": probe})
+
+
+def _one_row_table(folder: Path, label: str, probe: int, section: dict) -> Path:
+    """An ``auto`` table that sends every problem to ``section``: ``folder/<label>_table.json``."""
+    path = folder / f"{label}_table.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([{"max_agreement": 1.0, "search": {"method": "best_of_n", "n": probe}}]) + "\n")
+    path.write_text(json.dumps({"probe": probe, "table": [{"max_agreement": 1.0, "search": section}]}) + "\n")
     return path
 
 
@@ -233,13 +245,16 @@ def _per_problem(folder: Path) -> dict[str, dict]:
     return out
 
 
-def auto_costs(results: dict[str, dict[str, dict]], agreement: dict) -> dict[str, dict[str, tuple[bool, float]]]:
+def auto_costs(
+    results: dict[str, dict[str, dict]], agreement: dict, probed: frozenset[str] | set[str] = frozenset({"probe"})
+) -> dict[str, dict[str, tuple[bool, float]]]:
     """Per strategy, per problem: (correct, tokens auto would spend running it). The probes' tokens are added, except
-    that best-of-N reuses them (it costs the larger of the two); ``probe`` (the probes' own vote) costs the probes."""
+    that best-of-N reuses them (it costs the larger of the two); the ``probed`` runs (``probe``, the probes' own
+    vote, and runs of auto itself, e.g. A* continuing from the probes) counted them already."""
     probe = results["probe"]
     out = {}
     for label, per in results.items():
-        reuse = label == "probe" or label.startswith("best_of_n")
+        reuse = label in probed or label.startswith("best_of_n")
         out[label] = {
             i: (r["correct"], max(r["tokens"], probe[i]["tokens"]) if reuse else r["tokens"] + probe[i]["tokens"])
             for i, r in per.items()
@@ -340,24 +355,15 @@ def goals(rows: list[dict]) -> list[str]:
                 f"{other['accuracy']:.3f}: {'met' if ok else 'not met'}"
             )
     auto = at.get(("auto", None, False))
-    if auto is not None:
-        fixed = [
-            r
-            for (m, _, s), r in at.items()
-            if not s and m != "auto" and r["tokens_per_problem"] <= auto["tokens_per_problem"] * 1.1
-        ]
-        rival = max(fixed, key=lambda r: r["accuracy"], default=None)
-        top = max(
-            (r for (m, _, s), r in at.items() if not s and m != "auto"), key=lambda r: r["accuracy"], default=None
+    fixed = [r for (m, _, s), r in at.items() if not s and m != "auto"]
+    if auto is not None and fixed:
+        rival, how = frontier(fixed, auto["tokens_per_problem"])
+        top = max(fixed, key=lambda r: r["accuracy"])
+        out.append(
+            f"- auto: {auto['accuracy']:.3f} at {auto['tokens_per_problem']:.0f} tokens/problem vs the fixed runs at "
+            f"equal tokens, {rival:.3f} ({how}): {'met' if auto['accuracy'] >= rival else 'not met'} (goal: auto >= "
+            f"it); the most accurate fixed run: {top['run']} {top['accuracy']:.3f} at {top['tokens_per_problem']:.0f}"
         )
-        if rival is not None:
-            ok = auto["accuracy"] >= rival["accuracy"]
-            out.append(
-                f"- auto: {auto['accuracy']:.3f} at {auto['tokens_per_problem']:.0f} tokens/problem vs the best fixed "
-                f"run within 1.1x its tokens, {rival['run']} {rival['accuracy']:.3f} at "
-                f"{rival['tokens_per_problem']:.0f}: {'met' if ok else 'not met'} (goal: auto >= it); the most "
-                f"accurate fixed run: {top['run']} {top['accuracy']:.3f} at {top['tokens_per_problem']:.0f}"
-            )
     for spec in (False, True):
         cot = at.get(("cot", None, spec))
         if cot is None:
@@ -369,6 +375,22 @@ def goals(rows: list[dict]) -> list[str]:
             f"({cot['accuracy']:.3f}): " + (", ".join(beaten) or "none")
         )
     return out
+
+
+def frontier(rows: list[dict], tokens: float) -> tuple[float, str]:
+    """The best accuracy the fixed runs reach at ``tokens`` generated tokens per problem on average, and how: one run
+    at or below them, or two mixed (each problem run by one of them, in the proportion that spends ``tokens``: the
+    line between their points), so a strategy between two budgets is compared with what both together buy."""
+    best = (0.0, "no fixed run within these tokens")
+    for r in rows:
+        if r["tokens_per_problem"] <= tokens:
+            best = max(best, (r["accuracy"], f"{r['run']} at {r['tokens_per_problem']:.0f}"))
+        for q in rows:
+            lo, hi = r["tokens_per_problem"], q["tokens_per_problem"]
+            if lo < tokens < hi:
+                mixed = r["accuracy"] + (q["accuracy"] - r["accuracy"]) * (tokens - lo) / (hi - lo)
+                best = max(best, (mixed, f"{r['run']} and {q['run']} mixed"))
+    return best
 
 
 def plot(rows: list[dict], path: Path) -> None:

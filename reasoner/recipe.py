@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from search.config import BY_METHOD, SEARCHES, TREE_SEARCHES, CoTConfig, SearchConfig, knob_owners
 
-from .core.config import SEED_WHY, WHY, Section, at_most
+from .core.config import SEED_WHY, WHY, Quantize, Section, at_most
 from .specdec.config import TokenSpeculation
 from .toy.problems import Difficulty
 
@@ -73,7 +73,7 @@ class ModelConfig(Section):
         description="openai: the served model's context in tokens, prompts checked against it (default: the "
         "max_model_len the server's /v1/models reports; unknown: prompts go unchecked)",
     )
-    quantize: Literal["none", "int8", "fp16"] = Field(
+    quantize: Quantize = Field(
         "none",
         description="transformers on a CPU: every linear layer's weights stored as int8 (activations quantized on the "
         "fly; fastest, lossy: tokens may differ from float32) or fp16 (float32's next tokens at 1.9-2.6x its speed on "

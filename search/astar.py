@@ -12,7 +12,8 @@ A node's successors are the policy's samples, so two things differ from textbook
 path repeats one already found is dropped (a confident policy writes the same step several times). Partial
 expansion (PEA*, Yoshizumi et al. 2000; there a node is reopened at the cost of its best child not yet generated,
 which is unknown here: see ``_reopen``): an expanded node goes back on the open list, to be sampled again when
-nothing else is cheaper, so the search can draw more steps where the ones drawn all scored badly.
+nothing else is cheaper, so the search can draw more steps where the ones drawn all scored badly. A tree that
+already holds trajectories (``auto``'s probes) is continued from them rather than from its bare root.
 """
 
 from __future__ import annotations
@@ -61,26 +62,8 @@ class AStar:
         seen: dict[Tree, set[str]] = {t: set() for t in trees}  # the closed set: paths already pushed
         drawn: dict[Node, list[float]] = {}  # an expanded node: the policy's probability of each distinct child
         cost: dict[Node, float] = {t.root: 0.0 for t in trees}
-        to_expand = [t.root for t in trees]
-        while to_expand:
-            fresh = []
-            for node, children in zip(to_expand, self.engine.expand(to_expand, self.width)):
-                expansions[node.tree] += 1
-                mine = drawn.setdefault(node, [])
-                for c in children:
-                    text = c.text()
-                    if text in seen[c.tree]:  # the same state again: graph search expands a state once
-                        c.tree.stats.count("duplicate_states")
-                        continue
-                    seen[c.tree].add(text)
-                    # (without the step's log-probs, as if it covered everything: the node is not sampled again)
-                    mine.append(math.exp(sum(c.step.logprobs)) if c.step.logprobs else 1)
-                    fresh.append(c)
-                self._reopen(open_[node.tree], node, cost[node], sum(mine), len(mine), tie)
-            for c, v in zip(fresh, path_scores(self.verifier, fresh, self.aggregate)):
-                cost[c] = self.cost(c, v)
-                # ties go to the deeper node, then to the older one
-                heapq.heappush(open_[c.tree], (cost[c], -c.depth, next(tie), c))
+        self._held(trees, open_, seen, drawn, cost, tie)
+        while True:
             to_expand = []
             for t in trees:
                 while open_[t] and len(found[t]) < self.n:
@@ -91,8 +74,59 @@ class AStar:
                         break
                     found[t].append(node)
                 meter.observe(t, [entry[-1] for entry in open_[t]] + [n for n in to_expand if n.tree is t])
+            if not to_expand:
+                break
+            fresh = []
+            for node, children in zip(to_expand, self.engine.expand(to_expand, self.width)):
+                expansions[node.tree] += 1
+                mine = drawn.setdefault(node, [])
+                for c in children:
+                    text = c.text()
+                    if text in seen[c.tree]:  # the same state again: graph search expands a state once
+                        c.tree.stats.count("duplicate_states")
+                        continue
+                    seen[c.tree].add(text)
+                    mine.append(_probability(c))
+                    fresh.append(c)
+                self._reopen(open_[node.tree], node, cost[node], sum(mine), len(mine), tie)
+            for c, v in zip(fresh, path_scores(self.verifier, fresh, self.aggregate)):
+                cost[c] = self.cost(c, v)
+                # ties go to the deeper node, then to the older one
+                heapq.heappush(open_[c.tree], (cost[c], -c.depth, next(tie), c))
         meter.book()
         return [found[t] or self._finish(open_[t]) for t in trees]
+
+    def _held(self, trees: list[Tree], open_, seen, drawn, cost, tie) -> None:
+        """The search continues from the nodes a tree holds already (``auto``'s probe trajectories), as if it had
+        found them: a held state is scored and goes on the open list, a node with children as an expanded one
+        (reopened), and a state held twice counts once. A tree that holds nothing starts from its root."""
+        held, ends = [], []  # held states with children, and without
+        for t in trees:
+            if not t.root.children:
+                heapq.heappush(open_[t], (0.0, 0, next(tie), t.root))
+                continue
+            state = {"": t.root}  # a path's text -> the node first holding it
+            stack = [t.root]
+            while stack:
+                node = stack.pop()
+                for c in node.children:
+                    stack.append(c)
+                    text = c.text()
+                    if text in state:
+                        t.stats.count("duplicate_states")
+                        continue
+                    state[text] = c
+                    drawn.setdefault(state[node.text()], []).append(_probability(c))
+                    (held if c.children else ends).append(c)
+            seen[t].update(state)
+        # the ends first: a verifier that caches step scores then scores the held prefixes from the same forwards
+        scores = path_scores(self.verifier, ends, self.aggregate) + path_scores(self.verifier, held, self.aggregate)
+        for c, v in zip(ends + held, scores):
+            cost[c] = self.cost(c, v)
+        for c in ends:
+            heapq.heappush(open_[c.tree], (cost[c], -c.depth, next(tie), c))
+        for node, probabilities in drawn.items():
+            self._reopen(open_[node.tree], node, cost[node], sum(probabilities), len(probabilities), tie)
 
     @staticmethod
     def _reopen(heap: list, node: Node, f: float, covered: float, distinct: int, tie) -> None:
@@ -116,3 +150,9 @@ class AStar:
         while not node.terminal:
             node = self.engine.expand([node], 1)[0][0]
         return [node]
+
+
+def _probability(node: Node) -> float:
+    """The policy's probability of ``node``'s step (without its log-probs, 1: as if it covered everything, so its
+    parent is not sampled again)."""
+    return math.exp(sum(node.step.logprobs)) if node.step.logprobs else 1.0

@@ -8,7 +8,8 @@ is what self-consistency already computes. The table (per bin: the highest agree
 section) is written by hand or fitted by ``reasoner bench search --fit-auto`` on a calibration split.
 
 Sampling strategies reuse the probes: CoT keeps the first probe trajectory, best-of-N keeps ``min(n, probe)`` of
-them and samples only the rest. Any other search starts from a bare root (the probes' tokens are still counted).
+them and samples only the rest. A* continues from them (they are states it has found: scored, on its open list).
+Any other search starts from a bare root (the probes' tokens are still counted).
 Each tree's stats count ``auto_agreement`` (the measured agreement), ``auto_bin_<i>`` and ``auto_<method>``, so a
 run's summary shows how many problems went where.
 """
@@ -24,6 +25,7 @@ from .common import leaves
 from .vote import group_answers
 
 REUSES_PROBES = ("cot", "best_of_n")  # independent samples from the root, as the probes are
+CONTINUES_PROBES = ("astar",)  # searches that continue from the trajectories a tree holds
 
 
 def agreement(answers: list[str | None]) -> float:
@@ -72,6 +74,8 @@ class AutoSearch:
                 if section.n > keep:
                     BestOfN(self.engine, section.n - keep, section.whole).run(group)
                 found = [list(leaves(tree.root)) for tree in group]
+            elif section.method in CONTINUES_PROBES:
+                found = built.run(group)
             else:
                 for tree in group:
                     tree.root.children.clear()

@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from evals.bench_search import auto_costs, fit_table
+from evals.bench_search import auto_costs, fit_table, frontier
 from reasoner import Reasoner
 from reasoner.recipe import Recipe, RecipeError
 from search.auto import agreement
+from search.common import leaves
 from verifiers.math import extract_answer
 
 COT = {"method": "cot"}
@@ -59,6 +60,15 @@ def test_a_tree_search_row_runs_that_search(problems):
     for s in beams:  # the probes are gone from the tree; beam's 4 finished paths are the candidates
         assert len(s.candidates) == 4 and len(s.tree.root.children) == 4
         assert s.stats.counters["kv_tokens_peak"] > 0  # the beam's retained-KV bookkeeping ran
+
+
+def test_an_astar_row_continues_from_the_probes(problems):
+    table = [{"max_agreement": 1.0, "search": {"method": "astar", "n": 1, "max_expansions": 1, "width": 2}}]
+    solutions = auto(table, probe=3, sampling={"temperature": 1.5}).solve_many(problems[:3])
+    for s in solutions:
+        assert s.stats.counters["auto_astar"] == 1 and len(s.candidates) == 1
+        # the 3 probe trajectories stay in the tree (from a bare root, one expansion of 2 children could not finish 3)
+        assert sum(x.terminal for x in leaves(s.tree.root)) >= 3
 
 
 @pytest.mark.parametrize(
@@ -123,6 +133,21 @@ def test_auto_costs_count_the_probes_once_for_best_of_n_and_on_top_for_other_sea
     assert costs["probe"]["a"] == (True, 40)
     assert costs["best_of_n-8"]["a"] == (True, 80)
     assert costs["beam-8"]["a"] == (False, 140)
+    # a run of auto itself (A* continuing from the probes) counted them already
+    assert auto_costs(results, {"a": 1.0}, probed={"probe", "beam-8"})["beam-8"]["a"] == (False, 100)
+
+
+def test_auto_is_compared_with_what_the_fixed_runs_buy_at_its_tokens():
+    """Between two budgets the fixed runs mixed (each problem run by one of them) set the bar, not the cheaper alone."""
+    rows = [
+        {"run": "astar-4", "accuracy": 0.6, "tokens_per_problem": 200},
+        {"run": "astar-16", "accuracy": 0.8, "tokens_per_problem": 800},
+        {"run": "beam-16", "accuracy": 0.7, "tokens_per_problem": 1000},
+    ]
+    accuracy, how = frontier(rows, 500)
+    assert accuracy == pytest.approx(0.7) and how == "astar-4 and astar-16 mixed"
+    assert frontier(rows, 900) == (0.8, "astar-16 at 800")
+    assert frontier(rows, 100)[0] == 0.0
 
 
 def test_agreement_groups_equivalent_answers():

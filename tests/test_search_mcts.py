@@ -6,8 +6,9 @@ import math
 import pytest
 
 from reasoner import Reasoner
-from reasoner.core.types import Problem
+from reasoner.core.types import Problem, Step, Tree
 from reasoner.toy import generate_problems
+from search.astar import AStar
 from search.common import leaves
 
 PROBLEMS = [Problem(p.question, str(p.answer)) for p in generate_problems(2, seed=12, difficulty="ops=4,digits=2")]
@@ -111,3 +112,57 @@ def test_astar_reopening_costs_more_with_every_distinct_child_even_when_steps_ar
         r.search._reopen(heap, trees[0].root, 0.0, 1e-12, distinct, itertools.count())
         costs.append(heap[0][0])
     assert costs == sorted(costs) and costs[0] > 0.5 and math.isclose(costs[1], math.log(4), rel_tol=1e-6)
+
+
+class _Scripted:
+    """A verifier whose step scores are set by the step's text."""
+
+    name = "scripted"
+
+    def __init__(self, scores: dict[str, float]):
+        self.scores = scores
+
+    def score_paths(self, nodes):
+        return [[self.scores[p.step.text] for p in n.path()] for n in nodes]
+
+
+class _Recorder:
+    """An engine that records what it is asked to expand and writes one finished step ``<step>+``."""
+
+    def __init__(self):
+        self.expanded = []
+
+    def expand(self, nodes, k):
+        self.expanded += nodes
+        return [[n.add_child(Step(n.step.text + "+", logprobs=[-0.1]), True)] for n in nodes]
+
+
+def held_tree(*paths: list[tuple[str, float]]) -> Tree:
+    """A tree holding trajectories (as auto's probes leave it): each a list of (step, log-prob), the last finished."""
+    tree = Tree(Problem("q", "1"))
+    for path in paths:
+        node = tree.root
+        for i, (text, lp) in enumerate(path):
+            node = node.add_child(Step(text, logprobs=[lp]), terminal=i == len(path) - 1)
+    return tree
+
+
+def test_astar_continues_from_the_trajectories_a_tree_holds():
+    """Held trajectories are states found: their finished ends are candidates with no new step drawn, and a state
+    held twice counts once (from a bare root the search would have to expand it first)."""
+    tree = held_tree(
+        [("a", 0.0), ("a1", 0.0)], [("b", 0.0), ("b1", 0.0)], [("a", 0.0), ("a1", 0.0)], [("c", 0.0), ("c1", 0.0)]
+    )
+    engine = _Recorder()
+    scores = {"a": 0.9, "a1": 0.9, "b": 0.8, "b1": 0.8, "c": 0.1, "c1": 0.1}
+    found = AStar(engine, _Scripted(scores), n=2, aggregate="last").run([tree])[0]
+    assert [x.text() for x in found] == ["a\n\na1", "b\n\nb1"] and not engine.expanded
+    assert tree.stats.counters["duplicate_states"] == 2
+
+
+def test_astar_draws_again_from_a_held_step_when_the_trajectory_below_it_scores_badly():
+    tree = held_tree([("a", math.log(0.9)), ("a1", math.log(0.5))])
+    engine = _Recorder()
+    found = AStar(engine, _Scripted({"a": 0.9, "a1": 0.01, "a+": 0.9}), n=1, aggregate="last").run([tree])[0]
+    a = tree.root.children[0]
+    assert engine.expanded == [a] and [x.text() for x in found] == ["a\n\na+"]

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.config import QUANTIZE_KINDS
 from ..toy import model_path
 
 CHUNK = 1 << 22
@@ -459,9 +460,6 @@ def _file_page_releaser() -> Callable[[int, int], None]:
                 libc.madvise(start, end - start, dontneed)
 
     return release
-
-
-QUANTIZE_KINDS = ("int8", "fp16")
 
 
 def quantize_linear(model, kind: str, device: str):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 WHY = "maximum_why"  # the schema key of an upper bound's reason (``at_most``)
 SEED_WHY = "seeds go to torch's generators, which take 64-bit seeds"
+# a CPU model's linear layers: float32 (none), int8 or float16 weights (``backends.sources.quantize_linear``)
+Quantize = Literal["none", "int8", "fp16"]
+QUANTIZE_KINDS: tuple[str, ...] = get_args(Quantize)[1:]
 
 
 class Section(BaseModel):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..core.config import SEED_WHY, Section, at_most
+from ..core.config import SEED_WHY, Quantize, Section, at_most
 
 TREE_WHY = "every drafted token is a row of the verifying forward: past it a forward costs more than speculation saves"
 
@@ -211,7 +211,7 @@ class TokenSpeculation(Section):
         **at_most(2**63 - 1, SEED_WHY),
         description="seeds the drafters that sample (draft_model, ngram_pool, swift)",
     )
-    draft_quantize: Literal["none", "int8", "fp16"] = Field(
+    draft_quantize: Quantize = Field(
         "none",
         description="draft_model, rasd: int8 or fp16 weights for the draft model's linear layers on a CPU (the target "
         "still verifies at full precision, so output stays lossless; only acceptance may change). On the real pair "
