@@ -251,7 +251,12 @@ class ETSConfig(SearchBase):
     method: Literal["ets"] = Field("ets", description="the search")
     n: int = Field(16, ge=1, **at_most(MAX_N, N_WHY), description="width: trajectories per problem")
     temperature: float = Field(0.2, gt=0, description="softmax temperature of the width allocation")
-    lambda_c: float = Field(1.0, ge=0, description="weight of the retained KV cost")
+    lambda_c: float = Field(
+        2.0,
+        ge=0,
+        description="weight of the retained KV cost (2: the largest that kept REBASE's accuracy within one "
+        "standard error at n 8 and 16 on a calibration split of the toy; docs/benchmarks.md)",
+    )
     lambda_s: float = Field(1.5, ge=0, description="weight of semantic coverage")
     cluster_distance: float = Field(0.05, ge=0, description="cosine distance that cuts the step clusters")
 
