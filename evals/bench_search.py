@@ -17,7 +17,9 @@ run again on a calibration split (suite seed ``--fit-seed``, default ``--seed`` 
 (``auto`` that only takes the vote of ``--probe`` samples) that measures each problem's agreement; ``fit_table``
 picks a search per agreement bin at the average tokens of the most accurate fixed calibration run, writes
 ``DIR/auto_table.json`` and runs ``auto`` with it on the evaluation split (row ``auto``). CoT is not a candidate:
-the bench's CoT is greedy, and auto's sampling is the recipe's.
+the bench's CoT is greedy, and auto's sampling is the recipe's. A search that continues from the probes (A*) is
+calibrated by ``auto`` itself with a table sending every problem to it, since its fixed run does not predict what it
+does after them. The goal check compares ``auto`` with the fixed runs at its tokens (``frontier``).
 """
 
 from __future__ import annotations
