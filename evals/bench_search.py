@@ -174,13 +174,14 @@ def auto_row(out, rows, problems, difficulty, seed, fit_seed, verifier, probe, b
             fit_seed,
             verifier,
         )
-        results[label] = _per_problem(calibration / label)
+        costed = label  # the run whose per-problem results cost this strategy under auto
         if method in CONTINUES_PROBES:  # what it does after the probes: auto with a table sending every problem to it
             table = _one_row_table(calibration, label, probe, _section(method, budget))
             sets = ["search.method=auto", f"search.probe={probe}", f"search.table={table}"]
-            run_one(calibration, f"auto-{label}", "auto", budget, False, sets, problems, difficulty, fit_seed, verifier)
-            results[label] = _per_problem(calibration / f"auto-{label}")
+            costed = f"auto-{label}"
+            run_one(calibration, costed, "auto", budget, False, sets, problems, difficulty, fit_seed, verifier)
             probed_runs.add(label)
+        results[label] = _per_problem(calibration / costed)
     agreement = {i: r["agreement"] for i, r in results["probe"].items() if r["problem"] not in evaluation}
     costs = auto_costs(results, agreement, probed_runs)
     best = max(fixed.values(), key=lambda r: (r["accuracy"], -r["tokens_per_problem"]))

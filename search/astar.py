@@ -59,7 +59,7 @@ class AStar:
         open_: dict[Tree, list] = {t: [] for t in trees}
         found: dict[Tree, list[Node]] = {t: [] for t in trees}
         expansions = {t: 0 for t in trees}
-        seen: dict[Tree, set[str]] = {t: set() for t in trees}  # the closed set: paths already pushed
+        seen: dict[Tree, dict[str, Node]] = {t: {} for t in trees}  # the closed set: a path's text -> its first node
         drawn: dict[Node, list[float]] = {}  # an expanded node: the policy's probability of each distinct child
         cost: dict[Node, float] = {t.root: 0.0 for t in trees}
         self._held(trees, open_, seen, drawn, cost, tie)
@@ -81,13 +81,9 @@ class AStar:
                 expansions[node.tree] += 1
                 mine = drawn.setdefault(node, [])
                 for c in children:
-                    text = c.text()
-                    if text in seen[c.tree]:  # the same state again: graph search expands a state once
-                        c.tree.stats.count("duplicate_states")
-                        continue
-                    seen[c.tree].add(text)
-                    mine.append(_probability(c))
-                    fresh.append(c)
+                    if _new_state(seen[c.tree], c):
+                        mine.append(_probability(c))
+                        fresh.append(c)
                 self._reopen(open_[node.tree], node, cost[node], sum(mine), len(mine), tie)
             for c, v in zip(fresh, path_scores(self.verifier, fresh, self.aggregate)):
                 cost[c] = self.cost(c, v)
@@ -105,20 +101,16 @@ class AStar:
             if not t.root.children:
                 heapq.heappush(open_[t], (0.0, 0, next(tie), t.root))
                 continue
-            state = {"": t.root}  # a path's text -> the node first holding it
+            seen[t][""] = t.root
             stack = [t.root]
             while stack:
                 node = stack.pop()
+                first = seen[t][node.text()]  # the node holding this state first (a repeat's children are its)
                 for c in node.children:
                     stack.append(c)
-                    text = c.text()
-                    if text in state:
-                        t.stats.count("duplicate_states")
-                        continue
-                    state[text] = c
-                    drawn.setdefault(state[node.text()], []).append(_probability(c))
-                    (held if c.children else ends).append(c)
-            seen[t].update(state)
+                    if _new_state(seen[t], c):
+                        drawn.setdefault(first, []).append(_probability(c))
+                        (held if c.children else ends).append(c)
         # the ends first: a verifier that caches step scores then scores the held prefixes from the same forwards
         scores = path_scores(self.verifier, ends, self.aggregate) + path_scores(self.verifier, held, self.aggregate)
         for c, v in zip(ends + held, scores):
@@ -150,6 +142,17 @@ class AStar:
         while not node.terminal:
             node = self.engine.expand([node], 1)[0][0]
         return [node]
+
+
+def _new_state(seen: dict[str, Node], node: Node) -> bool:
+    """Graph search: whether ``node``'s path is a state not found before (then ``seen`` records it); a repeat is
+    counted (``duplicate_states``), since a state is expanded once."""
+    text = node.text()
+    if text in seen:
+        node.tree.stats.count("duplicate_states")
+        return False
+    seen[text] = node
+    return True
 
 
 def _probability(node: Node) -> float:
